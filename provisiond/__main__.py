@@ -1,0 +1,3 @@
+from provisiond.daemon import run
+
+run()

@@ -1,0 +1,110 @@
+"""make_app(): AppKeys, the one error middleware, the peer-uid check, and serving on a Unix socket."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from provisiond.errors import BadRequestError, ProvisionError
+from provisiond.provisioner import Provisioner
+
+log = logging.getLogger(__name__)
+
+PROVISIONER = web.AppKey("provisioner", Provisioner)
+INFO = web.AppKey("info", dict)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(status: int, error: dict[str, Any]) -> web.Response:
+    return web.json_response({"error": error}, status=status)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """ProvisionError → JSON with a stable code; unknown routes → JSON 404/405; never a traceback."""
+    try:
+        return await handler(request)
+    except ProvisionError as exc:
+        if exc.http_status >= 500:
+            log.error("%s %s: %s", request.method, request.path, exc.message)
+        return error_response(exc.http_status, exc.to_wire())
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status, "bad-request")
+        return error_response(exc.status, {"code": code, "message": f"{request.method} {request.path}: {exc.reason}",
+                                           "hint": "see docs/api.md for the routes"})
+
+
+@web.middleware
+async def peer_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse peers of another uid (SO_PEERCRED), in addition to the socket's 0600 mode."""
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if sock is not None and sock.family == socket.AF_UNIX:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        _pid, uid, _gid = struct.unpack("3i", creds)
+        if uid != os.getuid():
+            return error_response(403, {"code": "forbidden", "message": f"uid {uid} may not use this daemon",
+                                        "hint": "each user runs their own provisiond"})
+    return await handler(request)
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    try:
+        body = await request.json()
+    except ValueError:
+        raise BadRequestError("the request body is not JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequestError("the request body must be a JSON object")
+    return body
+
+
+def make_app(provisioner: Provisioner, info: dict[str, Any]) -> web.Application:
+    from provisiond.api.routes import routes
+
+    app = web.Application(middlewares=[peer_middleware, errors_middleware])
+    app[PROVISIONER] = provisioner
+    app[INFO] = info
+    app.add_routes(routes)
+    return app
+
+
+@asynccontextmanager
+async def serving(app: web.Application, socket_path: Path, sock: socket.socket | None = None) -> AsyncIterator[None]:
+    """Serve ``app`` on a Unix socket: dir 0700, socket 0600; or on an inherited socket (systemd)."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        if sock is not None:
+            site: web.BaseSite = web.SockSite(runner, sock)
+        else:
+            socket_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if socket_path.is_socket():
+                socket_path.unlink()  # the store flock proves no live daemon owns it
+            site = web.UnixSite(runner, str(socket_path))
+        old_umask = os.umask(0o177)
+        try:
+            await site.start()
+        finally:
+            os.umask(old_umask)
+        if sock is None:
+            os.chmod(socket_path, 0o600)
+        yield
+    finally:
+        await runner.cleanup()
+        if sock is None:
+            try:
+                socket_path.unlink()
+            except FileNotFoundError:
+                pass

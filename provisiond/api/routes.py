@@ -1,0 +1,127 @@
+"""Thin handlers: parse, call the Provisioner, answer JSON. The CLI mirrors these names."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from aiohttp import web
+
+from provisiond.api.app import INFO, PROVISIONER, read_json
+from provisiond.errors import BadRequestError
+
+routes = web.RouteTableDef()
+
+
+def _str(body: dict[str, Any], key: str, *, required: bool = True) -> str | None:
+    value = body.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value:
+        raise BadRequestError(f"'{key}' must be a non-empty string")
+    return value
+
+
+@routes.get("/v1/health")
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "pid": os.getpid(), **request.app[INFO]})
+
+
+@routes.get("/v1/status")
+async def status(request: web.Request) -> web.Response:
+    p = request.app[PROVISIONER]
+    names = p.store.list_names()
+    return web.json_response({
+        **request.app[INFO],
+        "pid": os.getpid(),
+        "envs": len(names),
+        "projects": sum(1 for n in names if n.kind == "project"),
+        "store_envs": len(p.store.list_envs()),
+        "builds_running": [b.to_wire() for b in p.store.list_builds("running")],
+        "failed": [{"name": n.name, "error": n.error} for n in names if n.status == "failed"],
+    })
+
+
+@routes.get("/v1/projects")
+async def list_projects(request: web.Request) -> web.Response:
+    return web.json_response({"projects": [v.to_wire() for v in request.app[PROVISIONER].list("project")]})
+
+
+@routes.post("/v1/projects")
+async def add_project(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    p = request.app[PROVISIONER]
+    view = p.add_project(_str(body, "path") or "", _str(body, "name", required=False))
+    if body.get("warm", True) and view.status == "new":
+        p.warm_in_background(view.name)
+    return web.json_response(view.to_wire(), status=201)
+
+
+@routes.delete("/v1/projects")
+async def remove_project(request: web.Request) -> web.Response:
+    """``?project=NAME|PATH``: a query parameter, because a path does not fit in a URL segment."""
+    target = request.query.get("project")
+    if not target:
+        raise BadRequestError("missing query parameter 'project' (a name or a path)")
+    return web.json_response(request.app[PROVISIONER].remove(target).to_wire())
+
+
+@routes.get("/v1/envs")
+async def list_envs(request: web.Request) -> web.Response:
+    return web.json_response({"envs": [v.to_wire() for v in request.app[PROVISIONER].list()]})
+
+
+@routes.post("/v1/envs")
+async def create_env(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    view = await request.app[PROVISIONER].create(
+        _str(body, "file") or "", _str(body, "name", required=False), update=bool(body.get("update")))
+    return web.json_response(view.to_wire(), status=201)
+
+
+@routes.get("/v1/envs/{name}")
+async def show_env(request: web.Request) -> web.Response:
+    p = request.app[PROVISIONER]
+    view = p.view(p.store.get_name(request.match_info["name"]).name)
+    return web.json_response(view.to_wire())
+
+
+@routes.get("/v1/envs/{name}/lock")
+async def env_lock(request: web.Request) -> web.Response:
+    return web.json_response(request.app[PROVISIONER].lock_of(request.match_info["name"]).to_wire())
+
+
+@routes.post("/v1/envs/{name}/warm")
+async def warm_env(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    view = await request.app[PROVISIONER].warm(request.match_info["name"], update=bool(body.get("update")))
+    return web.json_response(view.to_wire())
+
+
+@routes.get("/v1/builds")
+async def list_builds(request: web.Request) -> web.Response:
+    builds = request.app[PROVISIONER].store.list_builds(request.query.get("status"))
+    return web.json_response({"builds": [b.to_wire() for b in builds]})
+
+
+def _build_id(request: web.Request) -> int:
+    try:
+        return int(request.match_info["id"])
+    except ValueError:
+        raise BadRequestError(f"build id {request.match_info['id']!r} is not a number") from None
+
+
+@routes.get("/v1/builds/{id}")
+async def show_build(request: web.Request) -> web.Response:
+    return web.json_response(request.app[PROVISIONER].store.get_build(_build_id(request)).to_wire())
+
+
+@routes.get("/v1/builds/{id}/log")
+async def build_log(request: web.Request) -> web.Response:
+    build = request.app[PROVISIONER].store.get_build(_build_id(request))
+    try:
+        with open(build.log, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except FileNotFoundError:
+        text = ""
+    return web.Response(text=text, content_type="text/plain")

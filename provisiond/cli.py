@@ -1,0 +1,216 @@
+"""provisionctl: talk to provisiond. Subcommands return data; one renderer prints text or --json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from provisiond import __version__
+from provisiond.client import Client, segment
+from provisiond.errors import ProvisionError
+from provisiond.settings import Settings, load_settings
+
+Result = Any
+
+
+def _client(args: argparse.Namespace) -> Client:
+    settings: Settings = args.settings
+    return Client(settings.paths.socket)
+
+
+def _looks_like_path(target: str) -> bool:
+    return "/" in target or target in (".", "..") or (os.path.exists(target) and not target.isidentifier())
+
+
+def _project_name(client: Client, target: str) -> str:
+    """A NAME stays a name; a PATH is registered (idempotent) and becomes its project's name."""
+    if not _looks_like_path(target):
+        return target
+    view = client.post("/v1/projects", {"path": str(Path(target).resolve()), "warm": False})
+    return str(view["name"])
+
+
+def cmd_watch(args: argparse.Namespace) -> Result:
+    return _client(args).post("/v1/projects", {"path": str(Path(args.dir).resolve()), "name": args.name,
+                                               "warm": not args.no_warm})
+
+
+def cmd_unwatch(args: argparse.Namespace) -> Result:
+    target = str(Path(args.target).resolve()) if _looks_like_path(args.target) else args.target
+    return _client(args).delete("/v1/projects", project=target)
+
+
+def cmd_create(args: argparse.Namespace) -> Result:
+    return _client(args).post("/v1/envs", {"file": str(Path(args.file).resolve()), "name": args.name,
+                                           "update": args.update})
+
+
+def cmd_warm(args: argparse.Namespace) -> Result:
+    client = _client(args)
+    name = _project_name(client, args.target)
+    return client.post(f"/v1/envs/{segment(name)}/warm", {"update": args.update})
+
+
+def cmd_list(args: argparse.Namespace) -> Result:
+    return _client(args).get("/v1/envs")
+
+
+def cmd_show(args: argparse.Namespace) -> Result:
+    client = _client(args)
+    name = _project_name(client, args.target)
+    view = client.get(f"/v1/envs/{segment(name)}")
+    if args.lock:
+        view["lock"] = client.get(f"/v1/envs/{segment(name)}/lock")
+    return view
+
+
+def cmd_status(args: argparse.Namespace) -> Result:
+    return _client(args).get("/v1/status")
+
+
+def cmd_log(args: argparse.Namespace) -> Result:
+    client = _client(args)
+    build_id = args.target
+    if not build_id.isdigit():
+        build_id = client.get(f"/v1/envs/{segment(_project_name(client, build_id))}").get("build_id")
+        if build_id is None:
+            raise ProvisionError(f"{args.target!r} has no build yet")
+    return {"log": client.get(f"/v1/builds/{build_id}/log")}
+
+
+def cmd_check(args: argparse.Namespace) -> Result:
+    from provisiond.spec import load_spec  # ruamel + rattler: only this command pays for them
+
+    return load_spec(args.file).to_wire()
+
+
+# -- rendering -------------------------------------------------------------------------------
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows])
+
+
+def render_env(view: dict[str, Any]) -> str:
+    lines = [f"{view['name']}: {view['status']}"]
+    for key in ("kind", "source", "env_key", "prefix", "build_id"):
+        if view.get(key) is not None:
+            lines.append(f"  {key}: {view[key]}")
+    if view.get("projects"):
+        lines.append(f"  projects: {', '.join(view['projects'])}")
+    if view.get("error"):
+        serving = " (the previous env is still served)" if view.get("prefix") else ""
+        lines.append(f"  last error{serving}: {view['error']}")
+    if "lock" in view:
+        for p in view["lock"]["packages"]:
+            lines.append(f"  {p['name']}={p['version']}={p['build']}  {p['url']}")
+    return "\n".join(lines)
+
+
+def render(command: str, result: Result) -> str:
+    if command == "warm":
+        return result.get("prefix") or render_env(result)
+    if command in ("watch", "unwatch", "create", "show"):
+        return render_env(result)
+    if command == "list":
+        rows = [[e["name"], e["status"], (e["env_key"] or "-")[:16], e["prefix"] or "-",
+                 ", ".join(e["projects"]) or "-"] for e in result["envs"]]
+        return _table(rows, ["NAME", "STATUS", "ENV_KEY", "PREFIX", "PROJECTS"]) if rows else \
+            "no envs yet (provisionctl watch DIR, or provisionctl create -f FILE)"
+    if command == "status":
+        lines = [f"provisiond {result['version']} (pid {result['pid']}) on {result['socket']}",
+                 f"engine: {result['engine_version']} ({result['platform']})",
+                 f"store: {result['store']} ({result['store_envs']} envs, {result['envs']} names, "
+                 f"{result['projects']} projects)"]
+        lines += [f"building: {b['name'] or b['env_key'][:16]} (build {b['id']})" for b in result["builds_running"]]
+        lines += [f"failed: {f['name']}: {f['error']}" for f in result["failed"]]
+        return "\n".join(lines)
+    if command == "log":
+        return str(result["log"]).rstrip("\n")
+    if command == "check":
+        out = [f"{k}: {json.dumps(v)}" for k, v in result.items() if k != "warnings"]
+        out += [f"warning: {w}" for w in result.get("warnings", [])]
+        return "\n".join(out)
+    return json.dumps(result, indent=2)
+
+
+# -- argv --------------------------------------------------------------------------------------
+
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], Result], str]] = {
+    "watch": (cmd_watch, "register a project directory holding environment.yml and build it in the background"),
+    "unwatch": (cmd_unwatch, "forget a project (its env stays in the store for other users of it)"),
+    "create": (cmd_create, "create a named env from an environment file, like `conda env create -f`"),
+    "warm": (cmd_warm, "make an env ready (solve, fetch, build) and print its prefix"),
+    "list": (cmd_list, "list envs: name, status, env_key, prefix, projects"),
+    "show": (cmd_show, "show one env (--lock: its resolved packages)"),
+    "status": (cmd_status, "daemon status: engine, store, builds in progress, failures"),
+    "log": (cmd_log, "print the build log of an env (NAME|PATH) or of a build id"),
+    "check": (cmd_check, "validate an environment file without the daemon (exit 65 on error)"),
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p = argparse.ArgumentParser(
+        prog="provisionctl",
+        description="Control provisiond: register projects, build and inspect conda environments.",
+        epilog="Examples:\n  provisionctl watch ~/work/nlp\n  provisionctl warm nlp-exp\n"
+               "  provisionctl create -f other/environment.yml -n tools\n  provisionctl list --json\n\n"
+               "Exit codes: 0 ok, 65 bad environment file, 66 no such env, 69 daemon not running, "
+               "70 engine failure.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--socket", help="daemon socket (env PROVISIOND_SOCKET)")
+    p.add_argument("--home", help="store root, used to find the default socket (env PROVISIOND_HOME)")
+    p.add_argument("--version", action="version", version=f"provisionctl {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    cmds = {name: sub.add_parser(name, parents=[common], help=text, description=text)
+            for name, (_fn, text) in COMMANDS.items()}
+    cmds["watch"].add_argument("dir", metavar="DIR", help="project directory")
+    cmds["watch"].add_argument("-n", "--name", help="env name (default: the file's name:, else the directory name)")
+    cmds["watch"].add_argument("--no-warm", action="store_true", help="register only; build on first warm")
+    cmds["unwatch"].add_argument("target", metavar="NAME|DIR")
+    cmds["create"].add_argument("-f", "--file", required=True, help="environment.yml")
+    cmds["create"].add_argument("-n", "--name", help="env name (default: the file's name:)")
+    cmds["create"].add_argument("--update", action="store_true", help="re-solve even if a cached solve exists")
+    cmds["warm"].add_argument("target", metavar="NAME|PATH")
+    cmds["warm"].add_argument("--update", action="store_true", help="re-solve against fresh repodata")
+    cmds["show"].add_argument("target", metavar="NAME|PATH")
+    cmds["show"].add_argument("--lock", action="store_true", help="include the resolved packages")
+    cmds["log"].add_argument("target", metavar="NAME|PATH|BUILD_ID")
+    cmds["check"].add_argument("file", metavar="FILE")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.settings = load_settings({"home": args.home, "socket": args.socket})
+        result = COMMANDS[args.command][0](args)
+    except ProvisionError as exc:
+        if args.json:
+            print(json.dumps({"error": exc.to_wire()}, indent=2))
+        print(f"provisionctl: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    print(json.dumps(result, indent=2) if args.json else render(args.command, result))
+    return 0
+
+
+def run() -> None:
+    """Console entry point; `check` imports rattler, which can crash at exit, so leave via os._exit."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    run()

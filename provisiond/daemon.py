@@ -1,0 +1,100 @@
+"""provisiond: settings, logging, the store flock, the API on its socket, signals."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from provisiond import __version__
+from provisiond.errors import ProvisionError
+from provisiond.settings import Settings, load_settings
+
+log = logging.getLogger("provisiond")
+
+
+async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM/SIGINT: open the store (one daemon per store), serve the API, shut down cleanly."""
+    from provisiond.api.app import make_app, serving
+    from provisiond.engines import engine_for
+    from provisiond.provisioner import Provisioner
+    from provisiond.store import Store
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        with Store.open(settings.paths) as store:
+            engine = engine_for(settings)
+            provisioner = Provisioner(store, engine, settings)
+            info = {"version": __version__, "engine": engine.name, "engine_version": engine.version(),
+                    "platform": engine.platform, "store": str(settings.paths.home),
+                    "socket": str(settings.paths.socket)}
+            try:
+                async with serving(make_app(provisioner, info), settings.paths.socket):
+                    log.info("provisiond %s listening on %s (store %s, engine %s)", __version__,
+                             settings.paths.socket, settings.paths.home, info["engine_version"])
+                    if ready is not None:
+                        ready.set()
+                    await stop.wait()
+                    log.info("shutting down")
+            finally:
+                await provisioner.close()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="provisiond",
+        description="Per-user daemon that builds conda environments from environment.yml into a "
+                    "content-addressed store and serves them on a Unix socket.",
+        epilog="Settings precedence: flag > PROVISIOND_* environment > config file > default. "
+               "See docs/configuration.md.",
+    )
+    p.add_argument("--home", help="store root (env PROVISIOND_HOME)")
+    p.add_argument("--socket", help="Unix socket path (env PROVISIOND_SOCKET)")
+    p.add_argument("--engine", choices=("auto", "rattler", "micromamba"), help="engine (env PROVISIOND_ENGINE)")
+    p.add_argument("--max-builds", type=int, help="builds allowed at once")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: engine output)")
+    p.add_argument("--version", action="version", version=f"provisiond {__version__}")
+    return p
+
+
+def configure_logging(verbose: int) -> None:
+    level = logging.DEBUG if verbose >= 2 else logging.INFO
+    fmt = "%(levelname)s %(name)s: %(message)s" if "JOURNAL_STREAM" in os.environ else \
+        "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
+    if verbose < 2:
+        logging.getLogger("aiohttp").setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    configure_logging(args.verbose)
+    try:
+        settings = load_settings({"home": args.home, "socket": args.socket, "engine": args.engine,
+                                  "max_builds": args.max_builds})
+        asyncio.run(serve(settings))
+    except ProvisionError as exc:
+        log.error("%s%s", exc.message, f"\nhint: {exc.hint}" if exc.hint else "")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def run() -> None:
+    """Console entry point: rattler can crash at interpreter exit, so leave through os._exit."""
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -1,0 +1,154 @@
+"""py-rattler, in-process: the embedded default engine.
+
+The gateway (repodata) lives as long as the engine, so a re-solve after an edit costs
+milliseconds instead of re-reading every channel's repodata.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import rattler
+import rattler.exceptions as rx
+
+from provisiond.engines.base import OnLine
+from provisiond.errors import EngineError, SolveError
+from provisiond.lock import Lock, Package
+from provisiond.settings import Settings
+from provisiond.spec import EnvSpec
+
+log = logging.getLogger(__name__)
+
+
+class RattlerEngine:
+    name = "rattler"
+    builds_in_place = False
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.platform = str(rattler.Platform.current())
+        self._channel_config = rattler.ChannelConfig(channel_alias=settings.channel_alias)
+        self._gateway = rattler.Gateway(cache_dir=settings.paths.repodata_cache)
+        self._virtual = rattler.VirtualPackage.detect()
+
+    def version(self) -> str:
+        from importlib.metadata import version
+
+        return f"py-rattler {version('py-rattler')}"
+
+    def virtual_packages(self) -> list[str]:
+        return sorted(str(v.into_generic()) for v in self._virtual)
+
+    def channel(self, name: str) -> rattler.Channel:
+        return rattler.Channel(name, self._channel_config)
+
+    def channels_of(self, spec: EnvSpec) -> list[rattler.Channel]:
+        """The spec's channels in priority order, then channels named only in ``channel::pkg``."""
+        channels = [self.channel(c) for c in spec.channels]
+        seen = {c.base_url for c in channels}
+        for dep in spec.dependencies:
+            pinned = rattler.MatchSpec(dep, strict=False).channel
+            if pinned is not None and pinned.base_url not in seen:
+                channels.append(pinned)
+                seen.add(pinned.base_url)
+        return channels
+
+    async def solve(self, spec: EnvSpec, *, refresh: bool = False) -> Lock:
+        channels = self.channels_of(spec)
+        if not channels:
+            raise SolveError(f"{spec.source or 'spec'}: no channels to solve from",
+                             hint="add a 'channels:' list to the environment file")
+        subdirs = [self.platform, "noarch"]
+        if refresh:
+            for channel in channels:
+                self._gateway.clear_repodata_cache(channel, subdirs)
+        priority = (rattler.ChannelPriority.Strict if spec.channel_priority == "strict"
+                    else rattler.ChannelPriority.Disabled)
+        try:
+            records = await rattler.solve(
+                sources=channels,
+                specs=list(spec.dependencies),
+                gateway=self._gateway,
+                platforms=subdirs,
+                virtual_packages=self._virtual,
+                channel_priority=priority,
+                timestamp_policy="allow-missing",
+            ) if spec.dependencies else []
+        except rx.SolverError as exc:
+            raise SolveError(f"{spec.source or 'spec'}: cannot be solved:\n{exc}",
+                             hint="relax a version pin or add the channel that has the package") from None
+        except (rx.GatewayError, rx.FetchRepoDataError, rx.InvalidChannelError, rx.IoError) as exc:
+            raise EngineError(f"cannot read channel repodata: {exc}",
+                              hint="check the channel URLs and your network") from None
+        return Lock(
+            platform=self.platform,
+            packages=tuple(package_of(r) for r in records),
+            channels=tuple(c.base_url for c in channels),
+            engine=self.name,
+        )
+
+    async def install(self, lock: Lock, build_dir: Path, target_prefix: Path, on_line: OnLine) -> None:
+        records = [record_of(p) for p in lock.packages]
+        on_line(f"installing {len(records)} packages into {target_prefix} (building in {build_dir})")
+        try:
+            await rattler.install(
+                records,
+                target_prefix=build_dir,
+                cache_dir=self.settings.paths.pkgs,
+                alternative_target_prefix=target_prefix,
+                show_progress=False,
+                execute_link_scripts=False,
+            )
+        except Exception as exc:  # rattler raises many unrelated exception types here
+            on_line(f"error: {exc}")
+            raise EngineError(f"install failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        for p in lock.packages:
+            on_line(f"linked {p.dist} ({p.subdir})")
+
+
+def package_of(record: rattler.RepoDataRecord) -> Package:
+    """Our Package from a rattler record (we never hash rattler's own serialization)."""
+    noarch = record.noarch
+    noarch_name = "python" if noarch.python else "generic" if noarch.generic else None
+    return Package(
+        name=record.name.normalized,
+        version=str(record.version),
+        build=str(record.build),
+        build_number=record.build_number,
+        subdir=record.subdir,
+        channel=record.channel or "",
+        url=record.url,
+        file_name=record.file_name,
+        sha256=record.sha256.hex() if record.sha256 else None,
+        md5=record.md5.hex() if record.md5 else None,
+        size=record.size,
+        depends=tuple(record.depends),
+        constrains=tuple(record.constrains),
+        noarch=noarch_name,
+        timestamp=int(record.timestamp.timestamp() * 1000) if record.timestamp else None,
+        license=record.license,
+    )
+
+
+def record_of(p: Package) -> rattler.RepoDataRecord:
+    """A rattler record from our Package, so a lock installs without touching repodata."""
+    import datetime as dt
+
+    record = rattler.PackageRecord(
+        name=p.name,
+        version=p.version,
+        build=rattler.BuildString(p.build),
+        build_number=p.build_number,
+        subdir=p.subdir,
+        noarch=rattler.NoArchType(p.noarch) if p.noarch else None,
+        depends=list(p.depends),
+        constrains=list(p.constrains),
+        sha256=bytes.fromhex(p.sha256) if p.sha256 else None,
+        md5=bytes.fromhex(p.md5) if p.md5 else None,
+        size=p.size,
+        license=p.license,
+    )
+    if p.timestamp is not None:
+        record.timestamp = dt.datetime.fromtimestamp(p.timestamp / 1000, tz=dt.timezone.utc)
+    return rattler.RepoDataRecord(record, p.file_name, p.url, p.channel)

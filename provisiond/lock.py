@@ -1,0 +1,128 @@
+"""The resolved Lock, its canonical JSON, and env_key (pure: no I/O, no rattler)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, NewType
+
+from provisiond.errors import ProvisionError
+
+EnvKey = NewType("EnvKey", str)
+
+LOCK_VERSION = 1
+ENV_KEY_SCHEME = 1
+
+
+class LockFormatError(ProvisionError, code="invalid-lock", http_status=400, exit_code=65):
+    """A lock file that is not one of ours, or of a version we do not read."""
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Package:
+    """One resolved conda package: enough to install it without looking at repodata again."""
+
+    name: str
+    version: str
+    build: str
+    build_number: int
+    subdir: str
+    channel: str
+    url: str
+    file_name: str
+    sha256: str | None = None
+    md5: str | None = None
+    size: int | None = None
+    depends: tuple[str, ...] = ()
+    constrains: tuple[str, ...] = ()
+    noarch: str | None = None
+    timestamp: int | None = None
+    license: str | None = None
+
+    @property
+    def dist(self) -> str:
+        return f"{self.name}-{self.version}-{self.build}"
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> Package:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for key in ("depends", "constrains"):
+            values[key] = tuple(values.get(key) or ())
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class Lock:
+    """What a spec resolved to for one platform. Records are kept sorted by name."""
+
+    platform: str
+    packages: tuple[Package, ...]
+    channels: tuple[str, ...] = ()
+    engine: str = ""
+    # Not part of env_key: provenance only.
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "packages", tuple(sorted(self.packages, key=lambda p: (p.name, p.url))))
+
+    @property
+    def env_key(self) -> EnvKey:
+        """sha256 of our own identity payload: platform + (url, sha256) of every record."""
+        payload = {
+            "scheme": ENV_KEY_SCHEME,
+            "platform": self.platform,
+            "packages": [[p.url, p.sha256 or "", p.md5 if not p.sha256 else ""] for p in self.packages],
+        }
+        return EnvKey(hashlib.sha256(_canonical(payload).encode()).hexdigest())
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "version": LOCK_VERSION,
+            "platform": self.platform,
+            "channels": list(self.channels),
+            "engine": self.engine,
+            "env_key": self.env_key,
+            "packages": [_package_wire(p) for p in self.packages],
+            "meta": self.meta,
+        }
+
+    def to_json(self) -> str:
+        """Canonical JSON: sorted keys, no whitespace, so it is byte-identical everywhere."""
+        return _canonical(self.to_wire())
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> Lock:
+        if not isinstance(data, dict) or data.get("version") != LOCK_VERSION:
+            raise LockFormatError(
+                f"lock version {data.get('version') if isinstance(data, dict) else '?'} is not supported",
+                hint=f"this provisiond reads lock version {LOCK_VERSION}",
+            )
+        try:
+            return cls(
+                platform=data["platform"],
+                packages=tuple(Package.from_wire(p) for p in data["packages"]),
+                channels=tuple(data.get("channels", ())),
+                engine=data.get("engine", ""),
+                meta=dict(data.get("meta") or {}),
+            )
+        except (KeyError, TypeError) as exc:
+            raise LockFormatError(f"malformed lock: {exc}") from None
+
+    @classmethod
+    def from_json(cls, text: str) -> Lock:
+        try:
+            return cls.from_wire(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise LockFormatError(f"lock is not JSON: {exc}") from None
+
+
+def _package_wire(p: Package) -> dict[str, Any]:
+    data = asdict(p)
+    data["depends"], data["constrains"] = list(p.depends), list(p.constrains)
+    return {k: v for k, v in data.items() if v not in (None, [])}
+
+
+def _canonical(payload: Any) -> str:
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

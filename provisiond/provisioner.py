@@ -1,0 +1,269 @@
+"""Provisioner: named envs and projects → spec → lock (solve cache) → one build per env_key → store."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from provisiond.engines.base import Engine
+from provisiond.errors import BadRequestError, EnvNotFoundError, ProvisionError, SpecError
+from provisiond.lock import EnvKey, Lock
+from provisiond.settings import Settings
+from provisiond.spec import EnvSpec, load_spec, spec_key
+from provisiond.store import NameRecord, Store
+
+log = logging.getLogger(__name__)
+
+SPEC_FILES = ("environment.yml", "environment.yaml")
+
+
+@dataclass(frozen=True, slots=True)
+class EnvView:
+    """A named env as the API and CLI show it."""
+
+    name: str
+    kind: str
+    source: str | None
+    status: str
+    env_key: str | None
+    prefix: str | None
+    error: str | None
+    build_id: int | None
+    projects: tuple[str, ...] = ()
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "kind": self.kind, "source": self.source, "status": self.status,
+            "env_key": self.env_key, "prefix": self.prefix, "error": self.error,
+            "build_id": self.build_id, "projects": list(self.projects),
+        }
+
+
+def spec_file_of(directory: Path) -> Path:
+    """The environment file of a project directory."""
+    for name in SPEC_FILES:
+        if (directory / name).is_file():
+            return directory / name
+    raise SpecError(f"{directory}: no environment.yml in this directory",
+                    hint="create one, or point at the file with: provisionctl create -f FILE")
+
+
+class Provisioner:
+    """The core: idempotent ``ensure``/``warm``; never knows about HTTP or argv."""
+
+    def __init__(self, store: Store, engine: Engine, settings: Settings) -> None:
+        self.store = store
+        self.engine = engine
+        self.settings = settings
+        self._builds: dict[str, asyncio.Task[Path]] = {}
+        self._solves: dict[str, asyncio.Task[Lock]] = {}
+        self._slots = asyncio.Semaphore(settings.max_builds)
+        self._background: set[asyncio.Task[Any]] = set()
+
+    async def close(self) -> None:
+        """Cancel background work and wait for it (builds in flight leave only `.building/` garbage)."""
+        tasks = [*self._background, *self._builds.values(), *self._solves.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- the pipeline -------------------------------------------------------------------------
+
+    def spec_key(self, spec: EnvSpec) -> str:
+        return spec_key(spec, self.engine.platform, self.engine.virtual_packages())
+
+    async def resolve(self, spec: EnvSpec, *, update: bool = False) -> Lock:
+        """The spec's lock: from the solve cache unless expired or ``update``; one solve per spec_key."""
+        key = self.spec_key(spec)
+        if not update:
+            cached = self.store.cached_lock(key, self.settings.solve_ttl)
+            if cached is not None:
+                return cached
+        task = self._solves.get(key)
+        if task is None:
+            task = asyncio.create_task(self._solve(key, spec, update))
+            self._solves[key] = task
+            task.add_done_callback(lambda _t: self._solves.pop(key, None))
+        return await asyncio.shield(task)
+
+    async def _solve(self, key: str, spec: EnvSpec, update: bool) -> Lock:
+        started = time.perf_counter()
+        lock = await self.engine.solve(spec, refresh=update)
+        self.store.cache_lock(key, lock)
+        log.info("solved %s: %d packages in %.1f ms (env %s)", spec.source or "spec", len(lock.packages),
+                 (time.perf_counter() - started) * 1000, lock.env_key[:16])
+        return lock
+
+    async def ensure(self, lock: Lock, name: str | None = None) -> Path:
+        """The published prefix of ``lock``: found in the store, or built once however many ask."""
+        env_key = lock.env_key
+        prefix = self.store.find_env(env_key)
+        if prefix is not None:
+            self.store.touch_env(env_key)
+            return prefix
+        task = self._builds.get(env_key)
+        if task is None:
+            task = asyncio.create_task(self._build(lock, name))
+            self._builds[env_key] = task
+            task.add_done_callback(lambda _t: self._builds.pop(env_key, None))
+        return await asyncio.shield(task)
+
+    async def _build(self, lock: Lock, name: str | None) -> Path:
+        env_key = lock.env_key
+        async with self._slots:
+            build = self.store.start_build(env_key, name)
+            if name:
+                self.store.update_name(name, build_id=build.id)
+            started = time.perf_counter()
+            build_dir = self.store.new_build_dir(env_key)
+            target = self.settings.paths.prefix(env_key)
+            with open(build.log, "a", buffering=1) as log_file:
+                def on_line(line: str) -> None:
+                    log_file.write(line.rstrip("\n") + "\n")
+                    log.debug("build %d: %s", build.id, line.rstrip("\n"))
+
+                on_line(f"build {build.id}: env {env_key} ({len(lock.packages)} packages, engine {self.engine.name})")
+                try:
+                    await self.engine.install(lock, build_dir, target, on_line)
+                    prefix = self.store.publish(lock, build_dir)
+                except BaseException as exc:
+                    message = exc.message if isinstance(exc, ProvisionError) else f"{type(exc).__name__}: {exc}"
+                    on_line(f"build failed: {message}")
+                    await asyncio.to_thread(shutil.rmtree, build_dir, True)
+                    self.store.finish_build(build.id, "failed", message)
+                    if isinstance(exc, ProvisionError) and not exc.hint:
+                        exc.hint = f"see the build log: {build.log}"
+                    raise
+                on_line(f"published {prefix} in {time.perf_counter() - started:.2f}s")
+            self.store.finish_build(build.id, "succeeded")
+            log.info("env %s ready at %s (build %d, %.2fs)", env_key[:16], prefix, build.id,
+                     time.perf_counter() - started)
+            return prefix
+
+    # -- names and projects -------------------------------------------------------------------
+
+    def add_project(self, path: str, name: str | None = None) -> EnvView:
+        """Register a project directory (idempotent); its env is named by ``name``, the file, or the dir."""
+        directory = Path(path).expanduser().resolve()
+        if directory.is_file():
+            directory = directory.parent
+        if not directory.is_dir():
+            raise EnvNotFoundError(f"{directory}: no such directory")
+        spec_path = spec_file_of(directory)
+        existing = self.store.find_project(str(directory))
+        if existing is not None and (name is None or name == existing.name):
+            return self.view(existing.name)
+        if name is None:
+            try:
+                name = load_spec(spec_path).name
+            except SpecError:
+                name = None
+            name = name or directory.name
+        taken = self.store.find_name(name)
+        if taken is not None and taken.source != str(directory):
+            raise BadRequestError(f"the name {name!r} is already used by {taken.source or 'another env'}",
+                                  hint="choose another name with --name")
+        if existing is not None:
+            self.store.remove_name(existing.name)
+        self.store.add_name(name, "project", str(directory))
+        log.info("watching project %s as %r", directory, name)
+        return self.view(name)
+
+    def remove(self, name_or_path: str) -> EnvView:
+        """Forget a name or a project (the env stays in the store for other names and GC)."""
+        record = self._lookup(name_or_path)
+        view = self.view(record.name)
+        self.store.remove_name(record.name)
+        return view
+
+    async def create(self, file: str, name: str | None = None, *, update: bool = False) -> EnvView:
+        """`conda env create -f FILE [-n NAME]`: a named env built from a file."""
+        path = Path(file).expanduser().resolve()
+        spec = load_spec(path)
+        name = name or spec.name
+        if not name:
+            raise BadRequestError(f"{file}: the file has no 'name:'", hint="give one with -n NAME")
+        taken = self.store.find_name(name)
+        if taken is not None and taken.kind == "project":
+            raise BadRequestError(f"the name {name!r} is already used by project {taken.source}",
+                                  hint="choose another name with -n NAME")
+        self.store.add_name(name, "file", str(path))
+        return await self._warm(self.store.get_name(name), spec, update=update)
+
+    async def warm(self, name_or_path: str, *, update: bool = False) -> EnvView:
+        """Make a named env (or a project, by path) ready; return it with its prefix."""
+        record = self._lookup(name_or_path)
+        spec_path = Path(record.source or "")
+        try:
+            spec = load_spec(spec_file_of(spec_path) if record.kind == "project" else spec_path)
+        except SpecError as exc:
+            if record.kind == "file" and record.env_key and not spec_path.exists():
+                return self.view(record.name)  # a snapshot whose file is gone keeps serving
+            self.store.update_name(record.name, status="failed", error=exc.message)
+            raise
+        return await self._warm(record, spec, update=update)
+
+    def warm_in_background(self, name: str) -> None:
+        task = asyncio.create_task(self._quiet_warm(name))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _quiet_warm(self, name: str) -> None:
+        try:
+            await self.warm(name)
+        except ProvisionError as exc:
+            log.warning("background build of %r failed: %s", name, exc.message)
+
+    async def _warm(self, record: NameRecord, spec: EnvSpec, *, update: bool) -> EnvView:
+        name = record.name
+        self.store.update_name(name, status="building", error=None)
+        try:
+            lock = await self.resolve(spec, update=update)
+            await self.ensure(lock, name)
+        except BaseException as exc:
+            message = exc.message if isinstance(exc, ProvisionError) else "interrupted"
+            # The previous env (if any) stays active: env_key is left as it was.
+            self.store.update_name(name, status="failed", error=message)
+            raise
+        self.store.update_name(name, status="ready", error=None, env_key=lock.env_key,
+                               spec_key=self.spec_key(spec))
+        return self.view(name)
+
+    def _lookup(self, name_or_path: str) -> NameRecord:
+        record = self.store.find_name(name_or_path)
+        if record is not None:
+            return record
+        if "/" in name_or_path or name_or_path in (".", ".."):
+            directory = Path(name_or_path).expanduser().resolve()
+            if directory.is_file():
+                directory = directory.parent
+            record = self.store.find_project(str(directory))
+            if record is not None:
+                return record
+        raise EnvNotFoundError(f"no env or project {name_or_path!r}",
+                               hint="see: provisionctl list; register a project with: provisionctl watch DIR")
+
+    def view(self, name: str) -> EnvView:
+        record = self.store.get_name(name)
+        prefix = self.store.find_env(record.env_key) if record.env_key else None
+        projects = ()
+        if record.env_key:
+            projects = tuple(r.source for r in self.store.list_names("project")
+                             if r.env_key == record.env_key and r.source)
+        return EnvView(name=record.name, kind=record.kind, source=record.source, status=record.status,
+                       env_key=record.env_key, prefix=str(prefix) if prefix else None, error=record.error,
+                       build_id=record.build_id, projects=projects)
+
+    def list(self, kind: str | None = None) -> list[EnvView]:
+        return [self.view(r.name) for r in self.store.list_names(kind)]
+
+    def lock_of(self, name: str) -> Lock:
+        record = self.store.get_name(name)
+        if not record.env_key:
+            raise EnvNotFoundError(f"env {name!r} has not been built yet", hint=f"run: provisionctl warm {name}")
+        return self.store.read_lock(EnvKey(record.env_key))

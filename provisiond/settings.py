@@ -1,0 +1,169 @@
+"""Settings and the paths derived from them, loaded once by each ``main()``."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from provisiond.errors import ConfigError
+
+APP = "provisiond"
+ENGINES = ("auto", "rattler", "micromamba")
+# AF_UNIX paths are limited to 108 bytes (sun_path); leave room for the NUL.
+MAX_SOCKET_PATH = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Paths:
+    """Every file location of one store, derived from its root (DESIGN.md, "Store layout")."""
+
+    home: Path
+    socket: Path
+
+    @property
+    def pkgs(self) -> Path:
+        return self.home / "pkgs"
+
+    @property
+    def envs(self) -> Path:
+        return self.home / "envs"
+
+    @property
+    def building(self) -> Path:
+        return self.home / "envs" / ".building"
+
+    @property
+    def locks(self) -> Path:
+        return self.home / "locks"
+
+    @property
+    def logs(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def repodata_cache(self) -> Path:
+        return self.home / "cache" / "repodata"
+
+    @property
+    def db(self) -> Path:
+        return self.home / "state.db"
+
+    @property
+    def daemon_lock(self) -> Path:
+        return self.home / "daemon.lock"
+
+    def prefix(self, env_key: str) -> Path:
+        """The published prefix of an env: short enough for conda's 255-char relocation limit."""
+        return self.envs / env_key[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    paths: Paths
+    engine: str = "auto"
+    micromamba_path: str | None = None
+    max_builds: int = 2
+    solve_ttl: float = 3600.0
+    channel_alias: str = "https://conda.anaconda.org/"
+    config_file: Path | None = None
+
+
+def default_config_file(environ: Mapping[str, str]) -> Path:
+    if "PROVISIOND_CONFIG" in environ:
+        return Path(environ["PROVISIOND_CONFIG"])
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir(APP)) / "config.toml"
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+) -> Settings:
+    """Build Settings. Precedence: CLI flag (``overrides``) > ``PROVISIOND_*`` env > TOML file > default.
+
+    Keys: ``home``, ``socket``, ``engine``, ``micromamba_path``, ``max_builds``, ``solve_ttl``
+    (seconds a solve stays cached), ``channel_alias``. In the TOML file the engine keys may also be
+    written as an ``[engine]`` table (``engine.name``, ``engine.micromamba_path``).
+    """
+    environ = os.environ if environ is None else environ
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    file = config_file or default_config_file(environ)
+    from_file = _read_toml(file)
+    from_env = {
+        key: environ[f"PROVISIOND_{key.upper()}"]
+        for key in ("home", "socket", "engine", "micromamba_path", "max_builds", "solve_ttl", "channel_alias")
+        if f"PROVISIOND_{key.upper()}" in environ
+    }
+
+    def pick(key: str) -> tuple[Any, str] | None:
+        for source, values in (("flag", overrides), ("env", from_env), (str(file), from_file)):
+            if key in values:
+                return values[key], source
+        return None
+
+    home_choice = pick("home")
+    if home_choice:
+        home = Path(str(home_choice[0])).expanduser().absolute()
+    else:
+        import platformdirs
+
+        home = Path(platformdirs.user_data_dir(APP))
+    socket_choice = pick("socket")
+    if socket_choice:
+        socket = Path(str(socket_choice[0])).expanduser().absolute()
+    elif home_choice:
+        socket = home / "provisiond.sock"
+    else:
+        import platformdirs
+
+        socket = Path(platformdirs.user_runtime_dir(APP)) / "provisiond.sock"
+    if len(str(socket)) > MAX_SOCKET_PATH:
+        raise ConfigError(
+            f"socket path {socket} is {len(str(socket))} bytes; Unix sockets allow about {MAX_SOCKET_PATH}",
+            hint="set a shorter path with --socket or PROVISIOND_SOCKET",
+        )
+
+    values: dict[str, Any] = {}
+    for key, convert in (("engine", str), ("micromamba_path", str), ("max_builds", int),
+                         ("solve_ttl", float), ("channel_alias", str)):
+        choice = pick(key)
+        if choice is None:
+            continue
+        raw, source = choice
+        try:
+            values[key] = convert(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}={raw!r} ({source}): expected {convert.__name__}") from None
+    if values.get("engine", "auto") not in ENGINES:
+        raise ConfigError(
+            f"engine={values['engine']!r}: unknown engine", hint=f"choose one of: {', '.join(ENGINES)}"
+        )
+    if values.get("max_builds", 1) < 1:
+        raise ConfigError(f"max_builds={values['max_builds']}: must be at least 1")
+    if not values.get("channel_alias", "/").endswith("/"):
+        values["channel_alias"] += "/"
+    return Settings(paths=Paths(home=home, socket=socket), config_file=file if from_file else None, **values)
+
+
+def _read_toml(file: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(file.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{file}: {exc}", hint="fix or remove the config file") from None
+    engine = data.pop("engine", None)
+    if isinstance(engine, dict):
+        if "name" in engine:
+            data["engine"] = engine["name"]
+        if "micromamba_path" in engine:
+            data["micromamba_path"] = engine["micromamba_path"]
+    elif engine is not None:
+        data["engine"] = engine
+    return data

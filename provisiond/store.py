@@ -1,0 +1,303 @@
+"""The content-addressed store: on-disk layout, SQLite registry, atomic publish, one daemon per store."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from provisiond.errors import EnvNotFoundError, StoreBusyError
+from provisiond.lock import EnvKey, Lock
+from provisiond.settings import Paths
+
+log = logging.getLogger(__name__)
+
+# Written inside a prefix last, just before it becomes visible: a prefix without it is garbage.
+MARKER = "conda-meta/provisiond.json"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS envs (
+    env_key TEXT PRIMARY KEY, prefix TEXT NOT NULL, platform TEXT NOT NULL, engine TEXT NOT NULL,
+    packages INTEGER NOT NULL, created REAL NOT NULL, last_used REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS names (
+    name TEXT PRIMARY KEY, kind TEXT NOT NULL, source TEXT, env_key TEXT, spec_key TEXT,
+    status TEXT NOT NULL, error TEXT, build_id INTEGER, updated REAL NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS names_project ON names(source) WHERE kind = 'project';
+CREATE TABLE IF NOT EXISTS solves (
+    spec_key TEXT PRIMARY KEY, lock TEXT NOT NULL, solved_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS builds (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, env_key TEXT NOT NULL, name TEXT, status TEXT NOT NULL,
+    started REAL NOT NULL, finished REAL, log TEXT NOT NULL, error TEXT);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class NameRecord:
+    """A named env: a project directory (kind ``project``) or an env created from a file (``file``)."""
+
+    name: str
+    kind: str
+    source: str | None
+    env_key: str | None
+    spec_key: str | None
+    status: str
+    error: str | None
+    build_id: int | None
+    updated: float
+
+
+@dataclass(frozen=True, slots=True)
+class BuildRecord:
+    id: int
+    env_key: str
+    name: str | None
+    status: str
+    started: float
+    finished: float | None
+    log: str
+    error: str | None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "env_key": self.env_key, "name": self.name, "status": self.status,
+            "started": self.started, "finished": self.finished, "log": self.log, "error": self.error,
+        }
+
+
+class Store:
+    """One store root. ``open()`` takes the store flock, so at most one daemon serves it."""
+
+    def __init__(self, paths: Paths) -> None:
+        self.paths = paths
+        self._lock_fd: int | None = None
+        self._db: sqlite3.Connection | None = None
+
+    @classmethod
+    @contextmanager
+    def open(cls, paths: Paths) -> Iterator[Store]:
+        store = cls(paths)
+        store._acquire()
+        try:
+            store._init()
+            yield store
+        finally:
+            store.close()
+
+    def _acquire(self) -> None:
+        self.paths.home.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.paths.daemon_lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise StoreBusyError(
+                f"another provisiond (pid {holder}) already serves the store {self.paths.home}",
+                hint="stop it first, or start this one with another --home",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def _init(self) -> None:
+        for d in (self.paths.pkgs, self.paths.envs, self.paths.locks, self.paths.logs):
+            d.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.paths.db, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+        self.sweep()
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        assert self._db is not None, "store is not open"
+        return self._db
+
+    # -- start-up recovery ---------------------------------------------------------------
+
+    def sweep(self) -> None:
+        """Remove what a crash left behind: build dirs, unmarked prefixes, builds still 'running'."""
+        if self.paths.building.exists():
+            for entry in self.paths.building.iterdir():
+                log.warning("removing interrupted build %s", entry)
+                shutil.rmtree(entry, ignore_errors=True)
+        self.paths.building.mkdir(parents=True, exist_ok=True)
+        known = {row["prefix"] for row in self.db.execute("SELECT prefix FROM envs")}
+        for entry in self.paths.envs.iterdir():
+            if entry == self.paths.building or str(entry) in known:
+                continue
+            marker = entry / MARKER
+            try:
+                env_key = json.loads(marker.read_text())["env_key"]
+                lock = Lock.from_json((self.paths.locks / f"{env_key}.json").read_text())
+            except (OSError, ValueError, KeyError):
+                log.warning("removing incomplete prefix %s", entry)
+                shutil.rmtree(entry, ignore_errors=True)
+                continue
+            # Renamed into place but the row was not committed: finish the publish.
+            self._insert_env(lock, entry)
+        now = time.time()
+        self.db.execute(
+            "UPDATE builds SET status='interrupted', finished=?, error='the daemon stopped during the build'"
+            " WHERE status='running'", (now,))
+        self.db.execute("UPDATE names SET status=CASE WHEN env_key IS NULL THEN 'new' ELSE 'ready' END"
+                        " WHERE status='building'")
+
+    # -- envs ----------------------------------------------------------------------------
+
+    def find_env(self, env_key: str) -> Path | None:
+        """The prefix of a published env, or None."""
+        row = self.db.execute("SELECT prefix FROM envs WHERE env_key=?", (env_key,)).fetchone()
+        if row is None or not Path(row["prefix"]).is_dir():
+            return None
+        return Path(row["prefix"])
+
+    def touch_env(self, env_key: str) -> None:
+        self.db.execute("UPDATE envs SET last_used=? WHERE env_key=?", (time.time(), env_key))
+
+    def read_lock(self, env_key: str) -> Lock:
+        try:
+            return Lock.from_json((self.paths.locks / f"{env_key}.json").read_text())
+        except FileNotFoundError:
+            raise EnvNotFoundError(f"no lock for env {env_key[:16]}") from None
+
+    def new_build_dir(self, env_key: str) -> Path:
+        path = self.paths.building / f"{env_key[:16]}-{os.getpid()}-{time.monotonic_ns()}"
+        path.mkdir(parents=True)
+        return path
+
+    def publish(self, lock: Lock, build_dir: Path) -> Path:
+        """Make a finished build visible: lock file, marker, one rename(), then the row."""
+        env_key = lock.env_key
+        final = self.paths.prefix(env_key)
+        _write_atomic(self.paths.locks / f"{env_key}.json", lock.to_json())
+        _write_atomic(build_dir / MARKER, json.dumps({"env_key": env_key, "lock_version": 1}))
+        try:
+            os.rename(build_dir, final)
+        except OSError:
+            if not (final / MARKER).exists():
+                raise
+            # Someone published the same env_key first; ours is an identical copy.
+            shutil.rmtree(build_dir, ignore_errors=True)
+        self._insert_env(lock, final)
+        return final
+
+    def _insert_env(self, lock: Lock, prefix: Path) -> None:
+        now = time.time()
+        self.db.execute(
+            "INSERT OR IGNORE INTO envs VALUES (?,?,?,?,?,?,?)",
+            (lock.env_key, str(prefix), lock.platform, lock.engine, len(lock.packages), now, now))
+
+    def list_envs(self) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT * FROM envs ORDER BY created").fetchall()
+        return [dict(row) for row in rows]
+
+    # -- solve cache -----------------------------------------------------------------------
+
+    def cached_lock(self, spec_key: str, max_age: float) -> Lock | None:
+        row = self.db.execute("SELECT lock, solved_at FROM solves WHERE spec_key=?", (spec_key,)).fetchone()
+        if row is None or time.time() - row["solved_at"] > max_age:
+            return None
+        return Lock.from_json(row["lock"])
+
+    def cache_lock(self, spec_key: str, lock: Lock) -> None:
+        self.db.execute("INSERT OR REPLACE INTO solves VALUES (?,?,?)", (spec_key, lock.to_json(), time.time()))
+
+    # -- names -----------------------------------------------------------------------------
+
+    def find_name(self, name: str) -> NameRecord | None:
+        row = self.db.execute("SELECT * FROM names WHERE name=?", (name,)).fetchone()
+        return NameRecord(**dict(row)) if row else None
+
+    def get_name(self, name: str) -> NameRecord:
+        record = self.find_name(name)
+        if record is None:
+            raise EnvNotFoundError(f"no env named {name!r}", hint="see: provisionctl list")
+        return record
+
+    def find_project(self, directory: str) -> NameRecord | None:
+        row = self.db.execute("SELECT * FROM names WHERE kind='project' AND source=?", (directory,)).fetchone()
+        return NameRecord(**dict(row)) if row else None
+
+    def list_names(self, kind: str | None = None) -> list[NameRecord]:
+        if kind is None:
+            rows = self.db.execute("SELECT * FROM names ORDER BY name")
+        else:
+            rows = self.db.execute("SELECT * FROM names WHERE kind=? ORDER BY name", (kind,))
+        return [NameRecord(**dict(row)) for row in rows]
+
+    def add_name(self, name: str, kind: str, source: str | None) -> NameRecord:
+        self.db.execute(
+            "INSERT INTO names (name, kind, source, status, updated) VALUES (?,?,?,'new',?)"
+            " ON CONFLICT(name) DO UPDATE SET kind=excluded.kind, source=excluded.source, updated=excluded.updated",
+            (name, kind, source, time.time()))
+        return self.get_name(name)
+
+    def remove_name(self, name: str) -> None:
+        self.db.execute("DELETE FROM names WHERE name=?", (name,))
+
+    def update_name(self, name: str, **values: Any) -> None:
+        values["updated"] = time.time()
+        columns = ", ".join(f"{key}=?" for key in values)
+        self.db.execute(f"UPDATE names SET {columns} WHERE name=?", (*values.values(), name))
+
+    def names_of(self, env_key: str) -> list[str]:
+        return [row["name"] for row in self.db.execute("SELECT name FROM names WHERE env_key=? ORDER BY name", (env_key,))]
+
+    # -- builds ----------------------------------------------------------------------------
+
+    def start_build(self, env_key: str, name: str | None) -> BuildRecord:
+        cur = self.db.execute(
+            "INSERT INTO builds (env_key, name, status, started, log) VALUES (?,?,'running',?, '')",
+            (env_key, name, time.time()))
+        build_id = int(cur.lastrowid or 0)
+        log_path = self.paths.logs / f"build-{build_id}.log"
+        self.db.execute("UPDATE builds SET log=? WHERE id=?", (str(log_path), build_id))
+        return self.get_build(build_id)
+
+    def finish_build(self, build_id: int, status: str, error: str | None = None) -> None:
+        self.db.execute("UPDATE builds SET status=?, finished=?, error=? WHERE id=?",
+                        (status, time.time(), error, build_id))
+
+    def find_build(self, build_id: int) -> BuildRecord | None:
+        row = self.db.execute("SELECT * FROM builds WHERE id=?", (build_id,)).fetchone()
+        return BuildRecord(**dict(row)) if row else None
+
+    def get_build(self, build_id: int) -> BuildRecord:
+        from provisiond.errors import BuildNotFoundError
+
+        record = self.find_build(build_id)
+        if record is None:
+            raise BuildNotFoundError(f"no build with id {build_id}")
+        return record
+
+    def list_builds(self, status: str | None = None, limit: int = 50) -> list[BuildRecord]:
+        if status:
+            rows = self.db.execute("SELECT * FROM builds WHERE status=? ORDER BY id DESC LIMIT ?", (status, limit))
+        else:
+            rows = self.db.execute("SELECT * FROM builds ORDER BY id DESC LIMIT ?", (limit,))
+        return [BuildRecord(**dict(row)) for row in rows]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,1 @@
+"""Helpers for tests, demos and benchmarks: real conda packages and channels built locally."""

@@ -1,0 +1,18 @@
+# Sourced by scripts/*: make sure .venv exists and holds provisiond (+ extras) installed editable.
+# Usage: ensure_venv [EXTRAS]   e.g. ensure_venv test
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+VENV="${PROVISIOND_VENV:-$ROOT/.venv}"
+ensure_venv() {
+    extras="${1:-}"
+    stamp="$VENV/.provisiond-installed${extras:+-$extras}"
+    if [ ! -x "$VENV/bin/python" ]; then
+        echo "creating $VENV" >&2
+        python3 -m venv "$VENV"
+    fi
+    if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
+        echo "installing provisiond${extras:+[$extras]} into $VENV" >&2
+        "$VENV/bin/python" -m pip install -q --upgrade pip >&2
+        "$VENV/bin/python" -m pip install -q -e "$ROOT${extras:+[$extras]}" >&2
+        touch "$stamp"
+    fi
+}
