@@ -117,12 +117,11 @@ def load_settings(
     socket_choice = pick("socket")
     if socket_choice:
         socket = Path(str(socket_choice[0])).expanduser().absolute()
-    elif home_choice:
-        socket = home / "provisiond.sock"
+    elif environ.get("XDG_RUNTIME_DIR") and not home_choice:
+        socket = Path(environ["XDG_RUNTIME_DIR"]) / APP / "provisiond.sock"
     else:
-        import platformdirs
-
-        socket = Path(platformdirs.user_runtime_dir(APP)) / "provisiond.sock"
+        # No per-user runtime dir (containers, su): keep the socket beside the store it serves.
+        socket = home / "provisiond.sock"
     if len(str(socket)) > MAX_SOCKET_PATH:
         raise ConfigError(
             f"socket path {socket} is {len(str(socket))} bytes; Unix sockets allow about {MAX_SOCKET_PATH}",

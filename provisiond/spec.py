@@ -108,7 +108,7 @@ def parse_spec(
     text: str, source: str = "environment.yml", project_dir: str | None = None, *, platform: str | None = None
 ) -> EnvSpec:
     """Parse environment.yml text; ``sel(...)`` selectors are evaluated for ``platform`` (default: ours)."""
-    reader = _Reader(source, platform or str(rattler.Platform.current()))
+    reader = _Reader(source, platform or str(rattler.Subdir.current()))
     doc = _load_yaml(text, source)
     project_dir = os.path.abspath(project_dir) if project_dir is not None else None
     if doc is None:  # micromamba accepts a file without dependencies; conda does not
@@ -184,7 +184,8 @@ def _load_yaml(text: str, source: str) -> Any:
     except RecursionError:
         raise SpecError(f"{source}:1:1: YAML nested too deeply", hint=_YAML_HINT) from None
     except Exception as exc:  # noqa: BLE001 - other loader failures (`!!float abc`) still mean a bad file
-        raise SpecError(f"{source}:1:1: invalid YAML: {exc}", hint=_YAML_HINT) from None
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SpecError(f"{source}:1:1: invalid YAML: {reason}", hint=_YAML_HINT) from None
 
 
 def _name(reader: _Reader, doc: dict[Any, Any]) -> str | None:
@@ -262,7 +263,7 @@ def _selected(reader: _Reader, parent: dict[Any, Any], key: str, value: Any) -> 
         raise reader.error(_pos(parent, "key", key), f"invalid selector {key!r}", hint=hint)
     spec = _matchspec(reader, value, _pos(parent, "value", key))  # checked even where it does not apply
     try:
-        platform = rattler.Platform(reader.platform)
+        platform = rattler.Subdir(reader.platform)
     except Exception as exc:  # noqa: BLE001 - rattler's ParseSubdirError lives in a private module
         message = f"cannot evaluate {key} for platform {reader.platform!r}: {exc}"
         raise reader.error(_pos(parent, "key", key), message) from None
@@ -321,7 +322,8 @@ def _variables(reader: _Reader, doc: dict[Any, Any]) -> tuple[tuple[str, str], .
             continue
         if value is None or isinstance(value, (dict, list)):
             message = f"variable {key!r} must have a scalar value, not {_kind(value)}"
-            raise reader.error(_pos(node, "value", key), message, hint=f'for an empty value write {key}: ""')
+            pos = _pos(node, "key" if value is None else "value", key)
+            raise reader.error(pos, message, hint=f'for an empty value write {key}: ""')
         variables.append((str(key), str(value).lower() if isinstance(value, bool) else str(value)))
     return tuple(variables)
 

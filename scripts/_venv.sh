@@ -11,8 +11,12 @@ ensure_venv() {
     fi
     if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
         echo "installing provisiond${extras:+[$extras]} into $VENV" >&2
-        "$VENV/bin/python" -m pip install -q --upgrade pip >&2
-        "$VENV/bin/python" -m pip install -q -e "$ROOT${extras:+[$extras]}" >&2
+        if ! { "$VENV/bin/python" -m pip install --upgrade pip &&
+               "$VENV/bin/python" -m pip install -e "$ROOT${extras:+[$extras]}"; } >"$VENV/install.log" 2>&1; then
+            cat "$VENV/install.log" >&2
+            echo "install failed (log: $VENV/install.log)" >&2
+            exit 1
+        fi
         touch "$stamp"
     fi
 }

@@ -1,0 +1,61 @@
+"""Lock canonical form and env_key: pinned by golden values so they never change silently."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from provisiond.lock import Lock, LockFormatError, Package
+
+
+def pkg(name: str, version: str = "1.0", sha: str = "aa") -> Package:
+    return Package(name=name, version=version, build="0", build_number=0, subdir="linux-64",
+                   channel="https://conda.anaconda.org/conda-forge/",
+                   url=f"https://conda.anaconda.org/conda-forge/linux-64/{name}-{version}-0.conda",
+                   file_name=f"{name}-{version}-0.conda", sha256=sha * 32, md5="bb" * 16, size=10,
+                   depends=("libc >=1",))
+
+
+LOCK = Lock(platform="linux-64", packages=(pkg("zlib"), pkg("python", "3.11.7")), engine="rattler")
+
+
+def test_env_key_golden() -> None:
+    assert LOCK.env_key == "205483eb9acb94b8e568e748bdc71a127f2c859f6e946ba3bc16cd99c1b0707b"
+
+
+def test_canonical_json_golden() -> None:
+    text = LOCK.to_json()
+    assert text.startswith('{"channels":[],"engine":"rattler","env_key":"205483eb')
+    assert text == json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
+    assert [p["name"] for p in json.loads(text)["packages"]] == ["python", "zlib"]
+
+
+def test_env_key_ignores_order_engine_and_metadata_but_not_hashes() -> None:
+    same = Lock(platform="linux-64", packages=(pkg("python", "3.11.7"), pkg("zlib")), engine="micromamba",
+                channels=("x",), meta={"source": "elsewhere"})
+    assert same.env_key == LOCK.env_key
+    other_hash = Lock(platform="linux-64", packages=(pkg("python", "3.11.7"), pkg("zlib", sha="cc")))
+    assert other_hash.env_key != LOCK.env_key
+    other_platform = Lock(platform="osx-arm64", packages=LOCK.packages)
+    assert other_platform.env_key != LOCK.env_key
+
+
+def test_round_trip() -> None:
+    again = Lock.from_json(LOCK.to_json())
+    assert again == LOCK and again.to_json() == LOCK.to_json()
+
+
+@pytest.mark.parametrize("text", ['{"version": 99, "platform": "x", "packages": []}', "[]", "{", '{"version": 1}'])
+def test_foreign_or_broken_locks_are_clear_errors(text: str) -> None:
+    with pytest.raises(LockFormatError):
+        Lock.from_json(text)
+
+
+def test_env_key_is_sha256_of_our_own_payload() -> None:
+    import hashlib
+
+    base = "https://conda.anaconda.org/conda-forge/linux-64/"
+    payload = ('{"packages":[["' + base + 'python-3.11.7-0.conda","' + "aa" * 32 + '",""],["'
+               + base + 'zlib-1.0-0.conda","' + "aa" * 32 + '",""]],"platform":"linux-64","scheme":1}')
+    assert LOCK.env_key == hashlib.sha256(payload.encode()).hexdigest()

@@ -1,0 +1,43 @@
+"""Settings precedence: flag > PROVISIOND_* env > TOML file > default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from provisiond.errors import ConfigError
+from provisiond.settings import load_settings
+
+
+def test_precedence(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('home = "/from/file"\nmax_builds = 3\n[engine]\nname = "rattler"\n')
+    env = {"PROVISIOND_HOME": "/from/env", "PROVISIOND_MAX_BUILDS": "5"}
+    s = load_settings({"home": "/from/flag"}, env, config)
+    assert s.paths.home == Path("/from/flag") and s.max_builds == 5 and s.engine == "rattler"
+    s = load_settings({}, env, config)
+    assert s.paths.home == Path("/from/env")
+    s = load_settings({}, {}, config)
+    assert s.paths.home == Path("/from/file") and s.max_builds == 3
+    assert s.paths.socket == Path("/from/file/provisiond.sock")
+    assert s.paths.prefix("ab" * 32) == Path("/from/file/envs/abababababababab")
+
+
+def test_defaults_come_from_platformdirs(tmp_path: Path) -> None:
+    s = load_settings({}, {"XDG_DATA_HOME": str(tmp_path / "data"), "HOME": str(tmp_path)}, tmp_path / "none.toml")
+    assert s.engine == "auto" and s.max_builds >= 1 and s.config_file is None
+
+
+@pytest.mark.parametrize(("overrides", "env", "text", "needle"), [
+    ({"engine": "conda"}, {}, "", "unknown engine"),
+    ({}, {"PROVISIOND_MAX_BUILDS": "many"}, "", "max_builds='many' (env): expected int"),
+    ({}, {}, "home = [", "config.toml"),
+    ({"socket": "/" + "s" * 120}, {}, "", "Unix sockets allow"),
+])
+def test_bad_settings_name_key_and_source(tmp_path: Path, overrides: dict, env: dict, text: str, needle: str) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(overrides, {"PROVISIOND_HOME": str(tmp_path), **env}, config)
+    assert needle in info.value.message
