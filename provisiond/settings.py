@@ -23,6 +23,9 @@ class Paths:
 
     home: Path
     socket: Path
+    # Per-user files that must stay out of the shared store: project activation scripts with
+    # values from .env (mode 0600 in 0700 dirs).
+    state: Path
 
     @property
     def pkgs(self) -> Path:
@@ -56,6 +59,15 @@ class Paths:
     def daemon_lock(self) -> Path:
         return self.home / "daemon.lock"
 
+    @property
+    def activation(self) -> Path:
+        return self.home / "activation"
+
+    @property
+    def projects_state(self) -> Path:
+        """Per-project activation, mirroring the project's absolute path under it."""
+        return self.state / "projects"
+
     def prefix(self, env_key: str) -> Path:
         """The published prefix of an env: short enough for conda's 255-char relocation limit."""
         return self.envs / env_key[:16]
@@ -87,7 +99,7 @@ def load_settings(
 ) -> Settings:
     """Build Settings. Precedence: CLI flag (``overrides``) > ``PROVISIOND_*`` env > TOML file > default.
 
-    Keys: ``home``, ``socket``, ``engine``, ``micromamba_path``, ``max_builds``, ``solve_ttl``
+    Keys: ``home``, ``socket``, ``state`` (per-user activation and secrets), ``engine``, ``micromamba_path``, ``max_builds``, ``solve_ttl``
     (seconds a solve stays cached), ``channel_alias``. In the TOML file the engine keys may also be
     written as an ``[engine]`` table (``engine.name``, ``engine.micromamba_path``).
     """
@@ -97,7 +109,7 @@ def load_settings(
     from_file = _read_toml(file)
     from_env = {
         key: environ[f"PROVISIOND_{key.upper()}"]
-        for key in ("home", "socket", "engine", "micromamba_path", "max_builds", "solve_ttl", "channel_alias")
+        for key in ("home", "socket", "state", "engine", "micromamba_path", "max_builds", "solve_ttl", "channel_alias")
         if f"PROVISIOND_{key.upper()}" in environ
     }
 
@@ -122,6 +134,18 @@ def load_settings(
     else:
         # No per-user runtime dir (containers, su): keep the socket beside the store it serves.
         socket = home / "provisiond.sock"
+    state_choice = pick("state")
+    if state_choice:
+        state = Path(str(state_choice[0])).expanduser().absolute()
+    else:
+        import hashlib
+
+        import platformdirs
+
+        # Never inside the store: a store may be copied into an image, secrets must not follow.
+        state = Path(platformdirs.user_state_dir(APP))
+        if home_choice:
+            state = state / "stores" / hashlib.sha256(str(home).encode()).hexdigest()[:12]
     if len(str(socket)) > MAX_SOCKET_PATH:
         raise ConfigError(
             f"socket path {socket} is {len(str(socket))} bytes; Unix sockets allow about {MAX_SOCKET_PATH}",
@@ -147,7 +171,7 @@ def load_settings(
         raise ConfigError(f"max_builds={values['max_builds']}: must be at least 1")
     if not values.get("channel_alias", "/").endswith("/"):
         values["channel_alias"] += "/"
-    return Settings(paths=Paths(home=home, socket=socket), config_file=file if from_file else None, **values)
+    return Settings(paths=Paths(home=home, socket=socket, state=state), config_file=file if from_file else None, **values)
 
 
 def _read_toml(file: Path) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import rattler
+from rattler.exceptions import InvalidMatchSpecError, ParseSubdirError
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.reader import ReaderError
@@ -264,7 +265,7 @@ def _selected(reader: _Reader, parent: dict[Any, Any], key: str, value: Any) -> 
     spec = _matchspec(reader, value, _pos(parent, "value", key))  # checked even where it does not apply
     try:
         platform = rattler.Subdir(reader.platform)
-    except Exception as exc:  # noqa: BLE001 - rattler's ParseSubdirError lives in a private module
+    except ParseSubdirError as exc:
         message = f"cannot evaluate {key} for platform {reader.platform!r}: {exc}"
         raise reader.error(_pos(parent, "key", key), message) from None
     wanted = {"unix": platform.is_unix, "linux": platform.is_linux, "osx": platform.is_osx, "win": platform.is_windows}
@@ -283,7 +284,7 @@ def _matchspec(reader: _Reader, value: Any, pos: Pos) -> str:
         raise reader.error(pos, f"empty dependency {str(value)!r}")
     try:
         rattler.MatchSpec(spec, strict=False)
-    except Exception as exc:  # noqa: BLE001 - InvalidMatchSpecError lives in a private module
+    except InvalidMatchSpecError as exc:
         hint = _SPEC_HINT
         if "{{" in spec or "{%" in spec:
             hint = "this looks like an unrendered template placeholder"
@@ -304,7 +305,7 @@ def _normalise(text: str) -> str:
 def _spec_name(spec: str) -> str | None:
     try:
         return str(rattler.MatchSpec(spec, strict=False).name.normalized)
-    except Exception:  # noqa: BLE001 - a name glob, or a spec we could not read: not pip either way
+    except InvalidMatchSpecError:
         return None
 
 

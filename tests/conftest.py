@@ -58,12 +58,20 @@ class Daemon:
     def argv(self) -> list[str]:
         return [sys.executable, "-m", "provisiond", "--home", str(self.home), "--socket", str(self.socket), "-vv"]
 
+    @property
+    def state(self) -> Path:
+        return self.home.parent / "user-state"
+
+    def environ(self) -> dict[str, str]:
+        """The daemon's environment: no user config file, per-user state in the test's tmp dir."""
+        return {**os.environ, "PROVISIOND_CONFIG": str(self.home.parent / "none.toml"),
+                "PROVISIOND_STATE": str(self.state)}
+
     def start(self, timeout: float = 30) -> Daemon:
         self.log = self.home.parent / f"daemon-{time.monotonic_ns()}.log"
         self.home.mkdir(parents=True, exist_ok=True)
         with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(self.argv(), stdout=subprocess.DEVNULL, stderr=log,
-                                         env={**os.environ, "PROVISIOND_CONFIG": str(self.home.parent / "none.toml")})
+            self.proc = subprocess.Popen(self.argv(), stdout=subprocess.DEVNULL, stderr=log, env=self.environ())
         deadline = time.monotonic() + timeout
         while True:
             try:

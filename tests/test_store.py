@@ -19,7 +19,7 @@ LOCK = Lock(platform="linux-64", packages=(Package(
 
 @pytest.fixture
 def paths(tmp_path: Path) -> Paths:
-    return Paths(home=tmp_path / "store", socket=tmp_path / "s.sock")
+    return Paths(home=tmp_path / "store", socket=tmp_path / "s.sock", state=tmp_path / "state")
 
 
 def fake_build(store: Store) -> Path:
