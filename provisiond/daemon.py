@@ -23,6 +23,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     from provisiond.engines import engine_for
     from provisiond.provisioner import Provisioner
     from provisiond.store import Store
+    from provisiond.watcher import ProjectWatcher
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -41,7 +42,18 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
                              settings.paths.socket, settings.paths.home, info["engine_version"])
                     if ready is not None:
                         ready.set()
-                    await stop.wait()
+                    watcher = ProjectWatcher(provisioner, debounce_ms=settings.watch_debounce_ms,
+                                             step_ms=settings.watch_step_ms)
+                    # A crash in the watcher ends the group and the daemon exits non-zero
+                    # (systemd's Restart=on-failure brings it back).
+                    async with asyncio.TaskGroup() as tg:
+                        tg.create_task(watcher.run(stop))
+                        # Files may have changed while we were down: a warm of an unchanged
+                        # file is a cache lookup, so check every project.
+                        for record in store.list_names("project"):
+                            if record.status != "gone":
+                                provisioner.warm_in_background(record.name)
+                        await stop.wait()
                     log.info("shutting down")
             finally:
                 await provisioner.close()

@@ -63,11 +63,15 @@ class Provisioner:
         self._builds: dict[str, asyncio.Task[Path]] = {}
         self._solves: dict[str, asyncio.Task[Lock]] = {}
         self._slots = asyncio.Semaphore(settings.max_builds)
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background: dict[str, asyncio.Task[Any]] = {}
+        self._again: set[str] = set()
+        self._specs: dict[str, EnvSpec] = {}
+        # Set when projects are added or removed, so the watcher re-reads the set it watches.
+        self.projects_changed = asyncio.Event()
 
     async def close(self) -> None:
         """Cancel background work and wait for it (builds in flight leave only `.building/` garbage)."""
-        tasks = [*self._background, *self._builds.values(), *self._solves.values()]
+        tasks = [*self._background.values(), *self._builds.values(), *self._solves.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -171,6 +175,7 @@ class Provisioner:
         if existing is not None:
             self.store.remove_name(existing.name)
         self.store.add_name(name, "project", str(directory))
+        self.projects_changed.set()
         log.info("watching project %s as %r", directory, name)
         return self.view(name)
 
@@ -179,6 +184,10 @@ class Provisioner:
         record = self._lookup(name_or_path)
         view = self.view(record.name)
         self.store.remove_name(record.name)
+        self._specs.pop(record.name, None)
+        if record.kind == "project":
+            self.projects_changed.set()
+            self._remove_project_activation(record)
         return view
 
     async def create(self, file: str, name: str | None = None, *, update: bool = False) -> EnvView:
@@ -209,15 +218,50 @@ class Provisioner:
         return await self._warm(record, spec, update=update)
 
     def warm_in_background(self, name: str) -> None:
+        """Warm ``name`` soon; a request during a running warm runs once more after it (coalesced)."""
+        if name in self._background:
+            self._again.add(name)
+            return
         task = asyncio.create_task(self._quiet_warm(name))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._background[name] = task
 
     async def _quiet_warm(self, name: str) -> None:
         try:
-            await self.warm(name)
-        except ProvisionError as exc:
-            log.warning("background build of %r failed: %s", name, exc.message)
+            while True:
+                self._again.discard(name)
+                try:
+                    await self.warm(name)
+                except EnvNotFoundError:
+                    return  # removed meanwhile
+                except ProvisionError as exc:
+                    log.warning("background build of %r failed: %s", name, exc.message)
+                if name not in self._again:
+                    return
+        finally:
+            self._background.pop(name, None)
+
+    def mark_gone(self, name: str) -> None:
+        """A project whose directory disappeared: keep its env, stop building it."""
+        self.store.update_name(name, status="gone", error="the project directory no longer exists")
+
+    def referenced_files(self, name: str) -> set[str]:
+        """Files next to the spec that its pip section names with -r/-c (a change rebuilds)."""
+        spec = self._specs.get(name)
+        if spec is None:
+            return set()
+        found = set()
+        for line in spec.pip:
+            parts = line.split()
+            if len(parts) == 2 and parts[0] in ("-r", "-c", "--requirement", "--constraint"):
+                found.add(Path(parts[1]).name)
+        return found
+
+    def refresh_activation(self, name: str) -> None:
+        """Re-render a project's activation (its .env changed); no rebuild."""
+        record = self.store.find_name(name)
+        if record is None or record.kind != "project" or not record.env_key:
+            return
+        self._write_project_activation(record, self._specs.get(name))
 
     async def _warm(self, record: NameRecord, spec: EnvSpec, *, update: bool) -> EnvView:
         name = record.name
@@ -230,9 +274,20 @@ class Provisioner:
             # The previous env (if any) stays active: env_key is left as it was.
             self.store.update_name(name, status="failed", error=message)
             raise
+        self._specs[name] = spec
         self.store.update_name(name, status="ready", error=None, env_key=lock.env_key,
                                spec_key=self.spec_key(spec))
+        if record.kind == "project":
+            self._write_project_activation(self.store.get_name(name), spec)
         return self.view(name)
+
+    # -- activation (rendered when an env or a project changes; read by shells without us) -----
+
+    def _write_project_activation(self, record: NameRecord, spec: EnvSpec | None) -> None:
+        pass
+
+    def _remove_project_activation(self, record: NameRecord) -> None:
+        pass
 
     def _lookup(self, name_or_path: str) -> NameRecord:
         record = self.store.find_name(name_or_path)

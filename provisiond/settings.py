@@ -81,6 +81,9 @@ class Settings:
     max_builds: int = 2
     solve_ttl: float = 3600.0
     channel_alias: str = "https://conda.anaconda.org/"
+    # watchfiles: yield a batch after step_ms of quiet, at most debounce_ms after the first event.
+    watch_debounce_ms: int = 1600
+    watch_step_ms: int = 100
     config_file: Path | None = None
 
 
@@ -100,7 +103,7 @@ def load_settings(
     """Build Settings. Precedence: CLI flag (``overrides``) > ``PROVISIOND_*`` env > TOML file > default.
 
     Keys: ``home``, ``socket``, ``state`` (per-user activation and secrets), ``engine``, ``micromamba_path``, ``max_builds``, ``solve_ttl``
-    (seconds a solve stays cached), ``channel_alias``. In the TOML file the engine keys may also be
+    (seconds a solve stays cached), ``channel_alias``, ``watch_debounce_ms``, ``watch_step_ms``. In the TOML file the engine keys may also be
     written as an ``[engine]`` table (``engine.name``, ``engine.micromamba_path``).
     """
     environ = os.environ if environ is None else environ
@@ -109,7 +112,8 @@ def load_settings(
     from_file = _read_toml(file)
     from_env = {
         key: environ[f"PROVISIOND_{key.upper()}"]
-        for key in ("home", "socket", "state", "engine", "micromamba_path", "max_builds", "solve_ttl", "channel_alias")
+        for key in ("home", "socket", "state", "engine", "micromamba_path", "max_builds", "solve_ttl", "channel_alias",
+                    "watch_debounce_ms", "watch_step_ms")
         if f"PROVISIOND_{key.upper()}" in environ
     }
 
@@ -154,7 +158,8 @@ def load_settings(
 
     values: dict[str, Any] = {}
     for key, convert in (("engine", str), ("micromamba_path", str), ("max_builds", int),
-                         ("solve_ttl", float), ("channel_alias", str)):
+                         ("solve_ttl", float), ("channel_alias", str), ("watch_debounce_ms", int),
+                         ("watch_step_ms", int)):
         choice = pick(key)
         if choice is None:
             continue

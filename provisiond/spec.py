@@ -105,9 +105,8 @@ def load_spec(path: str | os.PathLike[str]) -> EnvSpec:
     return parse_spec(text, source=source, project_dir=os.path.dirname(os.path.abspath(source)))
 
 
-def parse_spec(
-    text: str, source: str = "environment.yml", project_dir: str | None = None, *, platform: str | None = None
-) -> EnvSpec:
+def parse_spec(text: str, source: str = "environment.yml", project_dir: str | None = None, *,
+               platform: str | None = None) -> EnvSpec:
     """Parse environment.yml text; ``sel(...)`` selectors are evaluated for ``platform`` (default: ours)."""
     reader = _Reader(source, platform or str(rattler.Subdir.current()))
     doc = _load_yaml(text, source)
@@ -125,18 +124,10 @@ def parse_spec(
     name = _name(reader, doc)
     channels, nodefaults = _channels(reader, doc)
     dependencies, pip = _dependencies(reader, doc)
-    return EnvSpec(
-        name=name,
-        channels=channels,
-        nodefaults=nodefaults,
-        dependencies=dependencies,
-        pip=pip,
-        variables=_variables(reader, doc),
-        channel_priority=_channel_priority(reader, doc),
-        source=source,
-        project_dir=project_dir,
-        warnings=(*reader.warnings,),
-    )
+    variables, priority = _variables(reader, doc), _channel_priority(reader, doc)
+    return EnvSpec(name=name, channels=channels, nodefaults=nodefaults, dependencies=dependencies, pip=pip,
+                   variables=variables, channel_priority=priority, source=source, project_dir=project_dir,
+                   warnings=(*reader.warnings,))
 
 
 def spec_key(spec: EnvSpec, platform: str, virtual_packages: Sequence[str] = ()) -> str:
@@ -171,11 +162,8 @@ def _load_yaml(text: str, source: str) -> Any:
         problem = exc.problem or exc.context or "invalid YAML"
         if exc.problem and exc.context and exc.context_mark is not None and exc.context_mark is not mark:
             problem += f" ({exc.context} at {exc.context_mark.line + 1}:{exc.context_mark.column + 1})"
-        hint = _YAML_HINT
-        if "'\\t'" in problem:
-            hint = "YAML indentation must use spaces, not tabs"
-        elif "duplicate key" in problem:
-            hint = "remove or rename one of the duplicate keys"
+        hint = ("YAML indentation must use spaces, not tabs" if "'\\t'" in problem
+                else "remove or rename one of the duplicate keys" if "duplicate key" in problem else _YAML_HINT)
         raise SpecError(f"{source}:{line + 1}:{col + 1}: {problem}", hint=hint) from None
     except ReaderError as exc:
         line, col = _line_col(text, exc.position)
@@ -359,10 +347,8 @@ def _kind(value: Any) -> str:
     """Describe a YAML value for a message: ``a number (3.9)``, ``a mapping``."""
     if value is None or isinstance(value, bool):
         return {None: "null", True: "a boolean (true)", False: "a boolean (false)"}[value]
-    if isinstance(value, str):
-        return f"a string ({str(value)!r})"
-    if isinstance(value, (int, float)):
-        return f"a number ({value})"
+    if isinstance(value, (str, int, float)):
+        return f"a string ({str(value)!r})" if isinstance(value, str) else f"a number ({value})"
     if isinstance(value, (dict, list)):
         return "a mapping" if isinstance(value, dict) else "a list"
     return f"a {type(value).__name__}"

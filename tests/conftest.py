@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,7 +65,8 @@ class Daemon:
     def environ(self) -> dict[str, str]:
         """The daemon's environment: no user config file, per-user state in the test's tmp dir."""
         return {**os.environ, "PROVISIOND_CONFIG": str(self.home.parent / "none.toml"),
-                "PROVISIOND_STATE": str(self.state)}
+                "PROVISIOND_STATE": str(self.state), "PROVISIOND_WATCH_DEBOUNCE_MS": "400",
+                "PROVISIOND_WATCH_STEP_MS": "30"}
 
     def start(self, timeout: float = 30) -> Daemon:
         self.log = self.home.parent / f"daemon-{time.monotonic_ns()}.log"
@@ -87,6 +88,17 @@ class Daemon:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         return self.proc.wait(timeout=30)
+
+    def wait_for(self, name: str, predicate: Callable[[dict], bool], timeout: float = 60) -> dict:
+        """Poll the env until ``predicate(view)`` holds (background work has no event to await)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            view = self.client.get(f"/v1/envs/{name}")
+            if predicate(view):
+                return view
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name} never reached the expected state; last: {view}")
+            time.sleep(0.05)
 
     def ctl(self, *args: str) -> tuple[int, str, str]:
         """Run provisionctl in-process against this daemon: (exit code, stdout, stderr)."""

@@ -271,7 +271,8 @@ def test_numbers_and_other_types_as_dependencies() -> None:
     assert err.message == "environment.yml:3:5: a dependency must be a string, not a number (3.9)"
     assert "python=3.9" in (err.hint or "")
     assert error("dependencies:\n  -\n").message == "environment.yml:2:4: a dependency must be a string, not null"
-    assert error("dependencies:\n  - [a, b]\n").message == "environment.yml:2:5: a dependency must be a string, not a list"
+    nested = error("dependencies:\n  - [a, b]\n")
+    assert nested.message == "environment.yml:2:5: a dependency must be a string, not a list"
     assert error("dependencies: numpy").message.startswith("environment.yml:1:15: 'dependencies' must be a list")
     assert error("dependencies:\n  python: 3.9\n").message == (
         "environment.yml:2:3: 'dependencies' must be a list, not a mapping"
@@ -429,6 +430,13 @@ def test_envspec_is_frozen_and_wire_is_json() -> None:
         "project_dir": "/srv/demo",
         "warnings": [],
     }
+
+
+def test_values_are_plain_str_not_ruamel_subclasses() -> None:
+    spec = parse('name: "n"\nchannels: ["c"]\ndependencies: ["d", pip, {pip: ["p"]}]\nvariables: {"K": "v"}\n')
+    values = [spec.name, *spec.channels, *spec.dependencies, *spec.pip, *(x for kv in spec.variables for x in kv)]
+    assert values == ["n", "c", "d", "pip", "p", "K", "v"]
+    assert all(type(v) is str for v in values)
 
 
 # --- spec_key -------------------------------------------------------------------------------------

@@ -172,6 +172,7 @@ def test_kill_9_during_a_build_leaves_no_partial_env(tmp_path: Path, short_dir: 
     while not (building.exists() and any(building.iterdir())):
         assert time.monotonic() < deadline, "the build never started"
         time.sleep(0.001)
+    killed_pid = daemon.proc.pid
     daemon.stop(signal.SIGKILL)
     warm.communicate(timeout=30)
     assert warm.returncode != 0  # the client saw the daemon die
@@ -180,9 +181,10 @@ def test_kill_9_during_a_build_leaves_no_partial_env(tmp_path: Path, short_dir: 
     published = [p for p in (daemon.home / "envs").iterdir() if p.name != ".building"]
     for prefix in published:  # anything visible is complete
         assert (prefix / "conda-meta" / "provisiond.json").exists()
-    assert not any(building.iterdir())
+    # The start-up sweep removed the killed build (the new daemon may have begun its own).
+    assert not [b for b in building.iterdir() if f"-{killed_pid}-" in b.name]
     builds = daemon.client.get("/v1/builds")["builds"]
-    assert [b["status"] for b in builds] in (["interrupted"], ["succeeded"])
+    assert builds[-1]["status"] in ("interrupted", "succeeded")
     code, out, err = daemon.ctl("warm", "big", "--json")
     assert code == 0, err
     prefix = Path(json.loads(out)["prefix"])
