@@ -112,6 +112,23 @@ def render_env(view: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def render_spec(spec: dict[str, Any]) -> str:
+    """The normalised spec as environment.yml text (JSON scalars are valid YAML), then warnings."""
+    out = [f"# {spec['source']}: ok"] if spec.get("source") else []
+    if spec.get("name"):
+        out.append(f"name: {json.dumps(spec['name'])}")
+    channels = [*spec["channels"], *(["nodefaults"] if spec.get("nodefaults") else [])]
+    out += ["channels:", *[f"  - {json.dumps(c)}" for c in channels]]
+    if spec.get("channel_priority", "strict") != "strict":
+        out.append(f"channel_priority: {spec['channel_priority']}")
+    out += ["dependencies:", *[f"  - {json.dumps(d)}" for d in spec["dependencies"]]]
+    if spec.get("pip"):
+        out += ["  - pip:", *[f"      - {json.dumps(p)}" for p in spec["pip"]]]
+    if spec.get("variables"):
+        out += ["variables:", *[f"  {k}: {json.dumps(v)}" for k, v in spec["variables"].items()]]
+    return "\n".join(out + [f"warning: {w}" for w in spec.get("warnings", [])])
+
+
 def render(command: str, result: Result) -> str:
     if command == "warm":
         return result.get("prefix") or render_env(result)
@@ -133,9 +150,7 @@ def render(command: str, result: Result) -> str:
     if command == "log":
         return str(result["log"]).rstrip("\n")
     if command == "check":
-        out = [f"{k}: {json.dumps(v)}" for k, v in result.items() if k != "warnings"]
-        out += [f"warning: {w}" for w in result.get("warnings", [])]
-        return "\n".join(out)
+        return render_spec(result)
     return json.dumps(result, indent=2)
 
 

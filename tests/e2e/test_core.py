@@ -266,3 +266,36 @@ def test_provisionctl_does_not_import_heavy_modules(daemon: Daemon) -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.fixture
+def http_channel(channel: Path):
+    """The local channel served over real HTTP on the loopback interface."""
+    import functools
+    import http.server
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(channel))
+    handler.log_message = lambda *args: None  # type: ignore[method-assign]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_http_channel(daemon: Daemon, http_channel: str, tmp_path: Path) -> None:
+    project = tmp_path / "web"
+    project.mkdir()
+    (project / "environment.yml").write_text(
+        f"name: web\nchannels:\n  - {http_channel}\ndependencies:\n  - hello\n  - greet-data\n")
+    code, out, err = daemon.ctl("warm", str(project), "--json")
+    assert code == 0, err
+    view = json.loads(out)
+    run = subprocess.run([Path(view["prefix"]) / "bin" / "hello"], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == f"Hello 2.0 from {view['prefix']}"
+    code, out, _ = daemon.ctl("show", "web", "--lock", "--json")
+    assert all(p["url"].startswith(http_channel) for p in json.loads(out)["lock"]["packages"])
