@@ -83,6 +83,31 @@ def cmd_log(args: argparse.Namespace) -> Result:
     return {"log": client.get(f"/v1/builds/{build_id}/log")}
 
 
+def cmd_export(args: argparse.Namespace) -> Result:
+    client = _client(args)
+    name = _project_name(client, args.target)
+    query = {"format": args.format}
+    if args.no_builds:
+        query["no_builds"] = "1"
+    if args.from_history:
+        query["from_history"] = "1"
+    text = client.get(f"/v1/envs/{segment(name)}/export", **query)
+    if args.file:
+        Path(args.file).write_text(text)
+        return {"name": name, "format": args.format, "file": str(Path(args.file).resolve())}
+    return {"name": name, "format": args.format, "text": text}
+
+
+def cmd_clone(args: argparse.Namespace) -> Result:
+    client = _client(args)
+    return client.post(f"/v1/envs/{segment(_project_name(client, args.source))}/clone", {"target": args.target})
+
+
+def cmd_remove(args: argparse.Namespace) -> Result:
+    client = _client(args)
+    return client.delete(f"/v1/envs/{segment(_project_name(client, args.target))}")
+
+
 def cmd_check(args: argparse.Namespace) -> Result:
     from provisiond.spec import load_spec  # ruamel + rattler: only this command pays for them
 
@@ -147,6 +172,13 @@ def render(command: str, result: Result) -> str:
         lines += [f"building: {b['name'] or b['env_key'][:16]} (build {b['id']})" for b in result["builds_running"]]
         lines += [f"failed: {f['name']}: {f['error']}" for f in result["failed"]]
         return "\n".join(lines)
+    if command == "export":
+        return result["text"].rstrip("\n") if "text" in result else f"wrote {result['file']}"
+    if command == "clone":
+        return render_env(result)
+    if command == "remove":
+        kept = "its env was deleted" if result["env_deleted"] else "its env is kept (still used, or none)"
+        return f"removed {result['name']}; {kept}"
     if command == "log":
         return str(result["log"]).rstrip("\n")
     if command == "check":
@@ -165,6 +197,10 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], Result], str]] = {
     "show": (cmd_show, "show one env (--lock: its resolved packages)"),
     "status": (cmd_status, "daemon status: engine, store, builds in progress, failures"),
     "log": (cmd_log, "print the build log of an env (NAME|PATH) or of a build id"),
+    "export": (cmd_export, "export an env: environment.yml (pinned or --no-builds or --from-history), "
+                           "@EXPLICIT, or conda-lock.yml"),
+    "clone": (cmd_clone, "give an env a second name: O(1), no files copied"),
+    "remove": (cmd_remove, "remove a name; its env is deleted only if nothing else uses it"),
     "check": (cmd_check, "validate an environment file without the daemon (exit 65 on error)"),
 }
 
@@ -191,7 +227,8 @@ def parser() -> argparse.ArgumentParser:
     cmds["watch"].add_argument("-n", "--name", help="env name (default: the file's name:, else the directory name)")
     cmds["watch"].add_argument("--no-warm", action="store_true", help="register only; build on first warm")
     cmds["unwatch"].add_argument("target", metavar="NAME|DIR")
-    cmds["create"].add_argument("-f", "--file", required=True, help="environment.yml")
+    cmds["create"].add_argument("-f", "--file", required=True,
+                                help="environment.yml, an @EXPLICIT file, conda-lock.yml or pixi.lock")
     cmds["create"].add_argument("-n", "--name", help="env name (default: the file's name:)")
     cmds["create"].add_argument("--update", action="store_true", help="re-solve even if a cached solve exists")
     cmds["warm"].add_argument("target", metavar="NAME|PATH")
@@ -199,6 +236,15 @@ def parser() -> argparse.ArgumentParser:
     cmds["show"].add_argument("target", metavar="NAME|PATH")
     cmds["show"].add_argument("--lock", action="store_true", help="include the resolved packages")
     cmds["log"].add_argument("target", metavar="NAME|PATH|BUILD_ID")
+    cmds["export"].add_argument("target", metavar="NAME|PATH")
+    cmds["export"].add_argument("--format", choices=("yml", "explicit", "conda-lock"), default="yml")
+    cmds["export"].add_argument("--no-builds", action="store_true", help="name=version only (portable)")
+    cmds["export"].add_argument("--from-history", action="store_true",
+                                help="only the specs asked for, with their channels")
+    cmds["export"].add_argument("-f", "--file", help="write to FILE instead of stdout")
+    cmds["clone"].add_argument("source", metavar="SRC")
+    cmds["clone"].add_argument("target", metavar="DST")
+    cmds["remove"].add_argument("target", metavar="NAME|PATH")
     cmds["check"].add_argument("file", metavar="FILE")
     return p
 

@@ -98,6 +98,31 @@ async def warm_env(request: web.Request) -> web.Response:
     return web.json_response(view.to_wire())
 
 
+@routes.post("/v1/envs/{name}/clone")
+async def clone_env(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    view = request.app[PROVISIONER].clone(request.match_info["name"], _str(body, "target") or "")
+    return web.json_response(view.to_wire(), status=201)
+
+
+@routes.delete("/v1/envs/{name}")
+async def remove_env(request: web.Request) -> web.Response:
+    view, deleted = await request.app[PROVISIONER].remove_env(request.match_info["name"])
+    return web.json_response({**view.to_wire(), "env_deleted": deleted})
+
+
+def _flag(request: web.Request, key: str) -> bool:
+    return request.query.get(key, "").lower() in ("1", "true", "yes")
+
+
+@routes.get("/v1/envs/{name}/export")
+async def export_env(request: web.Request) -> web.Response:
+    text = request.app[PROVISIONER].export(
+        request.match_info["name"], fmt=request.query.get("format", "yml"),
+        no_builds=_flag(request, "no_builds"), from_history=_flag(request, "from_history"))
+    return web.Response(text=text, content_type="text/plain")
+
+
 @routes.get("/v1/builds")
 async def list_builds(request: web.Request) -> web.Response:
     builds = request.app[PROVISIONER].store.list_builds(request.query.get("status"))
