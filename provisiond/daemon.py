@@ -79,11 +79,26 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+class _MaskCredentials(logging.Filter):
+    """Channel URLs may carry tokens or passwords: mask them in every log line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from provisiond.urls import mask
+
+        message = record.getMessage()
+        masked = mask(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
+
+
 def configure_logging(verbose: int) -> None:
     level = logging.DEBUG if verbose >= 2 else logging.INFO
     fmt = "%(levelname)s %(name)s: %(message)s" if "JOURNAL_STREAM" in os.environ else \
         "%(asctime)s %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_MaskCredentials())
     if verbose < 2:
         logging.getLogger("aiohttp").setLevel(logging.WARNING)
 

@@ -12,10 +12,13 @@ from typing import Any
 
 from provisiond.engines.base import Engine
 from provisiond.errors import BadRequestError, EnvNotFoundError, ProvisionError, SpecError
+from provisiond.exports import export
 from provisiond.lock import EnvKey, Lock
+from provisiond.lockfiles import kind_of, load_lockfile
 from provisiond.settings import Settings
 from provisiond.spec import EnvSpec, load_spec, spec_key
 from provisiond.store import NameRecord, Store
+from provisiond.urls import mask
 
 log = logging.getLogger(__name__)
 
@@ -128,17 +131,27 @@ class Provisioner:
             target = self.settings.paths.prefix(env_key)
             with open(build.log, "a", buffering=1) as log_file:
                 def on_line(line: str) -> None:
+                    line = mask(line)
                     log_file.write(line.rstrip("\n") + "\n")
                     log.debug("build %d: %s", build.id, line.rstrip("\n"))
 
                 on_line(f"build {build.id}: env {env_key} ({len(lock.packages)} packages, engine {self.engine.name})")
+                in_place = self.engine.builds_in_place  # micromamba: install at `target`, no rename
                 try:
+                    if in_place:  # a leftover without the marker is garbage; `create -y` must not meet it
+                        await asyncio.to_thread(self.store.discard_in_place, target)
                     await self.engine.install(lock, build_dir, target, on_line)
-                    prefix = self.store.publish(lock, build_dir)
+                    if in_place:
+                        prefix = self.store.publish_in_place(lock, target)
+                        shutil.rmtree(build_dir, ignore_errors=True)  # held only the small explicit file
+                    else:
+                        prefix = self.store.publish(lock, build_dir)
                 except BaseException as exc:
                     message = exc.message if isinstance(exc, ProvisionError) else f"{type(exc).__name__}: {exc}"
                     on_line(f"build failed: {message}")
                     await asyncio.to_thread(shutil.rmtree, build_dir, True)
+                    if in_place:
+                        await asyncio.to_thread(self.store.discard_in_place, target)
                     self.store.finish_build(build.id, "failed", message)
                     if isinstance(exc, ProvisionError) and not exc.hint:
                         exc.hint = f"see the build log: {build.log}"
@@ -191,23 +204,92 @@ class Provisioner:
         return view
 
     async def create(self, file: str, name: str | None = None, *, update: bool = False) -> EnvView:
-        """`conda env create -f FILE [-n NAME]`: a named env built from a file."""
+        """`conda env create -f FILE [-n NAME]`: a named env from an environment.yml or a lockfile.
+
+        A lockfile (@EXPLICIT, conda-lock.yml v1, pixi.lock) is installed without solving.
+        """
         path = Path(file).expanduser().resolve()
-        spec = load_spec(path)
-        name = name or spec.name
+        kind = kind_of(path)
+        spec = load_spec(path) if kind == "spec" else None
+        name = name or (spec.name if spec else None)
         if not name:
             raise BadRequestError(f"{file}: the file has no 'name:'", hint="give one with -n NAME")
         taken = self.store.find_name(name)
         if taken is not None and taken.kind == "project":
             raise BadRequestError(f"the name {name!r} is already used by project {taken.source}",
                                   hint="choose another name with -n NAME")
-        self.store.add_name(name, "file", str(path))
-        return await self._warm(self.store.get_name(name), spec, update=update)
+        if spec is not None:
+            self.store.add_name(name, "file", str(path))
+            return await self._warm(self.store.get_name(name), spec, update=update)
+        lock = load_lockfile(path, self.engine.platform)
+        self.store.add_name(name, "lock", str(path))
+        return await self._install_lock(name, lock)
+
+    async def _install_lock(self, name: str, lock: Lock) -> EnvView:
+        self.store.update_name(name, status="building", error=None)
+        try:
+            await self.ensure(lock, name)
+        except BaseException as exc:
+            message = exc.message if isinstance(exc, ProvisionError) else "interrupted"
+            self.store.update_name(name, status="failed", error=message)
+            raise
+        self.store.update_name(name, status="ready", error=None, env_key=lock.env_key, spec_key=None)
+        return self.view(name)
+
+    def clone(self, source: str, target: str) -> EnvView:
+        """A new name for the same env_key: O(1), no file is copied."""
+        record = self._lookup(source)
+        if not record.env_key or self.store.find_env(record.env_key) is None:
+            raise BadRequestError(f"{record.name!r} has no built env to clone",
+                                  hint=f"run: provisionctl warm {record.name}")
+        if self.store.find_name(target) is not None:
+            raise BadRequestError(f"the name {target!r} is already used", hint="choose another name")
+        self.store.add_name(target, "clone", record.name)
+        self.store.update_name(target, status="ready", env_key=record.env_key)
+        return self.view(target)
+
+    async def remove_env(self, name_or_path: str) -> tuple[EnvView, bool]:
+        """Remove a name; delete its env only when no other name or project still uses it."""
+        record = self._lookup(name_or_path)
+        view = self.remove(record.name)
+        if not record.env_key or self.store.names_of(record.env_key) or record.env_key in self._builds:
+            return view, False
+        trash = self.store.unpublish(record.env_key)
+        if trash is not None:
+            await asyncio.to_thread(shutil.rmtree, trash, True)
+        return view, True
+
+    def export(self, name_or_path: str, *, fmt: str = "yml", no_builds: bool = False,
+               from_history: bool = False) -> str:
+        """The env as environment.yml, @EXPLICIT or conda-lock text (see exports.py)."""
+        record = self._lookup(name_or_path)
+        lock = self.lock_of(record.name)
+        return export(lock, name=record.name, fmt=fmt, no_builds=no_builds, from_history=from_history,
+                      spec=self._spec_of(record), channel_alias=self.settings.channel_alias)
+
+    def _spec_of(self, record: NameRecord) -> EnvSpec | None:
+        """The spec a name was built from, if it still has one (clones follow their source)."""
+        seen = set()
+        while record.kind == "clone" and record.source and record.source not in seen:
+            seen.add(record.source)
+            found = self.store.find_name(record.source)
+            if found is None:
+                return None
+            record = found
+        if record.kind == "project" and record.source:
+            path = spec_file_of(Path(record.source))
+        elif record.kind == "file" and record.source:
+            path = Path(record.source)
+        else:
+            return None
+        return self._specs.get(record.name) or load_spec(path)
 
     async def warm(self, name_or_path: str, *, update: bool = False) -> EnvView:
         """Make a named env (or a project, by path) ready; return it with its prefix."""
         record = self._lookup(name_or_path)
         spec_path = Path(record.source or "")
+        if record.kind in ("clone", "lock"):
+            return await self._warm_snapshot(record)
         try:
             spec = load_spec(spec_file_of(spec_path) if record.kind == "project" else spec_path)
         except SpecError as exc:
@@ -216,6 +298,14 @@ class Provisioner:
             self.store.update_name(record.name, status="failed", error=exc.message)
             raise
         return await self._warm(record, spec, update=update)
+
+    async def _warm_snapshot(self, record: NameRecord) -> EnvView:
+        """Clones and lockfile envs: re-read the lockfile if it is still there, else rebuild from our lock."""
+        if record.kind == "lock" and record.source and Path(record.source).is_file():
+            return await self._install_lock(record.name, load_lockfile(Path(record.source), self.engine.platform))
+        if record.env_key and self.store.find_env(record.env_key) is None:
+            return await self._install_lock(record.name, self.store.read_lock(record.env_key))
+        return self.view(record.name)
 
     def warm_in_background(self, name: str) -> None:
         """Warm ``name`` soon; a request during a running warm runs once more after it (coalesced)."""

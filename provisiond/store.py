@@ -200,11 +200,48 @@ class Store:
         self._insert_env(lock, final)
         return final
 
+    # -- engines that build in place (micromamba: Engine.builds_in_place) ------------------
+
+    def publish_in_place(self, lock: Lock, prefix: Path) -> Path:
+        """Publish an env built at its final path: lock file, then the marker last, then the row.
+
+        Until the marker exists the prefix is garbage to ``sweep`` and ``discard_in_place``.
+        """
+        if prefix != self.paths.prefix(lock.env_key):
+            raise ValueError(f"{prefix} is not the prefix of env {lock.env_key[:16]}")
+        _write_atomic(self.paths.locks / f"{lock.env_key}.json", lock.to_json())
+        (prefix / MARKER).parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(prefix / MARKER, json.dumps({"env_key": lock.env_key, "lock_version": 1}))
+        self._insert_env(lock, prefix)
+        return prefix
+
+    def discard_in_place(self, prefix: Path) -> None:
+        """Remove a half-built in-place prefix; one with the marker (published) is left alone."""
+        if prefix.exists() and not (prefix / MARKER).exists():
+            log.warning("removing incomplete prefix %s", prefix)
+            shutil.rmtree(prefix, ignore_errors=True)
+
     def _insert_env(self, lock: Lock, prefix: Path) -> None:
         now = time.time()
         self.db.execute(
             "INSERT OR IGNORE INTO envs VALUES (?,?,?,?,?,?,?)",
             (lock.env_key, str(prefix), lock.platform, lock.engine, len(lock.packages), now, now))
+
+    def unpublish(self, env_key: str) -> Path | None:
+        """Make an env invisible at once (row, lock, activation); return its files moved out of sight.
+
+        The caller deletes the returned dir (slow: do it in a thread); a crash before that leaves
+        it in ``.building/``, which the next start-up sweep removes.
+        """
+        row = self.db.execute("SELECT prefix FROM envs WHERE env_key=?", (env_key,)).fetchone()
+        self.db.execute("DELETE FROM envs WHERE env_key=?", (env_key,))
+        (self.paths.locks / f"{env_key}.json").unlink(missing_ok=True)
+        shutil.rmtree(self.paths.activation / env_key, ignore_errors=True)
+        if row is None or not Path(row["prefix"]).exists():
+            return None
+        trash = self.paths.building / f"trash-{env_key[:16]}-{time.monotonic_ns()}"
+        os.rename(row["prefix"], trash)
+        return trash
 
     def list_envs(self) -> list[dict[str, Any]]:
         rows = self.db.execute("SELECT * FROM envs ORDER BY created").fetchall()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -9,6 +10,7 @@ from aiohttp import web
 
 from provisiond.api.app import INFO, PROVISIONER, read_json
 from provisiond.errors import BadRequestError
+from provisiond.urls import mask
 
 routes = web.RouteTableDef()
 
@@ -88,7 +90,9 @@ async def show_env(request: web.Request) -> web.Response:
 
 @routes.get("/v1/envs/{name}/lock")
 async def env_lock(request: web.Request) -> web.Response:
-    return web.json_response(request.app[PROVISIONER].lock_of(request.match_info["name"]).to_wire())
+    lock = request.app[PROVISIONER].lock_of(request.match_info["name"])
+    # Channel credentials stay in the store's lock (downloads need them), never in answers.
+    return web.Response(text=mask(json.dumps(lock.to_wire())), content_type="application/json")
 
 
 @routes.post("/v1/envs/{name}/warm")

@@ -68,7 +68,9 @@ class RattlerEngine:
         try:
             records = await rattler.solve(
                 sources=channels,
-                specs=list(spec.dependencies),
+                # Parse leniently, like the spec validator: solve() parses strings strictly and
+                # rejects the common `name=version=build` form of exports.
+                specs=[rattler.MatchSpec(d, strict=False) for d in spec.dependencies],
                 gateway=self._gateway,
                 platforms=subdirs,
                 virtual_packages=self._virtual,
