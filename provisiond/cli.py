@@ -108,6 +108,17 @@ def cmd_remove(args: argparse.Namespace) -> Result:
     return client.delete(f"/v1/envs/{segment(_project_name(client, args.target))}")
 
 
+def cmd_daemon(args: argparse.Namespace) -> Result:
+    import shutil
+
+    from provisiond.systemd import install_units
+
+    exe = shutil.which("provisiond") or str(Path(sys.executable).with_name("provisiond"))
+    directory = Path(args.dir).expanduser() if args.dir else \
+        Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "systemd" / "user"
+    return {"units": [str(p) for p in install_units(exe, directory)], "exe": exe}
+
+
 def cmd_check(args: argparse.Namespace) -> Result:
     from provisiond.spec import load_spec  # ruamel + rattler: only this command pays for them
 
@@ -179,6 +190,9 @@ def render(command: str, result: Result) -> str:
     if command == "remove":
         kept = "its env was deleted" if result["env_deleted"] else "its env is kept (still used, or none)"
         return f"removed {result['name']}; {kept}"
+    if command == "daemon":
+        return "\n".join([*(f"wrote {u}" for u in result["units"]),
+                          "enable with: systemctl --user daemon-reload && systemctl --user enable --now provisiond.socket"])
     if command == "log":
         return str(result["log"]).rstrip("\n")
     if command == "check":
@@ -201,6 +215,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], Result], str]] = {
                            "@EXPLICIT, or conda-lock.yml"),
     "clone": (cmd_clone, "give an env a second name: O(1), no files copied"),
     "remove": (cmd_remove, "remove a name; its env is deleted only if nothing else uses it"),
+    "daemon": (cmd_daemon, "daemon set-up: `daemon install-units` writes the systemd user units"),
     "check": (cmd_check, "validate an environment file without the daemon (exit 65 on error)"),
 }
 
@@ -245,6 +260,8 @@ def parser() -> argparse.ArgumentParser:
     cmds["clone"].add_argument("source", metavar="SRC")
     cmds["clone"].add_argument("target", metavar="DST")
     cmds["remove"].add_argument("target", metavar="NAME|PATH")
+    cmds["daemon"].add_argument("action", choices=("install-units",))
+    cmds["daemon"].add_argument("--dir", help="where to write the units (default: ~/.config/systemd/user)")
     cmds["check"].add_argument("file", metavar="FILE")
     return p
 

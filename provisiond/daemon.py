@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from provisiond import __version__
 from provisiond.errors import ProvisionError
@@ -17,14 +17,21 @@ from provisiond.settings import Settings, load_settings
 log = logging.getLogger("provisiond")
 
 
-async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
-    """Run until SIGTERM/SIGINT: open the store (one daemon per store), serve the API, shut down cleanly."""
+async def serve(settings: Settings, *, environ: Mapping[str, str] | None = None) -> None:
+    """Run until SIGTERM/SIGINT: open the store (one daemon per store), serve the API, shut down cleanly.
+
+    Under systemd it takes the socket from LISTEN_FDS and reports READY=1/STOPPING=1 (sd_notify).
+    """
+    from provisiond import systemd
+
     from provisiond.api.app import make_app, serving
     from provisiond.engines import engine_for
     from provisiond.provisioner import Provisioner
     from provisiond.store import Store
     from provisiond.watcher import ProjectWatcher
 
+    environ = os.environ if environ is None else environ
+    inherited = systemd.listen_socket(environ)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -37,11 +44,10 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
                     "platform": engine.platform, "store": str(settings.paths.home),
                     "socket": str(settings.paths.socket)}
             try:
-                async with serving(make_app(provisioner, info), settings.paths.socket):
+                async with serving(make_app(provisioner, info), settings.paths.socket, inherited):
                     log.info("provisiond %s listening on %s (store %s, engine %s)", __version__,
                              settings.paths.socket, settings.paths.home, info["engine_version"])
-                    if ready is not None:
-                        ready.set()
+                    systemd.notify(f"READY=1\nSTATUS=serving {settings.paths.home}", environ)
                     watcher = ProjectWatcher(provisioner, debounce_ms=settings.watch_debounce_ms,
                                              step_ms=settings.watch_step_ms)
                     # A crash in the watcher ends the group and the daemon exits non-zero
@@ -55,6 +61,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
                                 provisioner.warm_in_background(record.name)
                         await stop.wait()
                     log.info("shutting down")
+                    systemd.notify("STOPPING=1", environ)
             finally:
                 await provisioner.close()
     finally:
