@@ -38,7 +38,7 @@ async def serve(settings: Settings, *, environ: Mapping[str, str] | None = None)
         loop.add_signal_handler(sig, stop.set)
     try:
         with Store.open(settings.paths) as store:
-            engine = engine_for(settings)
+            engine = engine_for(settings, environ)
             provisioner = Provisioner(store, engine, settings)
             info = {"version": __version__, "engine": engine.name, "engine_version": engine.version(),
                     "platform": engine.platform, "store": str(settings.paths.home),

@@ -22,7 +22,8 @@ from provisiond.settings import Paths
 log = logging.getLogger(__name__)
 
 # Written inside a prefix last, just before it becomes visible: a prefix without it is garbage.
-MARKER = "conda-meta/provisiond.json"
+# Outside conda-meta/: conda and micromamba read every conda-meta/*.json as a package record.
+MARKER = ".provisiond-complete.json"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS envs (

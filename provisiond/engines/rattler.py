@@ -27,7 +27,7 @@ class RattlerEngine:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.platform = str(rattler.Platform.current())
+        self.platform = str(rattler.Subdir.current())
         self._channel_config = rattler.ChannelConfig(channel_alias=settings.channel_alias)
         self._gateway = rattler.Gateway(cache_dir=settings.paths.repodata_cache)
         self._virtual = rattler.VirtualPackage.detect()

@@ -1,0 +1,398 @@
+"""micromamba as a subprocess: argv building and ``--json`` output parsing.
+
+Written against the researched contract (``shared/contract/README.md`` §2) and real 2.8.1
+outputs (``samples/micromamba-real/``). The traps it avoids, all from §2 and §6:
+
+- there is no ``--pkgs-dirs`` flag: the store's cache is given as ``CONDA_PKGS_DIRS``, which
+  ``--no-env`` would silently disable, so inherited ``CONDA_*``/``MAMBA_*`` variables are
+  scrubbed from the child's environment instead (an inherited ``CONDA_PREFIX`` is a target
+  fallback) and ``--no-rc`` keeps ``~/.mambarc`` out;
+- ``create -y`` deletes an existing env at the prefix, so ``install`` refuses a non-empty one;
+- ``--json`` still prompts without ``-y`` on 2.8.1: always ``-y`` and stdin from /dev/null;
+- ``--json`` lowers the log level to critical on 2.8.1, hiding the solver's explanation:
+  ``--log-level error`` brings it back on stderr (on newer releases it is in ``log_history``).
+
+micromamba cannot install into one directory for use at another, so it builds in place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import rattler
+
+from provisiond.engines._process import ProcessResult, run_process
+from provisiond.engines.base import OnLine
+from provisiond.errors import ConfigError, EngineError, SolveError
+from provisiond.lock import Lock, Package
+from provisiond.settings import Settings
+from provisiond.spec import EnvSpec
+
+log = logging.getLogger(__name__)
+
+MIN_VERSION = (2, 0)
+PROBE_TIMEOUT = 30.0
+SOLVE_TIMEOUT = 900.0  # includes downloading repodata of big channels
+INSTALL_TIMEOUT = 3600.0
+DEFAULT_CHANNEL_ALIAS = "https://conda.anaconda.org/"
+_SCRUBBED = ("CONDA_", "MAMBA_", "_CE_", "CONDARC", "MAMBARC")
+_KEPT = ("CONDA_OVERRIDE_",)  # user overrides of virtual packages (__cuda, __glibc): honoured by both engines
+_VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
+_UNSOLVABLE = "Could not solve for environment specs"
+_INSTALL_HINT = "install micromamba 2.x (see docs/micromamba.md), or run with --engine rattler"
+
+
+def find_micromamba(settings: Settings, environ: Mapping[str, str]) -> Path | None:
+    """The micromamba to use: ``micromamba_path`` setting > ``MAMBA_EXE`` > ``PATH``; None if absent.
+
+    Raises:
+        ConfigError: ``micromamba_path`` is set but is not an executable file.
+    """
+    if settings.micromamba_path:
+        exe = Path(settings.micromamba_path).expanduser()
+        if not _is_executable(exe):
+            raise ConfigError(f"micromamba_path={settings.micromamba_path}: not an executable file",
+                              hint=_INSTALL_HINT)
+        return exe.absolute()
+    mamba_exe = environ.get("MAMBA_EXE")
+    if mamba_exe:
+        if _is_executable(Path(mamba_exe)):
+            return Path(mamba_exe).absolute()
+        log.warning("MAMBA_EXE=%s is not an executable file; looking on PATH", mamba_exe)
+    found = shutil.which("micromamba", path=environ.get("PATH", os.defpath))
+    return Path(found).absolute() if found else None
+
+
+def _is_executable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
+
+
+def micromamba_environ(environ: Mapping[str, str], root: Path, pkgs: Path) -> dict[str, str]:
+    """The child's environment: ``environ`` without conda/mamba settings, plus ours."""
+    env = {k: v for k, v in environ.items() if k.startswith(_KEPT) or not k.startswith(_SCRUBBED)}
+    env["MAMBA_ROOT_PREFIX"] = str(root)
+    env["CONDA_PKGS_DIRS"] = str(pkgs)  # read as a comma-separated list (contract §2.1)
+    return env
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    """``(2, 8, 1)`` from ``micromamba --version`` output such as ``2.8.1``."""
+    match = _VERSION.search(text)
+    if match is None:
+        raise ValueError(f"no version in {text.strip()[:80]!r}")
+    return int(match[1]), int(match[2]), int(match[3] or 0)
+
+
+class MicromambaEngine:
+    """Drives a micromamba 2.x executable; the root prefix and package cache live in the store."""
+
+    name = "micromamba"
+    builds_in_place = True
+
+    def __init__(
+        self,
+        settings: Settings,
+        exe: Path,
+        *,
+        environ: Mapping[str, str] | None = None,
+        solve_timeout: float = SOLVE_TIMEOUT,
+        install_timeout: float = INSTALL_TIMEOUT,
+    ) -> None:
+        self.settings = settings
+        self.exe = exe
+        self.root = settings.paths.home / "mamba-root"
+        self.solve_timeout = solve_timeout
+        self.install_timeout = install_timeout
+        self._env = micromamba_environ(os.environ if environ is None else environ, self.root,
+                                       settings.paths.pkgs)
+        self._channel_config = rattler.ChannelConfig(channel_alias=settings.channel_alias)
+        self._version = self._probe_version()
+        info = self._probe_info()
+        self.platform = str(info.get("platform") or rattler.Subdir.current())
+        self._virtual = sorted(str(v) for v in info.get("virtual packages") or ())
+
+    # -- start-up probes (sync: they run once, before the daemon serves) ---------------------
+
+    def _probe(self, *args: str) -> str:
+        argv = [str(self.exe), *args]
+        try:
+            done = subprocess.run(argv, env=self._env, stdin=subprocess.DEVNULL, capture_output=True,
+                                  text=True, timeout=PROBE_TIMEOUT, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ConfigError(f"{self.exe}: cannot run {' '.join(args)}: {exc}", hint=_INSTALL_HINT) from None
+        if done.returncode != 0:
+            last = (done.stderr.strip() or done.stdout.strip()).splitlines()[-3:]
+            raise ConfigError(f"{self.exe} {' '.join(args)} failed (exit {done.returncode}): {' / '.join(last)}",
+                              hint=_INSTALL_HINT)
+        return done.stdout
+
+    def _probe_version(self) -> str:
+        text = self._probe("--version").strip()
+        try:
+            version = parse_version(text)
+        except ValueError:
+            raise ConfigError(f"{self.exe} --version printed {text[:80]!r}: not micromamba?",
+                              hint=_INSTALL_HINT) from None
+        if version[:2] < MIN_VERSION:
+            raise ConfigError(f"micromamba {text} at {self.exe} is too old: provisiond needs 2.0 or newer",
+                              hint=_INSTALL_HINT)
+        return text
+
+    def _probe_info(self) -> dict[str, Any]:
+        """``info --json``: the platform and virtual packages micromamba itself will solve for."""
+        try:
+            return extract_json(self._probe("info", "--json", "--no-rc", "-r", str(self.root)))
+        except (ConfigError, ValueError) as exc:
+            log.warning("micromamba info --json failed (%s); detecting platform and virtual packages with rattler",
+                        exc)
+            return {"platform": str(rattler.Subdir.current()),
+                    "virtual packages": [str(v.into_generic()) for v in rattler.VirtualPackage.detect()]}
+
+    # -- the Engine protocol ------------------------------------------------------------------
+
+    def version(self) -> str:
+        return f"micromamba {self._version}"
+
+    def virtual_packages(self) -> list[str]:
+        return list(self._virtual)
+
+    def channels_of(self, spec: EnvSpec) -> list[str]:
+        """Base URLs of the spec's channels in priority order, then those named only in ``channel::pkg``."""
+        urls = [rattler.Channel(c, self._channel_config).base_url for c in spec.channels]
+        for dep in spec.dependencies:
+            pinned = rattler.MatchSpec(dep, strict=False).channel
+            if pinned is not None and pinned.base_url not in urls:
+                urls.append(pinned.base_url)
+        return urls
+
+    def solve_argv(self, spec: EnvSpec, scratch: Path, *, refresh: bool) -> list[str]:
+        """``create --dry-run`` against a fresh scratch prefix, so the answer is the whole env."""
+        argv = [str(self.exe), "create", "--dry-run", "--json", "-y", "--no-rc", "-r", str(self.root),
+                "-p", str(scratch), "--override-channels"]
+        for channel in spec.channels:  # resolved like the rattler engine does, so both see one URL
+            argv += ["-c", rattler.Channel(channel, self._channel_config).base_url.rstrip("/")]
+        argv += ["--channel-priority", "strict" if spec.channel_priority == "strict" else "flexible",
+                 "--platform", self.platform, "--log-level", "error"]
+        if self.settings.channel_alias != DEFAULT_CHANNEL_ALIAS:  # for `channel::pkg` names
+            argv += ["--channel-alias", self.settings.channel_alias]
+        if refresh:
+            argv += ["--repodata-ttl", "0"]
+        return [*argv, *spec.dependencies]
+
+    def install_argv(self, explicit: Path, target_prefix: Path, *, offline: bool) -> list[str]:
+        """``create`` from an @EXPLICIT file: no solver, exactly the lock's packages."""
+        argv = [str(self.exe), "create", "--json", "-y", "--no-rc", "-r", str(self.root),
+                "-p", str(target_prefix), "--file", str(explicit), "--log-level", "error"]
+        return [*argv, "--offline"] if offline else argv
+
+    async def solve(self, spec: EnvSpec, *, refresh: bool = False) -> Lock:
+        channels = self.channels_of(spec)
+        source = spec.source or "spec"
+        if not channels:
+            raise SolveError(f"{source}: no channels to solve from",
+                             hint="add a 'channels:' list to the environment file")
+        if not spec.dependencies:
+            return Lock(platform=self.platform, packages=(), channels=tuple(channels), engine=self.name)
+        scratch = self.root / "solve" / f"{os.getpid()}-{time.monotonic_ns()}"
+        lines: list[str] = []
+
+        def on_line(line: str) -> None:
+            lines.append(line)
+            log.debug("micromamba solve: %s", line)
+
+        try:
+            result = await self._run(self.solve_argv(spec, scratch, refresh=refresh), "solve", on_line,
+                                     self.solve_timeout)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)  # a dry run writes nothing there; be sure
+        doc = _document(result)
+        if is_unsolvable(doc, lines):
+            raise SolveError(f"{source}: cannot be solved:\n" + "\n".join(_problems(doc, lines)),
+                             hint="relax a version pin or add the channel that has the package")
+        if result.returncode != 0 or doc.get("success") is not True:
+            raise EngineError(_failure("solve", result, doc), hint="check the channel URLs and your network")
+        packages = tuple(package_of(r) for r in linked_records(doc))
+        return Lock(platform=self.platform, packages=packages, channels=tuple(channels), engine=self.name)
+
+    async def install(self, lock: Lock, build_dir: Path, target_prefix: Path, on_line: OnLine) -> None:
+        if target_prefix.exists() and any(target_prefix.iterdir()):
+            # `create -y` would delete whatever is there (contract §2.2): never let it.
+            raise EngineError(f"{target_prefix} already exists and is not empty; micromamba would replace it",
+                              hint="remove it if no env is published there, or restart provisiond to sweep it")
+        if not lock.packages:  # nothing to link; an explicit file without URLs is an error for micromamba
+            (target_prefix / "conda-meta").mkdir(parents=True, exist_ok=True)
+            (target_prefix / "conda-meta" / "history").touch()
+            on_line(f"created empty env {target_prefix}")
+            return
+        explicit = build_dir / "explicit.txt"
+        explicit.write_text(explicit_file(lock))
+        offline = all(is_cached(self.settings.paths.pkgs, p) for p in lock.packages)
+        argv = self.install_argv(explicit, target_prefix, offline=offline)
+        on_line(f"installing {len(lock.packages)} packages into {target_prefix} (in place"
+                f"{', offline: all cached' if offline else ''})")
+        on_line("$ " + shlex.join(argv))
+        result = await self._run(argv, "install", on_line, self.install_timeout)
+        doc = _document(result)
+        if result.returncode != 0 or doc.get("success") is not True:
+            raise EngineError(_failure(f"install into {target_prefix}", result, doc))
+        for record in linked_records(doc):
+            on_line(f"linked {record.get('name')}-{record.get('version')}-{_build(record)} ({record.get('subdir')})")
+
+    async def _run(self, argv: list[str], step: str, on_line: OnLine, timeout: float) -> ProcessResult:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.settings.paths.pkgs.mkdir(parents=True, exist_ok=True)
+        return await run_process(argv, on_line=on_line, timeout=timeout, env=self._env,
+                                 step=f"micromamba {step}", capture_stdout=True)
+
+
+# -- output parsing (pure) ------------------------------------------------------------------------
+
+
+def extract_json(text: str) -> dict[str, Any]:
+    """The JSON object in micromamba's stdout, from the first ``{`` to the last ``}`` (as conda-lock does)."""
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end < start:
+        raise ValueError("no JSON object in the output")
+    doc = json.loads(text[start:end + 1])
+    if not isinstance(doc, dict):
+        raise ValueError("the JSON output is not an object")
+    return doc
+
+
+def _document(result: ProcessResult) -> dict[str, Any]:
+    try:
+        return extract_json(result.stdout)
+    except ValueError:
+        return {}  # a crash before the JSON was printed: the exit code and stderr tell the story
+
+
+def linked_records(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The LINK records of a transaction, with hashes or sizes missing there taken from FETCH."""
+    actions = doc.get("actions") or {}
+    fetched = {r.get("url"): r for r in actions.get("FETCH") or () if isinstance(r, dict)}
+    records = []
+    for record in actions.get("LINK") or ():
+        extra = fetched.get(record.get("url"), {})
+        records.append({**extra, **{k: v for k, v in record.items() if v or k not in extra}})
+    return records
+
+
+def package_of(record: Mapping[str, Any]) -> Package:
+    """Our Package from one LINK record (2.8.1 and newer print the same PackageInfo keys)."""
+    url = str(record["url"])
+    subdir = str(record.get("subdir") or "")
+    file_name = str(record.get("fn") or url.rsplit("/", 1)[-1])
+    return Package(
+        name=str(record["name"]),
+        version=str(record["version"]),
+        build=_build(record),
+        build_number=int(record.get("build_number") or 0),
+        subdir=subdir,
+        channel=channel_of(url, subdir, file_name),
+        url=url,
+        file_name=file_name,
+        sha256=record.get("sha256") or None,
+        md5=record.get("md5") or None,
+        size=int(record["size"]) if record.get("size") else None,
+        depends=tuple(record.get("depends") or ()),
+        constrains=tuple(record.get("constrains") or ()),
+        noarch=record.get("noarch") or None,
+        timestamp=_milliseconds(record.get("timestamp")),
+        license=record.get("license") or None,
+    )
+
+
+def _build(record: Mapping[str, Any]) -> str:
+    return str(record.get("build_string") or record.get("build") or "")
+
+
+def channel_of(url: str, subdir: str, file_name: str) -> str:
+    """The channel base URL, with the trailing slash rattler uses (micromamba prints it without)."""
+    suffix = f"/{subdir}/{file_name}"
+    base = url[:-len(suffix)] if subdir and url.endswith(suffix) else url.rsplit("/", 2)[0]
+    return base.rstrip("/") + "/"
+
+
+def _milliseconds(value: Any) -> int | None:
+    """Repodata timestamps are milliseconds; micromamba 2.8.1 prints seconds (1700000000)."""
+    if not value:
+        return None
+    stamp = int(value)
+    return stamp * 1000 if stamp < 100_000_000_000 else stamp  # 1e11 s is the year 5138
+
+
+def is_unsolvable(doc: Mapping[str, Any], lines: list[str]) -> bool:
+    """True when micromamba says the specs have no solution (not: it failed to run)."""
+    messages = [*lines, *(str(e.get("message", "")) for e in doc.get("log_history") or () if isinstance(e, dict))]
+    return "solver_problems" in doc or any(_UNSOLVABLE in m for m in messages)
+
+
+def _explanation(lines: list[str], doc: Mapping[str, Any]) -> list[str]:
+    """The solver's readable tree: stderr ``error`` lines (2.8.1) or ``log_history`` (newer)."""
+    texts = [str(e.get("message", "")) for e in doc.get("log_history") or ()
+             if isinstance(e, dict) and e.get("level") in ("error", "err")]
+    block: list[str] = []
+    for line in lines:
+        if line.startswith("error ") or (block and line.startswith(" ")):
+            block.append(re.sub(r"^error\s+\S+\s", "", line))
+        elif block:
+            texts.append("\n".join(block))
+            block = []
+    if block:
+        texts.append("\n".join(block))
+    out: list[str] = []
+    for text in texts:
+        for line in text.splitlines():
+            line = line[4:] if line.startswith("    ") else line
+            if line.strip() and line.strip() != _UNSOLVABLE and line not in out:
+                out.append(line)
+    return out
+
+
+def _problems(doc: Mapping[str, Any], lines: list[str]) -> list[str]:
+    """The explanation tree, then libsolv's one-line problems (``unsupported request`` only if alone)."""
+    tree = _explanation(lines, doc)
+    problems = [str(p) for p in doc.get("solver_problems") or () if not (tree and p == "unsupported request")]
+    out = [f"  {line}" for line in tree] + [f"  problem: {p}" for p in problems]
+    return out or ["  (micromamba gave no reason)"]
+
+
+def _failure(step: str, result: ProcessResult, doc: Mapping[str, Any]) -> str:
+    """``micromamba install into X failed (exit 1):`` and the last lines it wrote."""
+    lines = [str(e.get("message", "")) for e in doc.get("log_history") or ()
+             if isinstance(e, dict) and e.get("level") in ("error", "err", "critical")]
+    lines += [line for line in result.output_tail if line.strip()]
+    if result.returncode == 0 and doc.get("success") is not True:
+        lines.append("micromamba printed no successful --json result")
+    return f"micromamba {step} failed ({result.describe_exit()})" + "".join(f"\n  {line}" for line in lines)
+
+
+def explicit_file(lock: Lock) -> str:
+    """An @EXPLICIT spec file (CEP 23) for ``lock``: one URL per line with its hash, no solver involved."""
+    lines = [f"# platform: {lock.platform}", f"# env_key: {lock.env_key}", "@EXPLICIT"]
+    for p in lock.packages:
+        # libmamba reads `#sha256:<hex>` and `#<md5>` (specs/package_info.cpp, PackageInfo::from_url)
+        lines.append(f"{p.url}#sha256:{p.sha256}" if p.sha256 else f"{p.url}#{p.md5}" if p.md5 else p.url)
+    return "\n".join(lines) + "\n"
+
+
+def is_cached(pkgs: Path, package: Package) -> bool:
+    """True if micromamba finds ``package`` extracted or downloaded in ``pkgs``, so ``--offline`` is safe."""
+    stem = package.file_name.removesuffix(".conda").removesuffix(".tar.bz2")
+    candidates = [pkgs / stem / "info" / "repodata_record.json", pkgs / package.file_name]
+    parsed = urlparse(package.url)
+    if parsed.scheme == "file":  # 2.8.1 caches file:// packages under pkgs/file/<path> (samples/…/env_a)
+        archive = pkgs / "file" / unquote(parsed.path).lstrip("/")
+        candidates += [archive.with_name(stem) / "info" / "repodata_record.json", archive]
+    return any(c.is_file() for c in candidates)
