@@ -3,8 +3,8 @@
 
     .venv/bin/python benchmarks/bench_core.py [--quick] [--tmp DIR] [--json] [--keep]
 
-Starts its own provisiond (``python -m provisiond``) on a private store and socket, and removes
-everything at the end. See benchmarks/README.md for what each row measures.
+Starts its own provisiond (``python -m provisiond``) on a private store, state dir and socket under a
+fresh work dir, and removes it all at the end. benchmarks/README.md says what each row measures.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -40,45 +41,41 @@ ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.e
 CONSOLE = Path(sys.executable).parent / "provisionctl"
 CTL = [str(CONSOLE)] if CONSOLE.exists() else [sys.executable, "-m", "provisiond.cli"]
 PLATFORMS = [str(rattler.Platform.current()), "noarch"]
+SOLVED = r"solved .*?: \d+ packages in ([\d.]+) ms"  # the daemon's INFO line after each solve
 
-# The fresh-process solve: timed inside, from before the Gateway exists to the solve's end.
+# The fresh-process solve: timed inside, from before the Gateway exists to the end of the solve.
 FRESH_SOLVE = r"""
 import asyncio, json, os, sys, time
 import rattler
 async def go():
     t = time.perf_counter()
-    gateway = rattler.Gateway(cache_dir=sys.argv[1])
     records = await rattler.solve(
-        sources=[rattler.Channel(sys.argv[2])], specs=sys.argv[3:], gateway=gateway,
+        sources=[rattler.Channel(sys.argv[2])], specs=sys.argv[3:], gateway=rattler.Gateway(cache_dir=sys.argv[1]),
         platforms=[str(rattler.Platform.current()), "noarch"], virtual_packages=rattler.VirtualPackage.detect(),
         channel_priority=rattler.ChannelPriority.Strict, timestamp_policy="allow-missing")
-    return time.perf_counter() - t, len(records)
-seconds, n = asyncio.run(go())
-print(json.dumps({"solve_s": seconds, "packages": n}))
+    return (time.perf_counter() - t) * 1000, len(records)
+print(json.dumps(asyncio.run(go())))
 sys.stdout.flush()
 os._exit(0)
 """
 
 
-def ms(seconds: float) -> float:
-    return round(seconds * 1000, 1)
+def since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
 
 
-def median_ms(samples: list[float]) -> float:
-    return ms(statistics.median(samples))
+def med(samples_ms: list[float]) -> float:
+    return round(statistics.median(samples_ms), 1)
 
 
 def filesystem(path: Path) -> str:
-    """The filesystem type and mount point holding ``path`` (longest matching mount in /proc/mounts)."""
+    """The filesystem holding ``path``: the longest matching mount point in /proc/mounts."""
     best, found = "", "unknown"
-    try:
-        mounts = Path("/proc/mounts").read_text().splitlines()
-    except OSError:
-        return found
-    for line in mounts:
-        dev, mnt, fstype, opts = line.split()[:4]
-        if (str(path) + "/").startswith(mnt.rstrip("/") + "/") and len(mnt) >= len(best):
-            best, found = mnt, f"{fstype} on {mnt} ({dev}; {opts})"
+    with open("/proc/mounts") as mounts:
+        for line in mounts:
+            dev, mnt, fstype, opts = line.split()[:4]
+            if (str(path) + "/").startswith(mnt.rstrip("/") + "/") and len(mnt) >= len(best):
+                best, found = mnt, f"{fstype} on {mnt} ({dev}; {opts})"
     return found
 
 
@@ -91,19 +88,18 @@ def write_env(directory: Path, channel: Path, deps: list[str], name: str, commen
 
 
 class Daemon:
-    """A real provisiond on a private store and socket; its INFO log is parsed for solve/build times."""
+    """A real provisiond on a private store and socket; its INFO log gives the solve times."""
 
     def __init__(self, work: Path) -> None:
         self.home, self.socket, self.log = work / "home", work / "d.sock", work / "daemon.log"
         self.client = Client(self.socket, timeout=600)
-        self.config = work / "no-config.toml"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Daemon:
         argv = [sys.executable, "-m", "provisiond", "--home", str(self.home), "--socket", str(self.socket)]
         with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log,
-                                         env={**ENV, "PROVISIOND_CONFIG": str(self.config)})
+            self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log, env={
+                **ENV, "PROVISIOND_CONFIG": str(self.home.parent / "no-config.toml")})
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -115,15 +111,13 @@ class Daemon:
                 time.sleep(0.05)
 
     def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
+        if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                return self.proc.wait(timeout=30)
+                self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-        return self.proc.wait()
+        return self.proc.wait() if self.proc is not None else None
 
     def add(self, project: Path) -> str:
         return str(self.client.post("/v1/projects", {"path": str(project), "warm": False})["name"])
@@ -131,69 +125,71 @@ class Daemon:
     def warm(self, name: str) -> tuple[float, dict]:
         started = time.perf_counter()
         view = self.client.post(f"/v1/envs/{name}/warm", {})
-        return time.perf_counter() - started, view
+        return since(started), view
 
-    def last_log_ms(self, pattern: str, scale: float = 1.0) -> float:
-        """The number captured by ``pattern`` in the daemon log's last matching line, in ms."""
-        found = re.findall(pattern, self.log.read_text())
-        return float(found[-1]) * scale if found else float("nan")
+    def last_solve_ms(self) -> float:
+        found = re.findall(SOLVED, self.log.read_text())
+        return float(found[-1]) if found else float("nan")
 
-    def ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*CTL, "--socket", str(self.socket), *args], capture_output=True, text=True,
-                              env=ENV, check=True)
+    def ctl(self, *args: str) -> str:
+        argv = [*CTL, "--socket", str(self.socket), *args]
+        return subprocess.run(argv, capture_output=True, text=True, env=ENV, check=True).stdout.strip()
 
 
 def bench_build(d: Daemon, ws: Path, channel: Path, pkgs: list[Pkg], reps: int) -> dict:
     """Daemon warm of a new env vs bare rattler.install of the same records, both from the same warm cache."""
     names = [p.name for p in pkgs]
-    # Warm the package cache (and have a ready env for rows 3 and 4): an env of every package.
+    # Warm the package cache (and make the ready env of rows 3 and 4): an env of every package.
     d.add(write_env(ws / "all", channel, names, "bench-all"))
     d.warm("bench-all")
     full = Lock.from_wire(d.client.get("/v1/envs/bench-all/lock"))
     # A leaf is a package nothing depends on: "all but leaf k" is a new env_key with one fewer record.
     leaves = [p.name for p in pkgs if not any(p.name == dep.split()[0] for q in pkgs for dep in q.depends)]
-    daemon_s, daemon_log_ms, bare_s = [], [], []
+    warm_ms, build_ms, solve_ms, bare_ms = [], [], [], []
     for k, leaf in enumerate(leaves[:reps]):
-        subset = [n for n in names if n != leaf]
         packages = [p for p in full.packages if p.name != leaf]
-        project = d.add(write_env(ws / f"build-{k}", channel, subset, f"bench-build-{k}"))
+        project = d.add(write_env(ws / f"build-{k}", channel, [n for n in names if n != leaf], f"bench-build-{k}"))
         records = [record_of(p) for p in packages]
-        prefix = ws / "bare" / str(k)
 
-        async def bare() -> float:
+        async def bare() -> None:
             started = time.perf_counter()
-            await rattler.install(records, target_prefix=prefix, cache_dir=d.home / "pkgs",
+            await rattler.install(records, target_prefix=ws / "bare" / str(k), cache_dir=d.home / "pkgs",
                                   show_progress=False, execute_link_scripts=False)
-            return time.perf_counter() - started
+            bare_ms.append(since(started))
 
         def daemon() -> None:
-            seconds, view = d.warm(project)
-            daemon_s.append(seconds)
-            daemon_log_ms.append(d.last_log_ms(r"env \w+ ready at .*?\(build \d+, ([\d.]+)s\)", 1000))
+            elapsed, view = d.warm(project)
+            warm_ms.append(elapsed)
+            build = d.client.get(f"/v1/builds/{view['build_id']}")  # its row: started → published → finished
+            build_ms.append((build["finished"] - build["started"]) * 1000)
+            solve_ms.append(d.last_solve_ms())
             built = Lock.from_wire(d.client.get(f"/v1/envs/{project}/lock"))
-            assert {p.url for p in built.packages} == {p.url for p in packages}, "daemon resolved other records"
+            assert {p.url for p in built.packages} == {p.url for p in packages}, "the daemon resolved other records"
 
-        if k % 2:  # alternate who goes first
-            bare_s.append(asyncio.run(bare()))
-            daemon()
-        else:
-            daemon()
-            bare_s.append(asyncio.run(bare()))
-    files = sum(len(files) for _, _, files in os.walk(ws / "bare" / "0"))
-    return {"packages": len(full.packages) - 1, "files_per_env": files, "rounds": len(daemon_s),
-            "daemon_ms": median_ms(daemon_s), "daemon_build_log_ms": round(statistics.median(daemon_log_ms), 1),
-            "bare_install_ms": median_ms(bare_s), "daemon_samples_ms": [ms(s) for s in daemon_s],
-            "bare_samples_ms": [ms(s) for s in bare_s]}
+        for step in ((daemon, lambda: asyncio.run(bare())) if k % 2 == 0 else (lambda: asyncio.run(bare()), daemon)):
+            step()  # alternate who goes first
+    files = sum(len(f) for _, _, f in os.walk(ws / "bare" / "0"))
+    return {"packages": len(full.packages) - 1, "files_per_env": files, "rounds": len(warm_ms),
+            "daemon_ms": med(warm_ms), "daemon_build_ms": med(build_ms), "daemon_solve_ms": med(solve_ms),
+            "bare_install_ms": med(bare_ms)}
 
 
-def make_installable(channel: Path, roots: list[str]) -> list[rattler.RepoDataRecord]:
-    """Solve ``roots`` once, then build real archives for exactly those records and patch their hashes
-    into repodata.json, so the daemon can build that one env from the 50k-record channel."""
-    records = asyncio.run(rattler.solve(
-        sources=[rattler.Channel(channel.as_uri())], specs=roots, gateway=rattler.Gateway(), platforms=PLATFORMS,
-        virtual_packages=rattler.VirtualPackage.detect(), timestamp_policy="allow-missing"))
-    repodata_path = channel / PLATFORMS[0] / "repodata.json"
-    repodata = json.loads(repodata_path.read_text())
+def make_installable(channel: Path) -> tuple[list[str], list[rattler.RepoDataRecord], int]:
+    """Pick 4 roots spread over the channel's names and solve them once; build real archives for exactly
+    those records and patch their hashes into repodata.json, so the daemon can build that one env.
+    Returns the roots, the records and how many records the roots reach (all a solver must consider)."""
+    path = channel / PLATFORMS[0] / "repodata.json"
+    repodata = json.loads(path.read_text())
+    n_names = len({r["name"] for key in ("packages", "packages.conda") for r in repodata[key].values()})
+    roots = [f"syn-{int(n_names * f):05d}" for f in (0.9, 0.68, 0.45, 0.23)]
+
+    async def solve() -> tuple[list[rattler.RepoDataRecord], int]:
+        gateway, sources = rattler.Gateway(), [rattler.Channel(channel.as_uri())]
+        reached = await gateway.query(sources, PLATFORMS, roots, recursive=True)
+        return await rattler.solve(sources=sources, specs=roots, gateway=gateway, platforms=PLATFORMS,
+                                   timestamp_policy="allow-missing"), sum(len(r) for r in reached)
+
+    records, reachable = asyncio.run(solve())
     for r in records:
         ext = ".conda" if r.file_name.endswith(".conda") else ".tar.bz2"
         pkg = Pkg(r.name.normalized, str(r.version), build=str(r.build), build_number=r.build_number,
@@ -201,118 +197,110 @@ def make_installable(channel: Path, roots: list[str]) -> list[rattler.RepoDataRe
         data = build_package(pkg, channel / r.subdir, r.subdir).read_bytes()
         entry = repodata["packages.conda" if ext == ".conda" else "packages"][r.file_name]
         entry.update(sha256=hashlib.sha256(data).hexdigest(), md5=hashlib.md5(data).hexdigest(), size=len(data))
-    repodata_path.write_text(json.dumps(repodata, separators=(",", ":")))
-    return records
+    path.write_text(json.dumps(repodata, separators=(",", ":")))
+    return roots, records, reachable
 
 
-def bench_resolve(d: Daemon, ws: Path, channel: Path, n_names: int, reps: int) -> dict:
-    """Warm after an edit (new spec_key, same resolution → already-built env) vs rattler.solve in a new process."""
-    roots = [f"syn-{int(n_names * f):05d}" for f in (0.9, 0.68, 0.45, 0.23)]
-    records = make_installable(channel, roots)
+def bench_resolve(d: Daemon, ws: Path, channel: Path, reps: int) -> dict:
+    """Warm after an edit (new spec_key, same resolution: an already-built env) vs rattler.solve in a new process."""
+    roots, records, reachable = make_installable(channel)
     extras = sorted(r.name.normalized for r in records if r.name.normalized not in roots)[:reps]
     project = d.add(write_env(ws / "resolve", channel, roots, "bench-resolve"))
-    _, base = d.warm(project)  # first solve (loads repodata into the daemon's gateway) and build
-    warm_s, solve_log_ms, fresh_s, fresh_whole_s, same_env = [], [], [], [], True
-    for k, extra in enumerate(extras):
-        specs = [*roots, extra]  # an edit: the request changes, its resolution does not
+    _, base = d.warm(project)  # the first solve loads the repodata into the daemon's gateway; then one build
+    warm_ms, solve_ms, fresh_ms, fresh_whole_ms, same_env = [], [], [], [], True
+    for extra in extras:
+        specs = [*roots, extra]  # the edit: the request changes, its resolution does not
         write_env(ws / "resolve", channel, specs, "bench-resolve")
-        seconds, view = d.warm(project)
-        warm_s.append(seconds)
-        solve_log_ms.append(d.last_log_ms(r"solved .*?: \d+ packages in ([\d.]+) ms"))
+        elapsed, view = d.warm(project)
+        warm_ms.append(elapsed)
+        solve_ms.append(d.last_solve_ms())
         same_env &= view["env_key"] == base["env_key"]
         started = time.perf_counter()
         out = subprocess.run([sys.executable, "-c", FRESH_SOLVE, str(ws / "fresh-cache"), channel.as_uri(), *specs],
                              capture_output=True, text=True, check=True, env=ENV)
-        fresh_whole_s.append(time.perf_counter() - started)
-        fresh = json.loads(out.stdout)
-        fresh_s.append(fresh["solve_s"])
-        assert fresh["packages"] == len(records), f"fresh solve found {fresh['packages']} packages"
-    return {"roots": roots, "packages": len(records), "rounds": len(warm_s), "same_env_key": same_env,
-            "daemon_warm_ms": median_ms(warm_s), "daemon_solve_log_ms": round(statistics.median(solve_log_ms), 1),
-            "fresh_solve_ms": median_ms(fresh_s), "fresh_process_ms": median_ms(fresh_whole_s)}
+        fresh_whole_ms.append(since(started))
+        solve_inside_ms, n = json.loads(out.stdout)
+        fresh_ms.append(solve_inside_ms)
+        assert n == len(records), f"the fresh solve found {n} packages, not {len(records)}"
+    return {"roots": roots, "packages": len(records), "reachable_records": reachable, "rounds": len(warm_ms),
+            "same_env_key": same_env, "daemon_warm_ms": med(warm_ms), "daemon_solve_ms": med(solve_ms),
+            "fresh_solve_ms": med(fresh_ms), "fresh_process_ms": med(fresh_whole_ms)}
 
 
 def bench_ctl(d: Daemon, reps: int) -> dict:
     """`provisionctl warm NAME` of a ready env, whole process, vs `python -c pass` (alternating)."""
-    assert d.ctl("warm", "bench-all").stdout.strip().startswith(str(d.home)), "warm did not print the prefix"
-    ctl_s, py_s, api_s = [], [], []
+    assert d.ctl("warm", "bench-all").startswith(str(d.home)), "warm did not print the prefix"
+    ctl_ms, py_ms, api_ms = [], [], []
     for _ in range(reps):
-        for argv, samples in ((CTL + ["--socket", str(d.socket), "warm", "bench-all"], ctl_s),
-                              ([sys.executable, "-c", "pass"], py_s)):
+        for argv, samples in ((CTL + ["--socket", str(d.socket), "warm", "bench-all"], ctl_ms),
+                              ([sys.executable, "-c", "pass"], py_ms)):
             started = time.perf_counter()
             subprocess.run(argv, stdout=subprocess.DEVNULL, check=True, env=ENV)
-            samples.append(time.perf_counter() - started)
-        api_s.append(d.warm("bench-all")[0])
-    return {"rounds": reps, "ctl_ms": median_ms(ctl_s), "python_pass_ms": median_ms(py_s),
-            "api_round_trip_ms": median_ms(api_s), "ctl": " ".join(Path(a).name for a in CTL)}
+            samples.append(since(started))
+        api_ms.append(d.warm("bench-all")[0])
+    return {"rounds": reps, "ctl_ms": med(ctl_ms), "python_pass_ms": med(py_ms), "api_round_trip_ms": med(api_ms)}
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:
-    out = {}
-    for directory, _, files in os.walk(root):
-        for f in files:
-            st = os.lstat(os.path.join(directory, f))
-            out[os.path.join(directory, f)] = (st.st_mtime_ns, st.st_size)
-    return out
+    files = (Path(top, f) for top, _, names in os.walk(root) for f in names)
+    return {str(p.relative_to(root.parent)): (p.lstat().st_mtime_ns, p.lstat().st_size) for p in files}
 
 
 def bench_second_project(d: Daemon, ws: Path, channel: Path, pkgs: list[Pkg]) -> dict:
     """A second project whose file differs only in name and a comment: `provisionctl warm DIR`, whole process."""
     project = write_env(ws / "copy", channel, [p.name for p in pkgs], "bench-copy", comment="a colleague's copy")
-    before = snapshot(d.home)
+    before = snapshot(d.home) | snapshot(ws / "state")
     started = time.perf_counter()
-    prefix = d.ctl("warm", str(project)).stdout.strip()
-    seconds = time.perf_counter() - started
-    after = snapshot(d.home)
-    new = sorted(os.path.relpath(p, d.home) for p in after.keys() - before.keys())
-    changed = sorted(os.path.relpath(p, d.home) for p in after.keys() & before.keys() if after[p] != before[p])
-    same = prefix == d.client.get("/v1/envs/bench-all")["prefix"]
-    return {"ready_ms": ms(seconds), "same_prefix": same, "new_files": new, "changed_files": changed,
-            "files_written": len([f for f in new + changed if not f.startswith("state.db")])}
+    prefix = d.ctl("warm", str(project))
+    elapsed = since(started)
+    after = snapshot(d.home) | snapshot(ws / "state")
+    written = sorted(p for p in after if after[p] != before.get(p))
+    in_store = [p for p in written if p.startswith("home/") and not p.startswith("home/state.db")]
+    return {"ready_ms": round(elapsed, 1), "same_prefix": prefix == d.client.get("/v1/envs/bench-all")["prefix"],
+            "written": written, "env_files_written_in_store": len(in_store)}
 
 
 def table(r: dict) -> str:
     b, s, c, p = r["build"], r["resolve"], r["ctl"], r["second"]
 
     def row(label: str, ours: float, base: float, target: float) -> list[str]:
-        ratio = ours / base
-        return [label, f"{ours:.1f} ms", f"{base:.1f} ms", f"{ratio:.2f}x", f"<= {target}x",
-                "ok" if ratio <= target else "MISS"]
+        return [label, f"{ours:.1f} ms", f"{base:.1f} ms", f"{ours / base:.2f}x", f"<= {target}x",
+                "ok" if ours / base <= target else "MISS"]
 
     rows = [["benchmark", "provisiond", "baseline", "ratio", "target", ""],
             row(f"1 fresh build, warm cache ({b['packages']} pkgs, {b['files_per_env']} files)",
                 b["daemon_ms"], b["bare_install_ms"], 1.1),
-            row("  (daemon build step only, from its log)", b["daemon_build_log_ms"], b["bare_install_ms"], 1.1),
-            row(f"2 re-solve after edit ({s['packages']} of {r['records']} records)",
+            row("  (daemon build step only: its build row)", b["daemon_build_ms"], b["bare_install_ms"], 1.1),
+            row(f"2 re-solve after edit ({s['packages']} pkgs of {r['records']} records)",
                 s["daemon_warm_ms"], s["fresh_solve_ms"], 0.15),
-            row("  (daemon solve step only, from its log)", s["daemon_solve_log_ms"], s["fresh_solve_ms"], 0.15),
-            row(f"3 {c['ctl']} warm NAME (ready), whole process", c["ctl_ms"], c["python_pass_ms"], 1.5),
-            ["4 second project, same resolution", f"{p['ready_ms']:.1f} ms", "-", "-",
-             "0 files", "ok" if p["files_written"] == 0 and p["same_prefix"] else "MISS"]]
+            row("  (daemon solve step only: its log)", s["daemon_solve_ms"], s["fresh_solve_ms"], 0.15),
+            row(f"3 {r['ctl_command']} warm NAME (ready), whole process", c["ctl_ms"], c["python_pass_ms"], 1.5),
+            ["4 second project, same resolution", f"{p['ready_ms']:.1f} ms", "-", "-", "0 files",
+             "ok" if p["env_files_written_in_store"] == 0 and p["same_prefix"] else "MISS"]]
     widths = [max(len(x[i]) for x in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(x, widths))) for x in rows]
-    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:], "", *notes(r)])
-
-
-def notes(r: dict) -> list[str]:
-    b, s, c, p = r["build"], r["resolve"], r["ctl"], r["second"]
-    return [
-        f"filesystem: {r['filesystem']}   cpus: {os.cpu_count()}   py-rattler {r['rattler']}   "
-        f"python {sys.version.split()[0]}",
-        f"1: medians of {b['rounds']} alternating rounds. Each round the daemon warms a NEW env (every package "
-        "but one different leaf, so a new env_key: solve + install + publish, timed over the socket), and a bare "
-        "rattler.install puts the same records into a fresh prefix; both share the daemon's pkgs/ cache, "
-        "warmed beforehand.",
-        f"2: medians of {s['rounds']} edits of one project ({' '.join(s['roots'])} + one more name from its own "
-        f"resolution each time): new spec_key, same env_key ({'yes' if s['same_env_key'] else 'NO'}), so the "
-        "warm is solve + lookup. Baseline: rattler.solve in a new process, timed inside from before the Gateway "
-        f"exists to the end of the solve; that whole process took {s['fresh_process_ms']:.1f} ms.",
-        f"3: medians of {c['rounds']} alternating runs; the same warm over an in-process client (no process "
-        f"start) takes {c['api_round_trip_ms']:.1f} ms.",
-        f"4: `provisionctl warm DIR` of a project differing from bench-all only in name and a comment: "
-        f"same prefix: {'yes' if p['same_prefix'] else 'NO'}; new files in the store: {len(p['new_files'])}; "
-        f"changed files: {', '.join(p['changed_files']) or 'none'} (state.db* = registry rows, not env files).",
+    lines = ["  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(x, widths))) for x in rows]
+    notes = [
+        f"filesystem: {r['filesystem']}; {os.cpu_count()} cpus; py-rattler {r['rattler']}; python "
+        f"{sys.version.split()[0]}.",
+        f"1: medians of {b['rounds']} alternating rounds. Each round the daemon warms a NEW env over its socket "
+        "(every package but one different leaf: a new env_key, so solve + install + publish), and a bare "
+        "rattler.install puts the same records into a fresh prefix; both use the daemon's pkgs/ cache, warmed "
+        f"beforehand. Daemon split: solve {b['daemon_solve_ms']:.1f} ms (its log), build row "
+        f"{b['daemon_build_ms']:.1f} ms (install + publish); the rest is HTTP, spec parsing and the registry.",
+        f"2: medians of {s['rounds']} edits of one project ({' '.join(s['roots'])}, plus one more name from its "
+        f"own resolution each time; they reach {s['reachable_records']} records): a new spec_key, the same "
+        f"env_key ({'yes' if s['same_env_key'] else 'NO'}), so the warm is parse + solve + lookup. Baseline: "
+        "rattler.solve in a new process, timed inside from before the Gateway exists to the end of the solve; "
+        f"that whole process took {s['fresh_process_ms']:.1f} ms.",
+        f"3: medians of {c['rounds']} alternating runs, baseline `{Path(sys.executable).name} -c pass`; the same "
+        f"warm from an in-process client (no process start) takes {c['api_round_trip_ms']:.1f} ms.",
+        "4: `provisionctl warm DIR` (register + warm, whole process) of a project whose file differs from "
+        f"bench-all's only in name and a comment: same prefix: {'yes' if p['same_prefix'] else 'NO'}; env files "
+        f"written in the store: {p['env_files_written_in_store']}; all files written: "
+        f"{', '.join(p['written']) or 'none'} (home/state.db* hold registry rows).",
     ]
+    wrapped = [line for n in notes for line in textwrap.wrap(n, 110, subsequent_indent="   ")]
+    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:], "", *wrapped])
 
 
 def main() -> int:
@@ -324,32 +312,30 @@ def main() -> int:
     args = ap.parse_args()
     base = args.tmp or (Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path(tempfile.gettempdir()))
     n_pkgs, n_files, n_records, build_reps, solve_reps, ctl_reps = (
-        (40, 20, 10_000, 3, 3, 10) if args.quick else (100, 50, 50_000, 7, 7, 40))
+        (40, 20, 10_000, 3, 3, 10) if args.quick else (100, 50, 50_000, 9, 7, 40))
     ws = Path(tempfile.mkdtemp(prefix="pvb-", dir=base)).resolve()
+    ENV["PROVISIOND_STATE"] = str(ws / "state")  # per-user activation/secrets: keep them in the work dir too
     d = Daemon(ws)
+    say = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
     try:
-        log = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
-        log(f"work dir {ws} ({filesystem(ws)})")
+        say(f"work dir {ws} ({filesystem(ws)})")
         pkgs = generated_packages(n_pkgs, n_files)
         small = build_channel(ws / "channel-build", pkgs)
         big = write_repodata_only_channel(ws / "channel-solve", n_records)
-        n_names = len({rec["name"] for key in ("packages", "packages.conda")
-                       for rec in json.loads((big / PLATFORMS[0] / "repodata.json").read_text())[key].values()})
         d.start()
-        results: dict = {"quick": args.quick, "filesystem": filesystem(ws), "records": n_records,
-                         "rattler": rattler.__version__ if hasattr(rattler, "__version__") else "?"}
-        log("1/4 fresh builds ...")
-        results["build"] = bench_build(d, ws, small, pkgs, build_reps)
-        log("2/4 re-solves ...")
-        results["resolve"] = bench_resolve(d, ws, big, n_names, solve_reps)
-        log("3/4 provisionctl warm ...")
-        results["ctl"] = bench_ctl(d, ctl_reps)
-        log("4/4 second project ...")
-        results["second"] = bench_second_project(d, ws, small, pkgs)
-        code = d.stop()
-        results["daemon_exit"] = code
-        print(json.dumps(results, indent=2) if args.json else table(results))
-        return 0 if code == 0 else 1
+        r: dict = {"quick": args.quick, "filesystem": filesystem(ws), "records": n_records,
+                   "rattler": rattler.__version__, "ctl_command": " ".join(Path(a).name for a in CTL)}
+        say("1/4 fresh builds ...")
+        r["build"] = bench_build(d, ws, small, pkgs, build_reps)
+        say("2/4 re-solves ...")
+        r["resolve"] = bench_resolve(d, ws, big, solve_reps)
+        say("3/4 provisionctl warm ...")
+        r["ctl"] = bench_ctl(d, ctl_reps)
+        say("4/4 second project ...")
+        r["second"] = bench_second_project(d, ws, small, pkgs)
+        r["daemon_exit"] = d.stop()
+        print(json.dumps(r, indent=2) if args.json else table(r))
+        return 0 if r["daemon_exit"] == 0 else 1
     finally:
         d.stop()
         if args.keep:
@@ -363,6 +349,7 @@ if __name__ == "__main__":
         status = main()
     except BaseException as exc:  # report, then still leave through os._exit (rattler can crash at exit)
         import traceback
+
         traceback.print_exc()
         status = 130 if isinstance(exc, KeyboardInterrupt) else 1
     sys.stdout.flush()

@@ -108,6 +108,34 @@ def cmd_remove(args: argparse.Namespace) -> Result:
     return client.delete(f"/v1/envs/{segment(_project_name(client, args.target))}")
 
 
+def _size(text: str) -> int:
+    units = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    number, unit = text.strip().lower().rstrip("ib").rstrip("b"), ""
+    if number and number[-1] in units:
+        number, unit = number[:-1], number[-1]
+    try:
+        return int(float(number) * units[unit])
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 500M, 20G)") from None
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def cmd_gc(args: argparse.Namespace) -> Result:
+    body: dict[str, Any] = {"dry_run": args.dry_run}
+    if args.older_than is not None:
+        body["older_than_days"] = args.older_than
+    if args.cache_budget is not None:
+        body["cache_budget_bytes"] = args.cache_budget
+    return _client(args).post("/v1/gc", body)
+
+
 def cmd_daemon(args: argparse.Namespace) -> Result:
     import shutil
 
@@ -145,6 +173,8 @@ def render_env(view: dict[str, Any]) -> str:
     if "lock" in view:
         for p in view["lock"]["packages"]:
             lines.append(f"  {p['name']}={p['version']}={p['build']}  {p['url']}")
+        for p in view["lock"].get("pip", ()):  # installed with uv after the conda packages
+            lines.append(f"  pip: {p['name']}=={p['version']}  {p.get('editable') or p['url']}")
     return "\n".join(lines)
 
 
@@ -190,6 +220,14 @@ def render(command: str, result: Result) -> str:
     if command == "remove":
         kept = "its env was deleted" if result["env_deleted"] else "its env is kept (still used, or none)"
         return f"removed {result['name']}; {kept}"
+    if command == "gc":
+        verb = "would free" if result["dry_run"] else "freed"
+        lines = [f"{'would remove' if result['dry_run'] else 'removed'} env {e['env_key'][:16]} "
+                 f"({_human(e['bytes'])})" for e in result["envs"]]
+        lines += [f"{'would drop' if result['dry_run'] else 'dropped'} cached {p['package']} ({_human(p['bytes'])})"
+                  for p in result["packages"]]
+        lines += [f"kept env {k['env_key'][:16]}: {k['reason']}" for k in result["kept"]]
+        return "\n".join([*lines, f"{verb} {_human(result['freed_bytes'])}"])
     if command == "daemon":
         return "\n".join([*(f"wrote {u}" for u in result["units"]),
                           "enable with: systemctl --user daemon-reload && systemctl --user enable --now provisiond.socket"])
@@ -215,6 +253,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], Result], str]] = {
                            "@EXPLICIT, or conda-lock.yml"),
     "clone": (cmd_clone, "give an env a second name: O(1), no files copied"),
     "remove": (cmd_remove, "remove a name; its env is deleted only if nothing else uses it"),
+    "gc": (cmd_gc, "remove envs nothing references or uses, and prune the package cache"),
     "daemon": (cmd_daemon, "daemon set-up: `daemon install-units` writes the systemd user units"),
     "check": (cmd_check, "validate an environment file without the daemon (exit 65 on error)"),
 }
@@ -260,6 +299,11 @@ def parser() -> argparse.ArgumentParser:
     cmds["clone"].add_argument("source", metavar="SRC")
     cmds["clone"].add_argument("target", metavar="DST")
     cmds["remove"].add_argument("target", metavar="NAME|PATH")
+    cmds["gc"].add_argument("--dry-run", action="store_true", help="report what would be removed")
+    cmds["gc"].add_argument("--older-than", type=float, metavar="DAYS",
+                            help="remove unreferenced envs unused for DAYS (default: gc_days, 30)")
+    cmds["gc"].add_argument("--cache-budget", type=_size, metavar="SIZE",
+                            help="prune the package cache to SIZE, least recently used first (e.g. 20G)")
     cmds["daemon"].add_argument("action", choices=("install-units",))
     cmds["daemon"].add_argument("--dir", help="where to write the units (default: ~/.config/systemd/user)")
     cmds["check"].add_argument("file", metavar="FILE")

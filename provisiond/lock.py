@@ -53,6 +53,36 @@ class Package:
         return cls(**values)
 
 
+@dataclass(frozen=True, slots=True, order=True)
+class PipPackage:
+    """One pinned pip requirement: uv installs exactly this artifact after the conda packages."""
+
+    name: str
+    version: str  # "" for a local directory: its version is known only once it is built
+    url: str  # wheel, sdist or archive URL; ``git+URL@commit``; or the file:// URL of a local directory
+    sha256: str | None = None  # of the artifact at ``url``; None for VCS checkouts and local directories
+    editable: str | None = None  # absolute path of a ``-e`` project: it makes the env project-specific
+
+    @property
+    def identity(self) -> str:
+        """What names the installed content in env_key: the hash, else the editable path, else the URL."""
+        if self.sha256:
+            return f"sha256:{self.sha256}"
+        return f"-e {self.editable}" if self.editable else self.url
+
+    @property
+    def requirement(self) -> str:
+        """The requirements-file line that installs exactly this (uv checks the hash)."""
+        if self.editable:
+            return f"-e {self.url}"
+        return f"{self.name} @ {self.url}" + (f" --hash=sha256:{self.sha256}" if self.sha256 else "")
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> PipPackage:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
 @dataclass(frozen=True, slots=True)
 class Lock:
     """What a spec resolved to for one platform. Records are kept sorted by name."""
@@ -63,18 +93,27 @@ class Lock:
     engine: str = ""
     # Not part of env_key: provenance only.
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # Installed by uv after the conda packages (pip.py); part of env_key when present.
+    pip: tuple[PipPackage, ...] = ()
+    # Index options of the pip section (--index-url, --find-links, ...): build dependencies of
+    # sdists and editables come from there at install time. Not part of env_key.
+    pip_options: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "packages", tuple(sorted(self.packages, key=lambda p: (p.name, p.url))))
+        object.__setattr__(self, "pip", tuple(sorted(self.pip)))
+        object.__setattr__(self, "pip_options", tuple(self.pip_options))
 
     @property
     def env_key(self) -> EnvKey:
-        """sha256 of our own identity payload: platform + (url, sha256) of every record."""
-        payload = {
+        """sha256 of our own identity payload: platform + (url, sha256) of every record (+ pip pins)."""
+        payload: dict[str, Any] = {
             "scheme": ENV_KEY_SCHEME,
             "platform": self.platform,
             "packages": [[p.url, p.sha256 or "", p.md5 if not p.sha256 else ""] for p in self.packages],
         }
+        if self.pip:  # only then: keys of conda-only envs stay what they always were
+            payload["pip"] = [[p.name, p.version, p.identity] for p in self.pip]
         return EnvKey(hashlib.sha256(_canonical(payload).encode()).hexdigest())
 
     def to_wire(self) -> dict[str, Any]:
@@ -86,6 +125,8 @@ class Lock:
             "env_key": self.env_key,
             "packages": [_package_wire(p) for p in self.packages],
             "meta": self.meta,
+            "pip": [{k: v for k, v in asdict(p).items() if v is not None} for p in self.pip],
+            "pip_options": list(self.pip_options),
         }
 
     def to_json(self) -> str:
@@ -106,6 +147,8 @@ class Lock:
                 channels=tuple(data.get("channels", ())),
                 engine=data.get("engine", ""),
                 meta=dict(data.get("meta") or {}),
+                pip=tuple(PipPackage.from_wire(p) for p in data.get("pip") or ()),
+                pip_options=tuple(data.get("pip_options") or ()),
             )
         except (KeyError, TypeError) as exc:
             raise LockFormatError(f"malformed lock: {exc}") from None

@@ -15,6 +15,7 @@ from provisiond.errors import BadRequestError, EnvNotFoundError, ProvisionError,
 from provisiond.exports import export
 from provisiond.lock import EnvKey, Lock
 from provisiond.lockfiles import kind_of, load_lockfile
+from provisiond.pip import find_uv, inputs_key, install_pip, resolve_pip
 from provisiond.settings import Settings
 from provisiond.spec import EnvSpec, load_spec, spec_key
 from provisiond.store import NameRecord, Store
@@ -82,7 +83,8 @@ class Provisioner:
     # -- the pipeline -------------------------------------------------------------------------
 
     def spec_key(self, spec: EnvSpec) -> str:
-        return spec_key(spec, self.engine.platform, self.engine.virtual_packages())
+        key = spec_key(spec, self.engine.platform, self.engine.virtual_packages())
+        return inputs_key(spec, key) if spec.pip else key  # an edited -r file must re-resolve
 
     async def resolve(self, spec: EnvSpec, *, update: bool = False) -> Lock:
         """The spec's lock: from the solve cache unless expired or ``update``; one solve per spec_key."""
@@ -101,6 +103,10 @@ class Provisioner:
     async def _solve(self, key: str, spec: EnvSpec, update: bool) -> Lock:
         started = time.perf_counter()
         lock = await self.engine.solve(spec, refresh=update)
+        if spec.pip:
+            lock = await resolve_pip(spec, lock, uv=find_uv(), cache_dir=self.settings.paths.uv_cache,
+                                     virtual_packages=self.engine.virtual_packages(), refresh=update,
+                                     on_line=lambda line: log.debug("pip: %s", mask(line)))
         self.store.cache_lock(key, lock)
         log.info("solved %s: %d packages in %.1f ms (env %s)", spec.source or "spec", len(lock.packages),
                  (time.perf_counter() - started) * 1000, lock.env_key[:16])
@@ -136,11 +142,18 @@ class Provisioner:
                     log.debug("build %d: %s", build.id, line.rstrip("\n"))
 
                 on_line(f"build {build.id}: env {env_key} ({len(lock.packages)} packages, engine {self.engine.name})")
-                in_place = self.engine.builds_in_place  # micromamba: install at `target`, no rename
+                # micromamba: install at `target`, no rename. pip: uv writes the interpreter's path
+                # into entry points, so the env must be at its final path when uv runs.
+                in_place = self.engine.builds_in_place or bool(lock.pip)
                 try:
                     if in_place:  # a leftover without the marker is garbage; `create -y` must not meet it
                         await asyncio.to_thread(self.store.discard_in_place, target)
-                    await self.engine.install(lock, build_dir, target, on_line)
+                    # rattler installs into its first argument; micromamba uses it for scratch files only.
+                    install_dir = target if in_place and not self.engine.builds_in_place else build_dir
+                    await self.engine.install(lock, install_dir, target, on_line)
+                    if lock.pip:
+                        await install_pip(lock, target, uv=find_uv(), cache_dir=self.settings.paths.uv_cache,
+                                          on_line=on_line)
                     if in_place:
                         prefix = self.store.publish_in_place(lock, target)
                         shutil.rmtree(build_dir, ignore_errors=True)  # held only the small explicit file
@@ -406,6 +419,28 @@ class Provisioner:
 
     def list(self, kind: str | None = None) -> list[EnvView]:
         return [self.view(r.name) for r in self.store.list_names(kind)]
+
+    async def gc(self, *, dry_run: bool, older_than_days: float | None = None,
+                 cache_budget_bytes: int | None = None) -> dict[str, Any]:
+        """Remove unreferenced, unleased envs unused for N days; prune the package cache to a budget."""
+        from provisiond import gc
+
+        days = self.settings.gc_days if older_than_days is None else older_than_days
+        budget = self.settings.cache_budget_bytes if cache_budget_bytes is None else cache_budget_bytes
+        report = gc.plan(self.store, older_than_days=days, cache_budget_bytes=budget, busy=set(self._builds))
+        await asyncio.to_thread(gc.disk_usage, report, self.store.paths)
+        report.dry_run = dry_run
+        if not dry_run:
+            # Sizing yielded to the loop: an env may have gained a name or a lease meanwhile.
+            still = {e["env_key"] for e in gc.plan(self.store, older_than_days=days, cache_budget_bytes=None,
+                                                   busy=set(self._builds)).envs}
+            report.envs = [e for e in report.envs if e["env_key"] in still]
+            doomed = [p for p in (self.store.unpublish(e["env_key"]) for e in report.envs) if p is not None]
+            doomed += [Path(p["path"]) for p in report.packages]
+            await asyncio.to_thread(gc.delete_paths, doomed)
+            log.info("gc freed %d bytes (%d envs, %d cached packages)", report.freed_bytes,
+                     len(report.envs), len(report.packages))
+        return report.to_wire()
 
     def lock_of(self, name: str) -> Lock:
         record = self.store.get_name(name)

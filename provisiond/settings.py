@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +51,11 @@ class Paths:
         return self.home / "cache" / "repodata"
 
     @property
+    def uv_cache(self) -> Path:
+        """uv's cache for pip sections: inside the store, so installs hardlink from it."""
+        return self.home / "cache" / "uv"
+
+    @property
     def db(self) -> Path:
         return self.home / "state.db"
 
@@ -84,6 +88,9 @@ class Settings:
     # watchfiles: yield a batch after step_ms of quiet, at most debounce_ms after the first event.
     watch_debounce_ms: int = 1600
     watch_step_ms: int = 100
+    # gc: envs nobody references are kept this long after their last use; None = no cache budget.
+    gc_days: float = 30.0
+    cache_budget_bytes: int | None = None
     config_file: Path | None = None
 
 
@@ -113,7 +120,7 @@ def load_settings(
     from_env = {
         key: environ[f"PROVISIOND_{key.upper()}"]
         for key in ("home", "socket", "state", "engine", "micromamba_path", "max_builds", "solve_ttl", "channel_alias",
-                    "watch_debounce_ms", "watch_step_ms")
+                    "watch_debounce_ms", "watch_step_ms", "gc_days", "cache_budget_bytes")
         if f"PROVISIOND_{key.upper()}" in environ
     }
 
@@ -159,7 +166,7 @@ def load_settings(
     values: dict[str, Any] = {}
     for key, convert in (("engine", str), ("micromamba_path", str), ("max_builds", int),
                          ("solve_ttl", float), ("channel_alias", str), ("watch_debounce_ms", int),
-                         ("watch_step_ms", int)):
+                         ("watch_step_ms", int), ("gc_days", float), ("cache_budget_bytes", int)):
         choice = pick(key)
         if choice is None:
             continue
@@ -181,10 +188,16 @@ def load_settings(
 
 def _read_toml(file: Path) -> dict[str, Any]:
     try:
-        data = tomllib.loads(file.read_text())
+        text = file.read_text()
     except FileNotFoundError:
         return {}
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{file}: {exc}", hint="fix or remove the config file") from None
+    import tomllib  # ~7 ms of provisionctl's start-up: paid only when a config file exists
+
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: {exc}", hint="fix or remove the config file") from None
     engine = data.pop("engine", None)
     if isinstance(engine, dict):

@@ -127,6 +127,17 @@ async def export_env(request: web.Request) -> web.Response:
     return web.Response(text=text, content_type="text/plain")
 
 
+@routes.post("/v1/gc")
+async def collect_garbage(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    days, budget = body.get("older_than_days"), body.get("cache_budget_bytes")
+    if days is not None and not isinstance(days, (int, float)) or budget is not None and not isinstance(budget, int):
+        raise BadRequestError("'older_than_days' must be a number and 'cache_budget_bytes' an integer")
+    report = await request.app[PROVISIONER].gc(dry_run=bool(body.get("dry_run")), older_than_days=days,
+                                               cache_budget_bytes=budget)
+    return web.json_response(report)
+
+
 @routes.get("/v1/builds")
 async def list_builds(request: web.Request) -> web.Response:
     builds = request.app[PROVISIONER].store.list_builds(request.query.get("status"))

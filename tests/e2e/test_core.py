@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from provisiond.store import MARKER
 from provisiond.testing.channel import PLACEHOLDER, build_channel, generated_packages
 from tests.conftest import Daemon, write_project
 
@@ -180,7 +181,7 @@ def test_kill_9_during_a_build_leaves_no_partial_env(tmp_path: Path, short_dir: 
     daemon.start()
     published = [p for p in (daemon.home / "envs").iterdir() if p.name != ".building"]
     for prefix in published:  # anything visible is complete
-        assert (prefix / "conda-meta" / "provisiond.json").exists()
+        assert (prefix / MARKER).exists()
     # The start-up sweep removed the killed build (the new daemon may have begun its own).
     assert not [b for b in building.iterdir() if f"-{killed_pid}-" in b.name]
     builds = daemon.client.get("/v1/builds")["builds"]
