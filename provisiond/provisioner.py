@@ -70,6 +70,8 @@ class Provisioner:
         self._background: dict[str, asyncio.Task[Any]] = {}
         self._again: set[str] = set()
         self._specs: dict[str, EnvSpec] = {}
+        # name -> (inputs signature, env_key, spec_key) of its last good warm (see _unchanged).
+        self._fresh: dict[str, tuple[tuple[Any, ...], str, str]] = {}
         # Set when projects are added or removed, so the watcher re-reads the set it watches.
         self.projects_changed = asyncio.Event()
 
@@ -211,6 +213,7 @@ class Provisioner:
         view = self.view(record.name)
         self.store.remove_name(record.name)
         self._specs.pop(record.name, None)
+        self._fresh.pop(record.name, None)
         if record.kind == "project":
             self.projects_changed.set()
             self._remove_project_activation(record)
@@ -303,6 +306,9 @@ class Provisioner:
         spec_path = Path(record.source or "")
         if record.kind in ("clone", "lock"):
             return await self._warm_snapshot(record)
+        if not update and self._unchanged(record):
+            self.store.touch_env(record.env_key or "")
+            return self.view(record.name)
         try:
             spec = load_spec(spec_file_of(spec_path) if record.kind == "project" else spec_path)
         except SpecError as exc:
@@ -311,6 +317,36 @@ class Provisioner:
             self.store.update_name(record.name, status="failed", error=exc.message)
             raise
         return await self._warm(record, spec, update=update)
+
+    def _inputs_signature(self, record: NameRecord) -> tuple[Any, ...]:
+        """stat() of the spec file and the files its pip section names: cheap change detection."""
+        source = Path(record.source or "")
+        try:
+            spec_path = spec_file_of(source) if record.kind == "project" else source
+        except SpecError:
+            return ()
+        files = [spec_path, *(spec_path.parent / f for f in sorted(self.referenced_files(record.name)))]
+        signature = []
+        for f in files:
+            try:
+                st = f.stat()
+            except OSError:
+                return ()
+            signature.append((str(f), st.st_ino, st.st_size, st.st_mtime_ns))
+        return tuple(signature)
+
+    def _unchanged(self, record: NameRecord) -> bool:
+        """True when a ready env's inputs are untouched and its solve is still fresh: no parse, no solve.
+
+        This is the path of every `provisionctl warm` of a ready env; parsing YAML alone costs ms.
+        """
+        fresh = self._fresh.get(record.name)
+        if fresh is None or record.status != "ready" or record.env_key != fresh[1]:
+            return False
+        signature = self._inputs_signature(record)
+        if not signature or signature != fresh[0] or self.store.find_env(fresh[1]) is None:
+            return False
+        return self.store.cached_lock_age(fresh[2]) < self.settings.solve_ttl
 
     async def _warm_snapshot(self, record: NameRecord) -> EnvView:
         """Clones and lockfile envs: re-read the lockfile if it is still there, else rebuild from our lock."""
@@ -378,8 +414,9 @@ class Provisioner:
             self.store.update_name(name, status="failed", error=message)
             raise
         self._specs[name] = spec
-        self.store.update_name(name, status="ready", error=None, env_key=lock.env_key,
-                               spec_key=self.spec_key(spec))
+        key = self.spec_key(spec)
+        self.store.update_name(name, status="ready", error=None, env_key=lock.env_key, spec_key=key)
+        self._fresh[name] = (self._inputs_signature(record), lock.env_key, key)
         if record.kind == "project":
             self._write_project_activation(self.store.get_name(name), spec)
         return self.view(name)

@@ -9,11 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from provisiond.errors import ConfigError
+from provisiond.locations import Sources
 
-APP = "provisiond"
 ENGINES = ("auto", "rattler", "micromamba")
-# AF_UNIX paths are limited to 108 bytes (sun_path); leave room for the NUL.
-MAX_SOCKET_PATH = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,14 +92,6 @@ class Settings:
     config_file: Path | None = None
 
 
-def default_config_file(environ: Mapping[str, str]) -> Path:
-    if "PROVISIOND_CONFIG" in environ:
-        return Path(environ["PROVISIOND_CONFIG"])
-    import platformdirs
-
-    return Path(platformdirs.user_config_dir(APP)) / "config.toml"
-
-
 def load_settings(
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -109,60 +99,16 @@ def load_settings(
 ) -> Settings:
     """Build Settings. Precedence: CLI flag (``overrides``) > ``PROVISIOND_*`` env > TOML file > default.
 
-    Keys: ``home``, ``socket``, ``state`` (per-user activation and secrets), ``engine``, ``micromamba_path``, ``max_builds``, ``solve_ttl``
-    (seconds a solve stays cached), ``channel_alias``, ``watch_debounce_ms``, ``watch_step_ms``. In the TOML file the engine keys may also be
-    written as an ``[engine]`` table (``engine.name``, ``engine.micromamba_path``).
+    Keys: ``home``, ``socket``, ``state`` (per-user activation and secrets), ``engine``,
+    ``micromamba_path``, ``max_builds``, ``solve_ttl`` (seconds a solve stays cached),
+    ``channel_alias``, ``watch_debounce_ms``, ``watch_step_ms``, ``gc_days``, ``cache_budget_bytes``.
+    In the TOML file the engine keys may also be written as an ``[engine]`` table
+    (``engine.name``, ``engine.micromamba_path``). Paths are resolved by ``locations.Sources``.
     """
-    environ = os.environ if environ is None else environ
-    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    file = config_file or default_config_file(environ)
-    from_file = _read_toml(file)
-    from_env = {
-        key: environ[f"PROVISIOND_{key.upper()}"]
-        for key in ("home", "socket", "state", "engine", "micromamba_path", "max_builds", "solve_ttl", "channel_alias",
-                    "watch_debounce_ms", "watch_step_ms", "gc_days", "cache_budget_bytes")
-        if f"PROVISIOND_{key.upper()}" in environ
-    }
-
-    def pick(key: str) -> tuple[Any, str] | None:
-        for source, values in (("flag", overrides), ("env", from_env), (str(file), from_file)):
-            if key in values:
-                return values[key], source
-        return None
-
-    home_choice = pick("home")
-    if home_choice:
-        home = Path(str(home_choice[0])).expanduser().absolute()
-    else:
-        import platformdirs
-
-        home = Path(platformdirs.user_data_dir(APP))
-    socket_choice = pick("socket")
-    if socket_choice:
-        socket = Path(str(socket_choice[0])).expanduser().absolute()
-    elif environ.get("XDG_RUNTIME_DIR") and not home_choice:
-        socket = Path(environ["XDG_RUNTIME_DIR"]) / APP / "provisiond.sock"
-    else:
-        # No per-user runtime dir (containers, su): keep the socket beside the store it serves.
-        socket = home / "provisiond.sock"
-    state_choice = pick("state")
-    if state_choice:
-        state = Path(str(state_choice[0])).expanduser().absolute()
-    else:
-        import hashlib
-
-        import platformdirs
-
-        # Never inside the store: a store may be copied into an image, secrets must not follow.
-        state = Path(platformdirs.user_state_dir(APP))
-        if home_choice:
-            state = state / "stores" / hashlib.sha256(str(home).encode()).hexdigest()[:12]
-    if len(str(socket)) > MAX_SOCKET_PATH:
-        raise ConfigError(
-            f"socket path {socket} is {len(str(socket))} bytes; Unix sockets allow about {MAX_SOCKET_PATH}",
-            hint="set a shorter path with --socket or PROVISIOND_SOCKET",
-        )
-
+    sources = Sources(overrides, os.environ if environ is None else environ,
+                      str(config_file) if config_file else None)
+    pick = sources.pick
+    paths = Paths(home=Path(sources.home()), socket=Path(sources.socket()), state=Path(sources.state()))
     values: dict[str, Any] = {}
     for key, convert in (("engine", str), ("micromamba_path", str), ("max_builds", int),
                          ("solve_ttl", float), ("channel_alias", str), ("watch_debounce_ms", int),
@@ -183,28 +129,5 @@ def load_settings(
         raise ConfigError(f"max_builds={values['max_builds']}: must be at least 1")
     if not values.get("channel_alias", "/").endswith("/"):
         values["channel_alias"] += "/"
-    return Settings(paths=Paths(home=home, socket=socket, state=state), config_file=file if from_file else None, **values)
+    return Settings(paths=paths, config_file=Path(sources.file) if sources.from_file else None, **values)
 
-
-def _read_toml(file: Path) -> dict[str, Any]:
-    try:
-        text = file.read_text()
-    except FileNotFoundError:
-        return {}
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{file}: {exc}", hint="fix or remove the config file") from None
-    import tomllib  # ~7 ms of provisionctl's start-up: paid only when a config file exists
-
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{file}: {exc}", hint="fix or remove the config file") from None
-    engine = data.pop("engine", None)
-    if isinstance(engine, dict):
-        if "name" in engine:
-            data["engine"] = engine["name"]
-        if "micromamba_path" in engine:
-            data["micromamba_path"] = engine["micromamba_path"]
-    elif engine is not None:
-        data["engine"] = engine
-    return data

@@ -256,6 +256,11 @@ class Store:
             return None
         return Lock.from_json(row["lock"])
 
+    def cached_lock_age(self, spec_key: str) -> float:
+        """Seconds since ``spec_key`` was solved (infinite when it never was)."""
+        row = self.db.execute("SELECT solved_at FROM solves WHERE spec_key=?", (spec_key,)).fetchone()
+        return float("inf") if row is None else time.time() - row["solved_at"]
+
     def cache_lock(self, spec_key: str, lock: Lock) -> None:
         self.db.execute("INSERT OR REPLACE INTO solves VALUES (?,?,?)", (spec_key, lock.to_json(), time.time()))
 
