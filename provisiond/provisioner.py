@@ -12,6 +12,7 @@ from typing import Any
 
 from provisiond.engines.base import Engine
 from provisiond.errors import BadRequestError, EnvNotFoundError, ProvisionError, SpecError
+from provisiond.events import BuildEvents
 from provisiond.exports import export
 from provisiond.lock import EnvKey, Lock
 from provisiond.lockfiles import kind_of, load_lockfile
@@ -68,6 +69,7 @@ class Provisioner:
         self._solves: dict[str, asyncio.Task[Lock]] = {}
         self._slots = asyncio.Semaphore(settings.max_builds)
         self._background: dict[str, asyncio.Task[Any]] = {}
+        self.events = BuildEvents()
         self._again: set[str] = set()
         self._specs: dict[str, EnvSpec] = {}
         # name -> (inputs signature, env_key, spec_key) of its last good warm (see _unchanged).
@@ -132,6 +134,8 @@ class Provisioner:
         env_key = lock.env_key
         async with self._slots:
             build = self.store.start_build(env_key, name)
+            progress = self.events.open(build.id)
+            progress.emit("solved", packages=len(lock.packages), pip=len(lock.pip))
             if name:
                 self.store.update_name(name, build_id=build.id)
             started = time.perf_counter()
@@ -152,10 +156,12 @@ class Provisioner:
                         await asyncio.to_thread(self.store.discard_in_place, target)
                     # rattler installs into its first argument; micromamba uses it for scratch files only.
                     install_dir = target if in_place and not self.engine.builds_in_place else build_dir
-                    await self.engine.install(lock, install_dir, target, on_line)
+                    await self.engine.install(lock, install_dir, target, on_line, progress)
                     if lock.pip:
+                        progress.emit("pip", packages=len(lock.pip))
                         await install_pip(lock, target, uv=find_uv(), cache_dir=self.settings.paths.uv_cache,
                                           on_line=on_line)
+                    progress.emit("publish")
                     if in_place:
                         prefix = self.store.publish_in_place(lock, target)
                         shutil.rmtree(build_dir, ignore_errors=True)  # held only the small explicit file
@@ -168,11 +174,15 @@ class Provisioner:
                     if in_place:
                         await asyncio.to_thread(self.store.discard_in_place, target)
                     self.store.finish_build(build.id, "failed", message)
+                    progress.emit("failed", error=message)
                     if isinstance(exc, ProvisionError) and not exc.hint:
                         exc.hint = f"see the build log: {build.log}"
                     raise
                 on_line(f"published {prefix} in {time.perf_counter() - started:.2f}s")
+            progress.emit("activation")
+            self._write_env_activation(env_key, prefix)
             self.store.finish_build(build.id, "succeeded")
+            progress.emit("done", prefix=str(prefix))
             log.info("env %s ready at %s (build %d, %.2fs)", env_key[:16], prefix, build.id,
                      time.perf_counter() - started)
             return prefix
@@ -422,6 +432,9 @@ class Provisioner:
         return self.view(name)
 
     # -- activation (rendered when an env or a project changes; read by shells without us) -----
+
+    def _write_env_activation(self, env_key: str, prefix: Path) -> None:
+        pass
 
     def _write_project_activation(self, record: NameRecord, spec: EnvSpec | None) -> None:
         pass

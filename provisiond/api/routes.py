@@ -156,6 +156,29 @@ async def show_build(request: web.Request) -> web.Response:
     return web.json_response(request.app[PROVISIONER].store.get_build(_build_id(request)).to_wire())
 
 
+@routes.get("/v1/builds/{id}/events")
+async def build_events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: every phase of a build, past ones first, until done or failed."""
+    provisioner = request.app[PROVISIONER]
+    build = provisioner.store.get_build(_build_id(request))
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    if provisioner.events.known(build.id):
+        events = provisioner.events.follow(build.id)
+    else:  # a build of an earlier daemon run: its outcome is all there is
+        events = _aiter([{"phase": "done" if build.status == "succeeded" else "failed", "build_id": build.id,
+                          "error": build.error}])
+    async for event in events:
+        await response.write(f"event: {event['phase']}\ndata: {json.dumps(event)}\n\n".encode())
+    await response.write_eof()
+    return response
+
+
+async def _aiter(items: list[dict[str, Any]]) -> Any:
+    for item in items:
+        yield item
+
+
 @routes.get("/v1/builds/{id}/log")
 async def build_log(request: web.Request) -> web.Response:
     build = request.app[PROVISIONER].store.get_build(_build_id(request))

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from provisiond.events import BuildProgress
 from provisiond.lock import Lock
 from provisiond.spec import EnvSpec
 
@@ -26,6 +27,10 @@ class Engine(Protocol):
 
     async def solve(self, spec: EnvSpec, *, refresh: bool = False) -> Lock: ...
 
-    async def install(self, lock: Lock, build_dir: Path, target_prefix: Path, on_line: OnLine) -> None:
-        """Install every record of ``lock`` into ``build_dir`` with files written for ``target_prefix``."""
+    async def install(self, lock: Lock, build_dir: Path, target_prefix: Path, on_line: OnLine,
+                      progress: BuildProgress | None = None) -> None:
+        """Install every record of ``lock`` into ``build_dir`` with files written for ``target_prefix``.
+
+        ``progress`` receives phase events (download, link) when someone may be watching.
+        """
         ...

@@ -35,6 +35,7 @@ import rattler
 from provisiond.engines._process import ProcessResult, run_process
 from provisiond.engines.base import OnLine
 from provisiond.errors import ConfigError, EngineError, SolveError
+from provisiond.events import BuildProgress
 from provisiond.lock import Lock, Package
 from provisiond.settings import Settings
 from provisiond.spec import EnvSpec
@@ -225,7 +226,8 @@ class MicromambaEngine:
         packages = tuple(package_of(r) for r in linked_records(doc))
         return Lock(platform=self.platform, packages=packages, channels=tuple(channels), engine=self.name)
 
-    async def install(self, lock: Lock, build_dir: Path, target_prefix: Path, on_line: OnLine) -> None:
+    async def install(self, lock: Lock, build_dir: Path, target_prefix: Path, on_line: OnLine,
+                      progress: BuildProgress | None = None) -> None:
         if target_prefix.exists() and any(target_prefix.iterdir()):
             # `create -y` would delete whatever is there (contract §2.2): never let it.
             raise EngineError(f"{target_prefix} already exists and is not empty; micromamba would replace it",
@@ -242,12 +244,16 @@ class MicromambaEngine:
         on_line(f"installing {len(lock.packages)} packages into {target_prefix} (in place"
                 f"{', offline: all cached' if offline else ''})")
         on_line("$ " + shlex.join(argv))
+        if progress:  # micromamba reports nothing while it runs: one event before, one after
+            progress.emit("link", done=0, total=len(lock.packages))
         result = await self._run(argv, "install", on_line, self.install_timeout)
         doc = _document(result)
         if result.returncode != 0 or doc.get("success") is not True:
             raise EngineError(_failure(f"install into {target_prefix}", result, doc))
         for record in linked_records(doc):
             on_line(f"linked {record.get('name')}-{record.get('version')}-{_build(record)} ({record.get('subdir')})")
+        if progress:
+            progress.emit("link", done=len(lock.packages), total=len(lock.packages))
 
     async def _run(self, argv: list[str], step: str, on_line: OnLine, timeout: float) -> ProcessResult:
         self.root.mkdir(parents=True, exist_ok=True)

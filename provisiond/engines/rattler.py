@@ -14,6 +14,7 @@ import rattler.exceptions as rx
 
 from provisiond.engines.base import OnLine
 from provisiond.errors import EngineError, SolveError
+from provisiond.events import BuildProgress
 from provisiond.lock import Lock, Package
 from provisiond.settings import Settings
 from provisiond.spec import EnvSpec
@@ -90,7 +91,8 @@ class RattlerEngine:
             engine=self.name,
         )
 
-    async def install(self, lock: Lock, build_dir: Path, target_prefix: Path, on_line: OnLine) -> None:
+    async def install(self, lock: Lock, build_dir: Path, target_prefix: Path, on_line: OnLine,
+                      progress: BuildProgress | None = None) -> None:
         records = [record_of(p) for p in lock.packages]
         on_line(f"installing {len(records)} packages into {target_prefix} (building in {build_dir})")
         try:
@@ -101,12 +103,64 @@ class RattlerEngine:
                 alternative_target_prefix=target_prefix,
                 show_progress=False,
                 execute_link_scripts=False,
+                reporter=_Reporter(progress, list(lock.packages)) if progress else None,
             )
         except Exception as exc:  # rattler raises many unrelated exception types here
             on_line(f"error: {exc}")
             raise EngineError(f"install failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
         for p in lock.packages:
             on_line(f"linked {p.dist} ({p.subdir})")
+
+
+class _Reporter:
+    """rattler's InstallerReporter protocol → our phase events (called from rattler's threads).
+
+    Fetching a package into the cache (download or copy from a file:// channel, then extract)
+    is the ``download`` phase; its bytes are the archive sizes from the lock, plus the bytes of
+    downloads in flight when rattler reports them (http channels).
+    """
+
+    def __init__(self, progress: BuildProgress, packages: list[Package]) -> None:
+        self.progress = progress
+        self.sizes = {p.name: p.size or 0 for p in packages}
+        self.total_bytes = sum(self.sizes.values())
+        self.names: dict[int, str] = {}
+        self.fetched = 0
+        self.fetched_bytes = 0
+        self.in_flight: dict[int, int] = {}
+        self.linked = 0
+        self.next_download = 0
+
+    def on_populate_cache_start(self, operation: int, package_name: str) -> int:
+        self.names[operation] = package_name
+        return operation
+
+    def on_populate_cache_complete(self, cache_entry: int) -> None:
+        self.fetched += 1
+        self.fetched_bytes += self.sizes.get(self.names.get(cache_entry, ""), 0)
+        self._report()
+
+    def on_download_start(self, cache_entry: int) -> int:
+        self.next_download += 1
+        return self.next_download
+
+    def on_download_progress(self, download_idx: int, progress: int, total: int | None) -> None:
+        self.in_flight[download_idx] = progress
+        self._report()
+
+    def on_download_completed(self, download_idx: int) -> None:
+        self.in_flight.pop(download_idx, None)
+
+    def _report(self) -> None:
+        done_bytes = min(self.fetched_bytes + sum(self.in_flight.values()), self.total_bytes)
+        self.progress.download(done_bytes, self.total_bytes, self.fetched, len(self.sizes))
+
+    def on_link_start(self, operation: int, package_name: str) -> int:
+        return operation
+
+    def on_link_complete(self, index: int) -> None:
+        self.linked += 1
+        self.progress.emit("link", done=self.linked, total=len(self.sizes))
 
 
 def package_of(record: rattler.RepoDataRecord) -> Package:
