@@ -358,6 +358,20 @@ class Provisioner:
             return False
         return self.store.cached_lock_age(fresh[2]) < self.settings.solve_ttl
 
+    def ready_prefix(self, name: str) -> str | None:
+        """The prefix of ``name`` if a warm would change nothing (see ``_unchanged``), else None."""
+        record = self.store.find_name(name)
+        if record is None or not record.env_key:
+            return None
+        if record.kind in ("project", "file") and not self._unchanged(record):
+            return None
+        if record.kind == "lock" or record.status != "ready":
+            return None
+        prefix = self.store.find_env(record.env_key)
+        if prefix is not None:
+            self.store.touch_env(record.env_key)
+        return str(prefix) if prefix else None
+
     async def _warm_snapshot(self, record: NameRecord) -> EnvView:
         """Clones and lockfile envs: re-read the lockfile if it is still there, else rebuild from our lock."""
         if record.kind == "lock" and record.source and Path(record.source).is_file():

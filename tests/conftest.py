@@ -87,7 +87,12 @@ class Daemon:
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        return self.proc.wait(timeout=30)
+        try:
+            return self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()  # never leave a daemon behind a failed test
+            self.proc.wait()
+            raise
 
     def wait_for(self, name: str, predicate: Callable[[dict], bool], timeout: float = 60) -> dict:
         """Poll the env until ``predicate(view)`` holds (background work has no event to await)."""

@@ -98,7 +98,13 @@ async def env_lock(request: web.Request) -> web.Response:
 @routes.post("/v1/envs/{name}/warm")
 async def warm_env(request: web.Request) -> web.Response:
     body = await read_json(request)
-    view = await request.app[PROVISIONER].warm(request.match_info["name"], update=bool(body.get("update")))
+    provisioner = request.app[PROVISIONER]
+    if "text/plain" in request.headers.get("Accept", ""):
+        # provisionctl's fast path (ctl.py): the prefix of an env that is ready as it is, or 204 and
+        # nothing started, so that cli.main runs the warm with progress output.
+        prefix = provisioner.ready_prefix(request.match_info["name"])
+        return web.Response(text=prefix + "\n") if prefix else web.Response(status=204)
+    view = await provisioner.warm(request.match_info["name"], update=bool(body.get("update")))
     return web.json_response(view.to_wire())
 
 

@@ -161,10 +161,9 @@ def big_channel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_channel(tmp_path_factory.mktemp("big-channel"), generated_packages(100, 50))
 
 
-def test_kill_9_during_a_build_leaves_no_partial_env(tmp_path: Path, short_dir: Path, big_channel: Path) -> None:
+def test_kill_9_during_a_build_leaves_no_partial_env(daemon: Daemon, tmp_path: Path, big_channel: Path) -> None:
     deps = [f"gen-{i:04d}" for i in range(100)]
     project = write_project(tmp_path / "big", big_channel, deps, name="big")
-    daemon = Daemon(home=tmp_path / "home", socket=short_dir / "d.sock").start()
     daemon.ctl("watch", str(project), "--no-warm")
     warm = subprocess.Popen([sys.executable, "-m", "provisiond.cli", "--socket", str(daemon.socket), "warm", "big"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -191,7 +190,6 @@ def test_kill_9_during_a_build_leaves_no_partial_env(tmp_path: Path, short_dir: 
     prefix = Path(json.loads(out)["prefix"])
     assert subprocess.run([prefix / "bin" / "gen-0099"], capture_output=True).returncode == 0 or \
         (prefix / "conda-meta").is_dir()
-    assert daemon.stop() == 0
 
 
 def test_api_errors_are_json_with_a_stable_code(daemon: Daemon) -> None:
@@ -250,8 +248,7 @@ def test_daemon_not_running_is_one_clear_line(short_dir: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
-def test_sigterm_shuts_down_cleanly_and_removes_the_socket(tmp_path: Path, short_dir: Path) -> None:
-    daemon = Daemon(home=tmp_path / "home", socket=short_dir / "d.sock").start()
+def test_sigterm_shuts_down_cleanly_and_removes_the_socket(daemon: Daemon) -> None:
     assert daemon.stop(signal.SIGTERM) == 0
     assert not daemon.socket.exists()
     assert daemon.start().stop(signal.SIGINT) == 0
@@ -300,3 +297,38 @@ def test_http_channel(daemon: Daemon, http_channel: str, tmp_path: Path) -> None
     assert run.stdout.strip() == f"Hello 2.0 from {view['prefix']}"
     code, out, _ = daemon.ctl("show", "web", "--lock", "--json")
     assert all(p["url"].startswith(http_channel) for p in json.loads(out)["lock"]["packages"])
+
+
+def test_the_warm_fast_path(daemon: Daemon, channel: Path, tmp_path: Path) -> None:
+    """`provisionctl warm NAME` of a ready env: one raw request, no heavy imports; else the full CLI."""
+    project = write_project(tmp_path / "fast", channel, ["hello"], name="fast")
+    daemon.ctl("watch", str(project), "--no-warm")
+    ctl = [sys.executable, "-m", "provisiond.ctl", "--socket", str(daemon.socket), "warm"]
+    # Not built yet: the fast path hands over to cli.main, which builds.
+    first = subprocess.run([*ctl, "fast"], capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    prefix = first.stdout.strip()
+    assert Path(prefix, "bin", "hello").exists()
+    builds = len(daemon.client.get("/v1/builds")["builds"])
+
+    probe = (
+        "import sys\n"
+        "from provisiond import ctl\n"
+        f"assert ctl._fast_warm(['--socket', {str(daemon.socket)!r}, 'warm', 'fast']) == 0\n"
+        "heavy = [m for m in ('argparse', 'json', 'socket', 'pathlib', 'provisiond.cli', 'aiohttp', 'rattler')\n"
+        "         if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    fast = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert fast.returncode == 0, fast.stderr
+    assert fast.stdout.strip() == prefix
+    assert len(daemon.client.get("/v1/builds")["builds"]) == builds
+
+    # An edit makes the env stale: the fast path declines and the full warm rebuilds.
+    (project / "environment.yml").write_text(
+        f"name: fast\nchannels:\n  - {channel.as_uri()}\ndependencies:\n  - hello ==1.0\n")
+    again = subprocess.run([*ctl, "fast"], capture_output=True, text=True)
+    assert again.returncode == 0 and again.stdout.strip() != prefix
+
+    unknown = subprocess.run([*ctl, "nope"], capture_output=True, text=True)
+    assert unknown.returncode == os.EX_NOINPUT and "no env or project 'nope'" in unknown.stderr

@@ -51,6 +51,7 @@ def test_socket_activation_answers_the_first_request(tmp_path: Path, short_dir: 
     env.pop("LISTEN_PID", None)
     argv = ["sh", "-c", 'LISTEN_PID=$$ exec "$@"', "sh", sys.executable, "-m", "provisiond",
             "--home", str(daemon.home), "--socket", str(path)]
+    proc = None
     try:
         # As systemd does: the listening socket is fd 3 and LISTEN_PID names the daemon itself.
         with open(tmp_path / "daemon.log", "wb") as log:
@@ -65,5 +66,8 @@ def test_socket_activation_answers_the_first_request(tmp_path: Path, short_dir: 
         assert proc.wait(timeout=30) == 0
         assert "STOPPING=1" in notify.recv(4096).decode()
     finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
         listener.close()
         notify.close()

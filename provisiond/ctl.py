@@ -1,0 +1,68 @@
+"""provisionctl's entry point: `provisionctl warm NAME` of a ready env in about a millisecond.
+
+Shells, editors and scripts call `warm` on hot paths, so that case skips argparse, json, pathlib
+and the socket module: it sends one request on a raw ``_socket`` and prints the prefix the daemon
+sends back as text. Anything else — other commands, options, errors, a build that takes a while —
+goes to ``cli.main``, which renders it the usual way.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _fast_warm(argv: list[str]) -> int | None:
+    """Handle ``[--socket S | --home H] warm NAME``; None means "not handled, use cli.main"."""
+    flags: dict[str, str] = {}
+    while len(argv) >= 2 and argv[0] in ("--socket", "--home"):
+        flags[argv[0][2:]] = argv[1]
+        argv = argv[2:]
+    if len(argv) != 2 or argv[0] != "warm":
+        return None
+    name = argv[1]
+    # Paths register projects, odd names need URL quoting: both are cli.main's job.
+    if not name.replace("-", "").replace("_", "").replace(".", "").isalnum() or name in (".", "..") \
+            or os.path.exists(name):
+        return None
+    from provisiond.locations import Sources
+
+    try:
+        path = Sources(flags, os.environ).socket()
+    except Exception:  # noqa: BLE001 - a config problem is reported properly by cli.main
+        return None
+    import _socket  # the C module: `socket` would pull in enum and selectors
+
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+        sock.sendall(f"POST /v1/envs/{name}/warm HTTP/1.1\r\nHost: provisiond\r\nConnection: close\r\n"
+                     "Accept: text/plain\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}".encode())
+        chunks = []
+        while data := sock.recv(65536):
+            chunks.append(data)
+    except OSError:
+        return None
+    finally:
+        sock.close()
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200 ") or b"text/plain" not in head.lower() or not body.strip():
+        return None  # an error or no prefix yet: cli.main asks again and renders the answer
+    sys.stdout.write(body.decode())
+    return 0
+
+
+def run() -> None:
+    """Console entry point. `check` imports rattler, which can crash at exit: leave via os._exit."""
+    code = _fast_warm(sys.argv[1:])
+    if code is None:
+        from provisiond.cli import main
+
+        code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    run()
