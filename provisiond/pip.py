@@ -31,7 +31,7 @@ from provisiond.lock import Lock, PipPackage
 from provisiond.spec import EnvSpec
 from provisiond.urls import mask
 
-__all__ = ["find_uv", "inputs_key", "install_pip", "parse_pylock", "python_target", "resolve_pip"]
+__all__ = ["conda_provided", "find_uv", "inputs_key", "install_pip", "parse_pylock", "python_target", "resolve_pip"]
 
 COMPILE_TIMEOUT = 600.0  # seconds; building the metadata of a git or sdist requirement can be slow
 INSTALL_TIMEOUT = 1800.0
@@ -41,7 +41,7 @@ _INDEX_OPTIONS = ("-i", "--index-url", "--extra-index-url", "--no-index", "-f", 
 # Variables that would point uv at another interpreter, environment or config than ours.
 _SCRUBBED = ("VIRTUAL_ENV", "CONDA_PREFIX", "PYTHONHOME", "PYTHONPATH", "UV_PYTHON", "UV_SYSTEM_PYTHON",
              "UV_PROJECT_ENVIRONMENT", "UV_CONFIG_FILE")
-# The manylinux levels uv accepts in --python-platform (`uv pip compile --help`), besides 2_17.
+# The manylinux_2_X levels uv accepts in --python-platform (`uv pip compile --help`).
 _GLIBC_LEVELS = (17, 28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40)
 _UV_PLATFORMS = {"osx-64": "x86_64-apple-darwin", "osx-arm64": "aarch64-apple-darwin",
                  "win-64": "x86_64-pc-windows-msvc", "win-arm64": "aarch64-pc-windows-msvc"}
@@ -49,6 +49,8 @@ _LINUX_ARCHES = {"linux-64": "x86_64", "linux-aarch64": "aarch64"}
 _UNSOLVABLE = ("No solution found", "not found in the package registry", "not found in the provided package")
 _MANYLINUX = re.compile(r"manylinux_(\d+)_(\d+)_|manylinux(2014|2010|1)_")
 _LEGACY_MANYLINUX = {"2014": (2, 17), "2010": (2, 12), "1": (2, 5)}
+# The plain PEP 440 versions a conda version can be passed to uv as (others are skipped).
+_PEP440 = re.compile(r"\d+(\.\d+)*((a|b|rc)\d+)?(\.post\d+)?(\.dev\d+)?")
 
 
 @functools.cache
@@ -82,6 +84,22 @@ def inputs_key(spec: EnvSpec, key: str) -> str:
     return digest.hexdigest()
 
 
+def conda_provided(lock: Lock) -> dict[str, str]:
+    """Python distributions the conda packages install: normalised name → version.
+
+    pip inside a conda env leaves a requirement alone when a conda package already satisfies it;
+    uv resolves before the env exists, so these become constraints and are not installed again.
+    A conda package counts when it is ``noarch: python`` or depends on ``python``/``python_abi``;
+    its name is taken as the PyPI name (true for most, not all: ``pytorch`` is ``torch``).
+    """
+    provided = {}
+    for p in lock.packages:
+        python_dep = any(re.split(r"[\s=<>!]", d, maxsplit=1)[0] in ("python", "python_abi") for d in p.depends)
+        if p.name != "python" and (p.noarch == "python" or python_dep) and _PEP440.fullmatch(p.version):
+            provided[_normalise(p.name)] = p.version
+    return provided
+
+
 def python_target(lock: Lock, virtual_packages: Sequence[str] = (), source: str = "spec") -> tuple[str, str | None]:
     """The ``--python-version`` and ``--python-platform`` for uv, from the conda lock and the host's glibc."""
     python = next((p for p in lock.packages if p.name == "python"), None)
@@ -108,11 +126,14 @@ async def resolve_pip(spec: EnvSpec, lock: Lock, *, uv: str, cache_dir: Path, on
     version, platform = python_target(lock, virtual_packages, source)
     cwd = Path(spec.project_dir) if spec.project_dir else None
     lines = [absolute_paths(line, cwd) for line in spec.pip]
+    provided = conda_provided(lock)
     with tempfile.TemporaryDirectory(prefix="provisiond-pip-") as work:
         requirements = Path(work) / "requirements.in"
         requirements.write_text("\n".join(lines) + "\n")
-        argv = [uv, "pip", "compile", str(requirements), "--format", "pylock.toml", "--no-header",
-                "--python", sys.executable, "--python-version", version,
+        constraints = Path(work) / "conda-packages.txt"
+        constraints.write_text("".join(f"{name}=={v}\n" for name, v in sorted(provided.items())))
+        argv = [uv, "pip", "compile", str(requirements), "--constraints", str(constraints),
+                "--format", "pylock.toml", "--no-header", "--python", sys.executable, "--python-version", version,
                 *(["--python-platform", platform] if platform else []), *_common(cache_dir)]
         if refresh:
             argv.append("--refresh")
@@ -122,6 +143,8 @@ async def resolve_pip(spec: EnvSpec, lock: Lock, *, uv: str, cache_dir: Path, on
         if result.returncode != 0:
             raise _compile_error(source, result)
         pinned = parse_pylock(result.stdout, cwd or Path(work))
+    # What conda installed stays; a local or VCS source the section names explicitly replaces it.
+    pinned = tuple(p for p in pinned if _normalise(p.name) not in provided or not p.sha256)
     options = tuple(line for line in lines if _option(line) in _INDEX_OPTIONS)
     return replace(lock, pip=pinned, pip_options=options)
 
@@ -214,6 +237,11 @@ def _included_files(spec: EnvSpec) -> Iterable[Path]:
     return seen
 
 
+def _normalise(name: str) -> str:
+    """PEP 503 name: ``Foo_Bar`` and ``foo.bar`` are ``foo-bar``."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def _glibc(virtual_packages: Sequence[str]) -> tuple[int, int]:
     for vp in virtual_packages:
         name, _, rest = vp.partition("=")
@@ -228,7 +256,8 @@ def _compile_error(source: str, result: ProcessResult) -> Exception:
     tail = _tail(result.output_tail)
     if any(marker in tail for marker in _UNSOLVABLE):
         return SolveError(f"{source}: the pip requirements cannot be resolved:\n{tail}",
-                          hint="check the names and versions in the pip: section, and its index options")
+                          hint="check the names and versions in the pip: section and its index options; "
+                               "Python packages from conda keep their conda versions")
     return EngineError(f"{source}: uv could not resolve the pip section ({result.describe_exit()}):\n{tail}",
                        hint="check that every index, git and file URL in the pip: section is reachable from here")
 
@@ -241,14 +270,12 @@ def _pinned(entry: Mapping[str, Any], base: Path) -> PipPackage:
     name, version = str(entry["name"]), str(entry.get("version", ""))
     if "vcs" in entry:
         vcs = entry["vcs"]
-        url = f"{vcs['type']}+{_location(vcs, base)}@{vcs['commit-id']}"
-        if vcs.get("subdirectory"):
-            url += f"#subdirectory={vcs['subdirectory']}"
+        url = f"{vcs['type']}+{_location(vcs, base)}@{vcs['commit-id']}{_subdirectory(vcs)}"
         return PipPackage(name, version, url)
     if "directory" in entry:
         directory = entry["directory"]
         path = os.path.normpath(base / directory["path"])
-        url = Path(path).as_uri() + (f"#subdirectory={directory['subdirectory']}" if directory.get("subdirectory") else "")
+        url = Path(path).as_uri() + _subdirectory(directory)
         return PipPackage(name, version, url, editable=path if directory.get("editable") else None)
     artifact = entry.get("archive") or _best_wheel(entry.get("wheels") or ()) or entry.get("sdist")
     if not artifact:
@@ -263,6 +290,10 @@ def _location(artifact: Mapping[str, Any], base: Path) -> str:
     return Path(os.path.normpath(base / artifact["path"])).as_uri()
 
 
+def _subdirectory(source: Mapping[str, Any]) -> str:
+    return f"#subdirectory={source['subdirectory']}" if source.get("subdirectory") else ""
+
+
 def _best_wheel(wheels: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     """The wheel an installer would pick among those uv found compatible with the target.
 
@@ -270,8 +301,9 @@ def _best_wheel(wheels: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None
     newest manylinux level first.
     """
     def rank(wheel: Mapping[str, Any]) -> tuple[bool, bool, tuple[int, int]]:
-        file = unquote(urlparse(str(wheel.get("url", ""))).path or str(wheel.get("path", ""))).rsplit("/", 1)[-1]
-        _python, abi, plat = (file.removesuffix(".whl").split("-") + ["", "", ""])[-3:]
+        path = urlparse(str(wheel.get("url", ""))).path or str(wheel.get("path", ""))
+        file = unquote(path).rsplit("/", 1)[-1].removesuffix(".whl")
+        _python, abi, plat = (["", "", ""] + file.split("-"))[-3:]
         levels = [(int(m[1]), int(m[2])) if m[1] else _LEGACY_MANYLINUX[m[3]] for m in _MANYLINUX.finditer(plat + "_")]
         return plat != "any", abi != "none", max(levels, default=(0, 0))
 

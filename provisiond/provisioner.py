@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import shutil
 import time
@@ -25,6 +26,10 @@ from provisiond.urls import mask
 log = logging.getLogger(__name__)
 
 SPEC_FILES = ("environment.yml", "environment.yaml")
+
+# Set by a request that shows progress (provisionctl on a TTY); the build task created for it
+# inherits the flag through its context and reports download/link events too.
+detailed_progress: contextvars.ContextVar[bool] = contextvars.ContextVar("detailed_progress", default=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +161,10 @@ class Provisioner:
                         await asyncio.to_thread(self.store.discard_in_place, target)
                     # rattler installs into its first argument; micromamba uses it for scratch files only.
                     install_dir = target if in_place and not self.engine.builds_in_place else build_dir
-                    await self.engine.install(lock, install_dir, target, on_line, progress)
+                    # Per-package events cost rattler a Python call each (~10% of a warm-cache
+                    # install): only when the requester shows progress (see `detailed_progress`).
+                    await self.engine.install(lock, install_dir, target, on_line,
+                                              progress if detailed_progress.get() else None)
                     if lock.pip:
                         progress.emit("pip", packages=len(lock.pip))
                         await install_pip(lock, target, uv=find_uv(), cache_dir=self.settings.paths.uv_cache,

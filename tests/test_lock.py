@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from provisiond.lock import Lock, LockFormatError, Package
+from provisiond.lock import Lock, LockFormatError, Package, PipPackage
 
 
 def pkg(name: str, version: str = "1.0", sha: str = "aa") -> Package:
@@ -59,3 +59,57 @@ def test_env_key_is_sha256_of_our_own_payload() -> None:
     payload = ('{"packages":[["' + base + 'python-3.11.7-0.conda","' + "aa" * 32 + '",""],["'
                + base + 'zlib-1.0-0.conda","' + "aa" * 32 + '",""]],"platform":"linux-64","scheme":1}')
     assert LOCK.env_key == hashlib.sha256(payload.encode()).hexdigest()
+
+
+def pip_lock(**overrides: object) -> Lock:
+    pins = {
+        "tinylib": PipPackage("tinylib", "1.0", "https://files.example.org/tinylib-1.0-py3-none-any.whl",
+                              sha256="cc" * 32),
+        "gitlib": PipPackage("gitlib", "1.2.0", "git+https://example.org/gitlib.git@" + "ab" * 20),
+        "proj": PipPackage("proj", "", "file:///home/u/proj", editable="/home/u/proj"),
+    }
+    pins.update(overrides)  # type: ignore[arg-type]
+    return Lock(platform="linux-64", packages=LOCK.packages, engine="rattler", pip=tuple(pins.values()),
+                pip_options=("--index-url https://pypi.org/simple",))
+
+
+def test_env_key_with_pip_golden() -> None:
+    import hashlib
+
+    lock = pip_lock()
+    assert lock.env_key == "6b5d8a5adadca0d294533573804334aeec20843d72c46881392e2044ee1ed1bf"
+    base = "https://conda.anaconda.org/conda-forge/linux-64/"
+    payload = ('{"packages":[["' + base + 'python-3.11.7-0.conda","' + "aa" * 32 + '",""],["'
+               + base + 'zlib-1.0-0.conda","' + "aa" * 32 + '",""]],'
+               '"pip":[["gitlib","1.2.0","git+https://example.org/gitlib.git@' + "ab" * 20 + '"],'
+               '["proj","","-e /home/u/proj"],["tinylib","1.0","sha256:' + "cc" * 32 + '"]],'
+               '"platform":"linux-64","scheme":1}')
+    assert lock.env_key == hashlib.sha256(payload.encode()).hexdigest()
+
+
+def test_pip_pins_are_part_of_env_key_but_not_their_urls_or_index_options() -> None:
+    lock = pip_lock()
+    assert lock.env_key != LOCK.env_key
+    # The same wheel (same hash) from another mirror or find-links dir is the same env.
+    moved = PipPackage("tinylib", "1.0", "file:///srv/wheels/tinylib-1.0-py3-none-any.whl", sha256="cc" * 32)
+    assert pip_lock(tinylib=moved).env_key == lock.env_key
+    assert Lock(platform="linux-64", packages=LOCK.packages, pip=lock.pip).env_key == lock.env_key
+    other_project = PipPackage("proj", "", "file:///home/v/proj", editable="/home/v/proj")
+    assert pip_lock(proj=other_project).env_key != lock.env_key
+    newer = PipPackage("tinylib", "1.1", "https://files.example.org/tinylib-1.1-py3-none-any.whl", sha256="dd" * 32)
+    assert pip_lock(tinylib=newer).env_key != lock.env_key
+
+
+def test_round_trip_with_pip() -> None:
+    lock = pip_lock()
+    again = Lock.from_json(lock.to_json())
+    assert again == lock and again.to_json() == lock.to_json()
+    assert [p.name for p in again.pip] == ["gitlib", "proj", "tinylib"]
+    assert again.pip_options == ("--index-url https://pypi.org/simple",)
+    wire = json.loads(lock.to_json())
+    assert wire["pip"][1] == {"name": "proj", "version": "", "url": "file:///home/u/proj", "editable": "/home/u/proj"}
+    assert [p.requirement for p in again.pip] == [
+        "gitlib @ git+https://example.org/gitlib.git@" + "ab" * 20,
+        "-e file:///home/u/proj",
+        f"tinylib @ https://files.example.org/tinylib-1.0-py3-none-any.whl --hash=sha256:{'cc' * 32}",
+    ]

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from provisiond.api.app import INFO, PROVISIONER, read_json
 from provisiond.errors import BadRequestError
+from provisiond.provisioner import detailed_progress
 from provisiond.urls import mask
 
 routes = web.RouteTableDef()
@@ -76,6 +77,8 @@ async def list_envs(request: web.Request) -> web.Response:
 @routes.post("/v1/envs")
 async def create_env(request: web.Request) -> web.Response:
     body = await read_json(request)
+    if body.get("progress"):
+        detailed_progress.set(True)
     view = await request.app[PROVISIONER].create(
         _str(body, "file") or "", _str(body, "name", required=False), update=bool(body.get("update")))
     return web.json_response(view.to_wire(), status=201)
@@ -104,6 +107,8 @@ async def warm_env(request: web.Request) -> web.Response:
         # nothing started, so that cli.main runs the warm with progress output.
         prefix = provisioner.ready_prefix(request.match_info["name"])
         return web.Response(text=prefix + "\n") if prefix else web.Response(status=204)
+    if body.get("progress"):
+        detailed_progress.set(True)  # this handler's context: the build task it starts inherits it
     view = await provisioner.warm(request.match_info["name"], update=bool(body.get("update")))
     return web.json_response(view.to_wire())
 

@@ -288,6 +288,9 @@ def hello_pkg(
     files: dict[str, bytes | str] = {
         f"etc/conda/activate.d/{name}.sh": f"export {env}_ACTIVATED=1\n",
         f"etc/conda/deactivate.d/{name}.sh": f"unset {env}_ACTIVATED\n",
+        # fish runs only .fish scripts (conda's rule): the same effect, in fish.
+        f"etc/conda/activate.d/{name}.fish": f"set -gx {env}_ACTIVATED 1\n",
+        f"etc/conda/deactivate.d/{name}.fish": f"set -e {env}_ACTIVATED\n",
     }
     text = {
         f"bin/{name}": f'#!/bin/sh\necho "{message} from {PLACEHOLDER}"\n',

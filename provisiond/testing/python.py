@@ -59,9 +59,11 @@ def build_wheel(directory: Path, name: str, version: str, *, files: Mapping[str,
     metadata = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}",
                 *(f"Requires-Dist: {r}" for r in requires)]
     members[f"{info}/METADATA"] = "\n".join(metadata) + "\n"
-    members[f"{info}/WHEEL"] = "Wheel-Version: 1.0\nGenerator: provisiond.testing\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    members[f"{info}/WHEEL"] = ("Wheel-Version: 1.0\nGenerator: provisiond.testing\nRoot-Is-Purelib: true\n"
+                                "Tag: py3-none-any\n")
     if scripts:
-        members[f"{info}/entry_points.txt"] = "[console_scripts]\n" + "".join(f"{k} = {v}\n" for k, v in scripts.items())
+        entry_points = "".join(f"{k} = {v}\n" for k, v in scripts.items())
+        members[f"{info}/entry_points.txt"] = "[console_scripts]\n" + entry_points
     record = [f"{path},sha256={_digest(text.encode())},{len(text.encode())}" for path, text in members.items()]
     members[f"{info}/RECORD"] = "\n".join([*record, f"{info}/RECORD,,"]) + "\n"
     directory.mkdir(parents=True, exist_ok=True)

@@ -18,9 +18,8 @@ def events(daemon: Daemon, build_id: int) -> list[dict]:
 
 def test_a_build_reports_its_phases(daemon: Daemon, channel: Path, tmp_path: Path) -> None:
     project = write_project(tmp_path / "p", channel, ["hello", "greet-data", "tool-a"], name="p")
-    code, out, err = daemon.ctl("warm", str(project), "--json")
-    assert code == 0, err
-    view = json.loads(out)
+    daemon.ctl("watch", str(project), "--no-warm")
+    view = daemon.client.post("/v1/envs/p/warm", {"progress": True})
     got = events(daemon, view["build_id"])
     phases = [e["phase"] for e in got]
     assert phases[0] == "solved" and got[0]["packages"] == 4
@@ -59,3 +58,11 @@ def test_unknown_build_is_404(daemon: Daemon) -> None:
 
     with pytest.raises(BuildNotFoundError):
         list(daemon.client.stream("/v1/builds/999/events"))
+
+
+def test_without_a_progress_reader_only_phases_are_reported(daemon: Daemon, channel: Path, tmp_path: Path) -> None:
+    project = write_project(tmp_path / "p", channel, ["hello"], name="p")
+    code, out, err = daemon.ctl("warm", str(project), "--json")
+    assert code == 0, err
+    phases = [e["phase"] for e in events(daemon, json.loads(out)["build_id"])]
+    assert phases == ["solved", "publish", "activation", "done"]
