@@ -10,7 +10,7 @@ import json
 from collections.abc import Sequence
 
 from provisiond.errors import BadRequestError
-from provisiond.lock import Lock, Package
+from provisiond.lock import Lock, Package, PipPackage
 from provisiond.spec import EnvSpec
 from provisiond.urls import mask, short_channel
 
@@ -35,9 +35,18 @@ def export(lock: Lock, *, name: str, fmt: str = "yml", no_builds: bool = False, 
     used = [c for c in lock.channels if any(p.channel == c for p in lock.packages)]
     used += [c for c in dict.fromkeys(p.channel for p in lock.packages) if c not in used]
     deps = [f"{p.name}={p.version}" if no_builds else f"{p.name}={p.version}={p.build}" for p in lock.packages]
-    pip = [f"{p.name}=={p.version}" for p in getattr(lock, "pip", ())]
+    pip = [*lock.pip_options, *(_pip_line(p) for p in lock.pip)] if lock.pip else []
     return _yml(name, [short_channel(c, channel_alias) for c in used], deps, pip,
                 spec.variables if spec else (), nodefaults=True)
+
+
+def _pip_line(p: PipPackage) -> str:
+    """A portable requirement: ``name==version`` from an index; the source itself otherwise."""
+    if p.editable:
+        return f"-e {p.editable}"
+    if p.url.startswith("git+") or not p.sha256 or not p.version:  # a VCS checkout or a local directory
+        return f"{p.name} @ {p.url}"
+    return f"{p.name}=={p.version}"
 
 
 def _yml(name: str, channels: Sequence[str], deps: Sequence[str], pip: Sequence[str],
@@ -62,7 +71,7 @@ def _hash_fragment(p: Package) -> str:
 
 def explicit(lock: Lock) -> str:
     """CEP 23 @EXPLICIT, readable by conda, micromamba and rattler (no blank lines after the tag)."""
-    if getattr(lock, "pip", ()):
+    if lock.pip:
         raise BadRequestError("an @EXPLICIT file cannot hold pip packages",
                               hint="export with --format conda-lock, or as environment.yml")
     lines = ["# This file may be used to create an environment using:",
@@ -90,10 +99,14 @@ def conda_lock(lock: Lock, *, source: str | None = None) -> str:
         lines += [f"    md5: {p.md5}"] if p.md5 else []
         lines += [f"    sha256: {p.sha256}"] if p.sha256 else []
         lines += ["  category: main", "  optional: false"]
-    for pp in getattr(lock, "pip", ()):
+    for pp in lock.pip:
+        if pp.editable:
+            raise BadRequestError(f"conda-lock cannot hold the editable pip install {pp.editable}",
+                                  hint="export as environment.yml instead")
         lines += [f"- name: {q(pp.name)}", f"  version: {q(pp.version)}", "  manager: pip",
-                  f"  platform: {lock.platform}", "  dependencies: {}", f"  url: {q(mask(pp.url or ''))}",
-                  "  hash:", f"    sha256: {pp.sha256 or ''}", "  category: main", "  optional: false"]
+                  f"  platform: {lock.platform}", "  dependencies: {}", f"  url: {q(mask(pp.url))}"]
+        lines += ["  hash:", f"    sha256: {pp.sha256}"] if pp.sha256 else ["  hash: {}"]
+        lines += ["  category: main", "  optional: false"]
     return "\n".join(lines) + "\n"
 
 

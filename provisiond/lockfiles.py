@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from provisiond.errors import SpecError
-from provisiond.lock import Lock, Package
+from provisiond.lock import Lock, Package, PipPackage
 
 SUFFIXES = (".conda", ".tar.bz2")
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -125,8 +125,15 @@ def parse_conda_lock(text: str, source: str, platform: str) -> Lock:
         raise SpecError(f"{source}: locked for {', '.join(platforms) or 'no platform'}, not {platform}",
                         hint="re-lock with conda-lock -p " + platform)
     packages = []
+    pip = []
     for entry in data["package"]:
-        if not isinstance(entry, dict) or entry.get("platform") != platform or entry.get("manager") != "conda":
+        if not isinstance(entry, dict) or entry.get("platform") != platform:
+            continue
+        if entry.get("manager") in ("pip", "pypi"):
+            pip.append(PipPackage(name=str(entry.get("name", "")), version=str(entry.get("version", "")),
+                                  url=str(entry.get("url", "")), sha256=(entry.get("hash") or {}).get("sha256")))
+            continue
+        if entry.get("manager") != "conda":
             continue
         hashes = entry.get("hash") or {}
         deps = entry.get("dependencies") or {}
@@ -136,7 +143,8 @@ def parse_conda_lock(text: str, source: str, platform: str) -> Lock:
                                              depends=depends))
         except (KeyError, ValueError) as exc:
             raise SpecError(f"{source}: package {entry.get('name', '?')}: {exc}") from None
-    return Lock(platform=platform, packages=tuple(packages), channels=_channels(packages), engine="conda-lock")
+    return Lock(platform=platform, packages=tuple(packages), channels=_channels(packages), engine="conda-lock",
+                pip=tuple(pip))
 
 
 def parse_pixi(path: Path, platform: str) -> Lock:

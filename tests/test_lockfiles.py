@@ -31,6 +31,8 @@ def test_real_lockfiles(path: Path, kind: str, count: int) -> None:
     assert kind_of(path) == kind
     lock = load_lockfile(path, "linux-64")
     assert len(lock.packages) == count
+    if path.name == "test-env-pip-lock.yaml":
+        assert [p.name for p in lock.pip] and all(p.url.startswith("https://") for p in lock.pip)
     assert all(p.url.endswith(p.file_name) and p.subdir in ("linux-64", "noarch") for p in lock.packages)
 
 

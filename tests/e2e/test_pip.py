@@ -214,3 +214,28 @@ def test_editing_an_included_requirements_file_rebuilds(daemon: Daemon, pychanne
     (project / "requirements.txt").write_text("greetlib\n")
     view = daemon.wait_for("watched", lambda v: v["status"] == "ready" and v["env_key"] != first["env_key"])
     assert (Path(view["prefix"]) / "bin" / "greet").exists()
+
+
+def test_export_with_pip_round_trips_to_the_same_env(daemon: Daemon, pychannel: Path, wheels: Path,
+                                                     tmp_path: Path) -> None:
+    project = write_project(tmp_path / "p", pychannel, ["python"], name="pip-export",
+                            extra=pip_yml("--no-index", f"--find-links {wheels}", "greetlib")
+                            + "variables:\n  MODE: dev\n")
+    (project / ".env").write_text("API_TOKEN=do-not-export\n")
+    code, out, err = daemon.ctl("warm", str(project), "--json")
+    assert code == 0, err
+    original = json.loads(out)
+
+    exported = tmp_path / "exported" / "environment.yml"
+    exported.parent.mkdir()
+    assert daemon.ctl("export", "pip-export", "-f", str(exported))[0] == 0
+    text = exported.read_text()
+    assert '      - "greetlib==1.0"' in text and '      - "tinylib==1.0"' in text
+    assert f'      - "--find-links {wheels}"' in text and '"MODE": "dev"' in text
+    assert "do-not-export" not in text and "prefix:" not in text
+    code, out, err = daemon.ctl("create", "-f", str(exported), "-n", "pip-copy", "--json")
+    assert code == 0, err
+    assert json.loads(out)["env_key"] == original["env_key"]
+
+    code, out, _ = daemon.ctl("export", "pip-export", "--format", "explicit")
+    assert code == 64 and "pip" in _
