@@ -12,7 +12,7 @@ from typing import Any
 
 from provisiond import __version__
 from provisiond.client import Client, segment
-from provisiond.errors import ProvisionError
+from provisiond.errors import EnvNotFoundError, ProvisionError
 from provisiond.settings import Settings, load_settings
 
 Result = Any
@@ -147,6 +147,60 @@ def cmd_daemon(args: argparse.Namespace) -> Result:
     return {"units": [str(p) for p in install_units(exe, directory)], "exe": exe}
 
 
+def _shell(args: argparse.Namespace) -> str:
+    """--shell, else the login shell's kind, else POSIX sh."""
+    name = args.shell or os.path.basename(os.environ.get("SHELL", ""))
+    return name if name in ("bash", "zsh", "fish", "sh", "json") else "sh"
+
+
+def _ctl_argv(args: argparse.Namespace) -> list[str]:
+    """How the hook runs this provisionctl (same install, same store) on its slow path."""
+    argv0 = os.path.abspath(sys.argv[0])
+    argv = [argv0] if os.path.basename(argv0) == "provisionctl" else [sys.executable, "-m", "provisiond.cli"]
+    for flag in ("home", "socket"):
+        if getattr(args, flag):
+            argv += [f"--{flag}", str(getattr(args.settings.paths, flag))]
+    return argv
+
+
+def cmd_hook(args: argparse.Namespace) -> Result:
+    from provisiond.shell import hook_script  # stdlib only: the hook is eval'd at every shell start
+
+    return {"script": hook_script(args.shell, str(args.settings.paths.projects_state), _ctl_argv(args))}
+
+
+def cmd_activate(args: argparse.Namespace) -> Result:
+    from provisiond import activation
+
+    shell, paths, target = _shell(args), args.settings.paths, args.target
+    if _looks_like_path(target):
+        project = activation.find_project_dir(target)
+        if project is None:
+            raise EnvNotFoundError(f"{target}: no environment.yml in this directory or above",
+                                   hint="activate a named env: provisionctl activate NAME")
+        target = str(project.resolve())
+        script = activation.read_project_activation(paths, target, shell)  # ready: no daemon needed
+        if script is not None:
+            return {"script": script}
+    client = _client(args)
+    name = _project_name(client, target)
+    view = client.get(f"/v1/envs/{segment(name)}")
+    if not view.get("prefix"):
+        view = client.post(f"/v1/envs/{segment(name)}/warm", {})
+    if view["kind"] == "project" and view.get("source"):
+        script = activation.read_project_activation(paths, view["source"], shell)
+        if script is not None:
+            return {"script": script}
+    facts = activation.load_env_facts(paths, view["env_key"], view["prefix"])
+    return {"script": activation.render_activation(activation.Activation(name=view["name"], facts=facts), shell)}
+
+
+def cmd_deactivate(args: argparse.Namespace) -> Result:
+    from provisiond import activation
+
+    return {"script": activation.render_deactivation(_shell(args))}
+
+
 def cmd_check(args: argparse.Namespace) -> Result:
     from provisiond.spec import load_spec  # ruamel + rattler: only this command pays for them
 
@@ -174,7 +228,8 @@ def render_env(view: dict[str, Any]) -> str:
         for p in view["lock"]["packages"]:
             lines.append(f"  {p['name']}={p['version']}={p['build']}  {p['url']}")
         for p in view["lock"].get("pip", ()):  # installed with uv after the conda packages
-            lines.append(f"  pip: {p['name']}=={p['version']}  {p.get('editable') or p['url']}")
+            pin = f"{p['name']}=={p['version']}" if p["version"] else p["name"]
+            lines.append(f"  pip: {pin}  " + (f"-e {p['editable']}" if p.get("editable") else p["url"]))
     return "\n".join(lines)
 
 
@@ -235,6 +290,8 @@ def render(command: str, result: Result) -> str:
         return str(result["log"]).rstrip("\n")
     if command == "check":
         return render_spec(result)
+    if command in ("hook", "activate", "deactivate"):
+        return str(result["script"]).rstrip("\n")
     return json.dumps(result, indent=2)
 
 
@@ -256,6 +313,10 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], Result], str]] = {
     "gc": (cmd_gc, "remove envs nothing references or uses, and prune the package cache"),
     "daemon": (cmd_daemon, "daemon set-up: `daemon install-units` writes the systemd user units"),
     "check": (cmd_check, "validate an environment file without the daemon (exit 65 on error)"),
+    "hook": (cmd_hook, "print the shell hook: eval \"$(provisionctl hook bash)\" in ~/.bashrc (zsh, fish too)"),
+    "activate": (cmd_activate, "print an activation script: eval \"$(provisionctl activate NAME|PATH)\""),
+    "deactivate": (cmd_deactivate, "print the script that undoes the active activation: "
+                                   "eval \"$(provisionctl deactivate)\""),
 }
 
 
@@ -307,6 +368,12 @@ def parser() -> argparse.ArgumentParser:
     cmds["daemon"].add_argument("action", choices=("install-units",))
     cmds["daemon"].add_argument("--dir", help="where to write the units (default: ~/.config/systemd/user)")
     cmds["check"].add_argument("file", metavar="FILE")
+    cmds["hook"].add_argument("shell", choices=("bash", "zsh", "fish"))
+    cmds["activate"].add_argument("target", metavar="NAME|PATH")
+    cmds["activate"].add_argument("--shell", choices=("bash", "zsh", "fish", "sh", "json"),
+                                  help="the shell to print for, or json for tools (default: from $SHELL, else sh)")
+    cmds["deactivate"].add_argument("--shell", choices=("bash", "zsh", "fish", "sh"),
+                                    help="the shell to print for (default: from $SHELL, else sh)")
     return p
 
 

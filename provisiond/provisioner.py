@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from provisiond import activation
 from provisiond.engines.base import Engine
 from provisiond.errors import BadRequestError, EnvNotFoundError, ProvisionError, SpecError
 from provisiond.events import BuildEvents
@@ -456,13 +457,28 @@ class Provisioner:
     # -- activation (rendered when an env or a project changes; read by shells without us) -----
 
     def _write_env_activation(self, env_key: str, prefix: Path) -> None:
-        pass
+        try:
+            activation.write_env_activation(self.settings.paths, env_key, prefix)
+        except OSError as exc:  # the env is published; the next warm writes it again
+            log.error("cannot write the activation of env %s: %s", env_key[:16], exc)
 
     def _write_project_activation(self, record: NameRecord, spec: EnvSpec | None) -> None:
-        pass
+        """Render a project's activation (variables, .env values) where its shell hook looks."""
+        prefix = self.store.find_env(record.env_key) if record.env_key else None
+        if record.source is None or prefix is None or record.env_key is None:
+            return
+        try:
+            if spec is None:  # .env edited, no spec in memory (e.g. after a restart): reuse the last render
+                activation.refresh_project_activation(self.settings.paths, record.source)
+            else:
+                activation.write_project_activation(self.settings.paths, record.source, record.name,
+                                                    record.env_key, prefix, spec.variables)
+        except OSError as exc:
+            log.error("cannot write the activation of project %s: %s", record.source, exc)
 
     def _remove_project_activation(self, record: NameRecord) -> None:
-        pass
+        if record.source:
+            activation.remove_project_activation(self.settings.paths, record.source)
 
     def _lookup(self, name_or_path: str) -> NameRecord:
         record = self.store.find_name(name_or_path)

@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # Sourced by scripts/*: make sure .venv exists and holds provisiond (+ extras) installed editable.
 # Usage: ensure_venv [EXTRAS]   e.g. ensure_venv test
 # editable_mode=compat: a plain .pth path entry. The default finder hook costs every Python
@@ -11,7 +12,7 @@ ensure_venv() {
         echo "creating $VENV" >&2
         python3 -m venv "$VENV"
     fi
-    if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
+    if [ ! -f "$stamp" ] || [ -n "$(find "$ROOT/pyproject.toml" -newer "$stamp")" ]; then
         echo "installing provisiond${extras:+[$extras]} into $VENV" >&2
         if ! { "$VENV/bin/python" -m pip install --upgrade pip &&
                "$VENV/bin/python" -m pip install --config-settings editable_mode=compat \

@@ -60,3 +60,14 @@ def test_console_script_exits_through_os_exit_with_the_right_code(tmp_path: Path
     proc = subprocess.run([sys.executable, "-m", "provisiond.cli", "check", str(f)], capture_output=True, text=True)
     assert proc.returncode == os.EX_DATAERR
     assert proc.stderr.startswith(f"provisionctl: {f}:")
+
+
+def test_scripts_pass_shellcheck() -> None:
+    import shutil
+
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck not installed (apt: shellcheck)")
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    names = ["run", "test", "demo", "_venv.sh"] + (["cold-start"] if (scripts / "cold-start").exists() else [])
+    proc = subprocess.run(["shellcheck", "-x", *names], cwd=scripts, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout

@@ -1,0 +1,383 @@
+"""Activation, computed once per env and per project, rendered for bash, zsh, fish, POSIX sh and JSON.
+
+Two levels (docs/activation.md):
+
+- **env**, in the shared store (``activation/<env_key>/``): what a prefix contributes, read once at
+  publish time: variables from ``etc/conda/env_vars.d`` and ``conda-meta/state``, and the
+  ``activate.d``/``deactivate.d`` scripts per shell. No secrets: a store may be copied into an image.
+- **project**, per user (``<state>/projects/<project dir>/.provisiond/``): that env under the
+  project's name, plus its ``variables:`` and ``.env`` values, in files of mode 0600 in 0700 dirs.
+  The shell hook finds them by string concatenation and notices a rebuild by reading ``stamp``.
+
+We render activation ourselves: ``rattler.shell.activate`` leaks the caller's PATH, ignores the
+caller's environment and expands ``$`` (DESIGN.md, "Known pitfalls: Activation").
+No aiohttp, ruamel or rattler here: provisionctl imports this module.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from provisiond.dotenv import parse_dotenv
+from provisiond.settings import Paths
+from provisiond.shell.render import activate_script, deactivate_script, source_lines
+
+__all__ = [
+    "SHELLS", "Activation", "EnvFacts", "env_facts", "find_project_dir", "load_env_facts",
+    "project_activation_dir", "read_project_activation", "refresh_project_activation", "remove_project_activation",
+    "render_activation",
+    "render_deactivation", "write_env_activation", "write_project_activation",
+]
+
+log = logging.getLogger(__name__)
+
+SCHEME = 1
+SHELLS = ("bash", "zsh", "fish", "sh", "json")
+SPEC_FILES = ("environment.yml", "environment.yaml")
+UNSET_MARKER = "***unset***"  # conda's "remove this variable" value in conda-meta/state
+ENV_FILE = "env.json"
+STAMP = "stamp"
+# The leaf under a mirrored project path: a name no real project nests its own project under.
+PROJECT_LEAF = ".provisiond"
+CORE_VARS = ("CONDA_PREFIX", "CONDA_SHLVL", "CONDA_DEFAULT_ENV", "CONDA_PROMPT_MODIFIER")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# The shell's own variables, and ours: an env var must not take them over.
+_RESERVED = frozenset({"PATH", "PWD", "OLDPWD", "SHLVL", "_", "IFS", "PS1", *CORE_VARS})
+
+
+@dataclass(frozen=True, slots=True)
+class EnvFacts:
+    """What one published prefix contributes to activation; shared by every name and project using it."""
+
+    env_key: str
+    prefix: str
+    activation_dir: str
+    env_vars: tuple[tuple[str, str], ...] = ()
+    # Script kind ("sh" for bash/zsh/posix sh, "fish") -> paths in the order they run.
+    activate: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: {"sh": (), "fish": ()})
+    deactivate: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: {"sh": (), "fish": ()})
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def path_prepend(self) -> tuple[str, ...]:
+        return (os.path.join(self.prefix, "bin"),)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"scheme": SCHEME, "env_key": self.env_key, "prefix": self.prefix,
+                "activation_dir": self.activation_dir, "env_vars": dict(self.env_vars),
+                "path_prepend": list(self.path_prepend),
+                "scripts": {"activate": {k: list(v) for k, v in self.activate.items()},
+                            "deactivate": {k: list(v) for k, v in self.deactivate.items()}},
+                "warnings": list(self.warnings)}
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> EnvFacts:
+        scripts = data["scripts"]
+        return cls(env_key=data["env_key"], prefix=data["prefix"], activation_dir=data["activation_dir"],
+                   env_vars=tuple(data["env_vars"].items()),
+                   activate={k: tuple(v) for k, v in scripts["activate"].items()},
+                   deactivate={k: tuple(v) for k, v in scripts["deactivate"].items()},
+                   warnings=tuple(data.get("warnings", ())))
+
+
+@dataclass(frozen=True, slots=True)
+class Activation:
+    """One activation: an env's facts under a name, plus a project's ``variables:`` and ``.env`` values."""
+
+    name: str
+    facts: EnvFacts
+    project: str | None = None
+    generation: str = ""
+    variables: tuple[tuple[str, str], ...] = ()
+    secrets: tuple[tuple[str, str], ...] = ()  # from .env: never logged, never in the store
+
+    def env(self) -> dict[str, str]:
+        """Every variable set, except PATH and CONDA_SHLVL (computed from the shell's own values)."""
+        env = {"CONDA_PREFIX": self.facts.prefix, "CONDA_DEFAULT_ENV": self.name,
+               "CONDA_PROMPT_MODIFIER": f"({self.name}) "}
+        # Later sources win, as in conda: packages, then the env's state, then the project, then .env.
+        for key, value in (*self.facts.env_vars, *self.variables, *self.secrets):
+            env[key] = value
+        return env
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON form for tools: apply ``set``, prepend ``path_prepend``, source ``scripts`` with sh."""
+        return {"scheme": SCHEME, "name": self.name, "project": self.project, "env_key": self.facts.env_key,
+                "prefix": self.facts.prefix, "generation": self.generation,
+                # CONDA_SHLVL as seen from a shell with no conda env active.
+                "set": {**self.env(), "CONDA_SHLVL": "1"}, "unset": [],
+                "path_prepend": list(self.facts.path_prepend),
+                # The project's own `variables:` again (also in "set"), so a .env change can re-render.
+                "variables": dict(self.variables),
+                "scripts": list(self.facts.activate["sh"]),
+                "deactivate_scripts": list(self.facts.deactivate["sh"])}
+
+
+# -- env level ---------------------------------------------------------------------------------
+
+def env_facts(paths: Paths, env_key: str, prefix: str | os.PathLike[str]) -> EnvFacts:
+    """Read what ``prefix`` contributes to activation, by conda's rules (contract §3.1)."""
+    root = Path(prefix)
+    warnings: list[str] = []
+    merged: dict[str, str] = {}
+    vars_dir = root / "etc" / "conda" / "env_vars.d"
+    if vars_dir.is_dir():
+        for file in sorted(p for p in vars_dir.iterdir() if p.is_file()):
+            merged.update(_read_vars(file, None, warnings))
+    merged.update(_read_vars(root / "conda-meta" / "state", "env_vars", warnings))
+    # ***unset*** drops the variable (a state tombstone may hide a package's value); it is not exported.
+    env_vars = _valid({k.upper(): v for k, v in merged.items() if v != UNSET_MARKER}, "env var", warnings)
+    activate: dict[str, tuple[str, ...]] = {}
+    deactivate: dict[str, tuple[str, ...]] = {}
+    for kind, ext in (("sh", ".sh"), ("fish", ".fish")):
+        activate[kind] = _scripts(root / "etc" / "conda" / "activate.d", ext, reverse=False)
+        deactivate[kind] = _scripts(root / "etc" / "conda" / "deactivate.d", ext, reverse=True)
+    return EnvFacts(env_key=env_key, prefix=str(root), activation_dir=str(paths.activation / env_key),
+                    env_vars=env_vars, activate=activate, deactivate=deactivate, warnings=tuple(warnings))
+
+
+def write_env_activation(paths: Paths, env_key: str, prefix: str | os.PathLike[str]) -> EnvFacts:
+    """Compute an env's activation once, right after publishing it, into ``activation/<env_key>/``."""
+    facts = env_facts(paths, env_key, prefix)
+    directory = paths.activation / env_key
+    directory.mkdir(parents=True, exist_ok=True)
+    for kind in ("sh", "fish"):
+        _write(directory / f"deactivate.d.{kind}", source_lines(kind, facts.deactivate[kind]), 0o644)
+    # Full scripts under the prefix's own name, for cold starts that know only the env (DESIGN.md).
+    plain = Activation(name=Path(facts.prefix).name, facts=facts, generation=env_key[:16])
+    for shell in SHELLS:
+        _write(directory / f"activate.{shell}", render_activation(plain, shell), 0o644)
+    _write(directory / ENV_FILE, _dumps(facts.to_wire()), 0o644)  # last: its presence means complete
+    for warning in facts.warnings:
+        log.warning("env %s: %s", env_key[:16], warning)
+    return facts
+
+
+def load_env_facts(paths: Paths, env_key: str, prefix: str | os.PathLike[str] | None = None) -> EnvFacts:
+    """An env's facts from its ``env.json``; read from the prefix if that is missing (older stores)."""
+    facts = _stored_facts(paths, env_key, prefix)
+    return facts if facts is not None else env_facts(paths, env_key, prefix or paths.prefix(env_key))
+
+
+# -- project level -----------------------------------------------------------------------------
+
+def project_activation_dir(paths: Paths, project_dir: str | os.PathLike[str]) -> Path:
+    """Where a project's activation lives: its absolute path mirrored under ``projects_state``."""
+    return paths.projects_state / os.path.abspath(project_dir).lstrip("/") / PROJECT_LEAF
+
+
+def write_project_activation(paths: Paths, project_dir: str | os.PathLike[str], name: str, env_key: str,
+                             prefix: str | os.PathLike[str], variables: Sequence[tuple[str, str]] = ()) -> bool:
+    """Render a project's activation for every shell; after each good warm and each ``.env`` change.
+
+    Returns whether anything changed: an identical rewrite keeps the generation, so the hook does not
+    re-activate for nothing.
+    """
+    project = os.path.abspath(project_dir)
+    # Written at publish; an env published before activation existed gets it now.
+    facts = _stored_facts(paths, env_key, prefix) or write_env_activation(paths, env_key, prefix)
+    warnings: list[str] = []
+    act = Activation(name=name, facts=facts, project=project,
+                     variables=_valid({k.upper(): str(v) for k, v in variables}, "variable", warnings),
+                     secrets=_read_dotenv(Path(project) / ".env", warnings))
+    for warning in warnings:
+        log.warning("project %s: %s", project, warning)
+    directory = project_activation_dir(paths, project)
+    old = _read_json(directory / "activate.json")
+    if old is not None and (directory / STAMP).is_file() and _same(old, act.to_wire()):
+        return False
+    act = replace(act, generation=f"{env_key[:12]}-{time.time_ns():x}")
+    _private_dirs(paths.state, directory)
+    for shell in SHELLS:
+        _write(directory / f"activate.{shell}", render_activation(act, shell), 0o600)
+    _write(directory / STAMP, act.generation + "\n", 0o600)  # last: the hook swaps when it changes
+    log.info("activation of project %s: env %s, generation %s", project, env_key[:16], act.generation)
+    return True
+
+
+def refresh_project_activation(paths: Paths, project_dir: str | os.PathLike[str]) -> bool:
+    """Re-render a project's activation after its ``.env`` changed, keeping its env and ``variables:``.
+
+    Needs no spec parse, so a broken environment.yml does not hold a secret rotation back.
+    Returns False when the project has no activation yet (its first good warm writes one).
+    """
+    data = _read_json(project_activation_dir(paths, project_dir) / "activate.json")
+    if not isinstance(data, dict) or data.get("scheme") != SCHEME:
+        return False
+    return write_project_activation(paths, project_dir, data["name"], data["env_key"], data["prefix"],
+                                    tuple(data.get("variables", {}).items()))
+
+
+def remove_project_activation(paths: Paths, project_dir: str | os.PathLike[str]) -> None:
+    """Forget a project's activation (unwatched, or gone); a shell with it active deactivates at its next prompt."""
+    directory = project_activation_dir(paths, project_dir)
+    for name in (STAMP, *(f"activate.{shell}" for shell in SHELLS)):  # the stamp first: the hook stops using it
+        (directory / name).unlink(missing_ok=True)
+    parent = directory
+    # Prune empty dirs up to projects_state; a nested project's files keep their parents alive.
+    while parent != paths.projects_state and paths.projects_state in parent.parents:
+        try:
+            parent.rmdir()
+        except OSError:
+            break
+        parent = parent.parent
+
+
+def read_project_activation(paths: Paths, project_dir: str | os.PathLike[str], shell: str) -> str | None:
+    """A project's pre-rendered activation for ``shell``, or None if its env is not ready yet."""
+    try:
+        return (project_activation_dir(paths, project_dir) / f"activate.{shell}").read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+
+
+def find_project_dir(start: str | os.PathLike[str]) -> Path | None:
+    """The nearest directory at or above ``start`` that holds an environment file, like the hook's walk."""
+    directory = Path(os.path.abspath(start))
+    if directory.is_file():
+        directory = directory.parent
+    for candidate in (directory, *directory.parents):
+        if any((candidate / name).is_file() for name in SPEC_FILES):
+            return candidate
+    return None
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+def render_activation(activation: Activation, shell: str) -> str:
+    """The activation script for ``shell`` (bash, zsh, fish, sh), or its JSON form (json)."""
+    if shell == "json":
+        return _dumps(activation.to_wire(), indent=2)
+    if shell not in SHELLS:
+        raise ValueError(f"unknown shell {shell!r}; choose one of {', '.join(SHELLS)}")
+    return activate_script(activation, shell)
+
+
+def render_deactivation(shell: str) -> str:
+    """The script that undoes the active provisiond activation, from what it saved in the environment."""
+    if shell not in SHELLS or shell == "json":
+        raise ValueError(f"no deactivation script for {shell!r}: a tool drops a JSON activation by itself")
+    return deactivate_script(shell)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+def _stored_facts(paths: Paths, env_key: str, prefix: str | os.PathLike[str] | None) -> EnvFacts | None:
+    data = _read_json(paths.activation / env_key / ENV_FILE)
+    if not isinstance(data, dict) or data.get("scheme") != SCHEME:
+        return None
+    if prefix is not None and data.get("prefix") != str(prefix):
+        return None
+    return EnvFacts.from_wire(data)
+
+
+def _read_vars(file: Path, key: str | None, warnings: list[str]) -> dict[str, str]:
+    """The string variables of one env_vars.d file (``key`` None) or of conda-meta/state's ``key``."""
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        warnings.append(f"{file}: ignored, not valid JSON ({type(exc).__name__})")
+        return {}
+    if key is not None:
+        # A state file without env_vars is normal (rattler fails on it, contract §3.3).
+        data = data.get(key, {}) if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        warnings.append(f"{file}: ignored, not a JSON object")
+        return {}
+    out = {}
+    for name, value in data.items():
+        if isinstance(value, str):
+            out[str(name)] = value
+        else:
+            warnings.append(f"{file}: {name} ignored, its value is not a string")
+    return out
+
+
+def _valid(pairs: Mapping[str, str], what: str, warnings: list[str]) -> tuple[tuple[str, str], ...]:
+    out = []
+    for name, value in pairs.items():
+        if not _NAME.match(name):
+            warnings.append(f"{what} {name!r} ignored: not a valid variable name")
+        elif name in _RESERVED or name.startswith("_PROVISIOND_") or name.startswith("__pvd_"):
+            warnings.append(f"{what} {name} ignored: activation manages it")
+        elif "\0" in value:
+            warnings.append(f"{what} {name} ignored: its value contains a NUL byte")
+        else:
+            out.append((name, value))
+    return tuple(out)
+
+
+def _read_dotenv(file: Path, warnings: list[str]) -> tuple[tuple[str, str], ...]:
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return ()
+    except (OSError, UnicodeDecodeError) as exc:
+        warnings.append(f"{file}: ignored ({type(exc).__name__})")
+        return ()
+    pairs, problems = parse_dotenv(text)
+    warnings += [f"{file}: {problem}" for problem in problems]  # line numbers only, never values
+    return _valid(dict(pairs), ".env", warnings)
+
+
+def _scripts(directory: Path, ext: str, *, reverse: bool) -> tuple[str, ...]:
+    if not directory.is_dir():
+        return ()
+    found = sorted((str(p) for p in directory.iterdir() if p.name.endswith(ext) and p.is_file()), reverse=reverse)
+    return tuple(found)
+
+
+def _same(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Equal but for the generation."""
+    return _dumps({**old, "generation": ""}) == _dumps({**new, "generation": ""})
+
+
+def _dumps(data: Any, indent: int | None = None) -> str:
+    return json.dumps(data, indent=indent, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def _read_json(file: Path) -> Any:
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+
+
+def _private_dirs(root: Path, directory: Path) -> None:
+    """Create ``directory`` and every dir from ``root`` down to it with mode 0700 (makedirs would not)."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    path = root
+    for part in ("", *directory.relative_to(root).parts):
+        path = path / part if part else path
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        os.chmod(path, 0o700)  # mkdir's mode is masked by the umask
+    os.chmod(root, 0o700)
+
+
+def _write(path: Path, text: str, mode: int) -> None:
+    """Write ``text`` atomically (temp file + fsync + os.replace), so a reader never sees half of it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns():x}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)  # the umask may have taken bits away from os.open's mode
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
