@@ -45,15 +45,39 @@ def cmd_unwatch(args: argparse.Namespace) -> Result:
     return _client(args).delete("/v1/projects", project=target)
 
 
+def _progress_delay() -> float:
+    """Seconds before progress shows (PROVISIONCTL_PROGRESS_DELAY, default 0.3): a ready env stays quiet."""
+    try:
+        return float(os.environ.get("PROVISIONCTL_PROGRESS_DELAY", "0.3"))
+    except ValueError:
+        return 0.3
+
+
+def _shows_progress(args: argparse.Namespace) -> bool | None:
+    """True: a bar (stderr is a terminal); False: plain lines; None: quiet (--json)."""
+    return None if args.json else sys.stderr.isatty()
+
+
 def cmd_create(args: argparse.Namespace) -> Result:
-    return _client(args).post("/v1/envs", {"file": str(Path(args.file).resolve()), "name": args.name,
-                                           "update": args.update})
+    from provisiond.progress import with_progress
+
+    client, tty = _client(args), _shows_progress(args)
+    body = {"file": str(Path(args.file).resolve()), "name": args.name, "update": args.update, "progress": bool(tty)}
+    if tty is None:
+        return client.post("/v1/envs", body)
+    return with_progress(client, args.name, lambda: client.post("/v1/envs", body), tty=tty,
+                         quiet_for=_progress_delay())
 
 
 def cmd_warm(args: argparse.Namespace) -> Result:
-    client = _client(args)
+    client, tty = _client(args), _shows_progress(args)
     name = _project_name(client, args.target)
-    return client.post(f"/v1/envs/{segment(name)}/warm", {"update": args.update})
+    path, body = f"/v1/envs/{segment(name)}/warm", {"update": args.update, "progress": bool(tty)}
+    if tty is None:
+        return client.post(path, body)
+    from provisiond.progress import with_progress
+
+    return with_progress(client, name, lambda: client.post(path, body), tty=tty, quiet_for=_progress_delay())
 
 
 def cmd_list(args: argparse.Namespace) -> Result:

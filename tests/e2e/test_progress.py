@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.conftest import Daemon, write_project
@@ -66,3 +68,50 @@ def test_without_a_progress_reader_only_phases_are_reported(daemon: Daemon, chan
     assert code == 0, err
     phases = [e["phase"] for e in events(daemon, json.loads(out)["build_id"])]
     assert phases == ["solved", "publish", "activation", "done"]
+
+
+def _warm_cli(daemon: Daemon, name: str, stderr: int | None) -> subprocess.CompletedProcess[str]:
+    env = {**daemon.environ(), "PROVISIOND_SOCKET": str(daemon.socket), "PROVISIONCTL_PROGRESS_DELAY": "0"}
+    return subprocess.run([sys.executable, "-m", "provisiond.ctl", "warm", name], env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=stderr if stderr is not None else subprocess.PIPE)
+
+
+def test_warm_prints_plain_progress_lines_when_not_on_a_terminal(daemon: Daemon, channel: Path,
+                                                                 tmp_path: Path) -> None:
+    daemon.ctl("watch", str(write_project(tmp_path / "p", channel, ["hello", "greet-data"], name="lines")),
+               "--no-warm")
+    proc = _warm_cli(daemon, "lines", None)
+    assert proc.returncode == 0, proc.stderr
+    prefix = proc.stdout.strip()
+    assert Path(prefix, "bin", "hello").exists()
+    lines = proc.stderr.splitlines()
+    assert lines[0] == "lines: 3 packages resolved" and lines[-1] == f"lines: ready: {prefix}"
+    assert "\r" not in proc.stderr
+
+
+def test_warm_draws_a_bar_on_a_terminal(daemon: Daemon, channel: Path, tmp_path: Path) -> None:
+    import os as _os
+
+    daemon.ctl("watch", str(write_project(tmp_path / "p", channel, ["hello", "greet-data", "tool-a"], name="bar")),
+               "--no-warm")
+    master, slave = _os.openpty()
+    try:
+        proc = _warm_cli(daemon, "bar", slave)
+        _os.close(slave)
+        slave = -1
+        screen = b""
+        while True:
+            try:
+                chunk = _os.read(master, 65536)
+            except OSError:  # EIO: the writer is gone
+                break
+            if not chunk:
+                break
+            screen += chunk
+    finally:
+        _os.close(master)
+        if slave >= 0:
+            _os.close(slave)
+    assert proc.returncode == 0
+    text = screen.decode()
+    assert "\r\x1b[K" in text and "link" in text and "4/4" in text and "[########################]" in text
