@@ -77,7 +77,16 @@ __provisiond_update() {
 }
 
 __provisiond_hook() {
-  local status=$? opts=$-
+  local status=$? gen=
+  # The fast path first, here: bash copies a function's body at every call, so this small function
+  # does the common case (same $PWD, no pending project, the active stamp unchanged) and the large
+  # __provisiond_update runs only when something changed. Safe under set -eu as written.
+  if [[ $PWD == "$__provisiond_pwd" && -z $__provisiond_pending ]]; then
+    [[ -z ${_PROVISIOND_PROJECT-} ]] && return $status
+    { read -r gen <"$__provisiond_state$_PROVISIOND_PROJECT/.provisiond/stamp"; } 2>/dev/null || :
+    [[ $gen == "${_PROVISIOND_GEN-}" ]] && return $status
+  fi
+  local opts=$-
   # Our own code runs without errexit/nounset: a failing test must not close the user's shell.
   set +eu
   __provisiond_update
