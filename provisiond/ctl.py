@@ -1,9 +1,10 @@
-"""provisionctl's entry point: `provisionctl warm NAME` of a ready env in about a millisecond.
+"""provisionctl's entry point, with fast paths for what shells and scripts call all the time.
 
-Shells, editors and scripts call `warm` on hot paths, so that case skips argparse, json, pathlib
-and the socket module: it sends one request on a raw ``_socket`` and prints the prefix the daemon
-sends back as text. Anything else — other commands, options, errors, a build that takes a while —
-goes to ``cli.main``, which renders it the usual way.
+- ``warm NAME`` of a ready env: one request on a raw ``_socket``; the daemon sends the prefix as text.
+- ``activate PATH`` of a ready project: its pre-rendered script, read from the per-user state dir.
+
+Both skip argparse, json, pathlib and the socket module. Anything else (other commands, other
+options, errors, an env that is not ready) goes to ``cli.main``, which renders it the usual way.
 """
 
 from __future__ import annotations
@@ -52,9 +53,46 @@ def _fast_warm(argv: list[str]) -> int | None:
     return 0
 
 
+def _fast_activate(argv: list[str]) -> int | None:
+    """Handle ``[--socket S | --home H] activate PATH [--shell S]`` for a project that is ready."""
+    flags: dict[str, str] = {}
+    while len(argv) >= 2 and argv[0] in ("--socket", "--home"):
+        flags[argv[0][2:]] = argv[1]
+        argv = argv[2:]
+    shell = os.path.basename(os.environ.get("SHELL", ""))
+    if len(argv) == 4 and argv[2] == "--shell":
+        shell, argv = argv[3], argv[:2]
+    if len(argv) != 2 or argv[0] != "activate" or ("/" not in argv[1] and argv[1] not in (".", "..")):
+        return None
+    shell = shell if shell in ("bash", "zsh", "fish", "sh", "json") else "sh"
+    from provisiond.locations import Sources
+
+    try:
+        state = Sources(flags, os.environ).state()
+    except Exception:  # noqa: BLE001 - cli.main reports configuration problems
+        return None
+    # The nearest directory holding an environment file, by its real path (as the daemon knows it).
+    directory = os.path.realpath(argv[1])
+    while True:
+        if os.path.isfile(os.path.join(directory, "environment.yml")) or \
+                os.path.isfile(os.path.join(directory, "environment.yaml")):
+            break
+        if directory == "/":
+            return None
+        directory = os.path.dirname(directory)
+    try:
+        with open(f"{state}/projects{directory}/.provisiond/activate.{shell}", encoding="utf-8") as f:
+            sys.stdout.write(f.read())
+    except OSError:
+        return None  # not built yet: cli.main warms it
+    return 0
+
+
 def run() -> None:
     """Console entry point. `check` imports rattler, which can crash at exit: leave via os._exit."""
     code = _fast_warm(sys.argv[1:])
+    if code is None:
+        code = _fast_activate(sys.argv[1:])
     if code is None:
         from provisiond.cli import main
 

@@ -326,6 +326,33 @@ def test_activate_by_path_reads_the_files_without_the_daemon(built: Built, user_
     assert json.loads(out)["name"] == "offline"
 
 
+def test_activate_by_path_fast_path_reads_one_file(built: Built, user_state: Paths, tmp_path: Path) -> None:
+    """The console entry point answers `activate PATH` of a ready project from the file, no CLI imports."""
+    import os
+    import subprocess
+    import sys
+
+    project = write_project(tmp_path / "fast", Path("/nonexistent-channel"), ["hello"])
+    (project / "src").mkdir()
+    activation.write_project_activation(user_state, project, "fast", built.env_key, built.prefix)
+    probe = (
+        "import sys\n"
+        "from provisiond import ctl\n"
+        f"assert ctl._fast_activate(['activate', {str(project / 'src')!r}, '--shell', 'bash']) == 0\n"
+        "sys.stdout.flush()\n"
+        "heavy = [m for m in ('argparse', 'json', 'pathlib', 'provisiond.cli', 'provisiond.activation')\n"
+        "         if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == activation.read_project_activation(user_state, project, "bash")
+    # Not built yet: the fast path declines (cli.main then asks the daemon).
+    other = write_project(tmp_path / "other", Path("/nonexistent-channel"), ["hello"])
+    decline = "from provisiond import ctl\n" f"assert ctl._fast_activate(['activate', {str(other)!r}]) is None\n"
+    assert subprocess.run([sys.executable, "-c", decline], env=dict(os.environ)).returncode == 0
+
+
 def test_activate_by_name_and_deactivate(built: Built, user_state: Paths, tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     (built.project / ".env").write_text("PROJECT_SECRET=x y\n")
