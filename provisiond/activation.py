@@ -32,9 +32,9 @@ from provisiond.shell.render import activate_script, deactivate_script, source_l
 
 __all__ = [
     "SHELLS", "Activation", "EnvFacts", "env_facts", "find_project_dir", "load_env_facts",
-    "project_activation_dir", "read_project_activation", "refresh_project_activation", "remove_project_activation",
-    "render_activation",
-    "render_deactivation", "write_env_activation", "write_project_activation",
+    "name_activation_dir", "name_variables", "project_activation_dir", "read_project_activation",
+    "refresh_project_activation", "remove_name_activation", "remove_project_activation", "render_activation",
+    "render_deactivation", "write_env_activation", "write_name_activation", "write_project_activation",
 ]
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,10 @@ ENV_FILE = "env.json"
 STAMP = "stamp"
 # The leaf under a mirrored project path: a name no real project nests its own project under.
 PROJECT_LEAF = ".provisiond"
+# activation/names/<name>/ in the store: activate.sh, activate.json, then NAME_TARGET
+# ("env_key=…\nprefix=…\n", read by scripts/cold-start with shell builtins) written last.
+NAMES_DIR = "names"
+NAME_TARGET = "env"
 CORE_VARS = ("CONDA_PREFIX", "CONDA_SHLVL", "CONDA_DEFAULT_ENV", "CONDA_PROMPT_MODIFIER")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # The shell's own variables, and ours: an env var must not take them over.
@@ -165,6 +169,61 @@ def load_env_facts(paths: Paths, env_key: str, prefix: str | os.PathLike[str] | 
     """An env's facts from its ``env.json``; read from the prefix if that is missing (older stores)."""
     facts = _stored_facts(paths, env_key, prefix)
     return facts if facts is not None else env_facts(paths, env_key, prefix or paths.prefix(env_key))
+
+
+# -- name level (store, no secrets) -----------------------------------------------------------
+
+def name_activation_dir(paths: Paths, name: str) -> Path | None:
+    """Where a name's activation lives in the store, or None for a name that is not a file name."""
+    if not name or name in (".", "..") or "/" in name or "\0" in name:
+        return None
+    return paths.activation / NAMES_DIR / name
+
+
+def write_name_activation(paths: Paths, name: str, env_key: str, prefix: str | os.PathLike[str],
+                          variables: Sequence[tuple[str, str]] = ()) -> bool:
+    """Render ``name``'s env with its ``variables:`` for ``provisionctl run`` and ``scripts/cold-start``.
+
+    Never ``.env`` values: the store may be copied into an image. Returns whether anything changed.
+    """
+    directory = name_activation_dir(paths, name)
+    if directory is None:
+        log.warning("env %r: not a file name, so no activation in the store (cold-start cannot run it)", name)
+        return False
+    facts = _stored_facts(paths, env_key, prefix) or write_env_activation(paths, env_key, prefix)
+    warnings: list[str] = []
+    act = Activation(name=name, facts=facts, generation=env_key[:16],
+                     variables=_valid({k.upper(): str(v) for k, v in variables}, "variable", warnings))
+    for warning in warnings:
+        log.warning("env %s: %s", name, warning)
+    target = f"env_key={env_key}\nprefix={facts.prefix}\n"
+    if _read_json(directory / "activate.json") == act.to_wire() and _read_text(directory / NAME_TARGET) == target:
+        return False
+    directory.mkdir(parents=True, exist_ok=True)
+    _write(directory / "activate.sh", render_activation(act, "sh"), 0o644)
+    _write(directory / "activate.json", render_activation(act, "json"), 0o644)
+    _write(directory / NAME_TARGET, target, 0o644)  # last: cold-start reads it first
+    return True
+
+
+def remove_name_activation(paths: Paths, name: str) -> None:
+    """Forget a name's activation in the store (the name was removed)."""
+    directory = name_activation_dir(paths, name)
+    if directory is None:
+        return
+    for file in (NAME_TARGET, "activate.sh", "activate.json"):  # the target first: cold-start stops at once
+        (directory / file).unlink(missing_ok=True)
+    try:
+        directory.rmdir()
+    except OSError:
+        pass
+
+
+def name_variables(paths: Paths, name: str) -> tuple[tuple[str, str], ...]:
+    """The ``variables:`` of a name's activation in the store (a clone takes its source's)."""
+    directory = name_activation_dir(paths, name)
+    data = _read_json(directory / "activate.json") if directory else None
+    return tuple(data.get("variables", {}).items()) if isinstance(data, dict) else ()
 
 
 # -- project level -----------------------------------------------------------------------------
@@ -344,6 +403,13 @@ def _same(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
 
 def _dumps(data: Any, indent: int | None = None) -> str:
     return json.dumps(data, indent=indent, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def _read_text(file: Path) -> str | None:
+    try:
+        return file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def _read_json(file: Path) -> Any:

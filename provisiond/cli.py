@@ -225,6 +225,25 @@ def cmd_deactivate(args: argparse.Namespace) -> Result:
     return {"script": activation.render_deactivation(_shell(args))}
 
 
+def cmd_run(args: argparse.Namespace) -> Result:
+    from provisiond import coldstart  # stdlib only; execs the command, so it returns only by raising
+
+    coldstart.run(args.settings.paths, args.target, args.cmd, is_path=_looks_like_path(args.target))
+
+
+def cmd_bundle(args: argparse.Namespace) -> Result:
+    from provisiond.bundle import bundle
+
+    return bundle(args.settings.paths, args.names, Path(args.output))
+
+
+def cmd_unbundle(args: argparse.Namespace) -> Result:
+    from provisiond.bundle import unbundle
+
+    home = Path(os.path.abspath(args.into)) if args.into else args.settings.paths.home
+    return unbundle(Path(args.source), home)
+
+
 def cmd_check(args: argparse.Namespace) -> Result:
     from provisiond.spec import load_spec  # ruamel + rattler: only this command pays for them
 
@@ -314,6 +333,12 @@ def render(command: str, result: Result) -> str:
         return str(result["log"]).rstrip("\n")
     if command == "check":
         return render_spec(result)
+    if command in ("bundle", "unbundle"):
+        names = ", ".join(f"{n} (env {e['env_key'][:16]})" for n, e in result["names"].items())
+        if command == "bundle":
+            return f"wrote {result['output']}: {names}, {result['files']} files, {_human(result['bytes'])}, " \
+                   f"for the store at {result['home']}"
+        return f"unbundled {names} into {result['home']}"
     if command in ("hook", "activate", "deactivate"):
         return str(result["script"]).rstrip("\n")
     return json.dumps(result, indent=2)
@@ -336,6 +361,10 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], Result], str]] = {
     "remove": (cmd_remove, "remove a name; its env is deleted only if nothing else uses it"),
     "gc": (cmd_gc, "remove envs nothing references or uses, and prune the package cache"),
     "daemon": (cmd_daemon, "daemon set-up: `daemon install-units` writes the systemd user units"),
+    "run": (cmd_run, "run a command in an env: provisionctl run NAME|PATH -- CMD [ARGS...] "
+                     "(no daemon needed once the env is ready)"),
+    "bundle": (cmd_bundle, "write what an image needs to cold-start envs (env, activation, lock, cold-start)"),
+    "unbundle": (cmd_unbundle, "restore a bundle into the store at the path it was built for"),
     "check": (cmd_check, "validate an environment file without the daemon (exit 65 on error)"),
     "hook": (cmd_hook, "print the shell hook: eval \"$(provisionctl hook bash)\" in ~/.bashrc (zsh, fish too)"),
     "activate": (cmd_activate, "print an activation script: eval \"$(provisionctl activate NAME|PATH)\""),
@@ -391,6 +420,15 @@ def parser() -> argparse.ArgumentParser:
                             help="prune the package cache to SIZE, least recently used first (e.g. 20G)")
     cmds["daemon"].add_argument("action", choices=("install-units",))
     cmds["daemon"].add_argument("--dir", help="where to write the units (default: ~/.config/systemd/user)")
+    cmds["run"].add_argument("target", metavar="NAME|PATH")
+    cmds["run"].add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+    cmds["bundle"].add_argument("names", nargs="+", metavar="NAME")
+    cmds["bundle"].add_argument("-o", "--output", required=True, metavar="DIR|FILE.tar",
+                                help="a new directory, or a .tar / .tar.gz file")
+    cmds["unbundle"].add_argument("source", metavar="FILE.tar|DIR")
+    cmds["unbundle"].add_argument("--home", dest="into", metavar="H",
+                                  help="the store to restore into (default: PROVISIOND_HOME); must be the "
+                                       "path the bundle was built for")
     cmds["check"].add_argument("file", metavar="FILE")
     cmds["hook"].add_argument("shell", choices=("bash", "zsh", "fish"))
     cmds["activate"].add_argument("target", metavar="NAME|PATH")

@@ -2,8 +2,9 @@
 
 - ``warm NAME`` of a ready env: one request on a raw ``_socket``; the daemon sends the prefix as text.
 - ``activate PATH`` of a ready project: its pre-rendered script, read from the per-user state dir.
+- ``run NAME -- CMD`` of a ready env: a lease, then exec through the store's ``activate.sh``.
 
-Both skip argparse, json, pathlib and the socket module. Anything else (other commands, other
+All three skip argparse, json, pathlib and the socket module. Anything else (other commands, other
 options, errors, an env that is not ready) goes to ``cli.main``, which renders it the usual way.
 """
 
@@ -88,11 +89,73 @@ def _fast_activate(argv: list[str]) -> int | None:
     return 0
 
 
+def _fast_run(argv: list[str]) -> int | None:
+    """Handle ``[--socket S | --home H] run NAME -- CMD...`` of a ready env: exec, through its activate.sh.
+
+    What ``scripts/cold-start`` does, from the store's name activation (coldstart.py has the layout):
+    take a lease (exec keeps our pid), then ``/bin/sh`` sources the script and execs CMD. Returns
+    None (cli.main's turn) for a project path, an env that is not ready or was built elsewhere.
+    """
+    flags: dict[str, str] = {}
+    while len(argv) >= 2 and argv[0] in ("--socket", "--home"):
+        flags[argv[0][2:]] = argv[1]
+        argv = argv[2:]
+    if len(argv) < 4 or argv[0] != "run" or argv[2] != "--":
+        return None
+    name, command = argv[1], argv[3:]
+    if "/" in name or name in (".", "..") or (os.path.exists(name) and not name.isidentifier()):
+        return None  # a project: its activation (with .env values) is in the state dir
+    from provisiond.locations import Sources
+
+    try:
+        home = Sources(flags, os.environ).home()
+    except Exception:  # noqa: BLE001 - cli.main reports configuration problems
+        return None
+    names = os.path.join(home, "activation", "names", name)
+    target = {}
+    try:
+        with open(os.path.join(names, "env"), encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.rstrip("\n").partition("=")
+                target[key] = value
+    except (OSError, UnicodeDecodeError):
+        return None
+    env_key, prefix = target.get("env_key", ""), target.get("prefix", "")
+    if not env_key:
+        return None
+    lease = os.path.join(home, "leases", f"{env_key}.{os.getpid()}")  # gc.lease_path
+    try:
+        os.makedirs(os.path.dirname(lease), exist_ok=True)
+        os.close(os.open(lease, os.O_WRONLY | os.O_CREAT, 0o644))
+    except OSError:
+        pass  # a read-only store (an image) has no collector to guard against
+    script = os.path.join(names, "activate.sh")
+    # Checked after taking the lease, so that a collection cannot remove the env in between.
+    if not os.path.isfile(os.path.join(prefix, ".provisiond-complete.json")) or not os.path.isfile(script):
+        try:
+            os.unlink(lease)
+        except OSError:
+            pass
+        return None
+    import _signal  # Python ignores SIGPIPE and SIGXFSZ; ignored signals would survive exec
+
+    for sig in (_signal.SIGPIPE, _signal.SIGXFSZ):
+        _signal.signal(sig, _signal.SIG_DFL)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execv("/bin/sh", ["/bin/sh", "-c", '. "$1"; shift; exec "$@"', "provisionctl", script, *command])
+    except OSError:
+        return None
+
+
 def run() -> None:
     """Console entry point. `check` imports rattler, which can crash at exit: leave via os._exit."""
     code = _fast_warm(sys.argv[1:])
     if code is None:
         code = _fast_activate(sys.argv[1:])
+    if code is None:
+        code = _fast_run(sys.argv[1:])
     if code is None:
         from provisiond.cli import main
 

@@ -70,3 +70,11 @@ class StoreBusyError(ProvisionError, code="store-busy", http_status=409, exit_co
 
 class DaemonUnavailableError(ProvisionError, code="daemon-down", http_status=503, exit_code=os.EX_UNAVAILABLE):
     """provisionctl could not reach the daemon."""
+
+
+class NotRunnableError(ProvisionError, code="not-runnable", http_status=404, exit_code=127):
+    """`run`: no such env or command here, or an env built for another store path (127, as in a shell)."""
+
+
+class NotExecutableError(ProvisionError, code="not-executable", http_status=403, exit_code=126):
+    """`run`: the command was found but cannot be executed (126, as in a shell)."""

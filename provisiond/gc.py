@@ -13,13 +13,16 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from provisiond.settings import Paths
-from provisiond.store import Store
+
+if TYPE_CHECKING:  # `provisionctl run` takes leases: no sqlite3 import on its way to exec
+    from provisiond.store import Store
 
 
 def lease_path(paths: Paths, env_key: str, pid: int) -> Path:
+    """The lease file of ``env_key`` held by ``pid`` (scripts/cold-start writes the same name)."""
     return paths.home / "leases" / f"{env_key}.{pid}"
 
 

@@ -7,6 +7,7 @@ import contextvars
 import logging
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -221,6 +222,7 @@ class Provisioner:
                                   hint="choose another name with --name")
         if existing is not None:
             self.store.remove_name(existing.name)
+            self._remove_name_activation(existing.name)
         self.store.add_name(name, "project", str(directory))
         self.projects_changed.set()
         log.info("watching project %s as %r", directory, name)
@@ -233,6 +235,7 @@ class Provisioner:
         self.store.remove_name(record.name)
         self._specs.pop(record.name, None)
         self._fresh.pop(record.name, None)
+        self._remove_name_activation(record.name)
         if record.kind == "project":
             self.projects_changed.set()
             self._remove_project_activation(record)
@@ -269,6 +272,7 @@ class Provisioner:
             self.store.update_name(name, status="failed", error=message)
             raise
         self.store.update_name(name, status="ready", error=None, env_key=lock.env_key, spec_key=None)
+        self._write_name_activation(name, lock.env_key)
         return self.view(name)
 
     def clone(self, source: str, target: str) -> EnvView:
@@ -281,13 +285,21 @@ class Provisioner:
             raise BadRequestError(f"the name {target!r} is already used", hint="choose another name")
         self.store.add_name(target, "clone", record.name)
         self.store.update_name(target, status="ready", env_key=record.env_key)
+        self._write_name_activation(target, record.env_key,
+                                    activation.name_variables(self.settings.paths, record.name))
         return self.view(target)
 
     async def remove_env(self, name_or_path: str) -> tuple[EnvView, bool]:
-        """Remove a name; delete its env only when no other name or project still uses it."""
+        """Remove a name; delete its env only when no other name, project, lease or build uses it.
+
+        A leased env (a running `provisionctl run`, cold-start or shell) is left to gc.
+        """
+        from provisiond.gc import leased
+
         record = self._lookup(name_or_path)
         view = self.remove(record.name)
-        if not record.env_key or self.store.names_of(record.env_key) or record.env_key in self._builds:
+        key = record.env_key
+        if not key or self.store.names_of(key) or key in self._builds or key in leased(self.settings.paths):
             return view, False
         trash = self.store.unpublish(record.env_key)
         if trash is not None:
@@ -387,6 +399,8 @@ class Provisioner:
             return await self._install_lock(record.name, load_lockfile(Path(record.source), self.engine.platform))
         if record.env_key and self.store.find_env(record.env_key) is None:
             return await self._install_lock(record.name, self.store.read_lock(record.env_key))
+        if record.env_key:
+            self._write_name_activation(record.name, record.env_key)  # a no-op unless missing or stale
         return self.view(record.name)
 
     def warm_in_background(self, name: str) -> None:
@@ -450,6 +464,7 @@ class Provisioner:
         key = self.spec_key(spec)
         self.store.update_name(name, status="ready", error=None, env_key=lock.env_key, spec_key=key)
         self._fresh[name] = (self._inputs_signature(record), lock.env_key, key)
+        self._write_name_activation(name, lock.env_key, spec.variables)
         if record.kind == "project":
             self._write_project_activation(self.store.get_name(name), spec)
         return self.view(name)
@@ -475,6 +490,25 @@ class Provisioner:
                                                     record.env_key, prefix, spec.variables)
         except OSError as exc:
             log.error("cannot write the activation of project %s: %s", record.source, exc)
+
+    def _write_name_activation(self, name: str, env_key: str,
+                               variables: Sequence[tuple[str, str]] | None = None) -> None:
+        """Render a name's activation into the store for `run` and cold starts.
+
+        ``variables`` None: a clone keeps those copied from its source, a lockfile env has none.
+        """
+        prefix, record, paths = self.store.find_env(env_key), self.store.find_name(name), self.settings.paths
+        if prefix is None or record is None:
+            return
+        if variables is None:
+            variables = activation.name_variables(paths, name) if record.kind == "clone" else ()
+        try:
+            activation.write_name_activation(paths, name, env_key, prefix, variables)
+        except OSError as exc:  # the env is ready; the next warm writes it again
+            log.error("cannot write the activation of env %r: %s", name, exc)
+
+    def _remove_name_activation(self, name: str) -> None:
+        activation.remove_name_activation(self.settings.paths, name)
 
     def _remove_project_activation(self, record: NameRecord) -> None:
         if record.source:

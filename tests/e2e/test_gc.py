@@ -92,3 +92,18 @@ def test_cache_budget_prunes_packages_without_breaking_envs(daemon: Daemon, chan
     # Rebuilding after a prune refetches from the channel.
     code, _, err = daemon.ctl("warm", str(write_project(tmp_path / "again", channel, ["hello ==1.0"])))
     assert code == 0, err
+
+
+def test_remove_keeps_a_leased_env_for_gc(daemon: Daemon, channel: Path, tmp_path: Path) -> None:
+    env = build(daemon, tmp_path, channel, "busy", ["hello"])
+    paths = Paths(home=daemon.home, socket=daemon.socket, state=daemon.state)
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        take_lease(paths, env["env_key"], sleeper.pid)
+        code, out, _ = daemon.ctl("remove", "busy", "--json")
+        assert code == 0 and json.loads(out)["env_deleted"] is False
+        assert Path(env["prefix"], "bin", "hello").exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert [e["env_key"] for e in gc(daemon, "--older-than", "0")["envs"]] == [env["env_key"]]
