@@ -350,20 +350,30 @@ class Provisioner:
         return await self._warm(record, spec, update=update)
 
     def _inputs_signature(self, record: NameRecord) -> tuple[Any, ...]:
-        """stat() of the spec file and the files its pip section names: cheap change detection."""
+        """stat() of the spec file, the files its pip section names and a project's `.env`.
+
+        Cheap change detection for the warm fast path. `.env` is in it because a warm after editing
+        `.env` must re-render the activation even before the watcher notices.
+        """
         source = Path(record.source or "")
         try:
             spec_path = spec_file_of(source) if record.kind == "project" else source
         except SpecError:
             return ()
         files = [spec_path, *(spec_path.parent / f for f in sorted(self.referenced_files(record.name)))]
-        signature = []
+        signature: list[Any] = []
         for f in files:
             try:
                 st = f.stat()
             except OSError:
                 return ()
             signature.append((str(f), st.st_ino, st.st_size, st.st_mtime_ns))
+        if record.kind == "project":
+            try:
+                st = (source / ".env").stat()
+                signature.append((".env", st.st_ino, st.st_size, st.st_mtime_ns))
+            except OSError:
+                signature.append((".env", None))
         return tuple(signature)
 
     def _unchanged(self, record: NameRecord) -> bool:
