@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import shutil
 import time
@@ -15,11 +14,11 @@ from typing import Any
 from provisiond import activation
 from provisiond.engines.base import Engine
 from provisiond.errors import BadRequestError, EnvNotFoundError, ProvisionError, SpecError
-from provisiond.events import BuildEvents
+from provisiond.builder import Builder
 from provisiond.exports import export
 from provisiond.lock import EnvKey, Lock
 from provisiond.lockfiles import kind_of, load_lockfile
-from provisiond.pip import find_uv, inputs_key, install_pip, resolve_pip
+from provisiond.pip import find_uv, inputs_key, resolve_pip
 from provisiond.settings import Settings
 from provisiond.spec import EnvSpec, load_spec, spec_key
 from provisiond.store import NameRecord, Store
@@ -29,9 +28,6 @@ log = logging.getLogger(__name__)
 
 SPEC_FILES = ("environment.yml", "environment.yaml")
 
-# Set by a request that shows progress (provisionctl on a TTY); the build task created for it
-# inherits the flag through its context and reports download/link events too.
-detailed_progress: contextvars.ContextVar[bool] = contextvars.ContextVar("detailed_progress", default=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +68,10 @@ class Provisioner:
         self.store = store
         self.engine = engine
         self.settings = settings
-        self._builds: dict[str, asyncio.Task[Path]] = {}
+        self.builder = Builder(store, engine, settings)
+        self.events = self.builder.events
         self._solves: dict[str, asyncio.Task[Lock]] = {}
-        self._slots = asyncio.Semaphore(settings.max_builds)
         self._background: dict[str, asyncio.Task[Any]] = {}
-        self.events = BuildEvents()
         self._again: set[str] = set()
         self._specs: dict[str, EnvSpec] = {}
         # name -> (inputs signature, env_key, spec_key) of its last good warm (see _unchanged).
@@ -86,10 +81,11 @@ class Provisioner:
 
     async def close(self) -> None:
         """Cancel background work and wait for it (builds in flight leave only `.building/` garbage)."""
-        tasks = [*self._background.values(), *self._builds.values(), *self._solves.values()]
+        tasks = [*self._background.values(), *self._solves.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.builder.close()
 
     # -- the pipeline -------------------------------------------------------------------------
 
@@ -125,77 +121,7 @@ class Provisioner:
 
     async def ensure(self, lock: Lock, name: str | None = None) -> Path:
         """The published prefix of ``lock``: found in the store, or built once however many ask."""
-        env_key = lock.env_key
-        prefix = self.store.find_env(env_key)
-        if prefix is not None:
-            self.store.touch_env(env_key)
-            return prefix
-        task = self._builds.get(env_key)
-        if task is None:
-            task = asyncio.create_task(self._build(lock, name))
-            self._builds[env_key] = task
-            task.add_done_callback(lambda _t: self._builds.pop(env_key, None))
-        return await asyncio.shield(task)
-
-    async def _build(self, lock: Lock, name: str | None) -> Path:
-        env_key = lock.env_key
-        async with self._slots:
-            build = self.store.start_build(env_key, name)
-            progress = self.events.open(build.id)
-            progress.emit("solved", packages=len(lock.packages), pip=len(lock.pip))
-            if name:
-                self.store.update_name(name, build_id=build.id)
-            started = time.perf_counter()
-            build_dir = self.store.new_build_dir(env_key)
-            target = self.settings.paths.prefix(env_key)
-            with open(build.log, "a", buffering=1) as log_file:
-                def on_line(line: str) -> None:
-                    line = mask(line)
-                    log_file.write(line.rstrip("\n") + "\n")
-                    log.debug("build %d: %s", build.id, line.rstrip("\n"))
-
-                on_line(f"build {build.id}: env {env_key} ({len(lock.packages)} packages, engine {self.engine.name})")
-                # micromamba: install at `target`, no rename. pip: uv writes the interpreter's path
-                # into entry points, so the env must be at its final path when uv runs.
-                in_place = self.engine.builds_in_place or bool(lock.pip)
-                try:
-                    if in_place:  # a leftover without the marker is garbage; `create -y` must not meet it
-                        await asyncio.to_thread(self.store.discard_in_place, target)
-                    # rattler installs into its first argument; micromamba uses it for scratch files only.
-                    install_dir = target if in_place and not self.engine.builds_in_place else build_dir
-                    # Per-package events cost rattler a Python call each (~10% of a warm-cache
-                    # install): only when the requester shows progress (see `detailed_progress`).
-                    await self.engine.install(lock, install_dir, target, on_line,
-                                              progress if detailed_progress.get() else None)
-                    if lock.pip:
-                        progress.emit("pip", packages=len(lock.pip))
-                        await install_pip(lock, target, uv=find_uv(), cache_dir=self.settings.paths.uv_cache,
-                                          on_line=on_line)
-                    progress.emit("publish")
-                    if in_place:
-                        prefix = self.store.publish_in_place(lock, target)
-                        shutil.rmtree(build_dir, ignore_errors=True)  # held only the small explicit file
-                    else:
-                        prefix = self.store.publish(lock, build_dir)
-                except BaseException as exc:
-                    message = exc.message if isinstance(exc, ProvisionError) else f"{type(exc).__name__}: {exc}"
-                    on_line(f"build failed: {message}")
-                    await asyncio.to_thread(shutil.rmtree, build_dir, True)
-                    if in_place:
-                        await asyncio.to_thread(self.store.discard_in_place, target)
-                    self.store.finish_build(build.id, "failed", message)
-                    progress.emit("failed", error=message)
-                    if isinstance(exc, ProvisionError) and not exc.hint:
-                        exc.hint = f"see the build log: {build.log}"
-                    raise
-                on_line(f"published {prefix} in {time.perf_counter() - started:.2f}s")
-            progress.emit("activation")
-            self._write_env_activation(env_key, prefix)
-            self.store.finish_build(build.id, "succeeded")
-            progress.emit("done", prefix=str(prefix))
-            log.info("env %s ready at %s (build %d, %.2fs)", env_key[:16], prefix, build.id,
-                     time.perf_counter() - started)
-            return prefix
+        return await self.builder.ensure(lock, name)
 
     # -- names and projects -------------------------------------------------------------------
 
@@ -299,7 +225,7 @@ class Provisioner:
         record = self._lookup(name_or_path)
         view = self.remove(record.name)
         key = record.env_key
-        if not key or self.store.names_of(key) or key in self._builds or key in leased(self.settings.paths):
+        if not key or self.store.names_of(key) or key in self.builder.busy or key in leased(self.settings.paths):
             return view, False
         trash = self.store.unpublish(record.env_key)
         if trash is not None:
@@ -481,12 +407,6 @@ class Provisioner:
 
     # -- activation (rendered when an env or a project changes; read by shells without us) -----
 
-    def _write_env_activation(self, env_key: str, prefix: Path) -> None:
-        try:
-            activation.write_env_activation(self.settings.paths, env_key, prefix)
-        except OSError as exc:  # the env is published; the next warm writes it again
-            log.error("cannot write the activation of env %s: %s", env_key[:16], exc)
-
     def _write_project_activation(self, record: NameRecord, spec: EnvSpec | None) -> None:
         """Render a project's activation (variables, .env values) where its shell hook looks."""
         prefix = self.store.find_env(record.env_key) if record.env_key else None
@@ -559,13 +479,13 @@ class Provisioner:
 
         days = self.settings.gc_days if older_than_days is None else older_than_days
         budget = self.settings.cache_budget_bytes if cache_budget_bytes is None else cache_budget_bytes
-        report = gc.plan(self.store, older_than_days=days, cache_budget_bytes=budget, busy=set(self._builds))
+        report = gc.plan(self.store, older_than_days=days, cache_budget_bytes=budget, busy=self.builder.busy)
         await asyncio.to_thread(gc.disk_usage, report, self.store.paths)
         report.dry_run = dry_run
         if not dry_run:
             # Sizing yielded to the loop: an env may have gained a name or a lease meanwhile.
             still = {e["env_key"] for e in gc.plan(self.store, older_than_days=days, cache_budget_bytes=None,
-                                                   busy=set(self._builds)).envs}
+                                                   busy=self.builder.busy).envs}
             report.envs = [e for e in report.envs if e["env_key"] in still]
             doomed = [p for p in (self.store.unpublish(e["env_key"]) for e in report.envs) if p is not None]
             doomed += [Path(p["path"]) for p in report.packages]

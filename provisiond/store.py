@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from provisiond.errors import EnvNotFoundError, StoreBusyError
-from provisiond.lock import EnvKey, Lock
+from provisiond.lock import Lock
 from provisiond.settings import Paths
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from provisiond.api.app import INFO, PROVISIONER, read_json
 from provisiond.errors import BadRequestError
-from provisiond.provisioner import detailed_progress
+from provisiond.builder import detailed_progress
 from provisiond.urls import mask
 
 routes = web.RouteTableDef()

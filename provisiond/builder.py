@@ -1,0 +1,135 @@
+"""The build queue: exactly one build per env_key, a global limit, a log and progress per build.
+
+A build installs with the engine, installs pip pins, publishes atomically (store.py) and writes
+the env-level activation. Every caller of ``ensure`` for the same env_key awaits the same task
+(through ``asyncio.shield``, so one caller going away does not cancel it for the others).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from provisiond import activation
+from provisiond.engines.base import Engine
+from provisiond.errors import ProvisionError
+from provisiond.events import BuildEvents
+from provisiond.lock import Lock
+from provisiond.pip import find_uv, install_pip
+from provisiond.settings import Settings
+from provisiond.store import Store
+from provisiond.urls import mask
+
+log = logging.getLogger(__name__)
+
+# Set by a request that shows progress (provisionctl on a TTY); the build task created for it
+# inherits the flag through its context and reports download/link events too.
+detailed_progress: contextvars.ContextVar[bool] = contextvars.ContextVar("detailed_progress", default=False)
+
+
+class Builder:
+    """Builds and publishes locks; at most ``settings.max_builds`` at once."""
+
+    def __init__(self, store: Store, engine: Engine, settings: Settings) -> None:
+        self.store = store
+        self.engine = engine
+        self.settings = settings
+        self.events = BuildEvents()
+        self._builds: dict[str, asyncio.Task[Path]] = {}
+        self._slots = asyncio.Semaphore(settings.max_builds)
+
+    @property
+    def busy(self) -> set[str]:
+        """env_keys being built right now (gc and remove must leave them alone)."""
+        return set(self._builds)
+
+    async def close(self) -> None:
+        """Cancel builds in flight and wait (they leave only `.building/` garbage for the sweep)."""
+        tasks = list(self._builds.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def ensure(self, lock: Lock, name: str | None = None) -> Path:
+        """The published prefix of ``lock``: found in the store, or built once however many ask."""
+        env_key = lock.env_key
+        prefix = self.store.find_env(env_key)
+        if prefix is not None:
+            self.store.touch_env(env_key)
+            return prefix
+        task = self._builds.get(env_key)
+        if task is None:
+            task = asyncio.create_task(self._build(lock, name))
+            self._builds[env_key] = task
+            task.add_done_callback(lambda _t: self._builds.pop(env_key, None))
+        return await asyncio.shield(task)
+
+    async def _build(self, lock: Lock, name: str | None) -> Path:
+        env_key = lock.env_key
+        async with self._slots:
+            build = self.store.start_build(env_key, name)
+            progress = self.events.open(build.id)
+            progress.emit("solved", packages=len(lock.packages), pip=len(lock.pip))
+            if name:
+                self.store.update_name(name, build_id=build.id)
+            started = time.perf_counter()
+            build_dir = self.store.new_build_dir(env_key)
+            target = self.settings.paths.prefix(env_key)
+            with open(build.log, "a", buffering=1) as log_file:
+                def on_line(line: str) -> None:
+                    line = mask(line)
+                    log_file.write(line.rstrip("\n") + "\n")
+                    log.debug("build %d: %s", build.id, line.rstrip("\n"))
+
+                on_line(f"build {build.id}: env {env_key} ({len(lock.packages)} packages, engine {self.engine.name})")
+                # micromamba: install at `target`, no rename. pip: uv writes the interpreter's path
+                # into entry points, so the env must be at its final path when uv runs.
+                in_place = self.engine.builds_in_place or bool(lock.pip)
+                try:
+                    if in_place:  # a leftover without the marker is garbage; `create -y` must not meet it
+                        await asyncio.to_thread(self.store.discard_in_place, target)
+                    # rattler installs into its first argument; micromamba uses it for scratch files only.
+                    install_dir = target if in_place and not self.engine.builds_in_place else build_dir
+                    # Per-package events cost rattler a Python call each (~10% of a warm-cache
+                    # install): only when the requester shows progress (see `detailed_progress`).
+                    await self.engine.install(lock, install_dir, target, on_line,
+                                              progress if detailed_progress.get() else None)
+                    if lock.pip:
+                        progress.emit("pip", packages=len(lock.pip))
+                        await install_pip(lock, target, uv=find_uv(), cache_dir=self.settings.paths.uv_cache,
+                                          on_line=on_line)
+                    progress.emit("publish")
+                    if in_place:
+                        prefix = self.store.publish_in_place(lock, target)
+                        shutil.rmtree(build_dir, ignore_errors=True)  # held only the small explicit file
+                    else:
+                        prefix = self.store.publish(lock, build_dir)
+                except BaseException as exc:
+                    message = exc.message if isinstance(exc, ProvisionError) else f"{type(exc).__name__}: {exc}"
+                    on_line(f"build failed: {message}")
+                    await asyncio.to_thread(shutil.rmtree, build_dir, True)
+                    if in_place:
+                        await asyncio.to_thread(self.store.discard_in_place, target)
+                    self.store.finish_build(build.id, "failed", message)
+                    progress.emit("failed", error=message)
+                    if isinstance(exc, ProvisionError) and not exc.hint:
+                        exc.hint = f"see the build log: {build.log}"
+                    raise
+                on_line(f"published {prefix} in {time.perf_counter() - started:.2f}s")
+            progress.emit("activation")
+            self._write_env_activation(env_key, prefix)
+            self.store.finish_build(build.id, "succeeded")
+            progress.emit("done", prefix=str(prefix))
+            log.info("env %s ready at %s (build %d, %.2fs)", env_key[:16], prefix, build.id,
+                     time.perf_counter() - started)
+            return prefix
+
+    def _write_env_activation(self, env_key: str, prefix: Path) -> None:
+        try:
+            activation.write_env_activation(self.settings.paths, env_key, prefix)
+        except OSError as exc:  # the env is published; the next warm writes it again
+            log.error("cannot write the activation of env %s: %s", env_key[:16], exc)
