@@ -110,7 +110,7 @@ class Store:
         self._lock_fd = fd
 
     def _init(self) -> None:
-        for d in (self.paths.pkgs, self.paths.envs, self.paths.locks, self.paths.logs):
+        for d in (self.paths.pkgs, self.paths.envs, self.paths.locks, self.paths.logs, self.paths.home / "leases"):
             d.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.paths.db, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row

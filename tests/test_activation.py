@@ -391,3 +391,29 @@ def test_shell_commands_import_nothing_heavy() -> None:
             "heavy = [m for m in ('aiohttp', 'ruamel', 'rattler') if m in sys.modules]\n"
             "assert not heavy, heavy\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
+
+
+@pytest.mark.parametrize("shell", ["bash", "sh", "zsh", "fish"])
+def test_an_active_shell_holds_a_lease(built: Built, shell: str) -> None:
+    """gc never removes an env a live shell has active: activating writes leases/<env_key>.<shell pid>."""
+    import shutil
+    import subprocess
+
+    from provisiond.gc import leased
+
+    if shutil.which(shell) is None:
+        pytest.skip(f"{shell} is not installed")
+    script = built.project.parent / f"activate.{shell}"
+    script.write_text(activation.render_activation(
+        activation.Activation(name="leaser", facts=activation.load_env_facts(built.paths, built.env_key)), shell))
+    pid_var = "$fish_pid" if shell == "fish" else "$$"
+    proc = subprocess.Popen([shell, "-c", f". {script}; echo {pid_var}; read _"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(proc.stdout.readline())
+        assert (built.paths.home / "leases" / f"{built.env_key}.{pid}").exists()
+        assert built.env_key in leased(built.paths)
+    finally:
+        proc.communicate("\n")
+    assert built.env_key not in leased(built.paths)  # the shell is gone: its lease lapsed
+    assert not (built.paths.home / "leases" / f"{built.env_key}.{pid}").exists()

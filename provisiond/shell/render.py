@@ -11,6 +11,7 @@ on disk, and ``provisionctl deactivate`` (another process) can print it. Values 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from functools import partial
 from typing import TYPE_CHECKING
@@ -184,6 +185,11 @@ def activate_script(act: Activation, shell: str) -> str:
     return head + _wrap(shell, deactivate_body(shell) + body)
 
 
+def _leases_dir(act: Activation) -> str:
+    """``<home>/leases``: the env's activation dir is ``<home>/activation/<env_key>`` (store.py)."""
+    return os.path.join(os.path.dirname(os.path.dirname(act.facts.activation_dir)), "leases")
+
+
 def _flavour(shell: str) -> str:
     if shell not in POSIX_SHELLS:
         raise ValueError(f"unknown shell {shell!r}")
@@ -217,6 +223,9 @@ def _posix_body(act: Activation, shell: str, names: list[str], scripts: tuple[st
                  f"_PROVISIOND_ENV={q(act.facts.activation_dir)} _PROVISIOND_PREPEND={q(prepend)} "
                  '_PROVISIOND_VARS _PROVISIOND_LOCAL="${__pvd_local# }"')
     lines.append(f"export _PROVISIOND_PROJECT={q(act.project)}" if act.project else "unset -v _PROVISIOND_PROJECT")
+    leases = _leases_dir(act)
+    # A lease for gc while this shell lives (a builtin redirection: no process).
+    lines.append(f'[ -d {q(leases)} ] && true >{q(leases)}"/{act.facts.env_key}.$$"')
     lines.append(source_lines(shell, scripts).rstrip("\n"))
     lines.append("unset -v __pvd_local __pvd_rest __pvd_v __pvd_lvl" + (" __pvd_attr" if flavour == "bash" else ""))
     return "\n".join(line for line in lines if line) + "\n"
@@ -233,6 +242,7 @@ def _fish_body(act: Activation, names: list[str], scripts: tuple[str, ...]) -> s
               f"set -gx _PROVISIOND_PREPEND {q(':'.join(act.facts.path_prepend))}",
               'set -gx _PROVISIOND_LOCAL "$__pvd_local"',
               f"set -gx _PROVISIOND_PROJECT {q(act.project)}" if act.project else "set -eg _PROVISIOND_PROJECT",
+              f'test -d {q(_leases_dir(act))}; and true >{q(_leases_dir(act))}"/{act.facts.env_key}.$fish_pid"',
               source_lines("fish", scripts).rstrip("\n"),
               "set -eg __pvd_vars __pvd_local __pvd_v __pvd_lvl"]
     return "\n".join(line for line in lines if line) + "\n"
