@@ -4,23 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from provisiond import cli
-from provisiond.client import Client
-from provisiond.errors import DaemonUnavailableError
 from provisiond.testing.channel import build_channel, demo_packages
+from provisiond.testing.daemon import DaemonProcess
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -42,57 +37,23 @@ def write_project(directory: Path, channel: Path, deps: list[str], name: str | N
     return directory
 
 
-@dataclass
-class Daemon:
-    """A real provisiond process on a real Unix socket."""
+class Daemon(DaemonProcess):
+    """A real provisiond process on a real Unix socket, with debug logs and a quick watcher."""
 
-    home: Path
-    socket: Path
-    proc: subprocess.Popen[bytes] | None = None
-    log: Path | None = None
-
-    @property
-    def client(self) -> Client:
-        return Client(self.socket, timeout=120)
-
-    def argv(self) -> list[str]:
-        return [sys.executable, "-m", "provisiond", "--home", str(self.home), "--socket", str(self.socket), "-vv"]
-
-    @property
-    def state(self) -> Path:
-        return self.home.parent / "user-state"
+    def __init__(self, home: Path, socket: Path) -> None:
+        super().__init__(home, socket, args=["-vv"])
 
     def environ(self) -> dict[str, str]:
-        """The daemon's environment: no user config file, per-user state in the test's tmp dir."""
-        return {**os.environ, "PROVISIOND_CONFIG": str(self.home.parent / "none.toml"),
-                "PROVISIOND_STATE": str(self.state), "PROVISIOND_WATCH_DEBOUNCE_MS": "400",
-                "PROVISIOND_WATCH_STEP_MS": "30"}
+        return {**super().environ(), "PROVISIOND_WATCH_DEBOUNCE_MS": "400", "PROVISIOND_WATCH_STEP_MS": "30"}
 
     def start(self, timeout: float = 30) -> Daemon:
-        self.log = self.home.parent / f"daemon-{time.monotonic_ns()}.log"
-        self.home.mkdir(parents=True, exist_ok=True)
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(self.argv(), stdout=subprocess.DEVNULL, stderr=log, env=self.environ())
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.client.get("/v1/health")
-                return self
-            except DaemonUnavailableError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"provisiond did not start:\n{self.log.read_text()}") from None
-                time.sleep(0.05)
+        super().start(timeout)
+        return self
 
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()  # never leave a daemon behind a failed test
-            self.proc.wait()
-            raise
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        code = super().stop(sig, timeout)
+        assert code is not None, "the daemon was never started"
+        return code
 
     def wait_for(self, name: str, predicate: Callable[[dict], bool], timeout: float = 60) -> dict:
         """Poll the env until ``predicate(view)`` holds (background work has no event to await)."""
