@@ -180,7 +180,7 @@ def _shell(args: argparse.Namespace) -> str:
 def _ctl_argv(args: argparse.Namespace) -> list[str]:
     """How the hook runs this provisionctl (same install, same store) on its slow path."""
     argv0 = os.path.abspath(sys.argv[0])
-    argv = [argv0] if os.path.basename(argv0) == "provisionctl" else [sys.executable, "-m", "provisiond.cli"]
+    argv = [argv0] if os.path.basename(argv0) == "provisionctl" else [sys.executable, "-m", "provisiond.ctl"]
     for flag in ("home", "socket"):
         if getattr(args, flag):
             argv += [f"--{flag}", str(getattr(args.settings.paths, flag))]
@@ -455,13 +455,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def run() -> None:
-    """Console entry point; `check` imports rattler, which can crash at exit, so leave via os._exit."""
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
 if __name__ == "__main__":
+    # `python -m provisiond.cli` behaves like the console script, fast paths and os._exit included.
+    from provisiond.ctl import run
+
     run()
