@@ -11,29 +11,23 @@ benchmarks/README.md ("Cold start") says what each row measures.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
-import signal
-import statistics
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from provisiond.client import Client  # noqa: E402
-from provisiond.errors import DaemonUnavailableError  # noqa: E402
+from common import (  # noqa: E402
+    CONSOLE, REPO, filesystem, med, parse_args, progress, run, workspace)
+from common import BenchDaemon as Daemon  # noqa: E402
+
 from provisiond.testing.channel import build_channel, demo_packages  # noqa: E402
 
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-ENV.pop("PYTHONDONTWRITEBYTECODE", None)  # measure what users get: cached bytecode (see bench_core.py)
-CONSOLE = Path(sys.executable).parent / "provisionctl"
 COLD_START = REPO / "provisiond" / "shell" / "cold-start"
 TRUE = shutil.which("true") or "/bin/true"
 TARGET_MS = 5.0  # issue 6: cold-start within 5 ms of the direct exec
@@ -46,42 +40,6 @@ ROWS = {
     "run_path": "provisionctl run PATH -- true (info)",
     "python": "python -c pass (info)",
 }
-
-
-class Daemon:
-    """A real provisiond on a private store, state dir and socket."""
-
-    def __init__(self, work: Path, socket: Path) -> None:
-        self.home, self.socket, self.log = work / "store", socket, work / "daemon.log"
-        self.env = {**ENV, "PROVISIOND_STATE": str(work / "state"), "PROVISIOND_CONFIG": str(work / "none.toml")}
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Daemon:
-        argv = [sys.executable, "-m", "provisiond", "--home", str(self.home), "--socket", str(self.socket)]
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log, env=self.env)
-        client, deadline = Client(self.socket, timeout=60), time.monotonic() + 60
-        while True:
-            try:
-                client.get("/v1/health")
-                return self
-            except DaemonUnavailableError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"provisiond did not start:\n{self.log.read_text()}") from None
-                time.sleep(0.05)
-
-    def stop(self) -> int | None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        return self.proc.wait() if self.proc is not None else None
-
-    def ctl(self, *args: str) -> str:
-        argv = [str(CONSOLE), "--home", str(self.home), "--socket", str(self.socket), *args]
-        return subprocess.run(argv, capture_output=True, text=True, env=self.env, check=True).stdout
 
 
 def build(ws: Path, d: Daemon) -> dict[str, Path]:
@@ -120,7 +78,8 @@ def commands(d: Daemon, base: dict[str, str], name: str,
     if activated.get("CONDA_DEFAULT_ENV") != name or activated.get("MODEL_DIR") != "/data/models" or \
             (name == "app") != ("HELLO_ACTIVATED" in activated):
         raise RuntimeError(f"cold-start did not activate {name}: {activated}")
-    run_env = {**base, **{k: d.env[k] for k in ("PROVISIOND_STATE", "PROVISIOND_CONFIG")}}
+    daemon = d.environ()
+    run_env = {**base, **{k: daemon[k] for k in ("PROVISIOND_STATE", "PROVISIOND_CONFIG")}}
     probe = subprocess.run([str(CONSOLE), "--home", str(d.home), "run", name, "--", "env", "-0"], env=run_env,
                            capture_output=True, text=True, check=True).stdout
     if dict(item.split("=", 1) for item in probe.split("\0") if item).get("MODEL_DIR") != "/data/models":
@@ -130,10 +89,6 @@ def commands(d: Daemon, base: dict[str, str], name: str,
             "run": ([str(CONSOLE), "--home", str(d.home), "run", name, "--", "true"], run_env),
             "run_path": ([str(CONSOLE), "--home", str(d.home), "run", str(project), "--", "true"], run_env),
             "python": ([sys.executable, "-c", "pass"], base)}
-
-
-def med(samples: list[float]) -> float:
-    return round(statistics.median(samples), 2)
 
 
 def table(r: dict) -> str:
@@ -160,32 +115,12 @@ def table(r: dict) -> str:
     return "\n".join([*lines, "", *wrapped])
 
 
-def filesystem(path: Path) -> str:
-    best, found = "", "unknown"
-    with open("/proc/mounts") as mounts:
-        for line in mounts:
-            _dev, mnt, fstype = line.split()[:3]
-            if (str(path) + "/").startswith(mnt.rstrip("/") + "/") and len(mnt) >= len(best):
-                best, found = mnt, f"{fstype} ({mnt})"
-    return found
-
-
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer runs (smoke run)")
-    ap.add_argument("--runs", type=int, help="runs of each row per env (default 300, --quick 30)")
-    ap.add_argument("--tmp", type=Path, help="where to build (default: /dev/shm if writable, else the temp dir)")
-    ap.add_argument("--json", action="store_true", help="print the results as JSON")
-    ap.add_argument("--keep", action="store_true", help="keep the work directory")
-    args = ap.parse_args()
-    say = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
+    args = parse_args(__doc__, quick="fewer runs (smoke run)", more=lambda ap: ap.add_argument(
+        "--runs", type=int, help="runs of each row per env (default 300, --quick 30)"))
+    say = progress(args.json)
     runs = args.runs or (30 if args.quick else 300)
-    base_dir = args.tmp or (Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path(tempfile.gettempdir()))
-    ws = Path(tempfile.mkdtemp(prefix="pvc-", dir=base_dir)).resolve()
-    short = Path(tempfile.mkdtemp(prefix="pvc-", dir="/tmp"))  # AF_UNIX paths max out at 108 bytes
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "provisiond")], check=True, env=ENV)
-    d = Daemon(ws, short / "d.sock")
-    try:
+    with workspace(args, "pvc-", socket_dir=True) as (ws, short), Daemon(ws, short / "d.sock") as d:
         say(f"work dir {ws} ({filesystem(ws)})")
         d.start()
         say("building two envs ...")
@@ -204,7 +139,7 @@ def main() -> int:
             for name, row in order[k % len(order):] + order[:k % len(order)]:
                 argv, env = cmds[name][row]
                 samples[name][row].append(spawn_ms(argv, env))
-        results = {n: {row: med(samples[n][row]) for row in ROWS} for n in ENVS}
+        results = {n: {row: med(samples[n][row], 2) for row in ROWS} for n in ENVS}
         over = {n: round(results[n]["cold"] - results[n]["direct"], 2) for n in ENVS}
         sh = os.path.realpath("/bin/sh")
         r = {"runs": runs, "units": "ms per process (median)", "sh": sh, "filesystem": filesystem(ws),
@@ -212,23 +147,7 @@ def main() -> int:
              "target_met": all(v <= TARGET_MS for v in over.values()), "daemon_exit": daemon_exit}
         print(json.dumps(r, indent=2) if args.json else table(r))
         return 0 if daemon_exit == 0 else 1
-    finally:
-        d.stop()
-        if args.keep:
-            print(f"kept {ws} (socket dir {short})", file=sys.stderr)
-        else:
-            shutil.rmtree(ws, ignore_errors=True)
-            shutil.rmtree(short, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    try:
-        status = main()
-    except BaseException as exc:  # report, then still leave through os._exit, like bench_core.py
-        import traceback
-
-        traceback.print_exc()
-        status = 130 if isinstance(exc, KeyboardInterrupt) else 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)
+    run(main)

@@ -9,41 +9,29 @@ fresh work dir, and removes it all at the end. benchmarks/README.md says what ea
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import json
 import os
 import re
-import shutil
-import signal
-import statistics
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import rattler  # noqa: E402
+from common import (  # noqa: E402
+    CTL, ENV, BenchDaemon, filesystem, med, parse_args, progress, run, workspace)
 
-from provisiond.client import Client  # noqa: E402
 from provisiond.engines.rattler import record_of  # noqa: E402
-from provisiond.errors import DaemonUnavailableError  # noqa: E402
 from provisiond.exports import explicit  # noqa: E402
 from provisiond.lock import Lock  # noqa: E402
 from provisiond.testing.channel import (  # noqa: E402
     Pkg, build_channel, build_package, generated_packages, write_repodata_only_channel)
 
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-# Measure what users get: Python caches bytecode. (Some sandboxes set PYTHONDONTWRITEBYTECODE,
-# which makes every provisionctl start recompile its modules.) main() compiles them first.
-ENV.pop("PYTHONDONTWRITEBYTECODE", None)
-CONSOLE = Path(sys.executable).parent / "provisionctl"
-CTL = [str(CONSOLE)] if CONSOLE.exists() else [sys.executable, "-m", "provisiond.cli"]
 PLATFORMS = [str(rattler.Subdir.current()), "noarch"]
 SOLVED = r"solved .*?: \d+ packages in ([\d.]+) ms"  # the daemon's INFO line after each solve
 
@@ -68,21 +56,6 @@ def since(started: float) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def med(samples_ms: list[float]) -> float:
-    return round(statistics.median(samples_ms), 1)
-
-
-def filesystem(path: Path) -> str:
-    """The filesystem holding ``path``: the longest matching mount point in /proc/mounts."""
-    best, found = "", "unknown"
-    with open("/proc/mounts") as mounts:
-        for line in mounts:
-            dev, mnt, fstype, opts = line.split()[:4]
-            if (str(path) + "/").startswith(mnt.rstrip("/") + "/") and len(mnt) >= len(best):
-                best, found = mnt, f"{fstype} on {mnt} ({dev}; {opts})"
-    return found
-
-
 def write_env(directory: Path, channel: Path, deps: list[str], name: str, comment: str = "") -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     lines = [f"# {comment}"] if comment else []
@@ -91,37 +64,11 @@ def write_env(directory: Path, channel: Path, deps: list[str], name: str, commen
     return directory
 
 
-class Daemon:
-    """A real provisiond on a private store and socket; its INFO log gives the solve times."""
+class Daemon(BenchDaemon):
+    """The daemon in ``work``, its store in work/home; its INFO log gives the solve times."""
 
     def __init__(self, work: Path) -> None:
-        self.home, self.socket, self.log = work / "home", work / "d.sock", work / "daemon.log"
-        self.client = Client(self.socket, timeout=600)
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Daemon:
-        argv = [sys.executable, "-m", "provisiond", "--home", str(self.home), "--socket", str(self.socket)]
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log, env={
-                **ENV, "PROVISIOND_CONFIG": str(self.home.parent / "no-config.toml")})
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                self.client.get("/v1/health")
-                return self
-            except DaemonUnavailableError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"provisiond did not start:\n{self.log.read_text()}") from None
-                time.sleep(0.05)
-
-    def stop(self) -> int | None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        return self.proc.wait() if self.proc is not None else None
+        super().__init__(work, work / "d.sock", home="home")
 
     def add(self, project: Path) -> str:
         return str(self.client.post("/v1/projects", {"path": str(project), "warm": False})["name"])
@@ -132,12 +79,9 @@ class Daemon:
         return since(started), view
 
     def last_solve_ms(self) -> float:
+        assert self.log is not None, "the daemon was never started"
         found = re.findall(SOLVED, self.log.read_text())
         return float(found[-1]) if found else float("nan")
-
-    def ctl(self, *args: str) -> str:
-        argv = [*CTL, "--socket", str(self.socket), *args]
-        return subprocess.run(argv, capture_output=True, text=True, env=ENV, check=True).stdout.strip()
 
 
 def bench_build(d: Daemon, ws: Path, channel: Path, pkgs: list[Pkg], reps: int) -> dict:
@@ -273,11 +217,14 @@ def bench_second_project(d: Daemon, ws: Path, channel: Path, pkgs: list[Pkg]) ->
     project = write_env(ws / "copy", channel, [p.name for p in pkgs], "bench-copy", comment="a colleague's copy")
     before = snapshot(d.home) | snapshot(ws / "state")
     started = time.perf_counter()
-    prefix = d.ctl("warm", str(project))
+    prefix = d.ctl("warm", str(project)).strip()
     elapsed = since(started)
     after = snapshot(d.home) | snapshot(ws / "state")
     written = sorted(p for p in after if after[p] != before.get(p))
-    in_store = [p for p in written if p.startswith("home/") and not p.startswith("home/state.db")]
+    # Registry rows and the new name's activation (three small text files) are metadata; env files
+    # are what a build writes: the prefix, the package cache, the lock, the env's activation.
+    metadata = ("home/state.db", "home/activation/names/")
+    in_store = [p for p in written if p.startswith("home/") and not p.startswith(metadata)]
     return {"ready_ms": round(elapsed, 1), "same_prefix": prefix == d.client.get("/v1/envs/bench-all")["prefix"],
             "written": written, "env_files_written_in_store": len(in_store)}
 
@@ -325,34 +272,26 @@ def table(r: dict) -> str:
         "4: `provisionctl warm DIR` (register + warm, whole process) of a project whose file differs from "
         f"bench-all's only in name and a comment: same prefix: {'yes' if p['same_prefix'] else 'NO'}; env files "
         f"written in the store: {p['env_files_written_in_store']}; all files written: "
-        f"{', '.join(p['written']) or 'none'} (home/state.db* hold registry rows).",
+        f"{', '.join(p['written']) or 'none'} (home/state.db* hold registry rows, home/activation/names/ the "
+        "new name's activation for run and cold-start).",
     ]
     wrapped = [line for n in notes for line in textwrap.wrap(n, 110, subsequent_indent="   ")]
     return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:], "", *wrapped])
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="smaller channels, fewer repetitions (smoke run)")
-    ap.add_argument("--tmp", type=Path, help="where to build (default: /dev/shm if writable, else the temp dir)")
-    ap.add_argument("--json", action="store_true", help="print the results as JSON")
-    ap.add_argument("--keep", action="store_true", help="keep the work directory")
-    args = ap.parse_args()
-    base = args.tmp or (Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path(tempfile.gettempdir()))
+    args = parse_args(__doc__, quick="smaller channels, fewer repetitions (smoke run)")
     n_pkgs, n_files, n_records, build_reps, solve_reps, ctl_reps = (
         (40, 20, 10_000, 3, 3, 10) if args.quick else (100, 50, 50_000, 9, 7, 40))
-    ws = Path(tempfile.mkdtemp(prefix="pvb-", dir=base)).resolve()
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "provisiond")], check=True, env=ENV)
-    ENV["PROVISIOND_STATE"] = str(ws / "state")  # per-user activation/secrets: keep them in the work dir too
-    d = Daemon(ws)
-    say = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
-    try:
-        say(f"work dir {ws} ({filesystem(ws)})")
+    say = progress(args.json)
+    with workspace(args, "pvb-") as (ws, _), Daemon(ws) as d:
+        ENV["PROVISIOND_STATE"] = str(ws / "state")  # per-user activation/secrets: keep them in the work dir too
+        say(f"work dir {ws} ({filesystem(ws, detail=True)})")
         pkgs = generated_packages(n_pkgs, n_files)
         small = build_channel(ws / "channel-build", pkgs)
         big = write_repodata_only_channel(ws / "channel-solve", n_records)
         d.start()
-        r: dict = {"quick": args.quick, "filesystem": filesystem(ws), "records": n_records,
+        r: dict = {"quick": args.quick, "filesystem": filesystem(ws, detail=True), "records": n_records,
                    "rattler": rattler.__version__, "ctl_command": " ".join(Path(a).name for a in CTL)}
         say("1/4 fresh builds ...")
         r["build"] = bench_build(d, ws, small, pkgs, build_reps)
@@ -366,22 +305,7 @@ def main() -> int:
         r["daemon_exit"] = d.stop()
         print(json.dumps(r, indent=2) if args.json else table(r))
         return 0 if r["daemon_exit"] == 0 else 1
-    finally:
-        d.stop()
-        if args.keep:
-            print(f"kept {ws}", file=sys.stderr)
-        else:
-            shutil.rmtree(ws, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    try:
-        status = main()
-    except BaseException as exc:  # report, then still leave through os._exit (rattler can crash at exit)
-        import traceback
-
-        traceback.print_exc()
-        status = 130 if isinstance(exc, KeyboardInterrupt) else 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)
+    run(main)

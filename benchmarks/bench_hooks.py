@@ -11,33 +11,23 @@ each row measures.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
 import shutil
-import signal
-import statistics
 import subprocess
 import sys
-import tempfile
 import textwrap
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from provisiond.client import Client  # noqa: E402
-from provisiond.errors import DaemonUnavailableError  # noqa: E402
+import common  # noqa: E402
+from common import BenchDaemon as Daemon  # noqa: E402
+from common import filesystem, parse_args, progress, run, workspace  # noqa: E402
+
 from provisiond.testing.channel import build_channel, demo_packages  # noqa: E402
 
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-# Measure what users get: Python caches bytecode. (Some sandboxes set PYTHONDONTWRITEBYTECODE,
-# which makes every provisionctl start recompile its modules.) main() compiles them first.
-ENV.pop("PYTHONDONTWRITEBYTECODE", None)
-CONSOLE = Path(sys.executable).parent / "provisionctl"
-CTL = [str(CONSOLE)] if CONSOLE.exists() else [sys.executable, "-m", "provisiond.cli"]
 BASH = shutil.which("bash") or "/bin/bash"
 DIRENV = shutil.which("direnv")
 
@@ -59,45 +49,6 @@ PLAN = {  # column: (batches, prompts per batch, cd pairs)
 QUICK_PLAN = {"none": (5, 200, 50), "provisiond": (5, 200, 50), "direnv": (3, 5, 8), "activate": (2, 1, 2)}
 
 
-class Daemon:
-    """A real provisiond on a private store, state dir and socket."""
-
-    def __init__(self, work: Path, socket: Path) -> None:
-        self.home, self.socket, self.log = work / "store", socket, work / "daemon.log"
-        self.env = {**ENV, "PROVISIOND_STATE": str(work / "state"), "PROVISIOND_CONFIG": str(work / "none.toml")}
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Daemon:
-        argv = [sys.executable, "-m", "provisiond", "--home", str(self.home), "--socket", str(self.socket)]
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log, env=self.env)
-        client, deadline = Client(self.socket, timeout=60), time.monotonic() + 60
-        while True:
-            try:
-                client.get("/v1/health")
-                return self
-            except DaemonUnavailableError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"provisiond did not start:\n{self.log.read_text()}") from None
-                time.sleep(0.05)
-
-    def stop(self) -> int | None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        return self.proc.wait() if self.proc is not None else None
-
-    def ctl_argv(self) -> list[str]:
-        return [*CTL, "--home", str(self.home), "--socket", str(self.socket)]
-
-    def ctl(self, *args: str) -> str:
-        return subprocess.run([*self.ctl_argv(), *args], capture_output=True, text=True, env=self.env,
-                              check=True).stdout
-
-
 def setup(ws: Path, d: Daemon) -> dict:
     """One project (hello + `variables:` + `.env`), built and activated by the daemon; plain dirs beside it."""
     channel = build_channel(ws / "channel", demo_packages())
@@ -111,7 +62,7 @@ def setup(ws: Path, d: Daemon) -> dict:
     (project / ".env").write_text("HF_TOKEN=hf_example_not_a_real_token\n")
     d.ctl("watch", str(project))
     view = json.loads(d.ctl("warm", str(project), "--json"))
-    stamp = Path(d.env["PROVISIOND_STATE"]) / "projects" / str(project).lstrip("/") / ".provisiond" / "stamp"
+    stamp = d.state / "projects" / str(project).lstrip("/") / ".provisiond" / "stamp"
     if not stamp.is_file():
         raise RuntimeError(f"the daemon wrote no activation for {project} ({stamp} is missing)")
     act = json.loads(d.ctl("activate", str(project), "--shell", "json"))
@@ -135,11 +86,20 @@ def setup(ws: Path, d: Daemon) -> dict:
 
 def shell_env(ws: Path, d: Daemon) -> dict[str, str]:
     """The environment of every bash process: a small login-like one; direnv's log lines off."""
-    env = {"HOME": str(ws / "home"), "PATH": "/usr/bin:/bin", "TERM": "dumb", "LANG": "C.UTF-8",
-           "PROVISIOND_STATE": d.env["PROVISIOND_STATE"], "PROVISIOND_CONFIG": d.env["PROVISIOND_CONFIG"],
-           "DIRENV_LOG_FORMAT": ""}
-    return env
+    daemon = d.environ()
+    return {"HOME": str(ws / "home"), "PATH": "/usr/bin:/bin", "TERM": "dumb", "LANG": "C.UTF-8",
+            **{k: daemon[k] for k in ("PROVISIOND_STATE", "PROVISIOND_CONFIG")}, "DIRENV_LOG_FORMAT": ""}
 
+
+# Prompting again in one place ({case}): warm-up prompts, then {batches} timed batches of {n} prompts.
+STEADY = r"""eval "$PROMPT_COMMAND"
+for ((i = 0; i < {n}; i++)); do eval "$PROMPT_COMMAND"; done
+for ((b = 0; b < {batches}; b++)); do
+  t0=${{EPOCHREALTIME//[!0-9]/}}
+  for ((i = 0; i < {n}; i++)); do eval "$PROMPT_COMMAND"; done
+  t1=${{EPOCHREALTIME//[!0-9]/}}
+  out+=("{case} $((t1 - t0)) {n}")
+done"""
 
 # The timed part. Runs at the top level of a non-interactive bash, as bash runs PROMPT_COMMAND: it
 # evaluates the string once per prompt. `now` is microseconds since the epoch (builtins only).
@@ -154,14 +114,7 @@ out=()
 check() {{ out+=("check $1 $2=${{!2-<unset>}}"); }}
 
 # no project: prompt again in the same dir outside any project
-eval "$PROMPT_COMMAND"
-for ((i = 0; i < {n}; i++)); do eval "$PROMPT_COMMAND"; done
-for ((b = 0; b < {batches}; b++)); do
-  t0=${{EPOCHREALTIME//[!0-9]/}}
-  for ((i = 0; i < {n}; i++)); do eval "$PROMPT_COMMAND"; done
-  t1=${{EPOCHREALTIME//[!0-9]/}}
-  out+=("outside $((t1 - t0)) {n}")
-done
+{outside}
 check outside CONDA_DEFAULT_ENV
 
 # cd between two dirs outside projects: the walk up to /
@@ -184,14 +137,7 @@ done
 
 # same project: prompt again inside the active project
 cd -- {project}
-eval "$PROMPT_COMMAND"
-for ((i = 0; i < {n}; i++)); do eval "$PROMPT_COMMAND"; done
-for ((b = 0; b < {batches}; b++)); do
-  t0=${{EPOCHREALTIME//[!0-9]/}}
-  for ((i = 0; i < {n}; i++)); do eval "$PROMPT_COMMAND"; done
-  t1=${{EPOCHREALTIME//[!0-9]/}}
-  out+=("same $((t1 - t0)) {n}")
-done
+{same}
 for v in CONDA_DEFAULT_ENV MODEL_DIR HF_TOKEN CONDA_SHLVL; do check same $v; done
 case $PATH in {prefix_bin}:*) out+=("check same PATH=prefixed") ;; *) out+=("check same PATH=$PATH") ;; esac
 printf '%s\n' "${{out[@]}}"
@@ -214,7 +160,9 @@ def install_line(column: str, env: dict, d: Daemon) -> str:
 def run_column(column: str, env: dict, d: Daemon, ws: Path, plan: tuple[int, int, int]) -> tuple[dict, dict]:
     batches, n, pairs = plan
     script = SCRIPT.format(plain=shlex.quote(str(env["plain"])), project=shlex.quote(str(env["project"])),
-                           install=install_line(column, env, d), batches=batches, n=n, pairs=pairs,
+                           install=install_line(column, env, d), pairs=pairs,
+                           outside=STEADY.format(case="outside", batches=batches, n=n),
+                           same=STEADY.format(case="same", batches=batches, n=n),
                            prefix_bin=shlex.quote(env["prefix"] + "/bin"))
     path = ws / f"bench-{column}.bash"
     path.write_text(script)
@@ -249,7 +197,7 @@ def expected_checks(column: str, env: dict) -> dict[str, str]:
 
 
 def med(samples: list[float]) -> float | None:
-    return round(statistics.median(samples), 1) if samples else None
+    return common.med(samples) if samples else None
 
 
 def fmt(us: float | None) -> str:
@@ -300,25 +248,10 @@ def table(r: dict) -> str:
     return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:], "", *wrapped])
 
 
-def filesystem(path: Path) -> str:
-    best, found = "", "unknown"
-    with open("/proc/mounts") as mounts:
-        for line in mounts:
-            _dev, mnt, fstype = line.split()[:3]
-            if (str(path) + "/").startswith(mnt.rstrip("/") + "/") and len(mnt) >= len(best):
-                best, found = mnt, f"{fstype} ({mnt})"
-    return found
-
-
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer prompts and rounds (smoke run)")
-    ap.add_argument("--rounds", type=int, help="bash processes per column (default 5, --quick 2)")
-    ap.add_argument("--tmp", type=Path, help="where to build (default: /dev/shm if writable, else the temp dir)")
-    ap.add_argument("--json", action="store_true", help="print the results as JSON")
-    ap.add_argument("--keep", action="store_true", help="keep the work directory")
-    args = ap.parse_args()
-    say = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
+    args = parse_args(__doc__, quick="fewer prompts and rounds (smoke run)", more=lambda ap: ap.add_argument(
+        "--rounds", type=int, help="bash processes per column (default 5, --quick 2)"))
+    say = progress(args.json)
     version = subprocess.run([BASH, "-c", 'echo "${BASH_VERSINFO[0]}.${BASH_VERSINFO[1]}.${BASH_VERSINFO[2]}"'],
                              capture_output=True, text=True).stdout.strip()
     if not version or int(version.split(".")[0]) < 5:
@@ -331,12 +264,7 @@ def main() -> int:
     plan = QUICK_PLAN if args.quick else PLAN
     rounds = args.rounds or (2 if args.quick else 5)
     columns = [c for c in COLUMNS if c != "direnv" or DIRENV]
-    base = args.tmp or (Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path(tempfile.gettempdir()))
-    ws = Path(tempfile.mkdtemp(prefix="pvh-", dir=base)).resolve()
-    short = Path(tempfile.mkdtemp(prefix="pvh-", dir="/tmp"))  # AF_UNIX paths max out at 108 bytes
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "provisiond")], check=True, env=ENV)
-    d = Daemon(ws, short / "d.sock")
-    try:
+    with workspace(args, "pvh-", socket_dir=True) as (ws, short), Daemon(ws, short / "d.sock") as d:
         say(f"work dir {ws} ({filesystem(ws)})")
         d.start()
         say("building the project's env ...")
@@ -370,23 +298,7 @@ def main() -> int:
         r["daemon_exit"] = d.stop()
         print(json.dumps(r, indent=2, ensure_ascii=False) if args.json else table(r))
         return 0 if r["daemon_exit"] == 0 else 1
-    finally:
-        d.stop()
-        if args.keep:
-            print(f"kept {ws} (socket dir {short})", file=sys.stderr)
-        else:
-            shutil.rmtree(ws, ignore_errors=True)
-            shutil.rmtree(short, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    try:
-        status = main()
-    except BaseException as exc:  # report, then still leave through os._exit, like bench_core.py
-        import traceback
-
-        traceback.print_exc()
-        status = 130 if isinstance(exc, KeyboardInterrupt) else 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)
+    run(main)
