@@ -434,14 +434,16 @@ def _private_dirs(root: Path, directory: Path) -> None:
 
 
 def _write(path: Path, text: str, mode: int) -> None:
-    """Write ``text`` atomically (temp file + fsync + os.replace), so a reader never sees half of it."""
+    """Write ``text`` atomically (temp file + os.replace), so a reader never sees half of it.
+
+    No fsync: activation is derived data that every warm checks and rewrites, and a build writes
+    about 17 of these files (an fsync each costs milliseconds on a journaled disk).
+    """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns():x}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
         os.chmod(tmp, mode)  # the umask may have taken bits away from os.open's mode
         os.replace(tmp, path)
     except BaseException:
