@@ -405,7 +405,10 @@ def parser() -> argparse.ArgumentParser:
     cmds["show"].add_argument("--lock", action="store_true", help="include the resolved packages")
     cmds["log"].add_argument("target", metavar="NAME|PATH|BUILD_ID")
     cmds["export"].add_argument("target", metavar="NAME|PATH")
-    cmds["export"].add_argument("--format", choices=("yml", "explicit", "conda-lock"), default="yml")
+    cmds["export"].add_argument("--format", choices=("yml", "explicit", "conda-lock"), default="yml",
+                                help="environment.yml (default), @EXPLICIT, or conda-lock.yml v1")
+    cmds["export"].add_argument("--explicit", dest="format", action="store_const", const="explicit",
+                                help="same as --format explicit (as in `conda list --explicit`)")
     cmds["export"].add_argument("--no-builds", action="store_true", help="name=version only (portable)")
     cmds["export"].add_argument("--from-history", action="store_true",
                                 help="only the specs asked for, with their channels")

@@ -57,7 +57,7 @@ def test_export_contents(daemon: Daemon, channel: Path, tmp_path: Path) -> None:
     assert '  - "hello=2.0"' in portable and "=0\"" not in portable
     _, history, _ = daemon.ctl("export", "p", "--from-history")
     assert '  - "hello>=2"' in history and "libgreet" not in history and '"MODE": "dev"' in history
-    _, explicit, _ = daemon.ctl("export", "p", "--format", "explicit")
+    _, explicit, _ = daemon.ctl("export", "p", "--explicit")
     assert "@EXPLICIT" in explicit and "#sha256:" in explicit and "\n\n" not in explicit.split("@EXPLICIT")[1]
     for text in (pinned, portable, history, explicit):
         assert "very-secret" not in text and "prefix:" not in text
