@@ -6,6 +6,7 @@ milliseconds instead of re-reading every channel's repodata.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -93,7 +94,7 @@ class RattlerEngine:
 
     async def install(self, lock: Lock, build_dir: Path, target_prefix: Path, on_line: OnLine,
                       progress: BuildProgress | None = None) -> None:
-        records = [record_of(p) for p in lock.packages]
+        records = [_record(p) for p in lock.packages]
         on_line(f"installing {len(records)} packages into {target_prefix} (building in {build_dir})")
         try:
             await rattler.install(
@@ -108,8 +109,7 @@ class RattlerEngine:
         except Exception as exc:  # rattler raises many unrelated exception types here
             on_line(f"error: {exc}")
             raise EngineError(f"install failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-        for p in lock.packages:
-            on_line(f"linked {p.dist} ({p.subdir})")
+        on_line("\n".join(f"linked {p.dist} ({p.subdir})" for p in lock.packages))
 
 
 class _Reporter:
@@ -185,6 +185,12 @@ def package_of(record: rattler.RepoDataRecord) -> Package:
         timestamp=int(record.timestamp.timestamp() * 1000) if record.timestamp else None,
         license=record.license,
     )
+
+
+@functools.lru_cache(maxsize=16384)
+def _record(p: Package) -> rattler.RepoDataRecord:
+    """``record_of``, remembered: builds share most packages, and the daemon lives long (~17 us each)."""
+    return record_of(p)
 
 
 def record_of(p: Package) -> rattler.RepoDataRecord:
