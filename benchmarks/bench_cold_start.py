@@ -107,9 +107,9 @@ def table(r: dict) -> str:
         "of any shell entrypoint. cold-start: <store>/bin/cold-start with only PATH and PROVISIOND_HOME set: "
         "reads the name's activation, takes a lease, sources activate.sh, execs true. provisionctl run NAME: the "
         "console script, whole process, no daemon: ctl.py's fast path does what cold-start does (a lease, then "
-        "/bin/sh sources activate.sh and execs). provisionctl run PATH: the project's activation through cli.main "
-        "(argparse, settings, json): plain execs true directly with the environment built in Python, app goes "
-        "through /bin/sh for its activate.d script. python -c pass: the interpreter alone, for scale.",
+        "/bin/sh sources activate.sh and execs). provisionctl run PATH: the same fast path with the project's "
+        "activation from the per-user state dir (it holds the .env values; its activate.sh takes the lease). "
+        "python -c pass: the interpreter alone, for scale.",
     ]
     wrapped = [line for n in notes for line in textwrap.wrap(n, 110, subsequent_indent="   ")]
     return "\n".join([*lines, "", *wrapped])

@@ -54,6 +54,30 @@ def _fast_warm(argv: list[str]) -> int | None:
     return 0
 
 
+def _project_dir(path: str) -> str | None:
+    """The nearest directory at or above ``path`` holding an environment file, by its real path
+    (as the daemon knows projects), like ``activation.find_project_dir``."""
+    directory = os.path.realpath(path)
+    while True:
+        if os.path.isfile(os.path.join(directory, "environment.yml")) or \
+                os.path.isfile(os.path.join(directory, "environment.yaml")):
+            return directory
+        if directory == "/":
+            return None
+        directory = os.path.dirname(directory)
+
+
+def _exec_sourcing(script: str, command: list[str]) -> None:
+    """exec /bin/sh to source ``script`` and exec ``command`` (exit codes and signals pass through)."""
+    import _signal  # Python ignores SIGPIPE and SIGXFSZ; ignored signals would survive exec
+
+    for sig in (_signal.SIGPIPE, _signal.SIGXFSZ):
+        _signal.signal(sig, _signal.SIG_DFL)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv("/bin/sh", ["/bin/sh", "-c", '. "$1"; shift; exec "$@"', "provisionctl", script, *command])
+
+
 def _fast_activate(argv: list[str]) -> int | None:
     """Handle ``[--socket S | --home H] activate PATH [--shell S]`` for a project that is ready."""
     flags: dict[str, str] = {}
@@ -72,15 +96,9 @@ def _fast_activate(argv: list[str]) -> int | None:
         state = Sources(flags, os.environ).state()
     except Exception:  # noqa: BLE001 - cli.main reports configuration problems
         return None
-    # The nearest directory holding an environment file, by its real path (as the daemon knows it).
-    directory = os.path.realpath(argv[1])
-    while True:
-        if os.path.isfile(os.path.join(directory, "environment.yml")) or \
-                os.path.isfile(os.path.join(directory, "environment.yaml")):
-            break
-        if directory == "/":
-            return None
-        directory = os.path.dirname(directory)
+    directory = _project_dir(argv[1])
+    if directory is None:
+        return None
     try:
         with open(f"{state}/projects{directory}/.provisiond/activate.{shell}", encoding="utf-8") as f:
             sys.stdout.write(f.read())
@@ -103,9 +121,10 @@ def _fast_run(argv: list[str]) -> int | None:
     if len(argv) < 4 or argv[0] != "run" or argv[2] != "--":
         return None
     name, command = argv[1], argv[3:]
-    if "/" in name or name in (".", "..") or (os.path.exists(name) and not name.isidentifier()):
-        return None  # a project: its activation (with .env values) is in the state dir
     from provisiond.locations import Sources
+
+    if "/" in name or name in (".", "..") or (os.path.exists(name) and not name.isidentifier()):
+        return _fast_run_project(flags, name, command)
 
     try:
         home = Sources(flags, os.environ).home()
@@ -137,16 +156,33 @@ def _fast_run(argv: list[str]) -> int | None:
         except OSError:
             pass
         return None
-    import _signal  # Python ignores SIGPIPE and SIGXFSZ; ignored signals would survive exec
-
-    for sig in (_signal.SIGPIPE, _signal.SIGXFSZ):
-        _signal.signal(sig, _signal.SIG_DFL)
-    sys.stdout.flush()
-    sys.stderr.flush()
     try:
-        os.execv("/bin/sh", ["/bin/sh", "-c", '. "$1"; shift; exec "$@"', "provisionctl", script, *command])
+        _exec_sourcing(script, command)
     except OSError:
         return None
+    return None  # not reached: exec replaced us
+
+
+def _fast_run_project(flags: dict[str, str], path: str, command: list[str]) -> int | None:
+    """``run PATH -- CMD`` of a ready project: its activation (with .env values) sets the env, and
+    takes the lease for our pid, which exec keeps."""
+    from provisiond.locations import Sources
+
+    directory = _project_dir(path)
+    if directory is None:
+        return None
+    try:
+        state = Sources(flags, os.environ).state()
+    except Exception:  # noqa: BLE001 - cli.main reports configuration problems
+        return None
+    base = f"{state}/projects{directory}/.provisiond"
+    if not (os.path.isfile(f"{base}/stamp") and os.path.isfile(f"{base}/activate.sh")):
+        return None  # not built yet: cli.main warms it first
+    try:
+        _exec_sourcing(f"{base}/activate.sh", command)
+    except OSError:
+        return None
+    return None  # not reached
 
 
 def run() -> None:

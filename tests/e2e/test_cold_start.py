@@ -205,7 +205,7 @@ def test_direct_exec_and_the_shell_agree(built: Built, by: str) -> None:
         direct = built.ctl("run", "plain", "env", "-0", env=base)
         script = built.home / "activation" / "names" / "plain" / "activate.sh"
     else:
-        direct = built.ctl("run", str(built.plain_project), "--", "env", "-0", env=base)
+        direct = built.ctl("run", str(built.plain_project), "env", "-0", env=base)  # without `--`: not the fast path
         script = activation.project_activation_dir(built.paths, built.plain_project.resolve()) / "activate.sh"
     shell = subprocess.run(["/bin/sh", "-c", '. "$1"; exec env -0', "sh", str(script)], env=base,
                            capture_output=True, text=True, timeout=WAIT)
@@ -234,7 +234,7 @@ def test_run_of_what_is_not_there_is_one_line(built: Built) -> None:
     assert built.ctl("run", "plain").returncode == os.EX_USAGE
 
 
-@pytest.mark.parametrize(("which", "path"), [("app", "provisiond.locations"), ("plain-dir", "provisiond.coldstart")])
+@pytest.mark.parametrize(("which", "path"), [("app", "provisiond.locations"), ("plain-dir", "provisiond.locations")])
 def test_run_imports_nothing_heavy(built: Built, which: str, path: str) -> None:
     argv = [sys.executable, "-X", "importtime", "-m", "provisiond.ctl", "--home", str(built.home),
             "run", built.target(which), "--", "true"]
@@ -242,8 +242,9 @@ def test_run_imports_nothing_heavy(built: Built, which: str, path: str) -> None:
     assert proc.returncode == 0, proc.stderr
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
     assert path in imported
-    if which == "app":  # the fast path: not even argparse or json
-        assert not {"provisiond.cli", "argparse", "json"} & imported
+    # The fast path, for a name (the store's activation) and a project (the state dir's): not even
+    # argparse or json.
+    assert not {"provisiond.cli", "argparse", "json"} & imported
     assert not {m for m in imported if m.split(".")[0] in ("aiohttp", "ruamel", "rattler", "sqlite3")}
 
 
