@@ -417,3 +417,23 @@ def test_an_active_shell_holds_a_lease(built: Built, shell: str) -> None:
         proc.communicate("\n")
     assert built.env_key not in leased(built.paths)  # the shell is gone: its lease lapsed
     assert not (built.paths.home / "leases" / f"{built.env_key}.{pid}").exists()
+
+
+@pytest.mark.parametrize("shell", ["bash", "sh", "zsh", "fish"])
+def test_a_project_path_cannot_inject_commands(built: Built, tmp_path: Path, shell: str) -> None:
+    """Directory names may hold newlines and quotes: nothing in them may run when the script is sourced."""
+    import shutil
+    import subprocess
+
+    if shutil.which(shell) is None:
+        pytest.skip(f"{shell} is not installed")
+    pwned = tmp_path / "PWNED"
+    evil = f"/tmp/x\ntouch {pwned}\n'$(touch {pwned})'`touch {pwned}`"
+    act = activation.Activation(name=f"n\ntouch {pwned}", facts=activation.load_env_facts(built.paths, built.env_key),
+                                project=evil, variables=(("V", f"$(touch {pwned})\ntouch {pwned}"),))
+    script = tmp_path / f"activate.{shell}"
+    script.write_text(activation.render_activation(act, shell))
+    proc = subprocess.run([shell, "-c", f". {script}; printf %s \"$V\""], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"$(touch {pwned})\ntouch {pwned}"
+    assert not pwned.exists()

@@ -173,8 +173,9 @@ def deactivate_script(shell: str) -> str:
 
 def activate_script(act: Activation, shell: str) -> str:
     """A self-contained activation of ``act`` for ``shell``, safe to ``eval`` or source repeatedly."""
-    target = f" for project {act.project}" if act.project else ""
-    head = (f"# provisiond: activate env {act.name!r} ({act.facts.prefix}){target}\n"
+    # repr(): a comment ends at a newline, and a directory name may hold one (code execution on cd).
+    target = f" for project {act.project!r}" if act.project else ""
+    head = (f"# provisiond: activate env {act.name!r} ({act.facts.prefix!r}){target}\n"
             f"# generation {act.generation or '-'}; undo with: eval \"$(provisionctl deactivate --shell {shell})\"\n")
     names = ["PATH", "CONDA_SHLVL", *act.env()]
     scripts = act.facts.activate["fish" if shell == "fish" else "sh"]
