@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import re
 import logging
 import shutil
 import time
@@ -50,6 +52,24 @@ class EnvView:
             "env_key": self.env_key, "prefix": self.prefix, "error": self.error,
             "build_id": self.build_id, "projects": list(self.projects),
         }
+
+
+# conda's rule (no '/', ' ', ':', '#'), plus what would break a file name, a URL or a shell word.
+_NAME = re.compile(r"[A-Za-z0-9_.+@=~-]{1,100}")
+
+
+def check_name(name: str) -> str:
+    """An env name usable as a file name, a URL segment and a conda name, or BadRequestError."""
+    if not _NAME.fullmatch(name) or name in (".", "..") or name.startswith("-"):
+        raise BadRequestError(f"{name[:120]!r} is not a valid env name",
+                              hint="use 1-100 letters, digits and . _ - + @ = ~, not starting with '-'")
+    return name
+
+
+def _as_name(text: str) -> str:
+    """``text`` made into a valid name (a directory called "My Project" becomes "My-Project")."""
+    name = re.sub(r"[^A-Za-z0-9_.+@=~-]+", "-", text).strip("-.")[:100] or "env"
+    return name if name not in (".", "..") else "env"
 
 
 def spec_file_of(directory: Path) -> Path:
@@ -137,15 +157,13 @@ class Provisioner:
         if existing is not None and (name is None or name == existing.name):
             return self.view(existing.name)
         if name is None:
-            try:
-                name = load_spec(spec_path).name
-            except SpecError:
-                name = None
-            name = name or directory.name
-        taken = self.store.find_name(name)
-        if taken is not None and taken.source != str(directory):
-            raise BadRequestError(f"the name {name!r} is already used by {taken.source or 'another env'}",
-                                  hint="choose another name with --name")
+            name = self._implicit_name(spec_path, directory)
+        else:
+            check_name(name)
+            taken = self.store.find_name(name)
+            if taken is not None and taken.source != str(directory):
+                raise BadRequestError(f"the name {name!r} is already used by {taken.source or 'another env'}",
+                                      hint="choose another name with --name")
         if existing is not None:
             self.store.remove_name(existing.name)
             self._remove_name_activation(existing.name)
@@ -153,6 +171,22 @@ class Provisioner:
         self.projects_changed.set()
         log.info("watching project %s as %r", directory, name)
         return self.view(name)
+
+    def _implicit_name(self, spec_path: Path, directory: Path) -> str:
+        """The file's ``name:``, else the directory's; made unique when another project has it
+        (a second clone or worktree of the same repo registers from the shell hook, which shows
+        no errors)."""
+        try:
+            base = load_spec(spec_path).name
+        except SpecError:
+            base = None
+        base = _as_name(base or directory.name)
+        for candidate in (base, _as_name(f"{base}-{directory.name}"),
+                          _as_name(f"{base}-{hashlib.sha256(str(directory).encode()).hexdigest()[:8]}")):
+            taken = self.store.find_name(candidate)
+            if taken is None or taken.source == str(directory):
+                return candidate
+        raise BadRequestError(f"no free name for {directory}", hint="choose one with --name")
 
     def remove(self, name_or_path: str) -> EnvView:
         """Forget a name or a project (the env stays in the store for other names and GC)."""
@@ -178,6 +212,7 @@ class Provisioner:
         name = name or (spec.name if spec else None)
         if not name:
             raise BadRequestError(f"{file}: the file has no 'name:'", hint="give one with -n NAME")
+        check_name(name)
         taken = self.store.find_name(name)
         if taken is not None and taken.kind == "project":
             raise BadRequestError(f"the name {name!r} is already used by project {taken.source}",
@@ -207,6 +242,7 @@ class Provisioner:
         if not record.env_key or self.store.find_env(record.env_key) is None:
             raise BadRequestError(f"{record.name!r} has no built env to clone",
                                   hint=f"run: provisionctl warm {record.name}")
+        check_name(target)
         if self.store.find_name(target) is not None:
             raise BadRequestError(f"the name {target!r} is already used", hint="choose another name")
         self.store.add_name(target, "clone", record.name)
@@ -266,6 +302,8 @@ class Provisioner:
         if not update and self._unchanged(record):
             self.store.touch_env(record.env_key or "")
             return self.view(record.name)
+        # Taken before reading the file: an edit during the build must not pass for the built spec.
+        signature = self._inputs_signature(record)
         try:
             spec = load_spec(spec_file_of(spec_path) if record.kind == "project" else spec_path)
         except SpecError as exc:
@@ -273,7 +311,7 @@ class Provisioner:
                 return self.view(record.name)  # a snapshot whose file is gone keeps serving
             self.store.update_name(record.name, status="failed", error=exc.message)
             raise
-        return await self._warm(record, spec, update=update)
+        return await self._warm(record, spec, update=update, signature=signature)
 
     def _inputs_signature(self, record: NameRecord) -> tuple[Any, ...]:
         """stat() of the spec file, the files its pip section names and a project's `.env`.
@@ -313,7 +351,17 @@ class Provisioner:
         signature = self._inputs_signature(record)
         if not signature or signature != fresh[0] or self.store.find_env(fresh[1]) is None:
             return False
+        if not self._activation_written(record):
+            return False  # a write failed or the files were removed: the full warm writes them again
         return self.store.cached_lock_age(fresh[2]) < self.settings.solve_ttl
+
+    def _activation_written(self, record: NameRecord) -> bool:
+        paths = self.settings.paths
+        names = activation.name_activation_dir(paths, record.name)
+        if names is not None and not (names / activation.NAME_TARGET).is_file():
+            return False
+        return record.kind != "project" or not record.source or \
+            (activation.project_activation_dir(paths, record.source) / activation.STAMP).is_file()
 
     def ready_prefix(self, name: str) -> str | None:
         """The prefix of ``name`` if a warm would change nothing (see ``_unchanged``), else None."""
@@ -385,7 +433,8 @@ class Provisioner:
             return
         self._write_project_activation(record, self._specs.get(name))
 
-    async def _warm(self, record: NameRecord, spec: EnvSpec, *, update: bool) -> EnvView:
+    async def _warm(self, record: NameRecord, spec: EnvSpec, *, update: bool,
+                    signature: tuple[Any, ...] = ()) -> EnvView:
         name = record.name
         self.store.update_name(name, status="building", error=None)
         try:
@@ -399,7 +448,10 @@ class Provisioner:
         self._specs[name] = spec
         key = self.spec_key(spec)
         self.store.update_name(name, status="ready", error=None, env_key=lock.env_key, spec_key=key)
-        self._fresh[name] = (self._inputs_signature(record), lock.env_key, key)
+        if signature:
+            self._fresh[name] = (signature, lock.env_key, key)
+        if record.status == "gone":  # its directory is back: the watcher must watch it again
+            self.projects_changed.set()
         self._write_name_activation(name, lock.env_key, spec.variables)
         if record.kind == "project":
             self._write_project_activation(self.store.get_name(name), spec)

@@ -35,19 +35,22 @@ class ProjectWatcher:
         while not stop.is_set():
             changed.clear()
             dirs = self._live_dirs()
+            # A gone project may come back (a checkout switched, a dir recreated): watch the nearest
+            # existing parent of each, and start over when one reappears.
+            parents = sorted({p for p in map(_existing_parent, self._gone_dirs()) if p} - set(dirs))
             restart = asyncio.Event()
             waiter = asyncio.create_task(_first_of(stop, changed, then=restart))
             try:
-                if not dirs:
+                if not dirs and not parents:
                     await restart.wait()
                     continue
-                log.debug("watching %d project dirs", len(dirs))
-                async for changes in awatch(*dirs, watch_filter=None, stop_event=restart, recursive=False,
-                                            debounce=self.debounce_ms, step=self.step_ms,
+                log.debug("watching %d project dirs (and %d parents of gone ones)", len(dirs), len(parents))
+                async for changes in awatch(*dirs, *parents, watch_filter=None, stop_event=restart,
+                                            recursive=False, debounce=self.debounce_ms, step=self.step_ms,
                                             ignore_permission_denied=True):
                     self.handle(changes)
-                    if any(not Path(d).is_dir() for d in dirs):
-                        restart.set()  # a project dir vanished: mark it gone, watch the others
+                    if any(not Path(d).is_dir() for d in dirs) or any(Path(d).is_dir() for d in self._gone_dirs()):
+                        restart.set()  # a project dir vanished or came back: watch the new set
             finally:
                 waiter.cancel()
                 await asyncio.gather(waiter, return_exceptions=True)
@@ -64,6 +67,9 @@ class ProjectWatcher:
                 log.warning("project %s (%s) is gone from disk", record.name, record.source)
                 self.provisioner.mark_gone(record.name)
         return live
+
+    def _gone_dirs(self) -> list[str]:
+        return [r.source for r in self.provisioner.store.list_names("project") if r.status == "gone" and r.source]
 
     def handle(self, changes: Iterable[tuple[Change, str]]) -> None:
         """Map changed paths to projects: the spec (or a file it names) rebuilds; `.env` re-renders."""
@@ -84,6 +90,15 @@ class ProjectWatcher:
             self.provisioner.warm_in_background(name)
         for name in sorted(secrets - rebuild):
             self.provisioner.refresh_activation(name)
+
+
+def _existing_parent(directory: str) -> str | None:
+    parent = Path(directory).parent
+    while not parent.is_dir():
+        if parent == parent.parent:
+            return None
+        parent = parent.parent
+    return str(parent)
 
 
 async def _first_of(*events: asyncio.Event, then: asyncio.Event) -> None:

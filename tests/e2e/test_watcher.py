@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -86,3 +87,62 @@ def test_edits_while_the_daemon_was_down_are_picked_up(daemon: Daemon, channel: 
     save_by_rename(project / "environment.yml", yml(channel, ["hello ==2.0"]))
     daemon.start()
     daemon.wait_for("w", lambda v: v["status"] == "ready" and v["env_key"] != first["env_key"])
+
+
+def test_a_gone_project_that_comes_back_is_watched_again(daemon: Daemon, channel: Path, tmp_path: Path) -> None:
+    project = write_project(tmp_path / "p", channel, ["hello ==1.0"], name="w")
+    daemon.ctl("watch", str(project))
+    first = daemon.wait_for("w", lambda v: v["status"] == "ready")
+    shutil.rmtree(project)
+    daemon.wait_for("w", lambda v: v["status"] == "gone")
+
+    write_project(tmp_path / "p", channel, ["hello ==1.0"], name="w")  # e.g. a checkout switched back
+    daemon.wait_for("w", lambda v: v["status"] == "ready" and v["env_key"] == first["env_key"])
+    save_by_rename(project / "environment.yml", yml(channel, ["hello ==2.0"]))
+    daemon.wait_for("w", lambda v: v["status"] == "ready" and v["env_key"] != first["env_key"])
+
+
+@pytest.fixture
+def slow_channel(channel: Path):
+    """The local channel over HTTP, each package download held back until the test lets it go."""
+    import functools
+    import http.server
+    import threading
+
+    gate = threading.Event()
+
+    class Slow(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            if self.path.endswith((".conda", ".tar.bz2")):
+                gate.wait(30)
+            super().do_GET()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Slow, directory=str(channel)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/", gate
+    finally:
+        gate.set()
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_an_edit_during_a_build_is_not_lost(daemon: Daemon, slow_channel, tmp_path: Path) -> None:
+    url, gate = slow_channel
+    project = tmp_path / "p"
+    project.mkdir()
+    body = "name: w\nchannels:\n  - " + url + "\ndependencies:\n  - hello =={}\n"
+    (project / "environment.yml").write_text(body.format("1.0"))
+    daemon.ctl("watch", str(project))
+    daemon.wait_for("w", lambda v: v["status"] == "building" and v["build_id"] is not None)
+    save_by_rename(project / "environment.yml", body.format("2.0"))  # while 1.0 downloads
+    gate.set()
+    final = daemon.wait_for("w", lambda v: v["status"] == "ready" and v["prefix"] and
+                            Path(v["prefix"], "bin", "hello").read_text().count("Hello 2.0") == 1)
+    code, out, _ = daemon.ctl("warm", "w", "--json")
+    assert code == 0 and json.loads(out)["env_key"] == final["env_key"]
