@@ -341,11 +341,19 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+class LocalIOError(ProvisionError, code="io-error", http_status=500, exit_code=os.EX_IOERR):
+    """provisionctl could not read or write a local file."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         args.settings = load_settings({"home": args.home, "socket": args.socket})
-        result = COMMANDS[args.command][0](args)
+        try:
+            result = COMMANDS[args.command][0](args)
+        except OSError as exc:  # a file argument we cannot read or write (export -f DIR, ...)
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise LocalIOError(f"{where}{exc.strerror or exc}") from None
     except ProvisionError as exc:
         if args.json:
             print(json.dumps({"error": exc.to_wire()}, indent=2))

@@ -36,6 +36,10 @@ class Client:
                 f"provisiond is not running (cannot connect to {self.socket_path}: {exc.strerror})",
                 hint="start it with: scripts/run   (or: provisiond &)",
             ) from None
+        except OSError as exc:  # not a socket, a file in the way, no permission, a path too long
+            sock.close()
+            raise DaemonUnavailableError(f"cannot connect to {self.socket_path}: {exc.strerror or exc}",
+                                         hint="check --socket / PROVISIOND_SOCKET") from None
         except BaseException:
             sock.close()
             raise

@@ -62,6 +62,9 @@ async def serve(settings: Settings, *, environ: Mapping[str, str] | None = None)
                         await stop.wait()
                     log.info("shutting down")
                     systemd.notify("STOPPING=1", environ)
+                    # Cancel builds now: requests waiting on them end at once, instead of holding
+                    # the server's shutdown until each build finishes.
+                    await provisioner.close()
             finally:
                 await provisioner.close()
     finally:

@@ -44,6 +44,18 @@ class BadRequestError(ProvisionError, code="bad-request", http_status=400, exit_
     """A request that is malformed (missing field, wrong type)."""
 
 
+class RouteNotFoundError(ProvisionError, code="not-found", http_status=404, exit_code=os.EX_USAGE):
+    """No such API route (e.g. an empty name in the URL): a client bug or a bad argument."""
+
+
+class MethodNotAllowedError(ProvisionError, code="method-not-allowed", http_status=405, exit_code=os.EX_USAGE):
+    """The route exists, not with that method."""
+
+
+class ForbiddenError(ProvisionError, code="forbidden", http_status=403, exit_code=os.EX_NOPERM):
+    """The peer is another user."""
+
+
 class EnvNotFoundError(ProvisionError, code="env-not-found", http_status=404, exit_code=os.EX_NOINPUT):
     """No env or project by that name or path."""
 

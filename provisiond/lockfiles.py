@@ -22,10 +22,13 @@ _MD5 = re.compile(r"^[0-9a-fA-F]{32}$")
 def kind_of(path: Path) -> str:
     """``spec``, ``explicit``, ``conda-lock`` or ``pixi``, by name first (like micromamba), then content."""
     name = path.name
+    if not path.is_file():
+        return "spec"  # load_spec reports a missing file, a directory or a FIFO
     try:
-        head = path.read_text(errors="replace")[:8192]
+        with open(path, encoding="utf-8", errors="replace") as f:
+            head = f.read(8192)
     except OSError:
-        return "spec"  # load_spec reports the missing file
+        return "spec"
     if any(line.strip() == "@EXPLICIT" for line in head.splitlines()):
         return "explicit"
     version = re.search(r"^version:\s*(\d+)\s*$", head, re.M)
@@ -39,6 +42,8 @@ def kind_of(path: Path) -> str:
 def load_lockfile(path: Path, platform: str) -> Lock:
     """A Lock for ``platform`` from any supported lockfile."""
     kind = kind_of(path)
+    if path.is_file() and path.stat().st_size > 256 << 20:
+        raise SpecError(f"{path}: larger than 256 MiB; not a lockfile")
     try:
         text = path.read_text()
     except OSError as exc:
@@ -65,6 +70,9 @@ def package_from_url(url: str, *, sha256: str | None = None, md5: str | None = N
     subdir = segments[-2]
     channel = url[: url.rindex("/" + segments[-2] + "/")] + "/"
     number = re.search(r"_(\d+)$", build)
+    for label, value, pattern in (("sha256", sha256, _SHA256), ("md5", md5, _MD5)):
+        if value is not None and (not isinstance(value, str) or not pattern.match(value)):
+            raise ValueError(f"{label} {value!r} of {file_name} is not a hex digest")
     return Package(name=name, version=version, build=build, build_number=int(number.group(1)) if number else 0,
                    subdir=subdir, channel=channel, url=url, file_name=file_name,
                    sha256=sha256.lower() if sha256 else None, md5=md5.lower() if md5 else None,
@@ -120,9 +128,12 @@ def parse_conda_lock(text: str, source: str, platform: str) -> Lock:
         raise SpecError(f"{source}: not valid YAML: {exc}") from None
     if not isinstance(data, dict) or data.get("version") != 1 or not isinstance(data.get("package"), list):
         raise SpecError(f"{source}: not a conda-lock version 1 file", hint="conda-lock >= 1.0 writes version: 1")
-    platforms = (data.get("metadata") or {}).get("platforms") or []
+    metadata = data.get("metadata") or {}
+    platforms = metadata.get("platforms") if isinstance(metadata, dict) else None
+    if not isinstance(platforms, list):
+        raise SpecError(f"{source}: metadata.platforms must be a list", hint="conda-lock >= 1.0 writes it")
     if platform not in platforms:
-        raise SpecError(f"{source}: locked for {', '.join(platforms) or 'no platform'}, not {platform}",
+        raise SpecError(f"{source}: locked for {', '.join(map(str, platforms)) or 'no platform'}, not {platform}",
                         hint="re-lock with conda-lock -p " + platform)
     packages = []
     pip = []
@@ -130,13 +141,18 @@ def parse_conda_lock(text: str, source: str, platform: str) -> Lock:
         if not isinstance(entry, dict) or entry.get("platform") != platform:
             continue
         if entry.get("manager") in ("pip", "pypi"):
+            digest = (entry.get("hash") or {}).get("sha256") if isinstance(entry.get("hash"), dict) else None
+            if digest is not None and (not isinstance(digest, str) or not _SHA256.match(digest)):
+                raise SpecError(f"{source}: pip package {entry.get('name', '?')}: sha256 is not a hex digest")
             pip.append(PipPackage(name=str(entry.get("name", "")), version=str(entry.get("version", "")),
-                                  url=str(entry.get("url", "")), sha256=(entry.get("hash") or {}).get("sha256")))
+                                  url=str(entry.get("url", "")), sha256=digest))
             continue
         if entry.get("manager") != "conda":
             continue
         hashes = entry.get("hash") or {}
         deps = entry.get("dependencies") or {}
+        if not isinstance(hashes, dict):
+            raise SpecError(f"{source}: package {entry.get('name', '?')}: 'hash' must be a mapping")
         depends = tuple(f"{k} {v}".strip() for k, v in deps.items()) if isinstance(deps, dict) else ()
         try:
             packages.append(package_from_url(str(entry["url"]), sha256=hashes.get("sha256"), md5=hashes.get("md5"),

@@ -147,6 +147,8 @@ class Provisioner:
 
     def add_project(self, path: str, name: str | None = None) -> EnvView:
         """Register a project directory (idempotent); its env is named by ``name``, the file, or the dir."""
+        if "\0" in path:
+            raise BadRequestError(f"{path!r} is not a path")
         directory = Path(path).expanduser().resolve()
         if directory.is_file():
             directory = directory.parent
@@ -206,6 +208,8 @@ class Provisioner:
 
         A lockfile (@EXPLICIT, conda-lock.yml v1, pixi.lock) is installed without solving.
         """
+        if "\0" in file:
+            raise BadRequestError(f"{file!r} is not a path")
         path = Path(file).expanduser().resolve()
         kind = kind_of(path)
         spec = load_spec(path) if kind == "spec" else None
@@ -497,6 +501,8 @@ class Provisioner:
             activation.remove_project_activation(self.settings.paths, record.source)
 
     def _lookup(self, name_or_path: str) -> NameRecord:
+        if "\0" in name_or_path or len(name_or_path) > 4096:
+            raise EnvNotFoundError(f"no env or project {name_or_path[:120]!r}")
         record = self.store.find_name(name_or_path)
         if record is not None:
             return record

@@ -89,6 +89,14 @@ class _Reader:
 def load_spec(path: str | os.PathLike[str]) -> EnvSpec:
     """Read and parse an environment file; its directory becomes ``project_dir``."""
     source = os.fspath(path)
+    if "\0" in source:
+        raise SpecError(f"{source!r}: not a file path")
+    if os.path.exists(source) and not os.path.isdir(source) and not os.path.isfile(source):
+        # A FIFO or a device would block the daemon's loop, or never end.
+        raise SpecError(f"{source}: not a regular file", hint="point at an environment.yml")
+    # Larger than any environment file: refuse before reading (the daemon reads on its loop).
+    if os.path.isfile(source) and os.path.getsize(source) > 16 << 20:
+        raise SpecError(f"{source}: larger than 16 MiB; not an environment file")
     try:
         data = Path(source).read_bytes()
     except FileNotFoundError:

@@ -71,3 +71,12 @@ def test_scripts_pass_shellcheck() -> None:
     names = [f"scripts/{n}" for n in ("run", "test", "demo", "_venv.sh", "cold-start") if (repo / "scripts" / n).exists()]
     proc = subprocess.run(["shellcheck", "-x", *names], cwd=repo, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
+
+
+def test_local_file_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    # A socket path under a regular file: the connect fails with ENOTDIR, not a traceback.
+    assert cli.main(["--socket", str(blocker / "x.sock"), "list"]) == os.EX_UNAVAILABLE
+    err = capsys.readouterr().err
+    assert err.startswith("provisionctl: cannot connect to ") and "Traceback" not in err

@@ -43,6 +43,10 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status, "bad-request")
         return error_response(exc.status, {"code": code, "message": f"{request.method} {request.path}: {exc.reason}",
                                            "hint": "see docs/api.md for the routes"})
+    except Exception:  # a bug: logged with its traceback here, never sent to the client
+        log.exception("%s %s failed", request.method, request.path)
+        return error_response(500, {"code": "internal", "message": f"{request.method} {request.path}: internal error",
+                                    "hint": "this is a bug in provisiond; its log has the details"})
 
 
 @web.middleware

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any
 
@@ -20,8 +21,15 @@ def _str(body: dict[str, Any], key: str, *, required: bool = True) -> str | None
     value = body.get(key)
     if value is None and not required:
         return None
-    if not isinstance(value, str) or not value:
-        raise BadRequestError(f"'{key}' must be a non-empty string")
+    if not isinstance(value, str) or not value or len(value) > 4096 or "\0" in value:
+        raise BadRequestError(f"'{key}' must be a non-empty string (no NUL, at most 4096 characters)")
+    return value
+
+
+def _bool(body: dict[str, Any], key: str) -> bool:
+    value = body.get(key, False)
+    if not isinstance(value, bool):
+        raise BadRequestError(f"'{key}' must be true or false")
     return value
 
 
@@ -55,7 +63,7 @@ async def add_project(request: web.Request) -> web.Response:
     body = await read_json(request)
     p = request.app[PROVISIONER]
     view = p.add_project(_str(body, "path") or "", _str(body, "name", required=False))
-    if body.get("warm", True) and view.status == "new":
+    if body.get("warm", True) is not False and view.status == "new":
         p.warm_in_background(view.name)
     return web.json_response(view.to_wire(), status=201)
 
@@ -77,10 +85,10 @@ async def list_envs(request: web.Request) -> web.Response:
 @routes.post("/v1/envs")
 async def create_env(request: web.Request) -> web.Response:
     body = await read_json(request)
-    if body.get("progress"):
+    if _bool(body, "progress"):
         detailed_progress.set(True)
     view = await request.app[PROVISIONER].create(
-        _str(body, "file") or "", _str(body, "name", required=False), update=bool(body.get("update")))
+        _str(body, "file") or "", _str(body, "name", required=False), update=_bool(body, "update"))
     return web.json_response(view.to_wire(), status=201)
 
 
@@ -107,9 +115,9 @@ async def warm_env(request: web.Request) -> web.Response:
         # nothing started, so that cli.main runs the warm with progress output.
         prefix = provisioner.ready_prefix(request.match_info["name"])
         return web.Response(text=prefix + "\n") if prefix else web.Response(status=204)
-    if body.get("progress"):
+    if _bool(body, "progress"):
         detailed_progress.set(True)  # this handler's context: the build task it starts inherits it
-    view = await provisioner.warm(request.match_info["name"], update=bool(body.get("update")))
+    view = await provisioner.warm(request.match_info["name"], update=_bool(body, "update"))
     return web.json_response(view.to_wire())
 
 
@@ -142,9 +150,12 @@ async def export_env(request: web.Request) -> web.Response:
 async def collect_garbage(request: web.Request) -> web.Response:
     body = await read_json(request)
     days, budget = body.get("older_than_days"), body.get("cache_budget_bytes")
-    if days is not None and not isinstance(days, (int, float)) or budget is not None and not isinstance(budget, int):
-        raise BadRequestError("'older_than_days' must be a number and 'cache_budget_bytes' an integer")
-    report = await request.app[PROVISIONER].gc(dry_run=bool(body.get("dry_run")), older_than_days=days,
+    if days is not None and (isinstance(days, bool) or not isinstance(days, (int, float))
+                             or not math.isfinite(days) or days < 0):
+        raise BadRequestError("'older_than_days' must be a finite number of days, 0 or more")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 0):
+        raise BadRequestError("'cache_budget_bytes' must be an integer, 0 or more")
+    report = await request.app[PROVISIONER].gc(dry_run=_bool(body, "dry_run"), older_than_days=days,
                                                cache_budget_bytes=budget)
     return web.json_response(report)
 
@@ -156,10 +167,10 @@ async def list_builds(request: web.Request) -> web.Response:
 
 
 def _build_id(request: web.Request) -> int:
-    try:
-        return int(request.match_info["id"])
-    except ValueError:
-        raise BadRequestError(f"build id {request.match_info['id']!r} is not a number") from None
+    raw = request.match_info["id"]
+    if not raw.isdigit() or not 0 < int(raw) < 2**63:
+        raise BadRequestError(f"build id {raw[:40]!r} is not a build number")
+    return int(raw)
 
 
 @routes.get("/v1/builds/{id}")

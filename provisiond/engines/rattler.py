@@ -94,9 +94,9 @@ class RattlerEngine:
 
     async def install(self, lock: Lock, build_dir: Path, target_prefix: Path, on_line: OnLine,
                       progress: BuildProgress | None = None) -> None:
-        records = [_record(p) for p in lock.packages]
-        on_line(f"installing {len(records)} packages into {target_prefix} (building in {build_dir})")
+        on_line(f"installing {len(lock.packages)} packages into {target_prefix} (building in {build_dir})")
         try:
+            records = [_record(p) for p in lock.packages]
             await rattler.install(
                 records,
                 target_prefix=build_dir,

@@ -332,3 +332,50 @@ def test_the_warm_fast_path(daemon: Daemon, channel: Path, tmp_path: Path) -> No
 
     unknown = subprocess.run([*ctl, "nope"], capture_output=True, text=True)
     assert unknown.returncode == os.EX_NOINPUT and "no env or project 'nope'" in unknown.stderr
+
+
+def test_odd_input_gets_a_4xx_never_a_500(daemon: Daemon, channel: Path, tmp_path: Path) -> None:
+    """Inputs found in review that used to end in 500 or hang the daemon."""
+    import http.client
+    import socket as socketlib
+
+    def raw(method: str, path: str, body: object = None) -> tuple[int, dict]:
+        conn = http.client.HTTPConnection("x")
+        conn.sock = socketlib.socket(socketlib.AF_UNIX)
+        conn.sock.connect(str(daemon.socket))
+        data = json.dumps(body).encode() if body is not None else None
+        conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
+        try:
+            resp = conn.getresponse()
+            return resp.status, json.loads(resp.read())
+        finally:
+            conn.close()
+
+    project = write_project(tmp_path / "p", channel, ["hello"], name="p1")
+    daemon.ctl("warm", str(project))
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    bad_lock = tmp_path / "bad-lock.yml"
+    bad_lock.write_text("version: 1\nmetadata: [1, 2]\npackage: []\n")
+    bad_hash = tmp_path / "hash-lock.yml"
+    bad_hash.write_text("version: 1\nmetadata: {platforms: [linux-64]}\npackage:\n- name: a\n  manager: conda\n"
+                        "  platform: linux-64\n  url: https://x.org/c/linux-64/a-1-0.conda\n  hash: {sha256: nothex}\n")
+    cases = [
+        ("POST", "/v1/projects", {"path": "\u0000"}),
+        ("POST", "/v1/envs", {"file": str(tmp_path) + "\u0000"}),
+        ("POST", "/v1/envs", {"file": str(fifo), "name": "f"}),
+        ("POST", "/v1/envs", {"file": str(bad_lock), "name": "l"}),
+        ("POST", "/v1/envs", {"file": str(bad_hash), "name": "h"}),
+        ("DELETE", "/v1/projects?project=%00/x", None),
+        ("GET", "/v1/builds/99999999999999999999999", None),
+        ("POST", "/v1/envs/p1/clone", {"target": "x" * 300}),
+        ("POST", "/v1/envs/p1/clone", {"target": ".."}),
+        ("POST", "/v1/envs/p1/warm", {"update": "no"}),
+        ("POST", "/v1/gc", {"older_than_days": float("nan")}),
+        ("POST", "/v1/gc", {"older_than_days": True}),
+    ]
+    for method, path, body in cases:
+        status, answer = raw(method, path, body)
+        assert 400 <= status < 500 and answer["error"]["code"], (method, path, status, answer)
+    assert daemon.client.get("/v1/health")["status"] == "ok"
+    assert daemon.ctl("warm", "")[0] == os.EX_USAGE  # an empty name: no such route
