@@ -537,6 +537,8 @@ class Provisioner:
 
         days = self.settings.gc_days if older_than_days is None else older_than_days
         budget = self.settings.cache_budget_bytes if cache_budget_bytes is None else cache_budget_bytes
+        if self.builder.busy:
+            budget = None  # a build links from the package cache right now: prune it another time
         report = gc.plan(self.store, older_than_days=days, cache_budget_bytes=budget, busy=self.builder.busy)
         await asyncio.to_thread(gc.disk_usage, report, self.store.paths)
         report.dry_run = dry_run

@@ -194,8 +194,13 @@ class Store:
         try:
             os.rename(build_dir, final)
         except OSError:
-            if not (final / MARKER).exists():
-                raise
+            try:
+                published = json.loads((final / MARKER).read_text())["env_key"]
+            except (OSError, ValueError, KeyError):
+                raise EnvNotFoundError(f"cannot publish {final}: something else is there") from None
+            if published != env_key:  # two keys sharing their first 16 hex digits: never alias them
+                raise StoreBusyError(f"prefix {final} already holds env {published[:32]}…, not {env_key[:32]}…",
+                                     hint="report this: an env_key prefix collision")
             # Someone published the same env_key first; ours is an identical copy.
             shutil.rmtree(build_dir, ignore_errors=True)
         self._insert_env(lock, final)

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from provisiond.errors import BadRequestError, ProvisionError
+from provisiond.errors import BadRequestError, ConfigError, ProvisionError
 from provisiond.provisioner import Provisioner
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,19 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     return body
 
 
+def _answers(path: Path) -> bool:
+    """Does something accept connections on this Unix socket?"""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1)
+    try:
+        probe.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
 def make_app(provisioner: Provisioner, info: dict[str, Any]) -> web.Application:
     from provisiond.api.routes import routes
 
@@ -89,13 +102,17 @@ async def serving(app: web.Application, socket_path: Path, sock: socket.socket |
     """Serve ``app`` on a Unix socket: dir 0700, socket 0600; or on an inherited socket (systemd)."""
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
+    bound = False  # remove the socket file on the way out only if it is ours
     try:
         if sock is not None:
             site: web.BaseSite = web.SockSite(runner, sock)
         else:
             socket_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             if socket_path.is_socket():
-                socket_path.unlink()  # the store flock proves no live daemon owns it
+                if _answers(socket_path):  # a daemon of another store, given the same --socket
+                    raise ConfigError(f"{socket_path} is in use by another provisiond",
+                                      hint="give each store its own --socket")
+                socket_path.unlink()  # a leftover of a daemon that died
             site = web.UnixSite(runner, str(socket_path))
         old_umask = os.umask(0o177)
         try:
@@ -103,11 +120,12 @@ async def serving(app: web.Application, socket_path: Path, sock: socket.socket |
         finally:
             os.umask(old_umask)
         if sock is None:
+            bound = True
             os.chmod(socket_path, 0o600)
         yield
     finally:
         await runner.cleanup()
-        if sock is None:
+        if bound:
             try:
                 socket_path.unlink()
             except FileNotFoundError:

@@ -379,3 +379,10 @@ def test_odd_input_gets_a_4xx_never_a_500(daemon: Daemon, channel: Path, tmp_pat
         assert 400 <= status < 500 and answer["error"]["code"], (method, path, status, answer)
     assert daemon.client.get("/v1/health")["status"] == "ok"
     assert daemon.ctl("warm", "")[0] == os.EX_USAGE  # an empty name: no such route
+
+
+def test_a_socket_in_use_is_not_taken_over(daemon: Daemon, tmp_path: Path) -> None:
+    other = subprocess.run([sys.executable, "-m", "provisiond", "--home", str(tmp_path / "other"),
+                            "--socket", str(daemon.socket)], capture_output=True, text=True, timeout=60)
+    assert other.returncode == os.EX_CONFIG and "in use by another provisiond" in other.stderr
+    assert daemon.client.get("/v1/health")["store"] == str(daemon.home)
