@@ -63,16 +63,20 @@ def test_explicit_errors_name_the_line(tmp_path: Path) -> None:
 
 
 def test_credentials_are_masked_everywhere() -> None:
+    # The whole userinfo goes, user name included: it is often the token itself.
     assert mask("https://bob:hunter2@repo.example/t/tok-123/conda/linux-64/x.conda") == \
-        "https://bob:***@repo.example/t/***/conda/linux-64/x.conda"
-    assert mask("see https://u:p@h/c and http://h2/t/abc/d") == "see https://u:***@h/c and http://h2/t/***/d"
+        "https://***@repo.example/t/***/conda/linux-64/x.conda"
+    assert mask("see https://u:p@h/c and http://h2/t/abc/d") == "see https://***@h/c and http://h2/t/***/d"
+    assert mask("https://ghp_TOKEN@host/c") == "https://***@host/c"
+    assert mask("https://bob:p@ss@host/c") == "https://***@host/c"  # an unencoded "@" in the password
     lock = load_lockfile(ZLIB_CONDA_LOCK, "linux-64")
     from dataclasses import replace
 
     from provisiond.lock import Lock
 
     secret = Lock(platform=lock.platform, packages=tuple(
-        replace(p, url=p.url.replace("https://", "https://me:pw@"), channel="https://me:pw@conda.anaconda.org/c/")
-        for p in lock.packages), channels=("https://me:pw@conda.anaconda.org/c/",))
+        replace(p, url=p.url.replace("https://", "https://alice:s3cret@"),
+                channel="https://alice:s3cret@conda.anaconda.org/t/tok-s3cret/c/")
+        for p in lock.packages), channels=("https://ghp_s3cret@conda.anaconda.org/c/",))
     for text in (explicit(secret), conda_lock(secret), export(secret, name="x")):
-        assert "pw@" not in text and "me:***@" in text
+        assert "s3cret" not in text and "alice" not in text and "://***@" in text
