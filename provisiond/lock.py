@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, NewType
 
 from provisiond.errors import ProvisionError
+from provisiond.urls import strip_credentials
 
 EnvKey = NewType("EnvKey", str)
 
@@ -108,10 +109,13 @@ class Lock:
         payload: dict[str, Any] = {
             "scheme": ENV_KEY_SCHEME,
             "platform": self.platform,
-            "packages": [[p.url, p.sha256 or "", p.md5 if not p.sha256 else ""] for p in self.packages],
+            # Without credentials: a rotated token is the same env, and a bundle (whose lock has
+            # them stripped) keeps its key.
+            "packages": [[strip_credentials(p.url), p.sha256 or "", p.md5 if not p.sha256 else ""]
+                         for p in self.packages],
         }
         if self.pip:  # only then: keys of conda-only envs stay what they always were
-            payload["pip"] = [[p.name, p.version, p.identity] for p in self.pip]
+            payload["pip"] = [[p.name, p.version, strip_credentials(p.identity)] for p in self.pip]
         object.__setattr__(self, "_env_key", hashlib.sha256(_canonical(payload).encode()).hexdigest())
 
     @property

@@ -113,3 +113,13 @@ def test_round_trip_with_pip() -> None:
         "-e file:///home/u/proj",
         f"tinylib @ https://files.example.org/tinylib-1.0-py3-none-any.whl --hash=sha256:{'cc' * 32}",
     ]
+
+
+def test_env_key_ignores_channel_credentials() -> None:
+    """A rotated token is the same env, and a bundled lock (credentials stripped) keeps its key."""
+    from dataclasses import replace
+
+    secret = Lock(platform="linux-64", packages=tuple(
+        replace(p, url=p.url.replace("https://", "https://bob:tok@").replace("/conda-forge/", "/t/abc/conda-forge/"))
+        for p in LOCK.packages))
+    assert secret.env_key == LOCK.env_key
