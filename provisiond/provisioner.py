@@ -166,10 +166,12 @@ class Provisioner:
             if taken is not None and taken.source != str(directory):
                 raise BadRequestError(f"the name {name!r} is already used by {taken.source or 'another env'}",
                                       hint="choose another name with --name")
+        with self.store.transaction():  # a rename is one change: never lose the registration halfway
+            if existing is not None:
+                self.store.remove_name(existing.name)
+            self.store.add_name(name, "project", str(directory))
         if existing is not None:
-            self.store.remove_name(existing.name)
             self._remove_name_activation(existing.name)
-        self.store.add_name(name, "project", str(directory))
         self.projects_changed.set()
         log.info("watching project %s as %r", directory, name)
         return self.view(name)

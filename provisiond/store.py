@@ -132,6 +132,17 @@ class Store:
         assert self._db is not None, "store is not open"
         return self._db
 
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Several registry changes as one: all of them or none, even after kill -9."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
     # -- start-up recovery ---------------------------------------------------------------
 
     def sweep(self) -> None:

@@ -386,3 +386,13 @@ def test_a_socket_in_use_is_not_taken_over(daemon: Daemon, tmp_path: Path) -> No
                             "--socket", str(daemon.socket)], capture_output=True, text=True, timeout=60)
     assert other.returncode == os.EX_CONFIG and "in use by another provisiond" in other.stderr
     assert daemon.client.get("/v1/health")["store"] == str(daemon.home)
+
+
+def test_watch_again_with_another_name_renames_the_project(daemon: Daemon, channel: Path, tmp_path: Path) -> None:
+    project = write_project(tmp_path / "r", channel, ["hello"], name="first")
+    assert daemon.ctl("watch", str(project), "--no-warm")[0] == 0
+    code, out, err = daemon.ctl("watch", str(project), "-n", "second", "--no-warm", "--json")
+    assert code == 0, err
+    names = [(e["name"], e["source"]) for e in daemon.client.get("/v1/envs")["envs"]]
+    assert names == [("second", str(project))]
+    assert daemon.ctl("watch", str(project), "-n", "bad name")[0] == 64
