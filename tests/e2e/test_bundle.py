@@ -396,14 +396,13 @@ TAR_ONLY = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(EVIL))
-@pytest.mark.parametrize("form", ["tar", "dir"])
+# A directory bundle cannot hold the TAR_ONLY cases at all: those run as tars only.
+@pytest.mark.parametrize(("case", "form"), [(case, form) for case in sorted(EVIL) for form in ("tar", "dir")
+                                            if form == "tar" or case not in TAR_ONLY])
 def test_an_evil_bundle_is_refused_with_nothing_written(case: str, form: str, tmp_path: Path) -> None:
     build, message = EVIL[case]
     home, outside = tmp_path / "home", tmp_path / "outside"
     bundle = build(home, outside)
-    if form == "dir" and case in TAR_ONLY:
-        pytest.skip("a directory cannot hold that: " + TAR_ONLY[case])
     source = bundle.tar(tmp_path / "evil.tar") if form == "tar" else bundle.directory(tmp_path / "evil")
     before = sorted(p.name for p in tmp_path.iterdir())
     out, err = io.StringIO(), io.StringIO()
