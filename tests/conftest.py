@@ -66,12 +66,62 @@ class Daemon(DaemonProcess):
                 raise AssertionError(f"{name} never reached the expected state; last: {view}")
             time.sleep(0.05)
 
+    def raw(self, method: str, path: str, body: object = None) -> tuple[int, dict]:
+        """One request with http.client, bypassing our client: (status, decoded JSON answer).
+
+        ``body`` bytes are sent as they are (malformed JSON on purpose); anything else as JSON.
+        """
+        import http.client
+        import json
+        import socket as socketlib
+
+        conn = http.client.HTTPConnection("provisiond")
+        conn.sock = socketlib.socket(socketlib.AF_UNIX)
+        conn.sock.connect(str(self.socket))
+        data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+        try:
+            conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            return resp.status, json.loads(resp.read())
+        finally:
+            conn.close()
+
     def ctl(self, *args: str) -> tuple[int, str, str]:
         """Run provisionctl in-process against this daemon: (exit code, stdout, stderr)."""
         out, err = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = cli.main(["--socket", str(self.socket), *args])
         return code, out.getvalue(), err.getvalue()
+
+
+@contextlib.contextmanager
+def serve_directory(directory: Path, before_get: Callable[[str], None] | None = None) -> Iterator[str]:
+    """``directory`` over real HTTP on the loopback interface; yields the base URL.
+
+    ``before_get(path)`` runs before each GET is answered (e.g. to hold downloads back).
+    """
+    import functools
+    import http.server
+    import threading
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            if before_get is not None:
+                before_get(self.path)
+            super().do_GET()
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the stdlib's name
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(directory)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(30)
 
 
 @pytest.fixture

@@ -8,8 +8,6 @@ its ENTRYPOINT, with the daemon gone and no python3 on PATH.
 from __future__ import annotations
 
 import contextlib
-import functools
-import http.server
 import io
 import json
 import os
@@ -18,14 +16,13 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from provisiond import cli
-from tests.conftest import REPO, Daemon, write_project
+from tests.conftest import REPO, Daemon, serve_directory, write_project
 
 RECIPE = REPO / "examples" / "container"
 WAIT = 120  # seconds: a hang guard, never a timing assertion
@@ -167,18 +164,8 @@ def test_the_container_recipe(channel: Path, tmp_path: Path, short_dir: Path, no
 def channel_with_credentials(channel: Path) -> Iterator[str]:
     """The local channel over HTTP, as ``http://alice:s3cret@127.0.0.1:PORT/``: the server ignores the
     credentials, but the engine sends them and the store records them in every URL."""
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(channel)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://alice:s3cret@127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
-    thread.join(WAIT)
+    with serve_directory(channel) as url:
+        yield url.replace("http://", "http://alice:s3cret@")
 
 
 def files_holding(root: Path, *needles: bytes) -> list[str]:

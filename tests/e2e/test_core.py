@@ -16,7 +16,7 @@ import pytest
 
 from provisiond.store import MARKER
 from provisiond.testing.channel import PLACEHOLDER, build_channel, generated_packages
-from tests.conftest import Daemon, write_project
+from tests.conftest import Daemon, serve_directory, write_project
 
 
 def files_under(path: Path) -> set[Path]:
@@ -193,19 +193,7 @@ def test_kill_9_during_a_build_leaves_no_partial_env(daemon: Daemon, tmp_path: P
 
 
 def test_api_errors_are_json_with_a_stable_code(daemon: Daemon) -> None:
-    import http.client
-    import socket
-
-    def raw(method: str, path: str, body: bytes | None = None) -> tuple[int, dict]:
-        conn = http.client.HTTPConnection("x")
-        conn.sock = socket.socket(socket.AF_UNIX)
-        conn.sock.connect(str(daemon.socket))
-        conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
-        try:
-            resp = conn.getresponse()
-            return resp.status, json.loads(resp.read())
-        finally:
-            conn.close()
+    raw = daemon.raw
 
     assert raw("GET", "/v1/envs/nope") == (404, {"error": {
         "code": "env-not-found", "message": "no env named 'nope'", "hint": "see: provisionctl list"}})
@@ -269,20 +257,8 @@ def test_provisionctl_does_not_import_heavy_modules(daemon: Daemon) -> None:
 @pytest.fixture
 def http_channel(channel: Path):
     """The local channel served over real HTTP on the loopback interface."""
-    import functools
-    import http.server
-
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(channel))
-    handler.log_message = lambda *args: None  # type: ignore[method-assign]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serve_directory(channel) as url:
+        yield url
 
 
 def test_http_channel(daemon: Daemon, http_channel: str, tmp_path: Path) -> None:
@@ -336,21 +312,7 @@ def test_the_warm_fast_path(daemon: Daemon, channel: Path, tmp_path: Path) -> No
 
 def test_odd_input_gets_a_4xx_never_a_500(daemon: Daemon, channel: Path, tmp_path: Path) -> None:
     """Inputs found in review that used to end in 500 or hang the daemon."""
-    import http.client
-    import socket as socketlib
-
-    def raw(method: str, path: str, body: object = None) -> tuple[int, dict]:
-        conn = http.client.HTTPConnection("x")
-        conn.sock = socketlib.socket(socketlib.AF_UNIX)
-        conn.sock.connect(str(daemon.socket))
-        data = json.dumps(body).encode() if body is not None else None
-        conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
-        try:
-            resp = conn.getresponse()
-            return resp.status, json.loads(resp.read())
-        finally:
-            conn.close()
-
+    raw = daemon.raw
     project = write_project(tmp_path / "p", channel, ["hello"], name="p1")
     daemon.ctl("warm", str(project))
     fifo = tmp_path / "fifo"

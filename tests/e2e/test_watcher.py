@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Daemon, write_project
+from tests.conftest import Daemon, serve_directory, write_project
 
 
 def yml(channel: Path, deps: list[str], name: str = "w") -> str:
@@ -105,31 +105,19 @@ def test_a_gone_project_that_comes_back_is_watched_again(daemon: Daemon, channel
 @pytest.fixture
 def slow_channel(channel: Path):
     """The local channel over HTTP, each package download held back until the test lets it go."""
-    import functools
-    import http.server
     import threading
 
     gate = threading.Event()
 
-    class Slow(http.server.SimpleHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
-            if self.path.endswith((".conda", ".tar.bz2")):
-                gate.wait(30)
-            super().do_GET()
+    def hold(path: str) -> None:
+        if path.endswith((".conda", ".tar.bz2")):
+            gate.wait(30)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Slow, directory=str(channel)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/", gate
-    finally:
-        gate.set()
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serve_directory(channel, hold) as url:
+        try:
+            yield url, gate
+        finally:
+            gate.set()  # before the server stops: no download left waiting
 
 
 def test_an_edit_during_a_build_is_not_lost(daemon: Daemon, slow_channel, tmp_path: Path) -> None:
