@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from provisiond.dotenv import parse_dotenv
+from provisiond.locations import SPEC_FILES
 from provisiond.settings import Paths
 from provisiond.shell.render import activate_script, deactivate_script, source_lines
 
@@ -41,7 +42,6 @@ log = logging.getLogger(__name__)
 
 SCHEME = 1
 SHELLS = ("bash", "zsh", "fish", "sh", "json")
-SPEC_FILES = ("environment.yml", "environment.yaml")
 UNSET_MARKER = "***unset***"  # conda's "remove this variable" value in conda-meta/state
 ENV_FILE = "env.json"
 STAMP = "stamp"

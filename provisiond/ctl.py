@@ -57,10 +57,11 @@ def _fast_warm(argv: list[str]) -> int | None:
 def _project_dir(path: str) -> str | None:
     """The nearest directory at or above ``path`` holding an environment file, by its real path
     (as the daemon knows projects), like ``activation.find_project_dir``."""
+    from provisiond.locations import SPEC_FILES
+
     directory = os.path.realpath(path)
     while True:
-        if os.path.isfile(os.path.join(directory, "environment.yml")) or \
-                os.path.isfile(os.path.join(directory, "environment.yaml")):
+        if any(os.path.isfile(os.path.join(directory, name)) for name in SPEC_FILES):
             return directory
         if directory == "/":
             return None

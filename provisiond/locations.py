@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 APP = "provisiond"
+# The files that make a directory a project (and what the shell hooks look for).
+SPEC_FILES = ("environment.yml", "environment.yaml")
 # AF_UNIX paths are limited to 108 bytes (sun_path); leave room for the NUL.
 MAX_SOCKET_PATH = 100
 KEYS = ("home", "socket", "state", "engine", "micromamba_path", "max_builds", "solve_ttl", "channel_alias",

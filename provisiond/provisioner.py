@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
 import logging
+import re
 import shutil
 import time
 from collections.abc import Sequence
@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from provisiond import activation
+from provisiond.builder import Builder
 from provisiond.engines.base import Engine
 from provisiond.errors import BadRequestError, EnvNotFoundError, ProvisionError, SpecError
-from provisiond.builder import Builder
 from provisiond.exports import export
+from provisiond.locations import SPEC_FILES
 from provisiond.lock import EnvKey, Lock
 from provisiond.lockfiles import kind_of, load_lockfile
 from provisiond.pip import find_uv, inputs_key, resolve_pip
@@ -27,8 +28,6 @@ from provisiond.store import NameRecord, Store
 from provisiond.urls import mask
 
 log = logging.getLogger(__name__)
-
-SPEC_FILES = ("environment.yml", "environment.yaml")
 
 
 

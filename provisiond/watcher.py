@@ -14,7 +14,8 @@ from pathlib import Path
 
 from watchfiles import Change, awatch
 
-from provisiond.provisioner import SPEC_FILES, Provisioner
+from provisiond.locations import SPEC_FILES
+from provisiond.provisioner import Provisioner
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,7 @@ from provisiond.activation import Activation
 from provisiond.dotenv import parse_dotenv
 from provisiond.settings import Paths
 from tests.conftest import Daemon, write_project
+from tests.shell_probe import dump, environ, read_values
 
 SHELL_ARGV = {"bash": ["bash", "--norc", "--noprofile", "-c"], "zsh": ["zsh", "-f", "-c"], "sh": ["sh", "-c"],
               "fish": ["fish", "--no-config", "-c"]}
@@ -74,24 +75,6 @@ def run_shell(shell: str, script: str, cwd: Path, env: dict[str, str] | None = N
     base = {"HOME": str(cwd), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
     return subprocess.run([*SHELL_ARGV[shell], script], cwd=cwd, env=env or base, capture_output=True,
                           text=True, timeout=30, check=True)
-
-
-def dump(shell: str, names: list[str], file: Path) -> str:
-    """Shell code writing each variable's value (or <unset>) NUL-terminated into ``file``."""
-    if shell == "fish":
-        return (f"begin; for v in {' '.join(names)}; if set -q $v; printf '%s\\0' \"$$v\"; "
-                f"else; printf '%s\\0' '<unset>'; end; end; end > '{file}'")
-    return "printf '%s\\0' " + " ".join(f'"${{{n}-<unset>}}"' for n in names) + f" > '{file}'"
-
-
-def values(file: Path, names: list[str]) -> dict[str, str]:
-    return dict(zip(names, file.read_bytes().decode().split("\0")[:-1], strict=True))
-
-
-def environ(file: Path) -> list[bytes]:
-    """An `env -0` snapshot, sorted: fish exports in its own order; OLDPWD and _ belong to the shell."""
-    entries = file.read_bytes().split(b"\0")[:-1]
-    return sorted(e for e in entries if not e.startswith((b"OLDPWD=", b"_=")))
 
 
 def fake_prefix(root: Path, files: dict[str, str]) -> Path:
@@ -249,7 +232,7 @@ def test_values_reach_every_shell_literally(built: Built, tmp_path: Path, shell:
     names = list(NASTY)
     source = "source" if shell == "fish" else "."
     run_shell(shell, f"{source} '{script}'; {dump(shell, names, tmp_path / 'out')}", tmp_path)
-    assert values(tmp_path / "out", names) == NASTY
+    assert read_values(tmp_path / "out", names) == NASTY
     assert not (tmp_path / "pwned").exists()
 
 
@@ -271,11 +254,11 @@ def test_deactivation_restores_the_environment_exactly(built: Built, tmp_path: P
         f"{local}/usr/bin/env -0 > before; {source} '{script}'; {source} '{script}'; "
         f"{dump(shell, names, tmp_path / 'active')}; /usr/bin/env -0 > active.env; "
         f"{source} ./deactivate; /usr/bin/env -0 > after; {dump(shell, ['LOCALV'], tmp_path / 'local')}"), tmp_path, env)
-    assert values(tmp_path / "active", names) == {
+    assert read_values(tmp_path / "active", names) == {
         "CONDA_SHLVL": "2", "CONDA_PREFIX": str(built.prefix), "HELLO_HOME": f"{built.prefix}/share/hello",
         "EMPTY": "filled", "UNSET_BEFORE": "now set", "HELLO_ACTIVATED": "1"}
     assert environ(tmp_path / "after") == environ(tmp_path / "before")
-    assert values(tmp_path / "local", ["LOCALV"]) == {"LOCALV": "<unset>" if shell == "sh" else "mine"}
+    assert read_values(tmp_path / "local", ["LOCALV"]) == {"LOCALV": "<unset>" if shell == "sh" else "mine"}
     if shell != "sh":  # while active it was exported like every activation variable
         assert b"LOCALV=exported now" in environ(tmp_path / "active.env")
 
@@ -288,7 +271,7 @@ def test_path_edits_made_while_active_survive_deactivation(built: Built, tmp_pat
     source, append = ("source", "set -gx PATH $PATH /extra") if shell == "fish" else (".", 'PATH="$PATH:/extra"')
     run_shell(shell, f"{source} ./activate; {append}; {source} ./deactivate; {dump(shell, ['PATH'], tmp_path / 'out')}",
               tmp_path)
-    assert values(tmp_path / "out", ["PATH"]) == {"PATH": "/usr/bin:/bin:/extra"}
+    assert read_values(tmp_path / "out", ["PATH"]) == {"PATH": "/usr/bin:/bin:/extra"}
 
 
 @pytest.mark.parametrize("before", ["", None], ids=["empty", "unset"])
@@ -299,9 +282,9 @@ def test_an_empty_or_unset_path_comes_back_as_it_was(built: Built, tmp_path: Pat
     setup = "PATH=" if before == "" else "unset PATH"
     run_shell("bash", f"{setup}; . ./activate; {dump('bash', ['PATH'], tmp_path / 'on')}; hello > hello.out; "
                       f". ./deactivate; {dump('bash', ['PATH'], tmp_path / 'off')}", tmp_path)
-    assert values(tmp_path / "on", ["PATH"]) == {"PATH": f"{built.prefix}/bin"}  # no trailing ':' (= cwd)
+    assert read_values(tmp_path / "on", ["PATH"]) == {"PATH": f"{built.prefix}/bin"}  # no trailing ':' (= cwd)
     assert (tmp_path / "hello.out").read_text() == f"Hello 2.0 from {built.prefix}\n"
-    assert values(tmp_path / "off", ["PATH"]) == {"PATH": "<unset>" if before is None else ""}
+    assert read_values(tmp_path / "off", ["PATH"]) == {"PATH": "<unset>" if before is None else ""}
 
 
 # -- provisionctl ------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from provisiond.activation import project_activation_dir, write_project_activati
 from provisiond.settings import Paths
 from provisiond.spec import load_spec
 from tests.conftest import Daemon, write_project
+from tests.shell_probe import dump, environ, read_values
 
 ARGV = {"bash": ["bash", "--norc", "--noprofile", "-i"], "zsh": ["zsh", "-f", "-i"],
         "fish": ["fish", "--no-config", "-i"]}
@@ -144,23 +145,6 @@ def world(channel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[W
     finally:
         assert daemon.stop() == 0, daemon.log.read_text() if daemon.log else ""
         shutil.rmtree(short, ignore_errors=True)
-
-
-def dump(kind: str, names: list[str], file: Path) -> str:
-    """Shell code (builtins only) writing each variable's value, or <unset>, NUL-terminated to ``file``."""
-    if kind == "fish":
-        return (f"begin; for v in {' '.join(names)}; if set -q $v; printf '%s\\0' \"$$v\"; "
-                f"else; printf '%s\\0' '<unset>'; end; end; end > '{file}'")
-    return "printf '%s\\0' " + " ".join(f'"${{{n}-<unset>}}"' for n in names) + f" > '{file}'"
-
-
-def read_values(file: Path, names: list[str]) -> dict[str, str]:
-    return dict(zip(names, file.read_bytes().decode().split("\0")[:-1], strict=True))
-
-
-def environ(file: Path) -> list[bytes]:
-    """An `env -0` snapshot, sorted (fish exports in its own order), without OLDPWD and _."""
-    return sorted(e for e in file.read_bytes().split(b"\0")[:-1] if not e.startswith((b"OLDPWD=", b"_=")))
 
 
 def check(sh: Shell, kind: str, tmp: Path, names: list[str]) -> dict[str, str]:
