@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from provisiond.dotenv import parse_dotenv
+from provisiond.files import write_atomic
 from provisiond.locations import SPEC_FILES
 from provisiond.settings import Paths
 from provisiond.shell.render import activate_script, deactivate_script, source_lines
@@ -154,12 +155,12 @@ def write_env_activation(paths: Paths, env_key: str, prefix: str | os.PathLike[s
     directory = paths.activation / env_key
     directory.mkdir(parents=True, exist_ok=True)
     for kind in ("sh", "fish"):
-        _write(directory / f"deactivate.d.{kind}", source_lines(kind, facts.deactivate[kind]), 0o644)
+        write_atomic(directory / f"deactivate.d.{kind}", source_lines(kind, facts.deactivate[kind]), 0o644)
     # Full scripts under the prefix's own name, for cold starts that know only the env (DESIGN.md).
     plain = Activation(name=Path(facts.prefix).name, facts=facts, generation=env_key[:16])
     for shell in SHELLS:
-        _write(directory / f"activate.{shell}", render_activation(plain, shell), 0o644)
-    _write(directory / ENV_FILE, _dumps(facts.to_wire()), 0o644)  # last: its presence means complete
+        write_atomic(directory / f"activate.{shell}", render_activation(plain, shell), 0o644)
+    write_atomic(directory / ENV_FILE, _dumps(facts.to_wire()), 0o644)  # last: its presence means complete
     for warning in facts.warnings:
         log.warning("env %s: %s", env_key[:16], warning)
     return facts
@@ -200,9 +201,9 @@ def write_name_activation(paths: Paths, name: str, env_key: str, prefix: str | o
     if _read_json(directory / "activate.json") == act.to_wire() and _read_text(directory / NAME_TARGET) == target:
         return False
     directory.mkdir(parents=True, exist_ok=True)
-    _write(directory / "activate.sh", render_activation(act, "sh"), 0o644)
-    _write(directory / "activate.json", render_activation(act, "json"), 0o644)
-    _write(directory / NAME_TARGET, target, 0o644)  # last: cold-start reads it first
+    write_atomic(directory / "activate.sh", render_activation(act, "sh"), 0o644)
+    write_atomic(directory / "activate.json", render_activation(act, "json"), 0o644)
+    write_atomic(directory / NAME_TARGET, target, 0o644)  # last: cold-start reads it first
     return True
 
 
@@ -256,8 +257,8 @@ def write_project_activation(paths: Paths, project_dir: str | os.PathLike[str], 
     act = replace(act, generation=f"{env_key[:12]}-{time.time_ns():x}")
     _private_dirs(paths.state, directory)
     for shell in SHELLS:
-        _write(directory / f"activate.{shell}", render_activation(act, shell), 0o600)
-    _write(directory / STAMP, act.generation + "\n", 0o600)  # last: the hook swaps when it changes
+        write_atomic(directory / f"activate.{shell}", render_activation(act, shell), 0o600)
+    write_atomic(directory / STAMP, act.generation + "\n", 0o600)  # last: the hook swaps when it changes
     log.info("activation of project %s: env %s, generation %s", project, env_key[:16], act.generation)
     return True
 
@@ -431,21 +432,3 @@ def _private_dirs(root: Path, directory: Path) -> None:
             continue
         os.chmod(path, 0o700)  # mkdir's mode is masked by the umask
     os.chmod(root, 0o700)
-
-
-def _write(path: Path, text: str, mode: int) -> None:
-    """Write ``text`` atomically (temp file + os.replace), so a reader never sees half of it.
-
-    No fsync: activation is derived data that every warm checks and rewrites, and a build writes
-    about 17 of these files (an fsync each costs milliseconds on a journaled disk).
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns():x}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, mode)  # the umask may have taken bits away from os.open's mode
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from provisiond.errors import EnvNotFoundError, StoreBusyError
+from provisiond.files import write_atomic
 from provisiond.lock import Lock
 from provisiond.settings import Paths
 
@@ -200,8 +201,8 @@ class Store:
         """Make a finished build visible: lock file, marker, one rename(), then the row."""
         env_key = lock.env_key
         final = self.paths.prefix(env_key)
-        _write_atomic(self.paths.locks / f"{env_key}.json", lock.to_json())
-        _write_atomic(build_dir / MARKER, json.dumps({"env_key": env_key, "lock_version": 1}))
+        write_atomic(self.paths.locks / f"{env_key}.json", lock.to_json())
+        write_atomic(build_dir / MARKER, json.dumps({"env_key": env_key, "lock_version": 1}))
         try:
             os.rename(build_dir, final)
         except OSError:
@@ -226,9 +227,9 @@ class Store:
         """
         if prefix != self.paths.prefix(lock.env_key):
             raise ValueError(f"{prefix} is not the prefix of env {lock.env_key[:16]}")
-        _write_atomic(self.paths.locks / f"{lock.env_key}.json", lock.to_json())
+        write_atomic(self.paths.locks / f"{lock.env_key}.json", lock.to_json())
         (prefix / MARKER).parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(prefix / MARKER, json.dumps({"env_key": lock.env_key, "lock_version": 1}))
+        write_atomic(prefix / MARKER, json.dumps({"env_key": lock.env_key, "lock_version": 1}))
         self._insert_env(lock, prefix)
         return prefix
 
@@ -354,9 +355,3 @@ class Store:
         else:
             rows = self.db.execute("SELECT * FROM builds ORDER BY id DESC LIMIT ?", (limit,))
         return [BuildRecord(**dict(row)) for row in rows]
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from provisiond.errors import ConfigError
+from provisiond.files import write_atomic
 
 SD_LISTEN_FDS_START = 3
 
@@ -88,8 +89,6 @@ def install_units(exe: str, directory: Path) -> list[Path]:
     written = []
     for name, text in unit_files(exe).items():
         path = directory / name
-        tmp = path.with_name(f".{name}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        write_atomic(path, text)
         written.append(path)
     return written
