@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -30,6 +29,7 @@ from provisiond.dotenv import parse_dotenv
 from provisiond.files import write_atomic
 from provisiond.locations import SPEC_FILES
 from provisiond.settings import Paths
+from provisiond.shellvars import reason_refused
 from provisiond.shell.render import activate_script, deactivate_script, source_lines
 
 __all__ = [
@@ -53,9 +53,6 @@ PROJECT_LEAF = ".provisiond"
 NAMES_DIR = "names"
 NAME_TARGET = "env"
 CORE_VARS = ("CONDA_PREFIX", "CONDA_SHLVL", "CONDA_DEFAULT_ENV", "CONDA_PROMPT_MODIFIER")
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-# The shell's own variables, and ours: an env var must not take them over.
-_RESERVED = frozenset({"PATH", "PWD", "OLDPWD", "SHLVL", "_", "IFS", "PS1", *CORE_VARS})
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,10 +363,9 @@ def _read_vars(file: Path, key: str | None, warnings: list[str]) -> dict[str, st
 def _valid(pairs: Mapping[str, str], what: str, warnings: list[str]) -> tuple[tuple[str, str], ...]:
     out = []
     for name, value in pairs.items():
-        if not _NAME.match(name):
-            warnings.append(f"{what} {name!r} ignored: not a valid variable name")
-        elif name in _RESERVED or name.startswith("_PROVISIOND_") or name.startswith("__pvd_"):
-            warnings.append(f"{what} {name} ignored: activation manages it")
+        refused = reason_refused(name)
+        if refused is not None:
+            warnings.append(f"{what} {name!r} ignored: {refused}")
         elif "\0" in value:
             warnings.append(f"{what} {name} ignored: its value contains a NUL byte")
         else:

@@ -23,6 +23,7 @@ from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.reader import ReaderError
 
 from provisiond.errors import SpecError
+from provisiond.shellvars import reason_refused
 
 __all__ = ["EnvSpec", "load_spec", "parse_spec", "spec_key"]
 
@@ -314,8 +315,10 @@ def _variables(reader: _Reader, doc: dict[Any, Any]) -> tuple[tuple[str, str], .
     for key, value in node.items():
         if not isinstance(key, str) or not key or "=" in key or "\0" in key:
             raise reader.error(_pos(node, "key", key), f"invalid variable name {str(key)!r}")
-        if key.upper() == "PATH":  # conda reserves PATH; micromamba upper-cases keys (§1.5)
-            reader.warn(_pos(node, "key", key), f"variable {key!r} is reserved and ignored")
+        # conda reserves PATH; we also refuse what runs code in the shell (shellvars.py, issue #9).
+        refused = reason_refused(key)
+        if refused is not None:
+            reader.warn(_pos(node, "key", key), f"variable {key!r} ignored: {refused}")
             continue
         if value is None or isinstance(value, (dict, list)):
             message = f"variable {key!r} must have a scalar value, not {_kind(value)}"

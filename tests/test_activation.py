@@ -194,6 +194,25 @@ def test_secrets_stay_out_of_the_store_and_the_logs(built: Built, tmp_path: Path
     assert secret in (activation.read_project_activation(built.paths, project, "json") or "")
 
 
+def test_shell_control_variables_never_reach_a_script(built: Built, tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """`.env` and `variables:` may not set what the shell or the loader runs (issue #9, part 2)."""
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / ".env").write_text("PROMPT_COMMAND=id\nLD_PRELOAD=/tmp/evil.so\nfish_function_path=/tmp\nKEPT=1\n")
+    with caplog.at_level(logging.WARNING):
+        activation.write_project_activation(built.paths, project, "p", built.env_key, built.prefix,
+                                            [("BASH_ENV", "/tmp/x"), ("PS1", "$(id)"), ("ZDOTDIR", "/tmp"),
+                                             ("OWN", "yes")])
+    data = json.loads(activation.read_project_activation(built.paths, project, "json") or "{}")
+    assert {"KEPT", "OWN"} <= set(data["set"])
+    for name in ("PROMPT_COMMAND", "LD_PRELOAD", "fish_function_path", "BASH_ENV", "PS1", "ZDOTDIR"):
+        assert name not in data["set"]
+        assert f"{name!r} ignored: it controls the shell" in caplog.text
+        for shell in ("bash", "zsh", "fish", "sh"):
+            assert name not in (activation.read_project_activation(built.paths, project, shell) or "")
+
+
 def test_json_form_has_what_a_tool_needs(built: Built, tmp_path: Path) -> None:
     project = tmp_path / "tool"
     project.mkdir()

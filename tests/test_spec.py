@@ -208,11 +208,22 @@ def test_variables_keep_case_and_order() -> None:
         "  EMPTY: ''\n"
     )
     assert spec.variables == (("my_var", "hello"), ("COUNT", "3"), ("RATIO", "0.5"), ("DEBUG", "true"), ("EMPTY", ""))
-    assert spec.warnings == ("environment.yml:6:3: variable 'PATH' is reserved and ignored",)
+    assert spec.warnings == (
+        "environment.yml:6:3: variable 'PATH' ignored: it controls the shell or the loader, so activation never sets it",
+    )
     assert error("variables:\n  A:\n").message == (
         "environment.yml:2:3: variable 'A' must have a scalar value, not null"
     )
     assert error("variables: [A]").message == "environment.yml:1:12: 'variables' must be a mapping, not a list"
+
+
+@pytest.mark.parametrize("name", ["PROMPT_COMMAND", "PS0", "PS4", "BASH_ENV", "ENV", "ZDOTDIR", "IFS", "LD_PRELOAD",
+                                  "LD_AUDIT", "LD_LIBRARY_PATH", "fish_function_path", "fish_user_paths", "HOME",
+                                  "BASH_FUNC_ls%%", "HISTFILE", "PROMPT", "CONDA_PREFIX", "1ABC", "MY-VAR", "A B"])
+def test_shell_control_variables_and_bad_names_are_reported_and_dropped(name: str) -> None:
+    spec = parse(f"name: x\nvariables:\n  OK: fine\n  {json.dumps(name)}: 'id > /tmp/PWNED'\n")
+    assert spec.variables == (("OK", "fine"),)
+    assert len(spec.warnings) == 1 and spec.warnings[0].startswith(f"environment.yml:4:3: variable {name!r} ignored: ")
 
 
 def test_name_and_channel_priority() -> None:
