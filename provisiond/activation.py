@@ -35,8 +35,10 @@ from provisiond.shell.render import activate_script, deactivate_script, source_l
 __all__ = [
     "SHELLS", "Activation", "EnvFacts", "env_facts", "find_project_dir", "load_env_facts",
     "name_activation_dir", "name_variables", "project_activation_dir", "read_project_activation",
-    "refresh_project_activation", "remove_name_activation", "remove_project_activation", "render_activation",
+    "refresh_project_activation", "remove_name_activation", "remove_project_activation", "remove_project_notice",
+    "render_activation",
     "render_deactivation", "write_env_activation", "write_name_activation", "write_project_activation",
+    "write_project_notice",
 ]
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,9 @@ SHELLS = ("bash", "zsh", "fish", "sh", "json")
 UNSET_MARKER = "***unset***"  # conda's "remove this variable" value in conda-meta/state
 ENV_FILE = "env.json"
 STAMP = "stamp"
+# Beside a project's activation: "KEY\nONE LINE\n" that the hook prints once per KEY (a blocked
+# project, a failed build, a broken file); absent while all is well.
+NOTICE = "notice"
 # The leaf under a mirrored project path: a name no real project nests its own project under.
 PROJECT_LEAF = ".provisiond"
 # activation/names/<name>/ in the store: activate.sh, activate.json, then NAME_TARGET
@@ -286,6 +291,19 @@ def remove_project_activation(paths: Paths, project_dir: str | os.PathLike[str])
         except OSError:
             break
         parent = parent.parent
+
+
+def write_project_notice(paths: Paths, project_dir: str | os.PathLike[str], key: str, message: str) -> None:
+    """Leave the hook one line to print about a project (once per ``key``)."""
+    directory = project_activation_dir(paths, project_dir)
+    _private_dirs(paths.state, directory)
+    line = " ".join(message.split())  # one line, whatever the error said
+    write_atomic(directory / NOTICE, f"{key}\n{line}\n", 0o600)
+
+
+def remove_project_notice(paths: Paths, project_dir: str | os.PathLike[str]) -> None:
+    """All is well again: the hook has nothing to say about this project."""
+    (project_activation_dir(paths, project_dir) / NOTICE).unlink(missing_ok=True)
 
 
 def read_project_activation(paths: Paths, project_dir: str | os.PathLike[str], shell: str) -> str | None:

@@ -14,6 +14,7 @@ from provisiond import __version__
 from provisiond.client import Client, segment
 from provisiond.render import render
 from provisiond.errors import EnvNotFoundError, ProvisionError
+from provisiond.locations import SPEC_FILES
 from provisiond.settings import Settings, load_settings
 
 Result = Any
@@ -28,17 +29,46 @@ def _looks_like_path(target: str) -> bool:
     return "/" in target or target in (".", "..") or (os.path.exists(target) and not target.isidentifier())
 
 
-def _project_name(client: Client, target: str) -> str:
-    """A NAME stays a name; a PATH is registered (idempotent) and becomes its project's name."""
+def _project_name(client: Client, target: str, *, allow: bool = False) -> str:
+    """A NAME stays a name; a PATH is registered (idempotent) and becomes its project's name.
+
+    ``allow``: the command is one a user types to build that project (``warm PATH``), so it
+    records consent for the project's current content (docs/activation.md, "Trust").
+    """
     if not _looks_like_path(target):
         return target
-    view = client.post("/v1/projects", {"path": str(Path(target).resolve()), "warm": False})
+    view = client.post("/v1/projects", {"path": str(Path(target).resolve()), "warm": False, "allow": allow})
     return str(view["name"])
 
 
 def cmd_watch(args: argparse.Namespace) -> Result:
     return _client(args).post("/v1/projects", {"path": str(Path(args.dir).resolve()), "name": args.name,
-                                               "warm": not args.no_warm})
+                                               "warm": not args.no_warm, "allow": not args.if_allowed})
+
+
+def _trust_target(path: str) -> str:
+    """A file stays a file (a named env's); a directory becomes its project, found by walking up."""
+    from provisiond import activation
+
+    if os.path.isfile(path) and os.path.basename(path) not in SPEC_FILES:
+        return str(Path(path).resolve())
+    project = activation.find_project_dir(path)
+    if project is None:
+        raise EnvNotFoundError(f"{path}: no environment.yml in this directory or above",
+                               hint="allow a project directory, or an env's file")
+    return str(project.resolve())
+
+
+def cmd_allow(args: argparse.Namespace) -> Result:
+    return _client(args).post("/v1/trust", {"path": _trust_target(args.path)})
+
+
+def cmd_deny(args: argparse.Namespace) -> Result:
+    return _client(args).delete("/v1/trust", path=_trust_target(args.path))
+
+
+def cmd_allowed(args: argparse.Namespace) -> Result:
+    return _client(args).get("/v1/trust")
 
 
 def cmd_unwatch(args: argparse.Namespace) -> Result:
@@ -72,7 +102,7 @@ def cmd_create(args: argparse.Namespace) -> Result:
 
 def cmd_warm(args: argparse.Namespace) -> Result:
     client, tty = _client(args), _shows_progress(args)
-    name = _project_name(client, args.target)
+    name = _project_name(client, args.target, allow=True)
     path, body = f"/v1/envs/{segment(name)}/warm", {"update": args.update, "progress": bool(tty)}
     if tty is None:
         return client.post(path, body)
@@ -246,8 +276,13 @@ def cmd_check(args: argparse.Namespace) -> Result:
 # -- argv --------------------------------------------------------------------------------------
 
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], Result], str]] = {
-    "watch": (cmd_watch, "register a project directory holding environment.yml and build it in the background"),
+    "watch": (cmd_watch, "register a project directory holding environment.yml and build it in the background "
+                         "(this allows its current content)"),
     "unwatch": (cmd_unwatch, "forget a project (its env stays in the store for other users of it)"),
+    "allow": (cmd_allow, "trust a project's current environment.yml (channels, pip:, variables:) so the shell "
+                         "hook builds and activates it; default: the project around the current directory"),
+    "deny": (cmd_deny, "revoke `allow`: the project stops building and its shells deactivate"),
+    "allowed": (cmd_allowed, "list allowed projects and env files, and the trusted_prefixes setting"),
     "create": (cmd_create, "create a named env from an environment file, like `conda env create -f`"),
     "warm": (cmd_warm, "make an env ready (solve, fetch, build) and print its prefix"),
     "list": (cmd_list, "list envs: name, status, env_key, prefix, projects"),
@@ -293,6 +328,12 @@ def parser() -> argparse.ArgumentParser:
     cmds["watch"].add_argument("dir", metavar="DIR", help="project directory")
     cmds["watch"].add_argument("-n", "--name", help="env name (default: the file's name:, else the directory name)")
     cmds["watch"].add_argument("--no-warm", action="store_true", help="register only; build on first warm")
+    cmds["watch"].add_argument("--if-allowed", action="store_true",
+                               help="what the shell hook runs: register only a project already allowed (or under "
+                                    "trusted_prefixes); never records consent")
+    for verb in ("allow", "deny"):
+        cmds[verb].add_argument("path", metavar="PATH", nargs="?", default=".",
+                                help="a project directory (or a dir inside it), or an env's file (default: .)")
     cmds["unwatch"].add_argument("target", metavar="NAME|DIR")
     cmds["create"].add_argument("-f", "--file", required=True,
                                 help="environment.yml, an @EXPLICIT file, conda-lock.yml or pixi.lock")

@@ -190,7 +190,7 @@ def _warm(paths: Paths, target: str, *, is_path: bool) -> None:
             project = activation.find_project_dir(target)
             if project is None:
                 raise NotRunnableError(f"{target}: no environment.yml in this directory or above")
-            name = client.post("/v1/projects", {"path": str(project.resolve()), "warm": False})["name"]
+            name = client.post("/v1/projects", {"path": str(project.resolve()), "warm": False, "allow": True})["name"]
         client.post(f"/v1/envs/{segment(name)}/warm", {})
     except EnvNotFoundError:
         raise NotRunnableError(f"no env named {target!r} (see: provisionctl list)") from None

@@ -3,6 +3,7 @@
 - ``warm NAME`` of a ready env: one request on a raw ``_socket``; the daemon sends the prefix as text.
 - ``activate PATH`` of a ready project: its pre-rendered script, read from the per-user state dir.
 - ``run NAME -- CMD`` of a ready env: a lease, then exec through the store's ``activate.sh``.
+- ``watch --if-allowed DIR``: the shell hook's one call when it enters a project with no env.
 
 All three skip argparse, json, pathlib and the socket module. Anything else (other commands, other
 options, errors, an env that is not ready) goes to ``cli.main``, which renders it the usual way.
@@ -186,6 +187,79 @@ def _fast_run_project(flags: dict[str, str], path: str, command: list[str]) -> i
     return None  # not reached
 
 
+def _hook_watch(argv: list[str]) -> int | None:
+    """Handle ``[--socket S | --home H] watch --if-allowed DIR``: what the shell hook runs, once, when
+    it enters a project with no env. Prints the one line the user sees (preparing, blocked, broken
+    file, daemon down) to stderr; exits 0 once the daemon answered, 69 when it is not running."""
+    flags: dict[str, str] = {}
+    while len(argv) >= 2 and argv[0] in ("--socket", "--home"):
+        flags[argv[0][2:]] = argv[1]
+        argv = argv[2:]
+    if len(argv) != 3 or argv[:2] != ["watch", "--if-allowed"]:
+        return None
+    directory = argv[2]
+    from provisiond.locations import Sources
+
+    try:
+        path = Sources(flags, os.environ).socket()
+    except Exception as exc:  # noqa: BLE001 - a broken config: say so, in one line
+        sys.stderr.write(f"provisiond: {getattr(exc, 'message', exc)}\n")
+        return 0
+    import json
+
+    body = json.dumps({"path": os.path.realpath(directory), "allow": False}).encode()
+    answer = _post(path, "/v1/projects", body)
+    code = 0
+    if answer is None:
+        code = os.EX_UNAVAILABLE  # the hook asks again on the next visit
+        line = (f"the daemon is not running (no answer on {path}), so {directory} has no env; "
+                "start it: provisiond, or systemctl --user start provisiond.socket")
+    else:
+        status, text = answer
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = {}
+        error = data.get("error") if isinstance(data, dict) else None
+        if 200 <= status < 300 and isinstance(data, dict):
+            if data.get("status") == "ready":
+                return 0  # activates at the next prompt
+            line = f"preparing the env of {directory}; it activates at a prompt once ready"
+        elif isinstance(error, dict) and error.get("code") == "project-blocked":
+            line = str(error.get("message", "")).removeprefix("provisiond: ")
+        else:
+            error = error if isinstance(error, dict) else {}
+            hint = f"; {error['hint']}" if error.get("hint") else ""
+            line = f"{directory}: {error.get('message', f'HTTP {status}')}{hint}"
+    sys.stderr.write(f"provisiond: {line}\n")
+    return code
+
+
+def _post(socket_path: str, target: str, body: bytes) -> tuple[int, bytes] | None:
+    """One JSON POST on the daemon's socket: (status, body), or None when nothing answers."""
+    import _socket
+
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        sock.settimeout(30)
+        sock.connect(socket_path)
+        sock.sendall(f"POST {target} HTTP/1.1\r\nHost: provisiond\r\nConnection: close\r\n"
+                     f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        chunks = []
+        while data := sock.recv(65536):
+            chunks.append(data)
+    except OSError:
+        return None
+    finally:
+        sock.close()
+    head, _, payload = b"".join(chunks).partition(b"\r\n\r\n")
+    try:
+        status = int(head.split(b" ", 2)[1])
+    except (IndexError, ValueError):
+        return None
+    return status, payload  # aiohttp's json_response always sends a Content-Length
+
+
 def run() -> None:
     """Console entry point. `check` imports rattler, which can crash at exit: leave via os._exit."""
     code = _fast_warm(sys.argv[1:])
@@ -193,6 +267,8 @@ def run() -> None:
         code = _fast_activate(sys.argv[1:])
     if code is None:
         code = _fast_run(sys.argv[1:])
+    if code is None:
+        code = _hook_watch(sys.argv[1:])
     if code is None:
         from provisiond.cli import main
 

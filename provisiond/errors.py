@@ -56,6 +56,10 @@ class ForbiddenError(ProvisionError, code="forbidden", http_status=403, exit_cod
     """The peer is another user."""
 
 
+class BlockedError(ProvisionError, code="project-blocked", http_status=403, exit_code=os.EX_NOPERM):
+    """A project (or env file) whose current content the user has not allowed (trust.py)."""
+
+
 class EnvNotFoundError(ProvisionError, code="env-not-found", http_status=404, exit_code=os.EX_NOINPUT):
     """No env or project by that name or path."""
 

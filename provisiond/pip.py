@@ -71,7 +71,7 @@ def inputs_key(spec: EnvSpec, key: str) -> str:
     spec_key hashes the yml only, so without this an edited requirements.txt would keep
     resolving to the cached lock.
     """
-    files = sorted(_included_files(spec))
+    files = sorted(included_files(spec))
     if not files:
         return key
     digest = hashlib.sha256(key.encode())
@@ -215,7 +215,7 @@ def _option(line: str) -> str:
     return ""
 
 
-def _included_files(spec: EnvSpec) -> Iterable[Path]:
+def included_files(spec: EnvSpec) -> Iterable[Path]:
     """The -r/-c files of a pip section, and the files they include in turn."""
     base = Path(spec.project_dir) if spec.project_dir else None
     pending = [(absolute_paths(line, base), base) for line in spec.pip]

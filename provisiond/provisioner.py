@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 import re
+import shlex
 import shutil
 import time
 from collections.abc import Sequence
@@ -13,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from provisiond import activation
+from provisiond import activation, trust
 from provisiond.builder import Builder
 from provisiond.engines.base import Engine
-from provisiond.errors import BadRequestError, EnvNotFoundError, ProvisionError, SpecError
+from provisiond.errors import BadRequestError, BlockedError, EnvNotFoundError, ProvisionError, SpecError
 from provisiond.exports import export
 from provisiond.locations import SPEC_FILES
 from provisiond.lock import EnvKey, Lock
@@ -69,6 +70,18 @@ def _as_name(text: str) -> str:
     """``text`` made into a valid name (a directory called "My Project" becomes "My-Project")."""
     name = re.sub(r"[^A-Za-z0-9_.+@=~-]+", "-", text).strip("-.")[:100] or "env"
     return name if name not in (".", "..") else "env"
+
+
+def _directory(path: str) -> Path:
+    """The real path of a project directory named by ``path`` (a directory, or a file in it)."""
+    if "\0" in path:
+        raise BadRequestError(f"{path!r} is not a path")
+    directory = Path(path).expanduser().resolve()
+    if directory.is_file():
+        directory = directory.parent
+    if not directory.is_dir():
+        raise EnvNotFoundError(f"{directory}: no such directory")
+    return directory
 
 
 def spec_file_of(directory: Path) -> Path:
@@ -144,21 +157,27 @@ class Provisioner:
 
     # -- names and projects -------------------------------------------------------------------
 
-    def add_project(self, path: str, name: str | None = None) -> EnvView:
-        """Register a project directory (idempotent); its env is named by ``name``, the file, or the dir."""
-        if "\0" in path:
-            raise BadRequestError(f"{path!r} is not a path")
-        directory = Path(path).expanduser().resolve()
-        if directory.is_file():
-            directory = directory.parent
-        if not directory.is_dir():
-            raise EnvNotFoundError(f"{directory}: no such directory")
+    async def add_project(self, path: str, name: str | None = None, *, allow: bool = False) -> EnvView:
+        """Register a project directory (idempotent); its env is named by ``name``, the file, or the dir.
+
+        ``allow``: the user asked for it (``provisionctl watch``), which records consent for the
+        current content. Without it (the shell hook) only an allowed project is registered.
+        """
+        directory = _directory(path)
         spec_path = spec_file_of(directory)
         existing = self.store.find_project(str(directory))
+        spec = None
+        if allow or existing is None:
+            spec = await asyncio.to_thread(load_spec, spec_path)
+            fp = self.fingerprint(spec, str(directory), "project")
+            if allow:
+                self._consent(fp)
+            elif existing is None:
+                self._check_trust(None, fp, spec_path.name)
         if existing is not None and (name is None or name == existing.name):
             return self.view(existing.name)
         if name is None:
-            name = self._implicit_name(spec_path, directory)
+            name = self._implicit_name(spec.name if spec else None, directory)
         else:
             check_name(name)
             taken = self.store.find_name(name)
@@ -175,14 +194,10 @@ class Provisioner:
         log.info("watching project %s as %r", directory, name)
         return self.view(name)
 
-    def _implicit_name(self, spec_path: Path, directory: Path) -> str:
-        """The file's ``name:``, else the directory's; made unique when another project has it
-        (a second clone or worktree of the same repo registers from the shell hook, which shows
+    def _implicit_name(self, base: str | None, directory: Path) -> str:
+        """The file's ``name:`` (``base``), else the directory's; made unique when another project has
+        it (a second clone or worktree of the same repo registers from the shell hook, which shows
         no errors)."""
-        try:
-            base = load_spec(spec_path).name
-        except SpecError:
-            base = None
         base = _as_name(base or directory.name)
         for candidate in (base, _as_name(f"{base}-{directory.name}"),
                           _as_name(f"{base}-{hashlib.sha256(str(directory).encode()).hexdigest()[:8]}")):
@@ -201,6 +216,8 @@ class Provisioner:
         self._remove_name_activation(record.name)
         if record.kind == "project":
             self.projects_changed.set()
+            if record.source:
+                activation.remove_project_notice(self.settings.paths, record.source)
             self._remove_project_activation(record)
         return view
 
@@ -223,6 +240,7 @@ class Provisioner:
             raise BadRequestError(f"the name {name!r} is already used by project {taken.source}",
                                   hint="choose another name with -n NAME")
         if spec is not None:
+            self._consent(self.fingerprint(spec, str(path), "file"))  # `create -f FILE` is consent
             self.store.add_name(name, "file", str(path))
             return await self._warm(self.store.get_name(name), spec, update=update)
         lock = load_lockfile(path, self.engine.platform)
@@ -310,12 +328,16 @@ class Provisioner:
         # Taken before reading the file: an edit during the build must not pass for the built spec.
         signature = self._inputs_signature(record)
         try:
-            spec = load_spec(spec_file_of(spec_path) if record.kind == "project" else spec_path)
+            spec_file = spec_file_of(spec_path) if record.kind == "project" else spec_path
+            spec = await asyncio.to_thread(load_spec, spec_file)
         except SpecError as exc:
             if record.kind == "file" and record.env_key and not spec_path.exists():
                 return self.view(record.name)  # a snapshot whose file is gone keeps serving
             self.store.update_name(record.name, status="failed", error=exc.message)
+            kept = " (the previous env stays active)" if record.env_key else ""
+            self._notice(record, f"{exc.message}{kept}", f"provisionctl show {record.name}")
             raise
+        self._check_trust(record, self.fingerprint(spec, record.source or "", record.kind), spec_file.name)
         return await self._warm(record, spec, update=update, signature=signature)
 
     def _inputs_signature(self, record: NameRecord) -> tuple[Any, ...]:
@@ -449,6 +471,8 @@ class Provisioner:
             message = exc.message if isinstance(exc, ProvisionError) else "interrupted"
             # The previous env (if any) stays active: env_key is left as it was.
             self.store.update_name(name, status="failed", error=message)
+            if isinstance(exc, ProvisionError):
+                self._notice(record, f"the build failed: {message}", f"provisionctl log {record.source or name}")
             raise
         self._specs[name] = spec
         key = self.spec_key(spec)
@@ -460,7 +484,102 @@ class Provisioner:
         self._write_name_activation(name, lock.env_key, spec.variables)
         if record.kind == "project":
             self._write_project_activation(self.store.get_name(name), spec)
+            if record.source:
+                activation.remove_project_notice(self.settings.paths, record.source)
         return self.view(name)
+
+    # -- the trust gate (trust.py; docs/activation.md, "Trust") ----------------------------------
+
+    def fingerprint(self, spec: EnvSpec, path: str, kind: str) -> trust.Fingerprint:
+        """A project's fingerprint (its ``.env`` names included), or a named env file's."""
+        if kind == "project":
+            return trust.fingerprint(spec, path, Path(path) / ".env")
+        return trust.fingerprint(spec, path)
+
+    def _consent(self, fp: trust.Fingerprint) -> None:
+        """The user asked for this content by name: remember it as allowed."""
+        known = self.store.find_allowance(fp.path)
+        if known is None or known.digest != fp.digest:
+            self.store.allow(fp.path, fp.digest, dict(fp.parts))
+            log.info("allowed %s (fingerprint %s)", fp.path, fp.digest[:16])
+        activation.remove_project_notice(self.settings.paths, fp.path)
+
+    def _check_trust(self, record: NameRecord | None, fp: trust.Fingerprint, file_name: str) -> None:
+        """Return if the content is allowed; else block the project (no build, no activation) and raise.
+
+        ``record`` is None for a directory the hook found that is not registered yet.
+        """
+        if trust.under_prefix(fp.path, self.settings.trusted_prefixes):
+            return
+        known = self.store.find_allowance(fp.path)
+        if known is not None and known.digest == fp.digest:
+            return
+        if known is None:
+            reason = f"its {file_name} is not allowed yet"
+        else:
+            changed = trust.changed_parts(known.parts, fp.parts, fp.path)
+            reason = f"its {file_name} changed: {', '.join(changed)}"
+        message = trust.blocked_message(fp.path, reason)
+        kind = record.kind if record is not None else "project"
+        if record is not None:
+            self.store.update_name(record.name, status="blocked", error=message)
+            self._fresh.pop(record.name, None)
+            log.warning("%s", message)
+        if kind == "project":
+            paths = self.settings.paths
+            activation.write_project_notice(paths, fp.path, f"blocked-{fp.digest[:16]}", message)
+            activation.remove_project_activation(paths, fp.path)  # open shells deactivate
+        raise BlockedError(message, hint=f"run: provisionctl allow {shlex.quote(fp.path)}")
+
+    async def allow(self, path: str) -> dict[str, Any]:
+        """`provisionctl allow`: trust the current content of a project dir (or env file), then build it."""
+        target = _directory(path) if not Path(path).is_file() else Path(path).resolve()
+        if target.is_dir():
+            spec_file, kind = spec_file_of(target), "project"
+        else:
+            spec_file, kind = target, "file"
+        spec = await asyncio.to_thread(load_spec, spec_file)
+        fp = self.fingerprint(spec, str(target), kind)
+        self._consent(fp)
+        names = []
+        if kind == "project":
+            names.append((await self.add_project(str(target))).name)
+        else:
+            names += [r.name for r in self.store.list_names("file") if r.source == str(target)]
+        for name in names:
+            self.warm_in_background(name)
+        return {"path": str(target), "digest": fp.digest, "names": names}
+
+    def deny(self, path: str) -> dict[str, Any]:
+        """`provisionctl deny`: revoke an allowance; its project stops building and deactivates."""
+        target = _directory(path) if not Path(path).is_file() else Path(path).resolve()
+        denied = self.store.deny(str(target))
+        names = []
+        for record in self.store.list_names():
+            if record.kind in ("project", "file") and record.source == str(target):
+                names.append(record.name)
+                message = trust.blocked_message(str(target), "its allowance was revoked with 'provisionctl deny'")
+                self.store.update_name(record.name, status="blocked", error=message)
+                self._fresh.pop(record.name, None)
+                if record.kind == "project":
+                    activation.write_project_notice(self.settings.paths, str(target), "denied", message)
+                    activation.remove_project_activation(self.settings.paths, str(target))
+        return {"path": str(target), "denied": denied, "names": names}
+
+    def allowances(self) -> dict[str, Any]:
+        return {"allowed": [a.to_wire() for a in self.store.list_allowances()],
+                "trusted_prefixes": list(self.settings.trusted_prefixes)}
+
+    def _notice(self, record: NameRecord, message: str, command: str) -> None:
+        """Tell the hook of a project's failure, once: the reason and the command that shows more."""
+        if record.kind != "project" or not record.source:
+            return
+        line = mask(f"provisiond: {record.name}: {message}; see: {command}")
+        key = hashlib.sha256(line.encode()).hexdigest()[:16]
+        try:
+            activation.write_project_notice(self.settings.paths, record.source, key, line)
+        except OSError as exc:
+            log.error("cannot write the notice of project %s: %s", record.source, exc)
 
     # -- activation (rendered when an env or a project changes; read by shells without us) -----
 

@@ -103,6 +103,16 @@ def render(command: str, result: Result) -> str:
             return f"wrote {result['output']}: {names}, {result['files']} files, {_human(result['bytes'])}, " \
                    f"for the store at {result['home']}"
         return f"unbundled {names} into {result['home']}"
+    if command == "allow":
+        built = f"; building {', '.join(result['names'])} in the background" if result["names"] else ""
+        return f"allowed {result['path']}{built}"
+    if command == "deny":
+        was = "" if result["denied"] else " (it was not allowed)"
+        return f"denied {result['path']}{was}; it will not be built or activated until 'provisionctl allow'"
+    if command == "allowed":
+        lines = [f"{a['path']}  (fingerprint {a['digest'][:16]})" for a in result["allowed"]]
+        lines += [f"{p}/...  (trusted_prefixes)" for p in result["trusted_prefixes"]]
+        return "\n".join(lines) or "nothing is allowed yet (provisionctl allow DIR)"
     if command in ("hook", "activate", "deactivate"):
         return str(result["script"]).rstrip("\n")
     return json.dumps(result, indent=2)

@@ -89,6 +89,8 @@ class Settings:
     # gc: envs nobody references are kept this long after their last use; None = no cache budget.
     gc_days: float = 30.0
     cache_budget_bytes: int | None = None
+    # Projects at or under these real paths need no `provisionctl allow` (direnv's whitelist.prefix).
+    trusted_prefixes: tuple[str, ...] = ()
     config_file: Path | None = None
 
 
@@ -101,7 +103,8 @@ def load_settings(
 
     Keys: ``home``, ``socket``, ``state`` (per-user activation and secrets), ``engine``,
     ``micromamba_path``, ``max_builds``, ``solve_ttl`` (seconds a solve stays cached),
-    ``channel_alias``, ``watch_debounce_ms``, ``watch_step_ms``, ``gc_days``, ``cache_budget_bytes``.
+    ``channel_alias``, ``watch_debounce_ms``, ``watch_step_ms``, ``gc_days``, ``cache_budget_bytes``,
+    ``trusted_prefixes`` (a TOML list of directories, or ``:``-separated in the environment).
     In the TOML file the engine keys may also be written as an ``[engine]`` table
     (``engine.name``, ``engine.micromamba_path``). Paths are resolved by ``locations.Sources``.
     """
@@ -121,6 +124,9 @@ def load_settings(
             values[key] = convert(raw)
         except (TypeError, ValueError):
             raise ConfigError(f"{key}={raw!r} ({source}): expected {convert.__name__}") from None
+    choice = pick("trusted_prefixes")
+    if choice is not None:
+        values["trusted_prefixes"] = _prefixes(*choice)
     if values.get("engine", "auto") not in ENGINES:
         raise ConfigError(
             f"engine={values['engine']!r}: unknown engine", hint=f"choose one of: {', '.join(ENGINES)}"
@@ -131,3 +137,19 @@ def load_settings(
         values["channel_alias"] += "/"
     return Settings(paths=paths, config_file=Path(sources.file) if sources.from_file else None, **values)
 
+
+def _prefixes(raw: Any, source: str) -> tuple[str, ...]:
+    """Trusted directory prefixes as real absolute paths (a symlinked prefix must match projects'
+    real paths); ``raw`` is a list (TOML) or a ``:``-separated string (environment, flag)."""
+    items = raw.split(os.pathsep) if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise ConfigError(f"trusted_prefixes={raw!r} ({source}): expected a list of directories")
+    out = []
+    for item in items:
+        if not item.strip():
+            continue
+        path = os.path.expanduser(item.strip())
+        if not os.path.isabs(path):
+            raise ConfigError(f"trusted_prefixes: {item!r} ({source}) is not an absolute path")
+        out.append(os.path.realpath(path))
+    return tuple(out)

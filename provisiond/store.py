@@ -39,6 +39,8 @@ CREATE TABLE IF NOT EXISTS solves (
 CREATE TABLE IF NOT EXISTS builds (
     id INTEGER PRIMARY KEY AUTOINCREMENT, env_key TEXT NOT NULL, name TEXT, status TEXT NOT NULL,
     started REAL NOT NULL, finished REAL, log TEXT NOT NULL, error TEXT);
+CREATE TABLE IF NOT EXISTS trust (
+    path TEXT PRIMARY KEY, digest TEXT NOT NULL, parts TEXT NOT NULL, allowed REAL NOT NULL);
 """
 
 
@@ -55,6 +57,19 @@ class NameRecord:
     error: str | None
     build_id: int | None
     updated: float
+
+
+@dataclass(frozen=True, slots=True)
+class Allowance:
+    """The user allowed ``path`` (a project dir, or an env's file) with this fingerprint (trust.py)."""
+
+    path: str
+    digest: str
+    parts: dict[str, str]
+    allowed: float
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"path": self.path, "digest": self.digest, "allowed": self.allowed}
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +337,23 @@ class Store:
     def names_of(self, env_key: str) -> list[str]:
         return [row["name"] for row in self.db.execute("SELECT name FROM names WHERE env_key=? ORDER BY name", (env_key,))]
 
+    # -- trust (the allow-list) -----------------------------------------------------------
+
+    def allow(self, path: str, digest: str, parts: dict[str, str]) -> None:
+        self.db.execute("INSERT OR REPLACE INTO trust VALUES (?,?,?,?)",
+                        (path, digest, json.dumps(parts, sort_keys=True), time.time()))
+
+    def deny(self, path: str) -> bool:
+        """Forget an allowance; True if there was one."""
+        return self.db.execute("DELETE FROM trust WHERE path=?", (path,)).rowcount > 0
+
+    def find_allowance(self, path: str) -> Allowance | None:
+        row = self.db.execute("SELECT * FROM trust WHERE path=?", (path,)).fetchone()
+        return _allowance(row) if row else None
+
+    def list_allowances(self) -> list[Allowance]:
+        return [_allowance(row) for row in self.db.execute("SELECT * FROM trust ORDER BY path")]
+
     # -- builds ----------------------------------------------------------------------------
 
     def start_build(self, env_key: str, name: str | None) -> BuildRecord:
@@ -355,3 +387,7 @@ class Store:
         else:
             rows = self.db.execute("SELECT * FROM builds ORDER BY id DESC LIMIT ?", (limit,))
         return [BuildRecord(**dict(row)) for row in rows]
+
+
+def _allowance(row: sqlite3.Row) -> Allowance:
+    return Allowance(path=row["path"], digest=row["digest"], parts=json.loads(row["parts"]), allowed=row["allowed"])

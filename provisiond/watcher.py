@@ -33,9 +33,17 @@ class ProjectWatcher:
     async def run(self, stop: asyncio.Event) -> None:
         """Watch until ``stop`` is set; restart the watch whenever the set of projects changes."""
         changed = self.provisioner.projects_changed
+        watched: set[str] | None = None  # None: the first start (serve() warms every project then)
         while not stop.is_set():
             changed.clear()
             dirs = self._live_dirs()
+            if watched is not None:
+                # A file edited between a project's registration and this watch would go unseen:
+                # warm the new ones once the watch is in place (a cheap no-op when nothing changed).
+                # awatch sets its watch up before its first await, so call_soon runs after that.
+                for name in self._names_of(set(dirs) - watched):
+                    asyncio.get_running_loop().call_soon(self.provisioner.warm_in_background, name)
+            watched = set(dirs)
             # A gone project may come back (a checkout switched, a dir recreated): watch the nearest
             # existing parent of each, and start over when one reappears.
             parents = sorted({p for p in map(_existing_parent, self._gone_dirs()) if p} - set(dirs))
@@ -68,6 +76,9 @@ class ProjectWatcher:
                 log.warning("project %s (%s) is gone from disk", record.name, record.source)
                 self.provisioner.mark_gone(record.name)
         return live
+
+    def _names_of(self, dirs: set[str]) -> list[str]:
+        return [r.name for r in self.provisioner.store.list_names("project") if r.source in dirs]
 
     def _gone_dirs(self) -> list[str]:
         return [r.source for r in self.provisioner.store.list_names("project") if r.status == "gone" and r.source]

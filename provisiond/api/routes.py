@@ -62,7 +62,7 @@ async def list_projects(request: web.Request) -> web.Response:
 async def add_project(request: web.Request) -> web.Response:
     body = await read_json(request)
     p = request.app[PROVISIONER]
-    view = p.add_project(_str(body, "path") or "", _str(body, "name", required=False))
+    view = await p.add_project(_str(body, "path") or "", _str(body, "name", required=False), allow=_bool(body, "allow"))
     if body.get("warm", True) is not False and view.status == "new":
         p.warm_in_background(view.name)
     return web.json_response(view.to_wire(), status=201)
@@ -75,6 +75,27 @@ async def remove_project(request: web.Request) -> web.Response:
     if not target:
         raise BadRequestError("missing query parameter 'project' (a name or a path)")
     return web.json_response(request.app[PROVISIONER].remove(target).to_wire())
+
+
+@routes.get("/v1/trust")
+async def list_allowed(request: web.Request) -> web.Response:
+    return web.json_response(request.app[PROVISIONER].allowances())
+
+
+@routes.post("/v1/trust")
+async def allow(request: web.Request) -> web.Response:
+    """Trust the current content of a project dir (or an env file), then build it."""
+    body = await read_json(request)
+    return web.json_response(await request.app[PROVISIONER].allow(_str(body, "path") or ""))
+
+
+@routes.delete("/v1/trust")
+async def deny(request: web.Request) -> web.Response:
+    """``?path=DIR``: revoke an allowance (a query parameter, like DELETE /v1/projects)."""
+    target = request.query.get("path")
+    if not target:
+        raise BadRequestError("missing query parameter 'path' (a project directory or an env file)")
+    return web.json_response(request.app[PROVISIONER].deny(target))
 
 
 @routes.get("/v1/envs")

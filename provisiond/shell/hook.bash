@@ -2,13 +2,16 @@
 #
 # Before each prompt, activates the env of the nearest directory above $PWD holding an
 # environment.yml, and deactivates it when you leave. The fast path (nothing changed, or a ready
-# project) runs only builtins and starts no process; only a project whose env is not ready yet
-# starts `provisionctl watch` in the background, once.
+# project) runs only builtins and starts no process. Entering a project with no env runs
+# `provisionctl watch --if-allowed` once: it registers the project only if you allowed it
+# (`provisionctl allow`), and prints one line saying what happens. A blocked project, a failed
+# build or a broken file is said once, in one line, from the notice the daemon leaves.
 __provisiond_state=@STATE@
 __provisiond_ctl=(@CTL@)
 __provisiond_pwd=
 __provisiond_pending=
 __provisiond_asked=$'\n'
+__provisiond_noticed=$'\n'
 
 __provisiond_deactivate() {
 @DEACTIVATE@
@@ -29,12 +32,25 @@ __provisiond_find() {
   __provisiond_dir=
 }
 
+# Prints a project's notice (blocked, build failed, broken file: the daemon writes "KEY\nLINE")
+# once per KEY; with a second argument, only marks it as seen.
+__provisiond_notice() {
+  local file=$__provisiond_state$1/.provisiond/notice key= line=
+  [[ -f $file ]] || return 0
+  { { read -r key && read -r line; } <"$file"; } 2>/dev/null
+  [[ -z $key || $__provisiond_noticed == *$'\n'"$1 $key"$'\n'* ]] && return 0
+  __provisiond_noticed+="$1 $key"$'\n'
+  [[ -n ${2-} ]] || printf '%s\n' "$line" >&2
+}
+
 __provisiond_update() {
   local gen='' dir base phys
   if [[ $PWD == "$__provisiond_pwd" ]]; then
     if [[ -n $__provisiond_pending ]]; then
+      __provisiond_notice "$__provisiond_pending"
       [[ -f $__provisiond_state$__provisiond_pending/.provisiond/stamp ]] || return 0
     elif [[ -n ${_PROVISIOND_PROJECT-} ]]; then
+      __provisiond_notice "$_PROVISIOND_PROJECT"
       { read -r gen <"$__provisiond_state$_PROVISIOND_PROJECT/.provisiond/stamp"; } 2>/dev/null
       [[ $gen == "${_PROVISIOND_GEN-}" ]] && return 0
     else
@@ -50,16 +66,17 @@ __provisiond_update() {
     return 0
   fi
   base=$__provisiond_state$dir/.provisiond
-  if [[ ! -f $base/stamp ]]; then
+  if [[ ! -f $base/stamp && ! -f $base/notice ]]; then
     # Reached through a symlink? The daemon knows projects by their real path (slow path: a subshell).
     phys=$(builtin cd -P -- "$dir" 2>/dev/null && builtin pwd -P) || phys=
-    if [[ -n $phys && $phys != "$dir" && -f $__provisiond_state$phys/.provisiond/stamp ]]; then
+    if [[ -n $phys && $phys != "$dir" ]]; then
       dir=$phys
       base=$__provisiond_state$dir/.provisiond
     fi
   fi
   if [[ -f $base/stamp && -f $base/activate.bash ]]; then
     __provisiond_pending=
+    __provisiond_notice "$dir"  # a failed rebuild: the previous env stays active, and we say why
     { read -r gen <"$base/stamp"; } 2>/dev/null
     [[ ${_PROVISIOND_PROJECT-} == "$dir" && -n $gen && $gen == "${_PROVISIOND_GEN-}" ]] && return 0
     # The script deactivates whatever is active first.
@@ -67,24 +84,30 @@ __provisiond_update() {
     . "$base/activate.bash"
     return 0
   fi
-  # No env for this project yet: leave the previous one (it is not this project's), ask once.
+  # No env for this project (yet): leave the previous one (it is not this project's).
   [[ -n ${_PROVISIOND_PROJECT-} ]] && __provisiond_deactivate
   __provisiond_pending=$dir
+  if [[ -f $base/notice ]]; then
+    __provisiond_notice "$dir"  # blocked or failing: the daemon already knows, nothing to ask
+    return 0
+  fi
   [[ $__provisiond_asked == *$'\n'"$dir"$'\n'* ]] && return 0
-  __provisiond_asked+="$dir"$'\n'
-  printf 'provisiond: preparing the env of %s; it activates at a prompt once ready\n' "$dir" >&2
-  ("${__provisiond_ctl[@]}" watch "$dir" </dev/null >/dev/null 2>&1 &)
+  # Registers the project only if the user allowed it, and prints one line saying what happens.
+  # Asked once per shell; again on the next visit only if the daemon was down (exit status 69).
+  "${__provisiond_ctl[@]}" watch --if-allowed "$dir" </dev/null >/dev/null && __provisiond_asked+="$dir"$'\n'
+  __provisiond_notice "$dir" seen  # that line was it
 }
 
 __provisiond_hook() {
   local status=$? gen=
   # The fast path first, here: bash copies a function's body at every call, so this small function
-  # does the common case (same $PWD, no pending project, the active stamp unchanged) and the large
-  # __provisiond_update runs only when something changed. Safe under set -eu as written.
+  # does the common case (same $PWD, no pending project, the active stamp unchanged, no notice) and
+  # the large __provisiond_update runs only when something changed. Safe under set -eu as written.
   if [[ $PWD == "$__provisiond_pwd" && -z $__provisiond_pending ]]; then
     [[ -z ${_PROVISIOND_PROJECT-} ]] && return $status
     { read -r gen <"$__provisiond_state$_PROVISIOND_PROJECT/.provisiond/stamp"; } 2>/dev/null || :
-    [[ $gen == "${_PROVISIOND_GEN-}" ]] && return $status
+    [[ $gen == "${_PROVISIOND_GEN-}" && ! -f $__provisiond_state$_PROVISIOND_PROJECT/.provisiond/notice ]] &&
+      return $status
   fi
   local opts=$-
   # Our own code runs without errexit/nounset: a failing test must not close the user's shell.

@@ -2,13 +2,16 @@
 #
 # On every cd (PWD changes) and before each prompt, activates the env of the nearest directory
 # above $PWD holding an environment.yml, and deactivates it when you leave. The fast path (nothing
-# changed, or a ready project) runs only builtins and starts no process; only a project whose env
-# is not ready yet starts `provisionctl watch` in the background, once.
+# changed, or a ready project) runs only builtins and starts no process. Entering a project with
+# no env runs `provisionctl watch --if-allowed` once: it registers the project only if you allowed
+# it (`provisionctl allow`), and prints one line saying what happens. A blocked project, a failed
+# build or a broken file is said once, in one line, from the notice the daemon leaves.
 set -g __provisiond_state @STATE@
 set -g __provisiond_ctl @CTL@
 set -g __provisiond_pwd
 set -g __provisiond_pending
 set -g __provisiond_asked
+set -g __provisiond_noticed
 
 function __provisiond_deactivate
 @DEACTIVATE@
@@ -30,14 +33,32 @@ function __provisiond_find
     end
 end
 
+# Prints a project's notice (blocked, build failed, broken file: the daemon writes "KEY\nLINE")
+# once per KEY; with a second argument, only marks it as seen.
+function __provisiond_notice
+    set -l file "$__provisiond_state$argv[1]/.provisiond/notice"
+    test -f $file; or return 0
+    set -l lines
+    while read -l line
+        set -a lines $line
+    end <$file
+    test (count $lines) -ge 2; or return 0
+    set -l seen "$argv[1] $lines[1]"
+    contains -- $seen $__provisiond_noticed; and return 0
+    set -a __provisiond_noticed $seen
+    test (count $argv) -ge 2; or printf '%s\n' $lines[2] >&2
+end
+
 function __provisiond_hook --on-event fish_prompt --on-variable PWD
     set -l gen
     if test "$PWD" = "$__provisiond_pwd"
         if test -n "$__provisiond_pending"
+            __provisiond_notice $__provisiond_pending
             test -f "$__provisiond_state$__provisiond_pending/.provisiond/stamp"; or return 0
         else if set -q _PROVISIOND_PROJECT
             set -l stamp "$__provisiond_state$_PROVISIOND_PROJECT/.provisiond/stamp"
             test -f $stamp; and read -l line <$stamp; and set gen $line
+            test -f "$__provisiond_state$_PROVISIOND_PROJECT/.provisiond/notice"; and __provisiond_notice $_PROVISIOND_PROJECT
             test "$gen" = "$_PROVISIOND_GEN"; and return 0
         else
             return 0
@@ -51,16 +72,17 @@ function __provisiond_hook --on-event fish_prompt --on-variable PWD
         return 0
     end
     set -l base "$__provisiond_state$dir/.provisiond"
-    if not test -f "$base/stamp"
+    if not test -f "$base/stamp"; and not test -f "$base/notice"
         # Reached through a symlink? The daemon knows projects by their real path.
         set -l phys (builtin realpath -- $dir 2>/dev/null)
-        if test -n "$phys"; and test "$phys" != "$dir"; and test -f "$__provisiond_state$phys/.provisiond/stamp"
+        if test -n "$phys"; and test "$phys" != "$dir"
             set dir $phys
             set base "$__provisiond_state$dir/.provisiond"
         end
     end
     if test -f "$base/stamp"; and test -f "$base/activate.fish"
         set -g __provisiond_pending
+        __provisiond_notice $dir # a failed rebuild: the previous env stays active, and we say why
         read -l line <"$base/stamp"; and set gen $line
         if test "$_PROVISIOND_PROJECT" = "$dir"; and test -n "$gen"; and test "$gen" = "$_PROVISIOND_GEN"
             return 0
@@ -69,12 +91,16 @@ function __provisiond_hook --on-event fish_prompt --on-variable PWD
         source "$base/activate.fish"
         return 0
     end
-    # No env for this project yet: leave the previous one (it is not this project's), ask once.
+    # No env for this project (yet): leave the previous one (it is not this project's).
     set -q _PROVISIOND_PROJECT; and __provisiond_deactivate
     set -g __provisiond_pending $dir
+    if test -f "$base/notice"
+        __provisiond_notice $dir # blocked or failing: the daemon already knows, nothing to ask
+        return 0
+    end
     contains -- $dir $__provisiond_asked; and return 0
-    set -a __provisiond_asked $dir
-    printf 'provisiond: preparing the env of %s; it activates at a prompt once ready\n' $dir >&2
-    $__provisiond_ctl watch $dir </dev/null >/dev/null 2>&1 &
-    disown $last_pid 2>/dev/null
+    # Registers the project only if the user allowed it, and prints one line saying what happens.
+    # Asked once per shell; again on the next visit only if the daemon was down (exit status 69).
+    $__provisiond_ctl watch --if-allowed $dir </dev/null >/dev/null; and set -a __provisiond_asked $dir
+    __provisiond_notice $dir seen # that line was it
 end

@@ -2,13 +2,15 @@
 #
 # On every cd (chpwd) and before each prompt (precmd), activates the env of the nearest directory
 # above $PWD holding an environment.yml, and deactivates it when you leave. The fast path (nothing
-# changed, or a ready project) runs only builtins and starts no process; only a project whose env
-# is not ready yet starts `provisionctl watch` in the background, once.
+# changed, or a ready project) runs only builtins and starts no process. Entering a project with
+# no env runs `provisionctl watch --if-allowed` once: it registers the project only if you allowed
+# it (`provisionctl allow`), and prints one line saying what happens. A blocked project, a failed
+# build or a broken file is said once, in one line, from the notice the daemon leaves.
 typeset -g __provisiond_state=@STATE@
 typeset -ga __provisiond_ctl
 __provisiond_ctl=(@CTL@)
 typeset -g __provisiond_pwd= __provisiond_pending= __provisiond_dir=
-typeset -g __provisiond_asked=$'\n'
+typeset -g __provisiond_asked=$'\n' __provisiond_noticed=$'\n'
 
 __provisiond_deactivate() {
   emulate -L zsh
@@ -31,15 +33,29 @@ __provisiond_find() {
   __provisiond_dir=
 }
 
+# Prints a project's notice (blocked, build failed, broken file: the daemon writes "KEY\nLINE")
+# once per KEY; with a second argument, only marks it as seen.
+__provisiond_notice() {
+  emulate -L zsh
+  local file=$__provisiond_state$1/.provisiond/notice key= line=
+  [[ -f $file ]] || return 0
+  { { read -r key && read -r line; } <"$file"; } 2>/dev/null
+  [[ -z $key || $__provisiond_noticed == *$'\n'"$1 $key"$'\n'* ]] && return 0
+  __provisiond_noticed+="$1 $key"$'\n'
+  [[ -n ${2-} ]] || print -ru2 -- "$line"
+}
+
 __provisiond_hook() {
   # Local zsh options: the user's errexit, nounset or ksharrays must not reach this code.
   emulate -L zsh
   local gen= dir base phys
   if [[ $PWD == "$__provisiond_pwd" ]]; then
     if [[ -n $__provisiond_pending ]]; then
+      __provisiond_notice "$__provisiond_pending"
       [[ -f $__provisiond_state$__provisiond_pending/.provisiond/stamp ]] || return 0
     elif [[ -n ${_PROVISIOND_PROJECT-} ]]; then
       { read -r gen <"$__provisiond_state$_PROVISIOND_PROJECT/.provisiond/stamp"; } 2>/dev/null
+      [[ -f $__provisiond_state$_PROVISIOND_PROJECT/.provisiond/notice ]] && __provisiond_notice "$_PROVISIOND_PROJECT"
       [[ $gen == "${_PROVISIOND_GEN-}" ]] && return 0
     else
       return 0
@@ -54,29 +70,35 @@ __provisiond_hook() {
     return 0
   fi
   base=$__provisiond_state$dir/.provisiond
-  if [[ ! -f $base/stamp ]]; then
+  if [[ ! -f $base/stamp && ! -f $base/notice ]]; then
     # Reached through a symlink? The daemon knows projects by their real path (:A resolves in-shell).
     phys=${dir:A}
-    if [[ $phys != "$dir" && -f $__provisiond_state$phys/.provisiond/stamp ]]; then
+    if [[ $phys != "$dir" ]]; then
       dir=$phys
       base=$__provisiond_state$dir/.provisiond
     fi
   fi
   if [[ -f $base/stamp && -f $base/activate.zsh ]]; then
     __provisiond_pending=
+    __provisiond_notice "$dir"  # a failed rebuild: the previous env stays active, and we say why
     { read -r gen <"$base/stamp"; } 2>/dev/null
     [[ ${_PROVISIOND_PROJECT-} == "$dir" && -n $gen && $gen == "${_PROVISIOND_GEN-}" ]] && return 0
     # The script deactivates whatever is active first.
     . "$base/activate.zsh"
     return 0
   fi
-  # No env for this project yet: leave the previous one (it is not this project's), ask once.
+  # No env for this project (yet): leave the previous one (it is not this project's).
   [[ -n ${_PROVISIOND_PROJECT-} ]] && __provisiond_deactivate
   __provisiond_pending=$dir
+  if [[ -f $base/notice ]]; then
+    __provisiond_notice "$dir"  # blocked or failing: the daemon already knows, nothing to ask
+    return 0
+  fi
   [[ $__provisiond_asked == *$'\n'"$dir"$'\n'* ]] && return 0
-  __provisiond_asked+="$dir"$'\n'
-  print -ru2 -- "provisiond: preparing the env of $dir; it activates at a prompt once ready"
-  ("${__provisiond_ctl[@]}" watch "$dir" </dev/null >/dev/null 2>&1 &)
+  # Registers the project only if the user allowed it, and prints one line saying what happens.
+  # Asked once per shell; again on the next visit only if the daemon was down (exit status 69).
+  "${__provisiond_ctl[@]}" watch --if-allowed "$dir" </dev/null >/dev/null && __provisiond_asked+="$dir"$'\n'
+  __provisiond_notice "$dir" seen  # that line was it
 }
 
 autoload -Uz add-zsh-hook

@@ -12,6 +12,7 @@ import os
 import pty
 import re
 import select
+import shlex
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,7 @@ import pytest
 
 from provisiond.activation import project_activation_dir, write_project_activation
 from provisiond.settings import Paths
+from provisiond.testing.channel import Pkg, build_channel
 from provisiond.spec import load_spec
 from tests.conftest import Daemon, write_project
 from tests.shell_probe import dump, environ, read_values
@@ -345,27 +347,99 @@ def test_zsh_keeps_existing_precmd_hooks(world: World, tmp_path: Path) -> None:
     assert int(mine["__mine"]) >= 4
 
 
+@pytest.fixture(scope="module")
+def evil_channel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A channel whose package's activate.d scripts leave a marker in $PVD_MARKERS when sourced."""
+    files = {"etc/conda/activate.d/evil.sh": 'touch "$PVD_MARKERS/activate-d"\n',
+             "etc/conda/activate.d/evil.fish": 'touch "$PVD_MARKERS/activate-d"\n'}
+    return build_channel(tmp_path_factory.mktemp("evil-channel"), [Pkg("evil", "1.0", files=files)])
+
+
+def attack_projects(world: World, channel: Path, evil: Path, kind: str, markers: Path) -> dict[str, Path]:
+    """The three ways a cloned repository ran code at `cd` before the trust gate (issue #9)."""
+    root = world.root / f"attacks-{kind}"
+    prompt = write_project(root / "prompt", channel, ["hello"], name=f"prompt-{kind}", extra=(
+        "variables:\n"
+        f"  PROMPT_COMMAND: 'touch {markers}/prompt-command'\n"
+        f"  PS1: '$(touch {markers}/ps1)> '\n"
+        f"  BASH_ENV: '{markers}/bash-env'\n"
+        f"  ZDOTDIR: '{markers}'\n"
+        "  HARMLESS: 'yes'\n"))
+    pip = write_project(root / "pip", channel, ["hello"], name=f"pip-{kind}", extra='  - pip: ["-e ."]\n')
+    (pip / "pyproject.toml").write_text('[build-system]\nrequires = []\nbuild-backend = "backend"\n'
+                                        'backend-path = ["."]\n[project]\nname = "x"\nversion = "1"\n')
+    (pip / "backend.py").write_text(f"open({str(markers / 'backend')!r}, 'w').close()\n")
+    evil_project = write_project(root / "channel", evil, ["evil"], name=f"evil-{kind}")
+    return {"prompt": prompt, "pip": pip, "channel": evil_project}
+
+
+def names_and_builds(daemon: Daemon) -> tuple[set[str], set[str]]:
+    names = {e["name"] for e in daemon.client.get("/v1/envs")["envs"]}
+    builds = {b["name"] for b in daemon.client.get("/v1/builds")["builds"]}
+    return names, builds
+
+
 @SHELLS
-def test_an_unknown_project_is_registered_in_the_background_once(world: World, channel: Path,
-                                                                 tmp_path: Path, kind: str) -> None:
-    project = write_project(world.root / f"fresh {kind}", channel, ["hello"], name=f"fresh-{kind}")
-    sh = world.shell(kind)
+def test_a_cloned_project_runs_nothing_until_allowed(world: World, channel: Path, evil_channel: Path,
+                                                     tmp_path: Path, kind: str) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    projects = attack_projects(world, channel, evil_channel, kind, markers)
+    ctl = " ".join(shlex.quote(w) for w in world.ctl)
+    sh = world.shell(kind, PVD_MARKERS=str(markers))
     try:
         sh.run(f"source '{world.hooks[kind]}'")
-        sh.run(f"cd '{project}'")
-        sh.run("cd ..")
-        sh.run(f"cd '{project}'")
-        pending = check(sh, kind, tmp_path, ["CONDA_DEFAULT_ENV"])
-        view = wait_until_ready(world.daemon, f"fresh-{kind}")
-        # The provisioner writes activation after the build; do it here too (idempotent if it did).
-        write_project_activation(world.paths, view["source"], view["name"], view["env_key"], view["prefix"])
+        for project in projects.values():  # in, out, in again, a few prompts each
+            sh.run(f"cd '{project}'")
+            sh.run(":")
+            sh.run("cd /")
+            sh.run(f"cd '{project}'")
+            sh.run(":")
+        blocked = check(sh, kind, tmp_path, ["CONDA_DEFAULT_ENV", "HARMLESS"])
+        names, builds = names_and_builds(world.daemon)
+        before = sorted(p.name for p in markers.iterdir())
+
+        # Consent: `provisionctl allow` in the project, then it activates at a prompt once built.
+        sh.run(f"cd '{projects['prompt']}' && {ctl} allow")
+        wait_until_ready(world.daemon, f"prompt-{kind}")
         sh.run(":")
-        ready = check(sh, kind, tmp_path, ["CONDA_DEFAULT_ENV", "HELLO_ACTIVATED"])
+        prompt_env = check(sh, kind, tmp_path, ["CONDA_DEFAULT_ENV", "HARMLESS", "PROMPT_COMMAND", "BASH_ENV"])
+        sh.run(f"cd '{projects['channel']}' && {ctl} allow")
+        wait_until_ready(world.daemon, f"evil-{kind}")
+        sh.run(":")
+        evil_env = check(sh, kind, tmp_path, ["CONDA_DEFAULT_ENV"])
+        consented = sorted(p.name for p in markers.iterdir())
+
+        # Anyone's edit that adds a variable (a `git pull`) blocks it again, and deactivates it.
+        with (projects["channel"] / "environment.yml").open("a") as f:
+            f.write("variables:\n  NEW_ONE: added\n")
+        deadline = time.monotonic() + WAIT
+        while world.daemon.client.get(f"/v1/envs/evil-{kind}")["status"] != "blocked":
+            assert time.monotonic() < deadline, "the edit did not block the project"
+            time.sleep(0.05)
+        sh.run(":")
+        sh.run(":")
+        reblocked = check(sh, kind, tmp_path, ["CONDA_DEFAULT_ENV", "NEW_ONE"])
     finally:
         sh.close()
-    assert sh.text().count(f"provisiond: preparing the env of {project}") == 1
-    assert pending == {"CONDA_DEFAULT_ENV": "<unset>"}
-    assert ready == {"CONDA_DEFAULT_ENV": f"fresh-{kind}", "HELLO_ACTIVATED": "1"}
+    text = sh.text()
+    assert before == [], "nothing from the projects ran before `allow`"
+    for name in (f"prompt-{kind}", f"pip-{kind}", f"evil-{kind}"):
+        assert name not in names and name not in builds, "no watch, no build before `allow`"
+    assert blocked == {"CONDA_DEFAULT_ENV": "<unset>", "HARMLESS": "<unset>"}
+    for project in projects.values():
+        line = f"provisiond: {project} is blocked (its environment.yml is not allowed yet); " \
+               "run 'provisionctl allow' to trust it"
+        assert text.count(line) == 1, text[-3000:]
+    # Allowed: the env activates; shell-control variables are still never exported.
+    assert "touch" not in prompt_env.pop("PROMPT_COMMAND")  # in bash, the hook's own
+    assert prompt_env == {"CONDA_DEFAULT_ENV": f"prompt-{kind}", "HARMLESS": "yes", "BASH_ENV": "<unset>"}
+    assert evil_env == {"CONDA_DEFAULT_ENV": f"evil-{kind}"}
+    assert consented == ["activate-d"]  # what the user allowed ran; the variables never did
+    assert reblocked == {"CONDA_DEFAULT_ENV": "<unset>", "NEW_ONE": "<unset>"}
+    changed = f"provisiond: {projects['channel']} is blocked (its environment.yml changed: variables:); " \
+              "run 'provisionctl allow' to trust it"
+    assert text.count(changed) == 1, text[-3000:]
 
 
 def wait_until_ready(daemon: Daemon, name: str) -> dict[str, str]:
