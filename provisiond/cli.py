@@ -14,7 +14,6 @@ from provisiond import __version__
 from provisiond.client import Client, segment
 from provisiond.render import render
 from provisiond.errors import EnvNotFoundError, ProvisionError
-from provisiond.locations import SPEC_FILES
 from provisiond.settings import Settings, load_settings
 
 Result = Any
@@ -50,8 +49,8 @@ def _trust_target(path: str) -> str:
     """A file stays a file (a named env's); a directory becomes its project, found by walking up."""
     from provisiond import activation
 
-    if os.path.isfile(path) and os.path.basename(path) not in SPEC_FILES:
-        return str(Path(path).resolve())
+    if os.path.isfile(path):
+        return str(Path(path).resolve())  # the daemon knows whether it is a project's or a named env's
     project = activation.find_project_dir(path)
     if project is None:
         raise EnvNotFoundError(f"{path}: no environment.yml in this directory or above",

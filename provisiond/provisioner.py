@@ -517,8 +517,8 @@ class Provisioner:
         if known is None:
             reason = f"its {file_name} is not allowed yet"
         else:
-            changed = trust.changed_parts(known.parts, fp.parts, fp.path)
-            reason = f"its {file_name} changed: {', '.join(changed)}"
+            base = fp.path if Path(fp.path).is_dir() else str(Path(fp.path).parent)
+            reason = trust.what_changed(known.parts, fp.parts, base, file_name)
         message = trust.blocked_message(fp.path, reason)
         kind = record.kind if record is not None else "project"
         if record is not None:
@@ -533,7 +533,7 @@ class Provisioner:
 
     async def allow(self, path: str) -> dict[str, Any]:
         """`provisionctl allow`: trust the current content of a project dir (or env file), then build it."""
-        target = _directory(path) if not Path(path).is_file() else Path(path).resolve()
+        target = self._trust_target(path)
         if target.is_dir():
             spec_file, kind = spec_file_of(target), "project"
         else:
@@ -552,7 +552,7 @@ class Provisioner:
 
     def deny(self, path: str) -> dict[str, Any]:
         """`provisionctl deny`: revoke an allowance; its project stops building and deactivates."""
-        target = _directory(path) if not Path(path).is_file() else Path(path).resolve()
+        target = self._trust_target(path)
         denied = self.store.deny(str(target))
         names = []
         for record in self.store.list_names():
@@ -565,6 +565,15 @@ class Provisioner:
                     activation.write_project_notice(self.settings.paths, str(target), "denied", message)
                     activation.remove_project_activation(self.settings.paths, str(target))
         return {"path": str(target), "denied": denied, "names": names}
+
+    def _trust_target(self, path: str) -> Path:
+        """What an allowance of ``path`` is keyed to: the file of a named env (``create -f``), else
+        the project directory (``path`` being the dir, or a file in it)."""
+        if "\0" not in path and Path(path).is_file():
+            file = Path(path).resolve()
+            if file.name not in SPEC_FILES or any(r.source == str(file) for r in self.store.list_names("file")):
+                return file
+        return _directory(path)
 
     def allowances(self) -> dict[str, Any]:
         return {"allowed": [a.to_wire() for a in self.store.list_allowances()],

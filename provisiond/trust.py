@@ -31,7 +31,7 @@ from provisiond.dotenv import parse_dotenv
 from provisiond.pip import absolute_paths, included_files
 from provisiond.spec import EnvSpec
 
-__all__ = ["Fingerprint", "blocked_message", "changed_parts", "fingerprint", "under_prefix"]
+__all__ = ["Fingerprint", "blocked_message", "fingerprint", "under_prefix", "what_changed"]
 
 SCHEME = 1
 _BUILD_FILES = ("pyproject.toml", "setup.py", "setup.cfg")
@@ -71,18 +71,22 @@ def fingerprint(spec: EnvSpec, path: str, dotenv: Path | None = None) -> Fingerp
     return Fingerprint(path=path, parts=parts)
 
 
-def changed_parts(allowed: Mapping[str, str], current: Mapping[str, str], base: str) -> list[str]:
-    """What differs between an allowed fingerprint's parts and the current ones, in words."""
-    out = []
+def what_changed(allowed: Mapping[str, str], current: Mapping[str, str], base: str, spec_name: str) -> str:
+    """Why an allowance no longer holds, in words: ``its environment.yml changed: channels`` and/or
+    ``requirements.txt changed`` (files relative to ``base``, the project dir)."""
+    parts, files = [], []
     for key in sorted(set(allowed) | set(current)):
         if allowed.get(key) == current.get(key):
             continue
         if key.startswith("file:"):
             file = key[5:]
-            out.append(os.path.relpath(file, base) if file.startswith(base + os.sep) else file)
+            files.append(os.path.relpath(file, base) if file.startswith(base + os.sep) else file)
         else:
-            out.append(_PART_NAMES.get(key, key))
-    return out
+            parts.append(_PART_NAMES.get(key, key))
+    said = [f"its {spec_name} changed: {', '.join(parts)}"] if parts else []
+    if files:
+        said.append(f"{', '.join(files)} changed")
+    return "; ".join(said) or f"its {spec_name} changed"
 
 
 def blocked_message(directory: str, reason: str) -> str:

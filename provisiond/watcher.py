@@ -78,7 +78,8 @@ class ProjectWatcher:
         return live
 
     def _names_of(self, dirs: set[str]) -> list[str]:
-        return [r.name for r in self.provisioner.store.list_names("project") if r.source in dirs]
+        """The projects in ``dirs`` that were warmed (a `watch --no-warm` one waits for its first warm)."""
+        return [r.name for r in self.provisioner.store.list_names("project") if r.source in dirs and r.status != "new"]
 
     def _gone_dirs(self) -> list[str]:
         return [r.source for r in self.provisioner.store.list_names("project") if r.status == "gone" and r.source]

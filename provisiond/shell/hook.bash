@@ -35,7 +35,7 @@ __provisiond_find() {
 # Prints a project's notice (blocked, build failed, broken file: the daemon writes "KEY\nLINE")
 # once per KEY; with a second argument, only marks it as seen.
 __provisiond_notice() {
-  local file=$__provisiond_state$1/.provisiond/notice key= line=
+  local file=$__provisiond_state$1/.provisiond/notice key='' line=''
   [[ -f $file ]] || return 0
   { { read -r key && read -r line; } <"$file"; } 2>/dev/null
   [[ -z $key || $__provisiond_noticed == *$'\n'"$1 $key"$'\n'* ]] && return 0

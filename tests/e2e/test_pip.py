@@ -171,6 +171,8 @@ def test_pip_failure_publishes_nothing_and_keeps_the_previous_env(
 
     write_project(project, pychannel, ["python"], name="keep",
                   extra=pip_yml("--no-index", f"--find-links {wheels}", "tinylib", line))
+    assert daemon.ctl("warm", "keep")[0] == 77  # a new pip line: blocked until allowed (issue #9)
+    assert daemon.ctl("allow", str(project / "environment.yml"))[0] == 0
     status, out, err = daemon.ctl("warm", "keep", "--json")
     assert status == exit_code, err
     error = json.loads(out)["error"]
@@ -210,8 +212,12 @@ def test_editing_an_included_requirements_file_rebuilds(daemon: Daemon, pychanne
     first = json.loads(out)
     assert not (Path(first["prefix"]) / "bin" / "greet").exists()
 
-    # The yml is unchanged: the included file's content must reach the solve cache's key.
+    # The yml is unchanged: the included file's content must reach the solve cache's key. The file
+    # can run code (it may name local paths, indexes), so the edit needs a new allow first.
     (project / "requirements.txt").write_text("greetlib\n")
+    blocked = daemon.wait_for("watched", lambda v: v["status"] == "blocked")
+    assert "(requirements.txt changed)" in blocked["error"]
+    assert daemon.ctl("allow", str(project))[0] == 0
     view = daemon.wait_for("watched", lambda v: v["status"] == "ready" and v["env_key"] != first["env_key"])
     assert (Path(view["prefix"]) / "bin" / "greet").exists()
 
