@@ -106,13 +106,13 @@ class Client:
         finally:
             sock.close()
 
-    def get(self, path: str, **query: str) -> Any:
+    def get(self, path: str, /, **query: str) -> Any:
         return self.request("GET", path, query=query or None)
 
     def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
         return self.request("POST", path, body or {})
 
-    def delete(self, path: str, **query: str) -> Any:
+    def delete(self, path: str, /, **query: str) -> Any:
         return self.request("DELETE", path, query=query or None)
 
 

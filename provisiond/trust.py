@@ -96,7 +96,11 @@ def blocked_message(directory: str, reason: str) -> str:
 
 def under_prefix(path: str, prefixes: Iterable[str]) -> bool:
     """True when ``path`` is one of ``prefixes`` or inside one (direnv's ``whitelist.prefix``)."""
-    return any(path == p or path.startswith(p.rstrip("/") + "/") for p in prefixes if p)
+    for prefix in filter(None, prefixes):
+        prefix = prefix.rstrip("/")
+        if not prefix or path == prefix or path.startswith(prefix + "/"):  # "/" trusts everything
+            return True
+    return False
 
 
 def _reached_files(spec: EnvSpec) -> set[str]:

