@@ -244,6 +244,7 @@ class Provisioner:
             self.store.add_name(name, "file", str(path))
             return await self._warm(self.store.get_name(name), spec, update=update)
         lock = load_lockfile(path, self.engine.platform)
+        self._consent(trust.lock_fingerprint(lock, str(path)))
         self.store.add_name(name, "lock", str(path))
         return await self._install_lock(name, lock)
 
@@ -407,7 +408,9 @@ class Provisioner:
     async def _warm_snapshot(self, record: NameRecord) -> EnvView:
         """Clones and lockfile envs: re-read the lockfile if it is still there, else rebuild from our lock."""
         if record.kind == "lock" and record.source and Path(record.source).is_file():
-            return await self._install_lock(record.name, load_lockfile(Path(record.source), self.engine.platform))
+            lock = load_lockfile(Path(record.source), self.engine.platform)
+            self._check_trust(record, trust.lock_fingerprint(lock, record.source), Path(record.source).name)
+            return await self._install_lock(record.name, lock)
         if record.env_key and self.store.find_env(record.env_key) is None:
             return await self._install_lock(record.name, self.store.read_lock(record.env_key))
         if record.env_key:
@@ -535,17 +538,17 @@ class Provisioner:
         """`provisionctl allow`: trust the current content of a project dir (or env file), then build it."""
         target = self._trust_target(path)
         if target.is_dir():
-            spec_file, kind = spec_file_of(target), "project"
+            fp = self.fingerprint(await asyncio.to_thread(load_spec, spec_file_of(target)), str(target), "project")
+        elif kind_of(target) == "spec":
+            fp = self.fingerprint(await asyncio.to_thread(load_spec, target), str(target), "file")
         else:
-            spec_file, kind = target, "file"
-        spec = await asyncio.to_thread(load_spec, spec_file)
-        fp = self.fingerprint(spec, str(target), kind)
+            fp = trust.lock_fingerprint(await asyncio.to_thread(load_lockfile, target, self.engine.platform),
+                                        str(target))
         self._consent(fp)
-        names = []
-        if kind == "project":
-            names.append((await self.add_project(str(target))).name)
+        if target.is_dir():
+            names = [(await self.add_project(str(target))).name]
         else:
-            names += [r.name for r in self.store.list_names("file") if r.source == str(target)]
+            names = [r.name for r in self.store.list_names() if r.kind in ("file", "lock") and r.source == str(target)]
         for name in names:
             self.warm_in_background(name)
         return {"path": str(target), "digest": fp.digest, "names": names}
@@ -556,7 +559,7 @@ class Provisioner:
         denied = self.store.deny(str(target))
         names = []
         for record in self.store.list_names():
-            if record.kind in ("project", "file") and record.source == str(target):
+            if record.kind in ("project", "file", "lock") and record.source == str(target):
                 names.append(record.name)
                 message = trust.blocked_message(str(target), "its allowance was revoked with 'provisionctl deny'")
                 self.store.update_name(record.name, status="blocked", error=message)

@@ -28,10 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provisiond.dotenv import parse_dotenv
+from provisiond.lock import Lock
 from provisiond.pip import absolute_paths, included_files
 from provisiond.spec import EnvSpec
+from provisiond.urls import mask
 
-__all__ = ["Fingerprint", "blocked_message", "fingerprint", "under_prefix", "what_changed"]
+__all__ = ["Fingerprint", "blocked_message", "fingerprint", "lock_fingerprint", "under_prefix", "what_changed"]
 
 SCHEME = 1
 _BUILD_FILES = ("pyproject.toml", "setup.py", "setup.cfg")
@@ -69,6 +71,14 @@ def fingerprint(spec: EnvSpec, path: str, dotenv: Path | None = None) -> Fingerp
     if dotenv is not None:
         parts["dotenv"] = _hash(sorted(_dotenv_names(dotenv)))
     return Fingerprint(path=path, parts=parts)
+
+
+def lock_fingerprint(lock: Lock, path: str) -> Fingerprint:
+    """A lockfile's fingerprint (``create -f conda-lock.yml``): where its packages come from, and
+    its pip entries; a package moved to another version on the same channels keeps it."""
+    channels = sorted({mask(p.url).rsplit("/", 2)[0] for p in lock.packages})
+    pip = sorted(f"{p.name} {mask(p.url)} {p.editable or ''}" for p in lock.pip) + list(lock.pip_options)
+    return Fingerprint(path=path, parts={"channels": _hash(channels), "pip": _hash(pip)})
 
 
 def what_changed(allowed: Mapping[str, str], current: Mapping[str, str], base: str, spec_name: str) -> str:

@@ -146,3 +146,21 @@ def test_a_failed_build_leaves_a_notice_that_a_fix_removes(daemon: Daemon, chann
     write_project(project, channel, ["hello"], name="p")
     fixed = daemon.wait_for("p", lambda v: v["status"] == "ready")
     assert fixed["env_key"] == good["env_key"] and not notice.exists()
+
+
+def test_a_lockfile_env_is_blocked_when_its_channels_change(daemon: Daemon, channel: Path, tmp_path: Path) -> None:
+    project = write_project(tmp_path / "p", channel, ["hello"], name="p")
+    assert daemon.ctl("warm", str(project))[0] == 0
+    lockfile = tmp_path / "conda-lock.yml"
+    assert daemon.ctl("export", "p", "--format", "conda-lock", "-f", str(lockfile))[0] == 0
+    assert daemon.ctl("create", "-f", str(lockfile), "-n", "locked")[0] == 0  # consent for this lock
+    assert daemon.ctl("warm", "locked")[0] == 0
+
+    mirror = tmp_path / "mirror"
+    mirror.symlink_to(channel)
+    lockfile.write_text(lockfile.read_text().replace(channel.as_uri(), mirror.as_uri()))
+    code, out, _ = daemon.ctl("warm", "locked", "--json")
+    error = json.loads(out)["error"]
+    assert code == 77 and "(its conda-lock.yml changed: channels)" in error["message"], error
+    assert daemon.ctl("allow", str(lockfile))[0] == 0
+    assert daemon.ctl("warm", "locked")[0] == 0
