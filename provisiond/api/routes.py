@@ -50,6 +50,7 @@ async def status(request: web.Request) -> web.Response:
         "store_envs": len(p.store.list_envs()),
         "builds_running": [b.to_wire() for b in p.store.list_builds("running")],
         "failed": [{"name": n.name, "error": n.error} for n in names if n.status == "failed"],
+        "settings": p.settings.to_wire(),
     })
 
 
