@@ -13,10 +13,11 @@ import logging
 import shutil
 import time
 from pathlib import Path
+from typing import TypeVar
 
 from provisiond import activation
 from provisiond.engines.base import Engine
-from provisiond.errors import ProvisionError
+from provisiond.errors import ProvisionError, ShuttingDownError
 from provisiond.events import BuildEvents
 from provisiond.lock import Lock
 from provisiond.pip import find_uv, install_pip
@@ -30,6 +31,65 @@ log = logging.getLogger(__name__)
 # inherits the flag through its context and reports download/link events too.
 detailed_progress: contextvars.ContextVar[bool] = contextvars.ContextVar("detailed_progress", default=False)
 
+T = TypeVar("T")
+CANCELLED = "provisiond stopped during the build (SIGTERM)"
+
+
+async def shared(task: asyncio.Task[T]) -> T:
+    """Await work that many callers share (a build, a solve), shielded from any one caller going away.
+
+    Only ``close()`` at shutdown cancels shared work: a caller that was not cancelled itself gets
+    ``ShuttingDownError`` (a 503 it can retry), not a bare cancellation.
+    """
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if task.cancelled() and (current is None or not current.cancelling()):
+            raise ShuttingDownError("provisiond is shutting down: the build was stopped, nothing changed",
+                                    hint="run the command again once provisiond is back") from None
+        raise
+
+
+class _Slots:
+    """At most ``limit`` builds at once; unlike a Semaphore the limit may change (SIGHUP)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._held = 0
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def resize(self, limit: int) -> None:
+        self.limit = limit
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self._held < self.limit:
+            waiter = self._waiters.pop(0)
+            if not waiter.done():
+                self._held += 1
+                waiter.set_result(None)
+
+    async def __aenter__(self) -> None:
+        if self._held < self.limit and not self._waiters:
+            self._held += 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():  # handed a slot, then cancelled: pass it on
+                self._held -= 1
+                self._wake()
+            elif waiter in self._waiters:
+                self._waiters.remove(waiter)
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._held -= 1
+        self._wake()
+
 
 class Builder:
     """Builds and publishes locks; at most ``settings.max_builds`` at once."""
@@ -40,7 +100,13 @@ class Builder:
         self.settings = settings
         self.events = BuildEvents()
         self._builds: dict[str, asyncio.Task[Path]] = {}
-        self._slots = asyncio.Semaphore(settings.max_builds)
+        self._slots = _Slots(settings.max_builds)
+        self._closing = False
+
+    def apply(self, settings: Settings) -> None:
+        """Run with reloaded settings (SIGHUP); a lower ``max_builds`` lets running builds finish."""
+        self.settings = settings
+        self._slots.resize(settings.max_builds)
 
     @property
     def busy(self) -> set[str]:
@@ -49,6 +115,7 @@ class Builder:
 
     async def close(self) -> None:
         """Cancel builds in flight and wait (they leave only `.building/` garbage for the sweep)."""
+        self._closing = True
         tasks = list(self._builds.values())
         for task in tasks:
             task.cancel()
@@ -63,10 +130,13 @@ class Builder:
             return prefix
         task = self._builds.get(env_key)
         if task is None:
+            if self._closing:
+                raise ShuttingDownError("provisiond is shutting down: no new builds",
+                                        hint="run the command again once provisiond is back")
             task = asyncio.create_task(self._build(lock, name))
             self._builds[env_key] = task
             task.add_done_callback(lambda _t: self._builds.pop(env_key, None))
-        return await asyncio.shield(task)
+        return await shared(task)
 
     async def _build(self, lock: Lock, name: str | None) -> Path:
         env_key = lock.env_key
@@ -109,13 +179,17 @@ class Builder:
                     else:
                         prefix = self.store.publish(lock, build_dir)
                 except BaseException as exc:
-                    message = exc.message if isinstance(exc, ProvisionError) else f"{type(exc).__name__}: {exc}"
-                    on_line(f"build failed: {message}")
+                    if isinstance(exc, asyncio.CancelledError):  # only close() cancels: not a failure
+                        status, message = "cancelled", CANCELLED
+                    else:
+                        status = "failed"
+                        message = exc.message if isinstance(exc, ProvisionError) else f"{type(exc).__name__}: {exc}"
+                    on_line(f"build {status}: {message}")
                     await asyncio.to_thread(shutil.rmtree, build_dir, True)
                     if in_place:
                         await asyncio.to_thread(self.store.discard_in_place, target)
-                    self.store.finish_build(build.id, "failed", message)
-                    progress.emit("failed", error=message)
+                    self.store.finish_build(build.id, status, message)
+                    progress.emit(status, error=message)
                     if isinstance(exc, ProvisionError) and not exc.hint:
                         exc.hint = f"see the build log: {build.log}"
                     raise

@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from provisiond import __version__
 from provisiond.errors import ProvisionError
@@ -17,25 +17,31 @@ from provisiond.settings import Settings, load_settings
 log = logging.getLogger("provisiond")
 
 
-async def serve(settings: Settings, *, environ: Mapping[str, str] | None = None) -> None:
+async def serve(settings: Settings, *, environ: Mapping[str, str] | None = None,
+                load: Callable[[], Settings] | None = None) -> None:
     """Run until SIGTERM/SIGINT: open the store (one daemon per store), serve the API, shut down cleanly.
 
-    Under systemd it takes the socket from LISTEN_FDS and reports READY=1/STOPPING=1 (sd_notify).
+    SIGHUP reopens the log file and applies ``load()``'s settings (default: the environment and
+    config file again; ``main`` passes its flags too). Under systemd it takes the socket from
+    LISTEN_FDS and reports READY=1/STOPPING=1 (sd_notify).
     """
     from provisiond import systemd
 
     from provisiond.api.app import make_app, serving
     from provisiond.engines import engine_for
     from provisiond.provisioner import Provisioner
+    from provisiond.reload import reload_on
     from provisiond.store import Store
     from provisiond.watcher import ProjectWatcher
 
     environ = os.environ if environ is None else environ
     inherited = systemd.listen_socket(environ)
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
+    stop, hangup = asyncio.Event(), asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # Set as soon as the loop runs: a SIGHUP during start-up is applied once serving, never fatal.
+    loop.add_signal_handler(signal.SIGHUP, hangup.set)
     try:
         with Store.open(settings.paths) as store:
             engine = engine_for(settings, environ)
@@ -50,16 +56,24 @@ async def serve(settings: Settings, *, environ: Mapping[str, str] | None = None)
                     systemd.notify(f"READY=1\nSTATUS=serving {settings.paths.home}", environ)
                     watcher = ProjectWatcher(provisioner, debounce_ms=settings.watch_debounce_ms,
                                              step_ms=settings.watch_step_ms)
+
+                    def apply(new: Settings) -> None:  # SIGHUP: see reload.py
+                        provisioner.apply(new)
+                        watcher.apply(new)
+
                     # A crash in the watcher ends the group and the daemon exits non-zero
                     # (systemd's Restart=on-failure brings it back).
                     async with asyncio.TaskGroup() as tg:
                         tg.create_task(watcher.run(stop))
+                        reloads = tg.create_task(reload_on(
+                            hangup, settings, load or (lambda: load_settings(environ=environ)), apply))
                         # Files may have changed while we were down: a warm of an unchanged
                         # file is a cache lookup, so check every project.
                         for record in store.list_names("project"):
                             if record.status != "gone":
                                 provisioner.warm_in_background(record.name)
                         await stop.wait()
+                        reloads.cancel()
                     log.info("shutting down")
                     systemd.notify("STOPPING=1", environ)
                     # Cancel builds now: requests waiting on them end at once, instead of holding
@@ -68,7 +82,7 @@ async def serve(settings: Settings, *, environ: Mapping[str, str] | None = None)
             finally:
                 await provisioner.close()
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
 
 
@@ -84,6 +98,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--socket", help="Unix socket path (env PROVISIOND_SOCKET)")
     p.add_argument("--engine", choices=("auto", "rattler", "micromamba"), help="engine (env PROVISIOND_ENGINE)")
     p.add_argument("--max-builds", type=int, help="builds allowed at once")
+    p.add_argument("--log-file", help="log to this file instead of stderr; SIGHUP reopens it "
+                                      "(env PROVISIOND_LOG_FILE)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: engine output)")
     p.add_argument("--version", action="version", version=f"provisiond {__version__}")
     return p
@@ -116,10 +132,15 @@ def configure_logging(verbose: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     configure_logging(args.verbose)
+    overrides = {"home": args.home, "socket": args.socket, "engine": args.engine,
+                 "max_builds": args.max_builds, "log_file": args.log_file}
     try:
-        settings = load_settings({"home": args.home, "socket": args.socket, "engine": args.engine,
-                                  "max_builds": args.max_builds})
-        asyncio.run(serve(settings))
+        settings = load_settings(overrides)
+        if settings.log_file:
+            from provisiond.logfile import log_to_file
+
+            log_to_file(settings.log_file, [_MaskCredentials()])
+        asyncio.run(serve(settings, load=lambda: load_settings(overrides)))
     except ProvisionError as exc:
         log.error("%s%s", exc.message, f"\nhint: {exc.hint}" if exc.hint else "")
         return exc.exit_code

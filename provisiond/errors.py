@@ -88,6 +88,11 @@ class DaemonUnavailableError(ProvisionError, code="daemon-down", http_status=503
     """provisionctl could not reach the daemon."""
 
 
+class ShuttingDownError(ProvisionError, code="shutting-down", http_status=503, exit_code=os.EX_TEMPFAIL):
+    """The daemon is stopping (SIGTERM): the build this request waited for was cancelled, the name kept
+    its previous state. Retry once it is back (systemd's socket starts it again)."""
+
+
 class NotRunnableError(ProvisionError, code="not-runnable", http_status=404, exit_code=127):
     """`run`: no such env or command here, or an env built for another store path (127, as in a shell)."""
 

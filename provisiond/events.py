@@ -1,8 +1,8 @@
 """Build progress: phase events per build, kept in memory and streamed to any number of readers.
 
 Phases, in order: ``solved`` (packages), ``download`` (bytes, total, done/packages),
-``link`` (done, total, package), ``pip``, ``activation``, ``publish``, then ``done`` (prefix) or
-``failed`` (error). Engines call ``BuildProgress.emit`` from any thread (rattler reports from
+``link`` (done, total, package), ``pip``, ``activation``, ``publish``, then ``done`` (prefix),
+``failed`` (error) or ``cancelled`` (error: the daemon stopped). Engines call ``BuildProgress.emit`` from any thread (rattler reports from
 its own threads); events reach the loop through ``call_soon_threadsafe``.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 Event = dict[str, Any]
 OnEvent = Callable[[Event], None]
-TERMINAL = ("done", "failed")
+TERMINAL = ("done", "failed", "cancelled")
 KEEP_BUILDS = 64
 
 

@@ -23,7 +23,8 @@ SPEC_FILES = ("environment.yml", "environment.yaml")
 # AF_UNIX paths are limited to 108 bytes (sun_path); leave room for the NUL.
 MAX_SOCKET_PATH = 100
 KEYS = ("home", "socket", "state", "engine", "micromamba_path", "max_builds", "solve_ttl", "channel_alias",
-        "watch_debounce_ms", "watch_step_ms", "gc_days", "cache_budget_bytes", "trusted_prefixes")
+        "watch_debounce_ms", "watch_step_ms", "gc_days", "cache_budget_bytes", "trusted_prefixes",
+        "log_file")
 
 
 def _user_dir(environ: Mapping[str, str], xdg: str, fallback: str, kind: str) -> str:
@@ -89,15 +90,16 @@ class Sources:
                 return values[key], source
         return None
 
-    def _path(self, key: str) -> str | None:
+    def path(self, key: str) -> str | None:
+        """An absolute path setting (``~`` expanded), or None for the default."""
         choice = self.pick(key)
         return os.path.abspath(os.path.expanduser(str(choice[0]))) if choice else None
 
     def home(self) -> str:
-        return self._path("home") or _user_dir(self.environ, "XDG_DATA_HOME", ".local/share", "data")
+        return self.path("home") or _user_dir(self.environ, "XDG_DATA_HOME", ".local/share", "data")
 
     def socket(self) -> str:
-        socket = self._path("socket")
+        socket = self.path("socket")
         if socket is None:
             runtime = self.environ.get("XDG_RUNTIME_DIR")
             if runtime and self.pick("home") is None:
@@ -113,7 +115,7 @@ class Sources:
         return socket
 
     def state(self) -> str:
-        state = self._path("state")
+        state = self.path("state")
         if state is not None:
             return state
         # Never inside the store: a store may be copied into an image, secrets must not follow.

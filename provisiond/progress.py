@@ -97,7 +97,8 @@ class _Lines:
                 "link": f"linking {event.get('total', 0)} packages",
                 "pip": f"installing {event.get('packages', 0)} pip packages",
                 "done": f"ready: {event.get('prefix', '')}",
-                "failed": f"failed: {event.get('error', '')}"}.get(phase, phase)
+                "failed": f"failed: {event.get('error', '')}",
+                "cancelled": f"cancelled: {event.get('error', '')}"}.get(phase, phase)
         print(f"{self.name}: {text}", file=self.out, flush=True)
 
     def close(self) -> None:

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from provisiond import activation, trust
-from provisiond.builder import Builder
+from provisiond.builder import Builder, shared
 from provisiond.engines.base import Engine
-from provisiond.errors import BadRequestError, BlockedError, EnvNotFoundError, ProvisionError, SpecError
+from provisiond.errors import (BadRequestError, BlockedError, EnvNotFoundError, ProvisionError,
+                               ShuttingDownError, SpecError)
 from provisiond.exports import export
 from provisiond.locations import SPEC_FILES
 from provisiond.lock import EnvKey, Lock
@@ -110,9 +111,19 @@ class Provisioner:
         self._fresh: dict[str, tuple[tuple[Any, ...], str, str]] = {}
         # Set when projects are added or removed, so the watcher re-reads the set it watches.
         self.projects_changed = asyncio.Event()
+        self._closing = False
+
+    def apply(self, settings: Settings) -> None:
+        """Run with reloaded settings (SIGHUP); ``reload.reloaded`` kept those that need a restart."""
+        self.settings = settings
+        self.builder.apply(settings)
 
     async def close(self) -> None:
-        """Cancel background work and wait for it (builds in flight leave only `.building/` garbage)."""
+        """Cancel background work and wait for it (builds in flight leave only `.building/` garbage).
+
+        Names being built keep their previous state; requests waiting get ShuttingDownError (503).
+        """
+        self._closing = True
         tasks = [*self._background.values(), *self._solves.values()]
         for task in tasks:
             task.cancel()
@@ -134,10 +145,13 @@ class Provisioner:
                 return cached
         task = self._solves.get(key)
         if task is None:
+            if self._closing:
+                raise ShuttingDownError("provisiond is shutting down: no new solves",
+                                        hint="run the command again once provisiond is back")
             task = asyncio.create_task(self._solve(key, spec, update))
             self._solves[key] = task
             task.add_done_callback(lambda _t: self._solves.pop(key, None))
-        return await asyncio.shield(task)
+        return await shared(task)
 
     async def _solve(self, key: str, spec: EnvSpec, update: bool) -> Lock:
         started = time.perf_counter()
@@ -249,9 +263,13 @@ class Provisioner:
         return await self._install_lock(name, lock)
 
     async def _install_lock(self, name: str, lock: Lock) -> EnvView:
+        before = self.store.get_name(name)
         self.store.update_name(name, status="building", error=None)
         try:
             await self.ensure(lock, name)
+        except (asyncio.CancelledError, ShuttingDownError):
+            self._keep_state(before)
+            raise
         except BaseException as exc:
             message = exc.message if isinstance(exc, ProvisionError) else "interrupted"
             self.store.update_name(name, status="failed", error=message)
@@ -422,6 +440,8 @@ class Provisioner:
         if name in self._background:
             self._again.add(name)
             return
+        if self._closing:
+            return
         task = asyncio.create_task(self._quiet_warm(name))
         self._background[name] = task
 
@@ -470,6 +490,9 @@ class Provisioner:
         try:
             lock = await self.resolve(spec, update=update)
             await self.ensure(lock, name)
+        except (asyncio.CancelledError, ShuttingDownError):
+            self._keep_state(record)
+            raise
         except BaseException as exc:
             message = exc.message if isinstance(exc, ProvisionError) else "interrupted"
             # The previous env (if any) stays active: env_key is left as it was.
@@ -592,6 +615,13 @@ class Provisioner:
             activation.write_project_notice(self.settings.paths, record.source, key, line)
         except OSError as exc:
             log.error("cannot write the notice of project %s: %s", record.source, exc)
+
+    def _keep_state(self, before: NameRecord) -> None:
+        """A warm stopped by shutdown is not the name's failure: it keeps the state it had."""
+        status = before.status
+        if status == "building":  # another warm's mark: settle it as the start-up sweep would
+            status = "ready" if before.env_key else "new"
+        self.store.update_name(before.name, status=status, error=before.error)
 
     # -- activation (rendered when an env or a project changes; read by shells without us) -----
 

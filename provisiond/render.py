@@ -72,6 +72,9 @@ def render(command: str, result: Result) -> str:
                  f"engine: {result['engine_version']} ({result['platform']})",
                  f"store: {result['store']} ({result['store_envs']} envs, {result['envs']} names, "
                  f"{result['projects']} projects)"]
+        if "settings" in result:
+            lines.append(f"config: {result['settings']['config_file'] or 'none'}; "
+                         f"log: {result['settings']['log_file'] or 'stderr'}")
         lines += [f"building: {b['name'] or b['env_key'][:16]} (build {b['id']})" for b in result["builds_running"]]
         lines += [f"failed: {f['name']}: {f['error']}" for f in result["failed"]]
         return "\n".join(lines)

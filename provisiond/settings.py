@@ -92,6 +92,19 @@ class Settings:
     # Projects at or under these real paths need no `provisionctl allow` (direnv's whitelist.prefix).
     trusted_prefixes: tuple[str, ...] = ()
     config_file: Path | None = None
+    # None: log to stderr (the journal under systemd). A file is reopened on SIGHUP (logrotate).
+    log_file: Path | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The settings in effect, as ``/v1/status`` shows them (after a SIGHUP reload, the new ones)."""
+        from provisiond.urls import mask
+
+        return {"engine": self.engine, "max_builds": self.max_builds, "solve_ttl": self.solve_ttl,
+                "channel_alias": mask(self.channel_alias), "watch_debounce_ms": self.watch_debounce_ms,
+                "watch_step_ms": self.watch_step_ms, "gc_days": self.gc_days,
+                "cache_budget_bytes": self.cache_budget_bytes, "trusted_prefixes": list(self.trusted_prefixes),
+                "config_file": str(self.config_file) if self.config_file else None,
+                "log_file": str(self.log_file) if self.log_file else None}
 
 
 def load_settings(
@@ -104,7 +117,8 @@ def load_settings(
     Keys: ``home``, ``socket``, ``state`` (per-user activation and secrets), ``engine``,
     ``micromamba_path``, ``max_builds``, ``solve_ttl`` (seconds a solve stays cached),
     ``channel_alias``, ``watch_debounce_ms``, ``watch_step_ms``, ``gc_days``, ``cache_budget_bytes``,
-    ``trusted_prefixes`` (a TOML list of directories, or ``:``-separated in the environment).
+    ``trusted_prefixes`` (a TOML list of directories, or ``:``-separated in the environment),
+    ``log_file``.
     In the TOML file the engine keys may also be written as an ``[engine]`` table
     (``engine.name``, ``engine.micromamba_path``). Paths are resolved by ``locations.Sources``.
     """
@@ -135,7 +149,9 @@ def load_settings(
         raise ConfigError(f"max_builds={values['max_builds']}: must be at least 1")
     if not values.get("channel_alias", "/").endswith("/"):
         values["channel_alias"] += "/"
-    return Settings(paths=paths, config_file=Path(sources.file) if sources.from_file else None, **values)
+    log_file = sources.path("log_file")
+    return Settings(paths=paths, config_file=Path(sources.file) if sources.from_file else None,
+                    log_file=Path(log_file) if log_file else None, **values)
 
 
 def _prefixes(raw: Any, source: str) -> tuple[str, ...]:

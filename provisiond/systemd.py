@@ -72,6 +72,8 @@ After=provisiond.socket
 [Service]
 Type=notify
 ExecStart={exe} --socket %t/provisiond/provisiond.sock
+# systemctl --user reload provisiond: re-read config.toml, reopen the log file (docs/operations.md).
+ExecReload=/bin/kill -HUP $MAINPID
 Restart=on-failure
 # 78 (EX_CONFIG): a bad configuration does not get better by restarting.
 RestartPreventExitStatus=78

@@ -16,6 +16,7 @@ from watchfiles import Change, awatch
 
 from provisiond.locations import SPEC_FILES
 from provisiond.provisioner import Provisioner
+from provisiond.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,13 @@ class ProjectWatcher:
         self.provisioner = provisioner
         self.debounce_ms = debounce_ms
         self.step_ms = step_ms
+        self._reconfigured = asyncio.Event()
+
+    def apply(self, settings: Settings) -> None:
+        """Watch with reloaded debounce/step settings (SIGHUP): the watch restarts if they changed."""
+        if (settings.watch_debounce_ms, settings.watch_step_ms) != (self.debounce_ms, self.step_ms):
+            self.debounce_ms, self.step_ms = settings.watch_debounce_ms, settings.watch_step_ms
+            self._reconfigured.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Watch until ``stop`` is set; restart the watch whenever the set of projects changes."""
@@ -36,6 +44,7 @@ class ProjectWatcher:
         watched: set[str] | None = None  # None: the first start (serve() warms every project then)
         while not stop.is_set():
             changed.clear()
+            self._reconfigured.clear()
             dirs = self._live_dirs()
             if watched is not None:
                 # A file edited between a project's registration and this watch would go unseen:
@@ -48,7 +57,7 @@ class ProjectWatcher:
             # existing parent of each, and start over when one reappears.
             parents = sorted({p for p in map(_existing_parent, self._gone_dirs()) if p} - set(dirs))
             restart = asyncio.Event()
-            waiter = asyncio.create_task(_first_of(stop, changed, then=restart))
+            waiter = asyncio.create_task(_first_of(stop, changed, self._reconfigured, then=restart))
             try:
                 if not dirs and not parents:
                     await restart.wait()

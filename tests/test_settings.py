@@ -41,3 +41,14 @@ def test_bad_settings_name_key_and_source(tmp_path: Path, overrides: dict, env: 
     with pytest.raises(ConfigError) as info:
         load_settings(overrides, {"PROVISIOND_HOME": str(tmp_path), **env}, config)
     assert needle in info.value.message
+
+
+def test_log_file_is_an_absolute_path_from_any_layer(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(f'log_file = "{tmp_path}/logs/../from-file.log"\n')
+    env = {"PROVISIOND_HOME": str(tmp_path / "home")}
+    assert load_settings({}, env, config).log_file == tmp_path / "from-file.log"
+    s = load_settings({}, {**env, "PROVISIOND_LOG_FILE": "rel.log"}, config)
+    assert s.log_file == Path.cwd() / "rel.log"
+    assert load_settings({"log_file": "/flag.log"}, env, config).log_file == Path("/flag.log")
+    assert load_settings({}, env, tmp_path / "none.toml").log_file is None

@@ -50,6 +50,7 @@ async def status(request: web.Request) -> web.Response:
         "store_envs": len(p.store.list_envs()),
         "builds_running": [b.to_wire() for b in p.store.list_builds("running")],
         "failed": [{"name": n.name, "error": n.error} for n in names if n.status == "failed"],
+        "settings": p.settings.to_wire(),
     })
 
 
@@ -209,8 +210,8 @@ async def build_events(request: web.Request) -> web.StreamResponse:
     if provisioner.events.known(build.id):
         events = provisioner.events.follow(build.id)
     else:  # a build of an earlier daemon run: its outcome is all there is
-        events = _aiter([{"phase": "done" if build.status == "succeeded" else "failed", "build_id": build.id,
-                          "error": build.error}])
+        phase = {"succeeded": "done", "cancelled": "cancelled"}.get(build.status, "failed")
+        events = _aiter([{"phase": phase, "build_id": build.id, "error": build.error}])
     async for event in events:
         await response.write(f"event: {event['phase']}\ndata: {json.dumps(event)}\n\n".encode())
     await response.write_eof()

@@ -29,6 +29,7 @@ def test_units_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert sorted(Path(u).name for u in units) == ["provisiond.service", "provisiond.socket"]
     service = (tmp_path / "provisiond.service").read_text()
     assert "Type=notify" in service and "RestartPreventExitStatus=78" in service
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in service
     assert "SocketMode=0600" in (tmp_path / "provisiond.socket").read_text()
     proc = subprocess.run(["systemd-analyze", "verify", *units], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
