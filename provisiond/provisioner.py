@@ -479,9 +479,18 @@ class Provisioner:
     def refresh_activation(self, name: str) -> None:
         """Re-render a project's activation (its .env changed); no rebuild."""
         record = self.store.find_name(name)
-        if record is None or record.kind != "project" or not record.env_key:
+        if record is None or record.kind != "project" or not record.env_key or not record.source:
             return
-        self._write_project_activation(record, self._specs.get(name))
+        spec = self._specs.get(name)
+        if spec is None or record.status == "blocked":
+            self.warm_in_background(name)  # reads the file and checks trust first
+            return
+        try:  # a new name in .env changes the shell: it needs a new allow (trust.py)
+            self._check_trust(record, self.fingerprint(spec, record.source, "project"), Path(spec.source or "").name)
+        except BlockedError as exc:
+            log.warning("%s", exc.message)
+            return
+        self._write_project_activation(record, spec)
 
     async def _warm(self, record: NameRecord, spec: EnvSpec, *, update: bool,
                     signature: tuple[Any, ...] = ()) -> EnvView:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from provisiond.activation import NOTICE, STAMP, project_activation_dir
@@ -164,3 +165,23 @@ def test_a_lockfile_env_is_blocked_when_its_channels_change(daemon: Daemon, chan
     assert code == 77 and "(its conda-lock.yml changed: channels)" in error["message"], error
     assert daemon.ctl("allow", str(lockfile))[0] == 0
     assert daemon.ctl("warm", "locked")[0] == 0
+
+
+def test_a_new_name_in_dotenv_blocks_and_a_rotated_value_does_not(daemon: Daemon, channel: Path,
+                                                                  tmp_path: Path) -> None:
+    project = write_project(tmp_path / "p", channel, ["hello"], name="p")
+    (project / ".env").write_text("TOKEN=one\n")
+    assert daemon.ctl("watch", str(project))[0] == 0
+    daemon.wait_for("p", lambda v: v["status"] == "ready")
+    rendered = project_activation_dir(paths(daemon), project) / "activate.json"
+    (project / ".env").write_text("TOKEN=two\n")  # a rotated secret: re-rendered, still allowed
+    end = time.monotonic() + 60
+    while json.loads(rendered.read_text())["set"].get("TOKEN") != "two":
+        assert time.monotonic() < end, "the new .env value was never rendered"
+        time.sleep(0.05)
+    assert daemon.client.get("/v1/envs/p")["status"] == "ready"
+
+    (project / ".env").write_text("TOKEN=two\nPYTHONSTARTUP=/tmp/evil.py\n")
+    blocked = daemon.wait_for("p", lambda v: v["status"] == "blocked")
+    assert "(its environment.yml changed: .env names)" in blocked["error"]
+    assert not rendered.exists()
