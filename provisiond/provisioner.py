@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import logging
 import re
-import shlex
 import shutil
 import time
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ from typing import Any
 from provisiond import activation, trust
 from provisiond.builder import Builder, shared
 from provisiond.engines.base import Engine
+from provisiond.gate import TrustGate, project_dir
 from provisiond.errors import (BadRequestError, BlockedError, EnvNotFoundError, ProvisionError,
                                ShuttingDownError, SpecError)
 from provisiond.exports import export
@@ -73,18 +73,6 @@ def _as_name(text: str) -> str:
     return name if name not in (".", "..") else "env"
 
 
-def _directory(path: str) -> Path:
-    """The real path of a project directory named by ``path`` (a directory, or a file in it)."""
-    if "\0" in path:
-        raise BadRequestError(f"{path!r} is not a path")
-    directory = Path(path).expanduser().resolve()
-    if directory.is_file():
-        directory = directory.parent
-    if not directory.is_dir():
-        raise EnvNotFoundError(f"{directory}: no such directory")
-    return directory
-
-
 def spec_file_of(directory: Path) -> Path:
     """The environment file of a project directory."""
     for name in SPEC_FILES:
@@ -102,6 +90,7 @@ class Provisioner:
         self.engine = engine
         self.settings = settings
         self.builder = Builder(store, engine, settings)
+        self.gate = TrustGate(store, settings)
         self.events = self.builder.events
         self._solves: dict[str, asyncio.Task[Lock]] = {}
         self._background: dict[str, asyncio.Task[Any]] = {}
@@ -117,6 +106,7 @@ class Provisioner:
         """Run with reloaded settings (SIGHUP); ``reload.reloaded`` kept those that need a restart."""
         self.settings = settings
         self.builder.apply(settings)
+        self.gate.settings = settings
 
     async def close(self) -> None:
         """Cancel background work and wait for it (builds in flight leave only `.building/` garbage).
@@ -177,17 +167,17 @@ class Provisioner:
         ``allow``: the user asked for it (``provisionctl watch``), which records consent for the
         current content. Without it (the shell hook) only an allowed project is registered.
         """
-        directory = _directory(path)
+        directory = project_dir(path)
         spec_path = spec_file_of(directory)
         existing = self.store.find_project(str(directory))
         spec = None
         if allow or existing is None:
             spec = await asyncio.to_thread(load_spec, spec_path)
-            fp = self.fingerprint(spec, str(directory), "project")
+            fp = self.gate.fingerprint(spec, str(directory), "project")
             if allow:
-                self._consent(fp)
+                self.gate.consent(fp)
             elif existing is None:
-                self._check_trust(None, fp, spec_path.name)
+                self.gate.check(None, fp, spec_path.name)
         if existing is not None and (name is None or name == existing.name):
             return self.view(existing.name)
         if name is None:
@@ -231,7 +221,7 @@ class Provisioner:
         if record.kind == "project":
             self.projects_changed.set()
             if record.source:
-                activation.remove_project_notice(self.settings.paths, record.source)
+                self.gate.clear(record.source)
             self._remove_project_activation(record)
         return view
 
@@ -254,11 +244,11 @@ class Provisioner:
             raise BadRequestError(f"the name {name!r} is already used by project {taken.source}",
                                   hint="choose another name with -n NAME")
         if spec is not None:
-            self._consent(self.fingerprint(spec, str(path), "file"))  # `create -f FILE` is consent
+            self.gate.consent(self.gate.fingerprint(spec, str(path), "file"))  # `create -f FILE` is consent
             self.store.add_name(name, "file", str(path))
             return await self._warm(self.store.get_name(name), spec, update=update)
         lock = load_lockfile(path, self.engine.platform)
-        self._consent(trust.lock_fingerprint(lock, str(path)))
+        self.gate.consent(trust.lock_fingerprint(lock, str(path)))
         self.store.add_name(name, "lock", str(path))
         return await self._install_lock(name, lock)
 
@@ -354,9 +344,9 @@ class Provisioner:
                 return self.view(record.name)  # a snapshot whose file is gone keeps serving
             self.store.update_name(record.name, status="failed", error=exc.message)
             kept = " (the previous env stays active)" if record.env_key else ""
-            self._notice(record, f"{exc.message}{kept}", f"provisionctl show {record.name}")
+            self.gate.notify(record, f"{exc.message}{kept}", f"provisionctl show {record.name}")
             raise
-        self._check_trust(record, self.fingerprint(spec, record.source or "", record.kind), spec_file.name)
+        self.gate.check(record, self.gate.fingerprint(spec, record.source or "", record.kind), spec_file.name)
         return await self._warm(record, spec, update=update, signature=signature)
 
     def _inputs_signature(self, record: NameRecord) -> tuple[Any, ...]:
@@ -427,7 +417,7 @@ class Provisioner:
         """Clones and lockfile envs: re-read the lockfile if it is still there, else rebuild from our lock."""
         if record.kind == "lock" and record.source and Path(record.source).is_file():
             lock = load_lockfile(Path(record.source), self.engine.platform)
-            self._check_trust(record, trust.lock_fingerprint(lock, record.source), Path(record.source).name)
+            self.gate.check(record, trust.lock_fingerprint(lock, record.source), Path(record.source).name)
             return await self._install_lock(record.name, lock)
         if record.env_key and self.store.find_env(record.env_key) is None:
             return await self._install_lock(record.name, self.store.read_lock(record.env_key))
@@ -486,7 +476,7 @@ class Provisioner:
             self.warm_in_background(name)  # reads the file and checks trust first
             return
         try:  # a new name in .env changes the shell: it needs a new allow (trust.py)
-            self._check_trust(record, self.fingerprint(spec, record.source, "project"), Path(spec.source or "").name)
+            self.gate.check(record, self.gate.fingerprint(spec, record.source, "project"), Path(spec.source or "").name)
         except BlockedError as exc:
             log.warning("%s", exc.message)
             return
@@ -507,7 +497,7 @@ class Provisioner:
             # The previous env (if any) stays active: env_key is left as it was.
             self.store.update_name(name, status="failed", error=message)
             if isinstance(exc, ProvisionError):
-                self._notice(record, f"the build failed: {message}", f"provisionctl log {record.source or name}")
+                self.gate.notify(record, f"the build failed: {message}", f"provisionctl log {record.source or name}")
             raise
         self._specs[name] = spec
         key = self.spec_key(spec)
@@ -520,63 +510,23 @@ class Provisioner:
         if record.kind == "project":
             self._write_project_activation(self.store.get_name(name), spec)
             if record.source:
-                activation.remove_project_notice(self.settings.paths, record.source)
+                self.gate.clear(record.source)
         return self.view(name)
 
-    # -- the trust gate (trust.py; docs/activation.md, "Trust") ----------------------------------
-
-    def fingerprint(self, spec: EnvSpec, path: str, kind: str) -> trust.Fingerprint:
-        """A project's fingerprint (its ``.env`` names included), or a named env file's."""
-        if kind == "project":
-            return trust.fingerprint(spec, path, Path(path) / ".env")
-        return trust.fingerprint(spec, path)
-
-    def _consent(self, fp: trust.Fingerprint) -> None:
-        """The user asked for this content by name: remember it as allowed."""
-        known = self.store.find_allowance(fp.path)
-        if known is None or known.digest != fp.digest:
-            self.store.allow(fp.path, fp.digest, dict(fp.parts))
-            log.info("allowed %s (fingerprint %s)", fp.path, fp.digest[:16])
-        activation.remove_project_notice(self.settings.paths, fp.path)
-
-    def _check_trust(self, record: NameRecord | None, fp: trust.Fingerprint, file_name: str) -> None:
-        """Return if the content is allowed; else block the project (no build, no activation) and raise.
-
-        ``record`` is None for a directory the hook found that is not registered yet.
-        """
-        if trust.under_prefix(fp.path, self.settings.trusted_prefixes):
-            return
-        known = self.store.find_allowance(fp.path)
-        if known is not None and known.digest == fp.digest:
-            return
-        if known is None:
-            reason = f"its {file_name} is not allowed yet"
-        else:
-            base = fp.path if Path(fp.path).is_dir() else str(Path(fp.path).parent)
-            reason = trust.what_changed(known.parts, fp.parts, base, file_name)
-        message = trust.blocked_message(fp.path, reason)
-        kind = record.kind if record is not None else "project"
-        if record is not None:
-            self.store.update_name(record.name, status="blocked", error=message)
-            self._fresh.pop(record.name, None)
-            log.warning("%s", message)
-        if kind == "project":
-            paths = self.settings.paths
-            activation.write_project_notice(paths, fp.path, f"blocked-{fp.digest[:16]}", message)
-            activation.remove_project_activation(paths, fp.path)  # open shells deactivate
-        raise BlockedError(message, hint=f"run: provisionctl allow {shlex.quote(fp.path)}")
+    # -- trust (gate.py) -------------------------------------------------------------------------
 
     async def allow(self, path: str) -> dict[str, Any]:
         """`provisionctl allow`: trust the current content of a project dir (or env file), then build it."""
-        target = self._trust_target(path)
+        target = self.gate.target(path)
         if target.is_dir():
-            fp = self.fingerprint(await asyncio.to_thread(load_spec, spec_file_of(target)), str(target), "project")
+            spec = await asyncio.to_thread(load_spec, spec_file_of(target))
+            fp = self.gate.fingerprint(spec, str(target), "project")
         elif kind_of(target) == "spec":
-            fp = self.fingerprint(await asyncio.to_thread(load_spec, target), str(target), "file")
+            fp = self.gate.fingerprint(await asyncio.to_thread(load_spec, target), str(target), "file")
         else:
-            fp = trust.lock_fingerprint(await asyncio.to_thread(load_lockfile, target, self.engine.platform),
-                                        str(target))
-        self._consent(fp)
+            lock = await asyncio.to_thread(load_lockfile, target, self.engine.platform)
+            fp = trust.lock_fingerprint(lock, str(target))
+        self.gate.consent(fp)
         if target.is_dir():
             names = [(await self.add_project(str(target))).name]
         else:
@@ -584,46 +534,6 @@ class Provisioner:
         for name in names:
             self.warm_in_background(name)
         return {"path": str(target), "digest": fp.digest, "names": names}
-
-    def deny(self, path: str) -> dict[str, Any]:
-        """`provisionctl deny`: revoke an allowance; its project stops building and deactivates."""
-        target = self._trust_target(path)
-        denied = self.store.deny(str(target))
-        names = []
-        for record in self.store.list_names():
-            if record.kind in ("project", "file", "lock") and record.source == str(target):
-                names.append(record.name)
-                message = trust.blocked_message(str(target), "its allowance was revoked with 'provisionctl deny'")
-                self.store.update_name(record.name, status="blocked", error=message)
-                self._fresh.pop(record.name, None)
-                if record.kind == "project":
-                    activation.write_project_notice(self.settings.paths, str(target), "denied", message)
-                    activation.remove_project_activation(self.settings.paths, str(target))
-        return {"path": str(target), "denied": denied, "names": names}
-
-    def _trust_target(self, path: str) -> Path:
-        """What an allowance of ``path`` is keyed to: the file of a named env (``create -f``), else
-        the project directory (``path`` being the dir, or a file in it)."""
-        if "\0" not in path and Path(path).is_file():
-            file = Path(path).resolve()
-            if file.name not in SPEC_FILES or any(r.source == str(file) for r in self.store.list_names("file")):
-                return file
-        return _directory(path)
-
-    def allowances(self) -> dict[str, Any]:
-        return {"allowed": [a.to_wire() for a in self.store.list_allowances()],
-                "trusted_prefixes": list(self.settings.trusted_prefixes)}
-
-    def _notice(self, record: NameRecord, message: str, command: str) -> None:
-        """Tell the hook of a project's failure, once: the reason and the command that shows more."""
-        if record.kind != "project" or not record.source:
-            return
-        line = mask(f"provisiond: {record.name}: {message}; see: {command}")
-        key = hashlib.sha256(line.encode()).hexdigest()[:16]
-        try:
-            activation.write_project_notice(self.settings.paths, record.source, key, line)
-        except OSError as exc:
-            log.error("cannot write the notice of project %s: %s", record.source, exc)
 
     def _keep_state(self, before: NameRecord) -> None:
         """A warm stopped by shutdown is not the name's failure: it keeps the state it had."""

@@ -80,7 +80,7 @@ async def remove_project(request: web.Request) -> web.Response:
 
 @routes.get("/v1/trust")
 async def list_allowed(request: web.Request) -> web.Response:
-    return web.json_response(request.app[PROVISIONER].allowances())
+    return web.json_response(request.app[PROVISIONER].gate.allowances())
 
 
 @routes.post("/v1/trust")
@@ -96,7 +96,7 @@ async def deny(request: web.Request) -> web.Response:
     target = request.query.get("path")
     if not target:
         raise BadRequestError("missing query parameter 'path' (a project directory or an env file)")
-    return web.json_response(request.app[PROVISIONER].deny(target))
+    return web.json_response(request.app[PROVISIONER].gate.deny(target))
 
 
 @routes.get("/v1/envs")
