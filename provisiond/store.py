@@ -19,6 +19,7 @@ from provisiond.errors import EnvNotFoundError, StoreBusyError
 from provisiond.files import write_atomic
 from provisiond.lock import Lock
 from provisiond.settings import Paths
+from provisiond.urls import mask
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +202,7 @@ class Store:
         """Make a finished build visible: lock file, marker, one rename(), then the row."""
         env_key = lock.env_key
         final = self.paths.prefix(env_key)
-        write_atomic(self.paths.locks / f"{env_key}.json", lock.to_json())
+        write_atomic(self.paths.locks / f"{env_key}.json", lock.without_credentials().to_json())
         write_atomic(build_dir / MARKER, json.dumps({"env_key": env_key, "lock_version": 1}))
         try:
             os.rename(build_dir, final)
@@ -227,7 +228,7 @@ class Store:
         """
         if prefix != self.paths.prefix(lock.env_key):
             raise ValueError(f"{prefix} is not the prefix of env {lock.env_key[:16]}")
-        write_atomic(self.paths.locks / f"{lock.env_key}.json", lock.to_json())
+        write_atomic(self.paths.locks / f"{lock.env_key}.json", lock.without_credentials().to_json())
         (prefix / MARKER).parent.mkdir(parents=True, exist_ok=True)
         write_atomic(prefix / MARKER, json.dumps({"env_key": lock.env_key, "lock_version": 1}))
         self._insert_env(lock, prefix)
@@ -279,7 +280,8 @@ class Store:
         return float("inf") if row is None else time.time() - row["solved_at"]
 
     def cache_lock(self, spec_key: str, lock: Lock) -> None:
-        self.db.execute("INSERT OR REPLACE INTO solves VALUES (?,?,?)", (spec_key, lock.to_json(), time.time()))
+        self.db.execute("INSERT OR REPLACE INTO solves VALUES (?,?,?)",
+                        (spec_key, lock.without_credentials().to_json(), time.time()))
 
     # -- names -----------------------------------------------------------------------------
 
@@ -315,6 +317,8 @@ class Store:
         self.db.execute("DELETE FROM names WHERE name=?", (name,))
 
     def update_name(self, name: str, **values: Any) -> None:
+        if values.get("error"):  # engine errors may quote a URL with its token
+            values["error"] = mask(values["error"])
         values["updated"] = time.time()
         columns = ", ".join(f"{key}=?" for key in values)
         self.db.execute(f"UPDATE names SET {columns} WHERE name=?", (*values.values(), name))
@@ -335,7 +339,7 @@ class Store:
 
     def finish_build(self, build_id: int, status: str, error: str | None = None) -> None:
         self.db.execute("UPDATE builds SET status=?, finished=?, error=? WHERE id=?",
-                        (status, time.time(), error, build_id))
+                        (status, time.time(), mask(error) if error else error, build_id))
 
     def find_build(self, build_id: int) -> BuildRecord | None:
         row = self.db.execute("SELECT * FROM builds WHERE id=?", (build_id,)).fetchone()
