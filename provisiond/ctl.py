@@ -146,7 +146,7 @@ def _fast_run(argv: list[str]) -> int | None:
     lease = os.path.join(home, "leases", f"{env_key}.{os.getpid()}")  # gc.lease_path
     try:
         os.makedirs(os.path.dirname(lease), exist_ok=True)
-        os.close(os.open(lease, os.O_WRONLY | os.O_CREAT, 0o644))
+        os.close(os.open(lease, os.O_WRONLY | os.O_CREAT, 0o600))
     except OSError:
         pass  # a read-only store (an image) has no collector to guard against
     script = os.path.join(names, "activate.sh")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from provisiond.errors import EnvNotFoundError, StoreBusyError
+from provisiond.errors import ConfigError, EnvNotFoundError, StoreBusyError
 from provisiond.files import write_atomic
 from provisiond.lock import Lock
 from provisiond.settings import Paths
@@ -114,6 +114,7 @@ class Store:
     def _init(self) -> None:
         for d in (self.paths.pkgs, self.paths.envs, self.paths.locks, self.paths.logs, self.paths.home / "leases"):
             d.mkdir(parents=True, exist_ok=True)
+        self.make_private()
         self._db = sqlite3.connect(self.paths.db, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -144,6 +145,38 @@ class Store:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
+
+    def make_private(self) -> None:
+        """Give a store written by an older provisiond (0755 dirs, 0644 files) the modes of a new one.
+
+        Only the root, the top level and the files that hold channel URLs, build output or the
+        registry, not every file of every prefix (that walk would be slow): the root's 0700 is
+        what keeps other users out, since no path resolves through a directory they cannot search.
+        The rest is for copies of the store (a backup, an image layer) that lose the root's mode.
+        """
+        paths = self.paths
+        try:
+            os.chmod(paths.home, 0o700)
+        except PermissionError:
+            raise ConfigError(f"store {paths.home}: cannot make it private (owner uid "
+                              f"{paths.home.stat().st_uid}, you are uid {os.getuid()})",
+                              hint="run provisiond as the user who owns the store, or choose another --home") from None
+        for directory, files in ((paths.home, 0o600), (paths.envs, None), (paths.locks, 0o600),
+                                 (paths.logs, 0o600), (paths.repodata_cache, 0o600), (paths.activation, None),
+                                 (paths.home / "leases", 0o600), (paths.state, 0o600)):
+            try:
+                entries = list(os.scandir(directory))
+                os.chmod(directory, 0o700)
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        os.chmod(entry.path, 0o700)
+                    elif files is not None and entry.is_file(follow_symlinks=False):
+                        os.chmod(entry.path, files)
+                except FileNotFoundError:  # removed meanwhile (a lease, a temp file)
+                    pass
 
     # -- start-up recovery ---------------------------------------------------------------
 
