@@ -38,6 +38,10 @@ def _fast_warm(argv: list[str]) -> int | None:
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.connect(path)
+        from provisiond.peers import trusted
+
+        if trusted(sock, path) is not None:
+            return None  # another user's socket: cli.main's client refuses it with the reason
         sock.sendall(f"POST /v1/envs/{name}/warm HTTP/1.1\r\nHost: provisiond\r\nConnection: close\r\n"
                      "Accept: text/plain\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}".encode())
         chunks = []
