@@ -14,7 +14,6 @@ from typing import Any
 from aiohttp import web
 
 from provisiond.errors import BadRequestError, ConfigError, ProvisionError
-from provisiond.peers import check_socket_dir
 from provisiond.provisioner import Provisioner
 
 log = logging.getLogger(__name__)
@@ -108,6 +107,8 @@ async def serving(app: web.Application, socket_path: Path, sock: socket.socket |
         if sock is not None:
             site: web.BaseSite = web.SockSite(runner, sock)
         else:
+            from provisiond.peers import check_socket_dir
+
             socket_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             check_socket_dir(socket_path.parent)  # planted or shared: refuse, as ssh-agent does
             if socket_path.is_socket():
