@@ -81,8 +81,11 @@ def check_socket_dir(directory: Path) -> None:
         raise ConfigError(f"socket directory {directory} is owned by uid {st.st_uid}, not by you (uid {me})",
                           hint=hint)
     if st.st_mode & 0o022:
+        # A shared directory such as /tmp must stay shared: make a private one in it instead.
+        fix = (f"make one of your own in it (mkdir -m 700 {directory / 'provisiond-'}$USER) and put the socket there"
+               if st.st_mode & stat.S_ISVTX else f"chmod 700 {directory}, or {hint}")
         raise ConfigError(f"socket directory {directory} is writable by other users "
-                          f"(mode {stat.S_IMODE(st.st_mode):04o})", hint=f"chmod 700 {directory}, or {hint}")
+                          f"(mode {stat.S_IMODE(st.st_mode):04o})", hint=fix)
     for parent in directory.resolve().parents:
         st = os.stat(parent)
         if st.st_uid not in (me, 0) or (st.st_mode & 0o002 and not st.st_mode & stat.S_ISVTX):

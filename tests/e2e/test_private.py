@@ -186,6 +186,7 @@ def test_the_daemon_refuses_a_socket_right_in_tmp(tmp_path: Path) -> None:
     done = start_daemon(tmp_path / "home", socket)
     assert done.returncode == os.EX_CONFIG, done.stderr
     assert "socket directory /tmp is writable by other users (mode 1777)" in done.stderr
+    assert "hint: make one of your own in it (mkdir -m 700 /tmp/provisiond-$USER)" in done.stderr
     assert not socket.exists()
 
 
