@@ -18,12 +18,14 @@ import base64
 import json
 import logging
 import os
+import sqlite3
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from provisiond.errors import ConfigError
 from provisiond.files import write_atomic
-from provisiond.urls import strip_credentials
+from provisiond.settings import Paths
+from provisiond.urls import mask, strip_credentials
 
 log = logging.getLogger(__name__)
 
@@ -106,3 +108,71 @@ class Credentials:
         user, _, password = best[1].partition(":")
         pair = f"{unquote(user)}:{unquote(password)}".encode()
         return {"Authorization": "Basic " + base64.b64encode(pair).decode("ascii")}
+
+
+def scrub_store(paths: Paths, db: sqlite3.Connection) -> int:
+    """Move the credentials an older provisiond wrote into the store to the credentials file.
+
+    Its locks and solve-cache rows are rewritten without them (same env_key), and so are, for the
+    envs whose lock held any, the prefix's conda-meta records; then the package cache's records,
+    the repodata cache's ``.info.json`` files and the registry's error texts. A store without any
+    costs one read of each lock file. Returns the number of locks rewritten.
+    """
+    from provisiond.bundle import scrub_prefix_file
+    from provisiond.errors import ProvisionError
+    from provisiond.lock import Lock
+
+    credentials: Credentials | None = None
+
+    def clean(lock: Lock) -> Lock | None:
+        nonlocal credentials
+        stripped = lock.without_credentials()
+        if stripped is lock:
+            return None
+        credentials = credentials or Credentials(paths.credentials)
+        for base in {*lock.channels, *(p.channel for p in lock.packages),
+                     *(p.url.rsplit("/", 2)[0] + "/" for p in lock.packages)}:
+            credentials.remember(base)
+        return stripped
+
+    def rewrite(path: Path, inner: str) -> None:
+        data = scrub_prefix_file(path, inner)
+        if data is not None:
+            write_atomic(path, data.decode("utf-8", "surrogateescape"))
+
+    rewritten = 0
+    for path in sorted(paths.locks.glob("*.json")):
+        text = path.read_text(encoding="utf-8")
+        try:
+            stripped = clean(Lock.from_json(text)) if strip_credentials(text) != text else None
+        except ProvisionError:
+            continue
+        if stripped is None:
+            continue
+        write_atomic(path, stripped.to_json())
+        rewritten += 1
+        meta = paths.prefix(stripped.env_key) / "conda-meta"
+        for record in meta.glob("*") if meta.is_dir() else ():
+            rewrite(record, f"conda-meta/{record.name}")
+    # secure_delete: the old rows' bytes are overwritten, not left in free pages of state.db.
+    db.execute("PRAGMA secure_delete=ON")
+    try:
+        for spec_key, text in db.execute("SELECT spec_key, lock FROM solves").fetchall():
+            if strip_credentials(text) != text and (stripped := clean(Lock.from_json(text))) is not None:
+                db.execute("UPDATE solves SET lock=? WHERE spec_key=?", (stripped.to_json(), spec_key))
+        if credentials is not None:
+            for table, key in (("builds", "id"), ("names", "name")):
+                for row_key, error in db.execute(f"SELECT {key}, error FROM {table} WHERE error LIKE '%://%'"
+                                                 ).fetchall():
+                    db.execute(f"UPDATE {table} SET error=? WHERE {key}=?", (mask(error), row_key))
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        db.execute("PRAGMA secure_delete=OFF")
+    if credentials is not None:  # what the engine cached from those URLs
+        for record in paths.pkgs.glob("*/info/repodata_record.json"):
+            rewrite(record, "conda-meta/repodata_record.json")  # scrubbed as the JSON record it is
+        for info in paths.repodata_cache.glob("*.info.json"):
+            rewrite(info, "conda-meta/repodata.info.json")
+        log.warning("moved the channel credentials of %d locks out of the store into %s", rewritten,
+                    paths.credentials)
+    return rewritten

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from provisiond.credentials import scrub_store
 from provisiond.errors import ConfigError, EnvNotFoundError, StoreBusyError
 from provisiond.files import write_atomic
 from provisiond.lock import Lock
@@ -120,6 +121,7 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        scrub_store(self.paths, self._db)  # a store from before the credentials file
         self.sweep()
 
     def close(self) -> None:

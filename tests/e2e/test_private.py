@@ -12,6 +12,7 @@ import os
 import pwd
 import shutil
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -296,3 +297,48 @@ def test_channel_credentials_stay_out_of_the_store(kind: str, channel: Path, tmp
                 assert d.stop() == 0
             assert secrets_in(secret.encode(), d.home) == [], again
         assert d.log is not None and secret not in d.log.read_text()
+
+
+def test_an_old_store_gives_its_credentials_up(channel: Path, tmp_path: Path, short_dir: Path) -> None:
+    """A store an older provisiond wrote holds the token in its locks, solve cache, conda-meta and caches:
+    the next start moves it into the credentials file and the env still downloads with it."""
+    secret = f"old-s3cret-{os.getpid()}"
+    downloads: list[str] = []
+    with serve_directory(channel, lambda path: downloads.append(path), token=secret) as url:
+        project = write_project(tmp_path / "proj", channel, ["hello"], name="old")
+        tokened = f"{url}t/{secret}/"
+        (project / "environment.yml").write_text(f"name: old\nchannels:\n  - {tokened}\ndependencies:\n  - hello\n")
+        d = Daemon(home=tmp_path / "home", socket=short_dir / "d.sock").start()
+        code, out, err = d.ctl("warm", str(project), "--json")
+        assert code == 0, err
+        prefix = Path(json.loads(out)["prefix"])
+        assert d.stop() == 0
+
+        # What the older provisiond left: the token in every URL it wrote, and no credentials file.
+        old_files = [*(d.home / "locks").glob("*.json"), *(prefix / "conda-meta").glob("*.json"),
+                     *(d.home / "pkgs").glob("*/info/repodata_record.json")]
+        for path in old_files:
+            path.write_text(path.read_text().replace(url, tokened))
+        with sqlite3.connect(d.home / "state.db") as db:
+            db.execute("UPDATE solves SET lock = replace(lock, ?, ?)", (url, tokened))
+            db.execute("UPDATE builds SET error = ?", (f"install failed: {tokened}linux-64/x.conda: 503",))
+        db.close()
+        (d.state / "credentials.json").unlink()
+        assert set(secrets_in(secret.encode(), d.home)) >= {*old_files, d.home / "state.db"}
+
+        d.start()
+        assert d.stop() == 0
+        assert secrets_in(secret.encode(), d.home) == []
+        assert secret in (d.state / "credentials.json").read_text()
+
+        shutil.rmtree(prefix)
+        shutil.rmtree(d.home / "pkgs")
+        before = len(downloads)
+        d.start()
+        try:
+            code, out, err = d.ctl("warm", str(project), "--json")
+            assert code == 0, err
+            assert Path(prefix, "bin", "hello").exists() and len(downloads) > before
+        finally:
+            assert d.stop() == 0
+        assert secrets_in(secret.encode(), d.home) == []
