@@ -165,6 +165,14 @@ def test_the_daemon_refuses_a_socket_dir_another_user_made(other_user: OtherUser
         assert f"socket directory {planted} is owned by uid {other_user.uid}, not by you" in done.stderr
         assert "hint: use a socket in a directory of your own" in done.stderr
         assert list(planted.iterdir()) == []
+        # Our own private dir in theirs: they could rename it away and put another in its place.
+        mine = planted / "mine"
+        mine.mkdir(mode=0o700)
+        done = start_daemon(tmp_path / "home", mine / "d.sock")
+        assert done.returncode == os.EX_CONFIG, done.stderr
+        assert f"socket directory {mine}: its parent {planted} can be changed by other users (owner uid " \
+            f"{other_user.uid}" in done.stderr
+        assert list(mine.iterdir()) == []
     finally:
         shutil.rmtree(planted)
 
