@@ -69,7 +69,8 @@ class Credentials:
         """``base_url`` (a channel's) without credentials; its credentials are kept for downloads."""
         clean = strip_credentials(base_url)
         if clean != base_url and self._channels.get(clean) != base_url:
-            self._channels[clean] = base_url
+            # A new dict, never a change to the old one: rattler's threads may be iterating it (headers()).
+            self._channels = {**self._channels, clean: base_url}
             self._save()
             self.generation += 1
             log.info("channel %s: credentials kept in %s", clean, self.path)
@@ -97,7 +98,7 @@ class Credentials:
         host with different passwords are told apart by their paths only.
         """
         best: tuple[int, str] | None = None
-        for clean, url in self._channels.items():
+        for clean, url in self._channels.items():  # called from rattler's threads: see remember()
             userinfo = urlsplit(url).netloc.rpartition("@")[0]
             target = urlsplit(clean)
             if userinfo and target.hostname == host.lower() and path.startswith(target.path or "/"):
