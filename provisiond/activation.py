@@ -157,12 +157,12 @@ def write_env_activation(paths: Paths, env_key: str, prefix: str | os.PathLike[s
     directory = paths.activation / env_key
     directory.mkdir(parents=True, exist_ok=True)
     for kind in ("sh", "fish"):
-        write_atomic(directory / f"deactivate.d.{kind}", source_lines(kind, facts.deactivate[kind]), 0o644)
+        write_atomic(directory / f"deactivate.d.{kind}", source_lines(kind, facts.deactivate[kind]), 0o600)
     # Full scripts under the prefix's own name, for cold starts that know only the env (DESIGN.md).
     plain = Activation(name=Path(facts.prefix).name, facts=facts, generation=env_key[:16])
     for shell in SHELLS:
-        write_atomic(directory / f"activate.{shell}", render_activation(plain, shell), 0o644)
-    write_atomic(directory / ENV_FILE, _dumps(facts.to_wire()), 0o644)  # last: its presence means complete
+        write_atomic(directory / f"activate.{shell}", render_activation(plain, shell), 0o600)
+    write_atomic(directory / ENV_FILE, _dumps(facts.to_wire()), 0o600)  # last: its presence means complete
     for warning in facts.warnings:
         log.warning("env %s: %s", env_key[:16], warning)
     return facts
@@ -203,9 +203,9 @@ def write_name_activation(paths: Paths, name: str, env_key: str, prefix: str | o
     if _read_json(directory / "activate.json") == act.to_wire() and _read_text(directory / NAME_TARGET) == target:
         return False
     directory.mkdir(parents=True, exist_ok=True)
-    write_atomic(directory / "activate.sh", render_activation(act, "sh"), 0o644)
-    write_atomic(directory / "activate.json", render_activation(act, "json"), 0o644)
-    write_atomic(directory / NAME_TARGET, target, 0o644)  # last: cold-start reads it first
+    write_atomic(directory / "activate.sh", render_activation(act, "sh"), 0o600)
+    write_atomic(directory / "activate.json", render_activation(act, "json"), 0o600)
+    write_atomic(directory / NAME_TARGET, target, 0o600)  # last: cold-start reads it first
     return True
 
 

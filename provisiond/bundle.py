@@ -158,7 +158,7 @@ def _entries(paths: Paths, manifest: dict[str, Any], keys: list[str]) -> Iterato
     for directory in (*ROOTS, f"activation/{NAMES_DIR}"):
         yield Entry(directory, "dir", 0o755, now)
     for key in keys:
-        yield from _walk(paths.prefix(key), f"envs/{key[:16]}", scrub=_scrub_prefix_file)
+        yield from _walk(paths.prefix(key), f"envs/{key[:16]}", scrub=scrub_prefix_file)
         yield from _walk(paths.locks / f"{key}.json", f"locks/{key}.json", scrub=_scrub_lock)
         yield from _walk(paths.activation / key, f"activation/{key}")
     for name in manifest["names"]:
@@ -203,7 +203,7 @@ def _scrub_lock(path: Path, inner: str) -> bytes | None:
         clean, sort_keys=True, separators=(",", ":"), ensure_ascii=False))
 
 
-def _scrub_prefix_file(path: Path, inner: str) -> bytes | None:
+def scrub_prefix_file(path: Path, inner: str) -> bytes | None:
     """The files of a prefix that record channel URLs: conda-meta's records and history, pip's direct_url.json."""
     parts = PurePosixPath(inner).parts
     record = len(parts) == 2 and parts[0] == "conda-meta" and parts[1].endswith(".json")

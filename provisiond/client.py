@@ -13,7 +13,8 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
-from provisiond.errors import DaemonUnavailableError, ProvisionError
+from provisiond.errors import ConfigError, DaemonUnavailableError, ProvisionError
+from provisiond.peers import trusted, untrusted_message
 
 _CRASH_HINT = "check its log (journalctl --user -u provisiond)"
 
@@ -43,6 +44,11 @@ class Client:
         except BaseException:
             sock.close()
             raise
+        uid = trusted(sock, self.socket_path)
+        if uid is not None:  # someone else's process: do not send it anything, do not believe it
+            sock.close()
+            message, hint = untrusted_message(self.socket_path, uid)
+            raise ConfigError(message, hint=hint)
         return sock
 
     def _send(self, sock: socket.socket, method: str, path: str, body: dict[str, Any] | None,

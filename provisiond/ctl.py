@@ -39,6 +39,10 @@ def _fast_warm(argv: list[str]) -> int | None:
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.connect(path)
+        from provisiond.peers import trusted
+
+        if trusted(sock, path) is not None:
+            return None  # another user's socket: cli.main's client refuses it with the reason
         sock.sendall(f"POST /v1/envs/{name}/warm HTTP/1.1\r\nHost: provisiond\r\nConnection: close\r\n"
                      "Accept: text/plain\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}".encode())
         chunks = []
@@ -147,7 +151,7 @@ def _fast_run(argv: list[str]) -> int | None:
     lease = os.path.join(home, "leases", f"{env_key}.{os.getpid()}")  # gc.lease_path
     try:
         os.makedirs(os.path.dirname(lease), exist_ok=True)
-        os.close(os.open(lease, os.O_WRONLY | os.O_CREAT, 0o644))
+        os.close(os.open(lease, os.O_WRONLY | os.O_CREAT, 0o600))
     except OSError:
         pass  # a read-only store (an image) has no collector to guard against
     script = os.path.join(names, "activate.sh")

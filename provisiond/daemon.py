@@ -131,6 +131,9 @@ def configure_logging(verbose: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # Everything the daemon creates is for this user only: the store holds channel URLs, logs and
+    # the registry, the state dir values from .env (docs/store.md, "Who can read the store").
+    os.umask(0o077)
     configure_logging(args.verbose)
     overrides = {"home": args.home, "socket": args.socket, "engine": args.engine,
                  "max_builds": args.max_builds, "log_file": args.log_file}

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 
-def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
     """Write ``text`` to ``path`` through a temp file and ``os.replace``.
 
     No fsync: what we write this way is derived or re-created by the next warm (locks, markers,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, NewType
 
 from provisiond.errors import ProvisionError
@@ -122,6 +122,19 @@ class Lock:
     def env_key(self) -> EnvKey:
         """sha256 of our own identity payload: platform + (url, sha256) of every record (+ pip pins)."""
         return EnvKey(self._env_key)
+
+    def without_credentials(self) -> Lock:
+        """This lock with tokens and passwords removed from its channel and package URLs (same env_key).
+
+        What the store keeps: the engine finds the credentials again in ``credentials.py``'s file.
+        pip URLs are left as they are (uv needs them to install; see docs/store.md).
+        """
+        packages = tuple(replace(p, url=strip_credentials(p.url), channel=strip_credentials(p.channel))
+                         for p in self.packages)
+        channels = tuple(strip_credentials(c) for c in self.channels)
+        if packages == self.packages and channels == self.channels:
+            return self
+        return replace(self, packages=packages, channels=channels)
 
     def to_wire(self) -> dict[str, Any]:
         return {

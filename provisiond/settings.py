@@ -66,6 +66,11 @@ class Paths:
         return self.home / "activation"
 
     @property
+    def credentials(self) -> Path:
+        """Channel tokens and passwords (credentials.py): per user, never in the store."""
+        return self.state / "credentials.json"
+
+    @property
     def projects_state(self) -> Path:
         """Per-project activation, mirroring the project's absolute path under it."""
         return self.state / "projects"

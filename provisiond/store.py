@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from provisiond.errors import EnvNotFoundError, StoreBusyError
+from provisiond.credentials import scrub_store
+from provisiond.errors import ConfigError, EnvNotFoundError, StoreBusyError
 from provisiond.files import write_atomic
 from provisiond.lock import Lock
 from provisiond.settings import Paths
+from provisiond.urls import mask
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +130,13 @@ class Store:
     def _init(self) -> None:
         for d in (self.paths.pkgs, self.paths.envs, self.paths.locks, self.paths.logs, self.paths.home / "leases"):
             d.mkdir(parents=True, exist_ok=True)
+        self.make_private()
         self._db = sqlite3.connect(self.paths.db, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        scrub_store(self.paths, self._db)  # a store from before the credentials file
         self.sweep()
 
     def close(self) -> None:
@@ -158,6 +162,38 @@ class Store:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
+
+    def make_private(self) -> None:
+        """Give a store written by an older provisiond (0755 dirs, 0644 files) the modes of a new one.
+
+        Only the root, the top level and the files that hold channel URLs, build output or the
+        registry, not every file of every prefix (that walk would be slow): the root's 0700 is
+        what keeps other users out, since no path resolves through a directory they cannot search.
+        The rest is for copies of the store (a backup, an image layer) that lose the root's mode.
+        """
+        paths = self.paths
+        try:
+            os.chmod(paths.home, 0o700)
+        except PermissionError:
+            raise ConfigError(f"store {paths.home}: cannot make it private (owner uid "
+                              f"{paths.home.stat().st_uid}, you are uid {os.getuid()})",
+                              hint="run provisiond as the user who owns the store, or choose another --home") from None
+        for directory, files in ((paths.home, 0o600), (paths.envs, None), (paths.locks, 0o600),
+                                 (paths.logs, 0o600), (paths.repodata_cache, 0o600), (paths.activation, None),
+                                 (paths.home / "leases", 0o600), (paths.state, 0o600)):
+            try:
+                entries = list(os.scandir(directory))
+                os.chmod(directory, 0o700)
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        os.chmod(entry.path, 0o700)
+                    elif files is not None and entry.is_file(follow_symlinks=False):
+                        os.chmod(entry.path, files)
+                except FileNotFoundError:  # removed meanwhile (a lease, a temp file)
+                    pass
 
     # -- start-up recovery ---------------------------------------------------------------
 
@@ -216,7 +252,7 @@ class Store:
         """Make a finished build visible: lock file, marker, one rename(), then the row."""
         env_key = lock.env_key
         final = self.paths.prefix(env_key)
-        write_atomic(self.paths.locks / f"{env_key}.json", lock.to_json())
+        write_atomic(self.paths.locks / f"{env_key}.json", lock.without_credentials().to_json())
         write_atomic(build_dir / MARKER, json.dumps({"env_key": env_key, "lock_version": 1}))
         try:
             os.rename(build_dir, final)
@@ -242,7 +278,7 @@ class Store:
         """
         if prefix != self.paths.prefix(lock.env_key):
             raise ValueError(f"{prefix} is not the prefix of env {lock.env_key[:16]}")
-        write_atomic(self.paths.locks / f"{lock.env_key}.json", lock.to_json())
+        write_atomic(self.paths.locks / f"{lock.env_key}.json", lock.without_credentials().to_json())
         (prefix / MARKER).parent.mkdir(parents=True, exist_ok=True)
         write_atomic(prefix / MARKER, json.dumps({"env_key": lock.env_key, "lock_version": 1}))
         self._insert_env(lock, prefix)
@@ -294,7 +330,8 @@ class Store:
         return float("inf") if row is None else time.time() - row["solved_at"]
 
     def cache_lock(self, spec_key: str, lock: Lock) -> None:
-        self.db.execute("INSERT OR REPLACE INTO solves VALUES (?,?,?)", (spec_key, lock.to_json(), time.time()))
+        self.db.execute("INSERT OR REPLACE INTO solves VALUES (?,?,?)",
+                        (spec_key, lock.without_credentials().to_json(), time.time()))
 
     # -- names -----------------------------------------------------------------------------
 
@@ -330,6 +367,8 @@ class Store:
         self.db.execute("DELETE FROM names WHERE name=?", (name,))
 
     def update_name(self, name: str, **values: Any) -> None:
+        if values.get("error"):  # engine errors may quote a URL with its token
+            values["error"] = mask(values["error"])
         values["updated"] = time.time()
         columns = ", ".join(f"{key}=?" for key in values)
         self.db.execute(f"UPDATE names SET {columns} WHERE name=?", (*values.values(), name))
@@ -367,7 +406,7 @@ class Store:
 
     def finish_build(self, build_id: int, status: str, error: str | None = None) -> None:
         self.db.execute("UPDATE builds SET status=?, finished=?, error=? WHERE id=?",
-                        (status, time.time(), error, build_id))
+                        (status, time.time(), mask(error) if error else error, build_id))
 
     def find_build(self, build_id: int) -> BuildRecord | None:
         row = self.db.execute("SELECT * FROM builds WHERE id=?", (build_id,)).fetchone()

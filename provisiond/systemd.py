@@ -78,6 +78,7 @@ Restart=on-failure
 # 78 (EX_CONFIG): a bad configuration does not get better by restarting.
 RestartPreventExitStatus=78
 TimeoutStopSec=30
+UMask=0077
 
 [Install]
 WantedBy=default.target
@@ -91,6 +92,6 @@ def install_units(exe: str, directory: Path) -> list[Path]:
     written = []
     for name, text in unit_files(exe).items():
         path = directory / name
-        write_atomic(path, text)
+        write_atomic(path, text, 0o644)  # units hold no secret; systemd reads them as the user
         written.append(path)
     return written

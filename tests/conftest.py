@@ -97,20 +97,44 @@ class Daemon(DaemonProcess):
 
 
 @contextlib.contextmanager
-def serve_directory(directory: Path, before_get: Callable[[str], None] | None = None) -> Iterator[str]:
+def serve_directory(directory: Path, before_get: Callable[[str], None] | None = None, *,
+                    token: str | None = None, basic: tuple[str, str] | None = None) -> Iterator[str]:
     """``directory`` over real HTTP on the loopback interface; yields the base URL.
 
     ``before_get(path)`` runs before each GET is answered (e.g. to hold downloads back).
+    ``token``: every path must start with ``/t/<token>/`` (conda's convention), else 403;
+    ``basic``: every request must carry that user and password (HTTP basic auth), else 401.
+    The base URL yielded holds neither: the client must add them.
     """
+    import base64
     import functools
     import http.server
     import threading
 
     class Handler(http.server.SimpleHTTPRequestHandler):
+        def authorized(self) -> bool:
+            if basic is not None:
+                expected = "Basic " + base64.b64encode(":".join(basic).encode()).decode()
+                if self.headers.get("Authorization") != expected:
+                    self.send_error(401)
+                    return False
+            if token is not None:
+                if not self.path.startswith(f"/t/{token}/"):
+                    self.send_error(403)
+                    return False
+                self.path = self.path[len(f"/t/{token}"):]
+            return True
+
         def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            if not self.authorized():
+                return
             if before_get is not None:
                 before_get(self.path)
             super().do_GET()
+
+        def do_HEAD(self) -> None:  # noqa: N802 - the stdlib's name
+            if self.authorized():
+                super().do_HEAD()
 
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the stdlib's name
             pass

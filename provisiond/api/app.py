@@ -107,12 +107,17 @@ async def serving(app: web.Application, socket_path: Path, sock: socket.socket |
         if sock is not None:
             site: web.BaseSite = web.SockSite(runner, sock)
         else:
+            from provisiond.peers import check_socket_dir
+
             socket_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            check_socket_dir(socket_path.parent)  # planted or shared: refuse, as ssh-agent does
             if socket_path.is_socket():
                 if _answers(socket_path):  # a daemon of another store, given the same --socket
                     raise ConfigError(f"{socket_path} is in use by another provisiond",
                                       hint="give each store its own --socket")
                 socket_path.unlink()  # a leftover of a daemon that died
+            elif os.path.lexists(socket_path):
+                raise ConfigError(f"{socket_path} exists and is not a socket", hint="remove it, or choose another --socket")
             site = web.UnixSite(runner, str(socket_path))
         old_umask = os.umask(0o177)
         try:

@@ -124,7 +124,7 @@ async def show_env(request: web.Request) -> web.Response:
 @routes.get("/v1/envs/{name}/lock")
 async def env_lock(request: web.Request) -> web.Response:
     lock = request.app[PROVISIONER].lock_of(request.match_info["name"])
-    # Channel credentials stay in the store's lock (downloads need them), never in answers.
+    # The store keeps locks without channel credentials (docs/store.md); masked for older stores.
     return web.Response(text=mask(json.dumps(lock.to_wire())), content_type="application/json")
 
 

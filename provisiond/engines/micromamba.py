@@ -25,13 +25,14 @@ import shlex
 import shutil
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 import rattler
 
+from provisiond.credentials import Credentials
 from provisiond.engines._process import ProcessResult, run_process
 from provisiond.engines.base import OnLine
 from provisiond.errors import ConfigError, EngineError, SolveError
@@ -118,6 +119,7 @@ class MicromambaEngine:
         self._env = micromamba_environ(os.environ if environ is None else environ, self.root,
                                        settings.paths.pkgs)
         self._channel_config = rattler.ChannelConfig(channel_alias=settings.channel_alias)
+        self.credentials = Credentials(settings.paths.credentials)
         self._version = self._probe_version()
         info = self._probe_info()
         self.platform = str(info.get("platform") or rattler.Subdir.current())
@@ -224,7 +226,11 @@ class MicromambaEngine:
         if result.returncode != 0 or doc.get("success") is not True:
             raise EngineError(_failure("solve", result, doc), hint="check the channel URLs and your network")
         packages = tuple(package_of(r) for r in linked_records(doc))
-        return Lock(platform=self.platform, packages=packages, channels=tuple(channels), engine=self.name)
+        # The store keeps the lock without tokens or passwords; install() puts them back.
+        for base in {*channels, *(p.channel for p in packages)}:
+            self.credentials.remember(base)
+        lock = Lock(platform=self.platform, packages=packages, channels=tuple(channels), engine=self.name)
+        return lock.without_credentials()
 
     async def install(self, lock: Lock, build_dir: Path, target_prefix: Path, on_line: OnLine,
                       progress: BuildProgress | None = None) -> None:
@@ -238,7 +244,8 @@ class MicromambaEngine:
             on_line(f"created empty env {target_prefix}")
             return
         explicit = build_dir / "explicit.txt"
-        explicit.write_text(explicit_file(lock))
+        # Whole URLs with their credentials, for micromamba: the file is 0600 (umask) and goes with build_dir.
+        explicit.write_text(explicit_file(lock, self.credentials.attach))
         offline = all(is_cached(self.settings.paths.pkgs, p) for p in lock.packages)
         argv = self.install_argv(explicit, target_prefix, offline=offline)
         on_line(f"installing {len(lock.packages)} packages into {target_prefix} (in place"
@@ -384,12 +391,16 @@ def _failure(step: str, result: ProcessResult, doc: Mapping[str, Any]) -> str:
     return f"micromamba {step} failed ({result.describe_exit()})" + "".join(f"\n  {line}" for line in lines)
 
 
-def explicit_file(lock: Lock) -> str:
-    """An @EXPLICIT spec file (CEP 23) for ``lock``: one URL per line with its hash, no solver involved."""
+def explicit_file(lock: Lock, attach: Callable[[str], str] = str) -> str:
+    """An @EXPLICIT spec file (CEP 23) for ``lock``: one URL per line with its hash, no solver involved.
+
+    ``attach`` puts a URL's channel credentials back (``Credentials.attach``).
+    """
     lines = [f"# platform: {lock.platform}", f"# env_key: {lock.env_key}", "@EXPLICIT"]
     for p in lock.packages:
+        url = attach(p.url)
         # libmamba reads `#sha256:<hex>` and `#<md5>` (specs/package_info.cpp, PackageInfo::from_url)
-        lines.append(f"{p.url}#sha256:{p.sha256}" if p.sha256 else f"{p.url}#{p.md5}" if p.md5 else p.url)
+        lines.append(f"{url}#sha256:{p.sha256}" if p.sha256 else f"{url}#{p.md5}" if p.md5 else url)
     return "\n".join(lines) + "\n"
 
 

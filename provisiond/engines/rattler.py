@@ -6,19 +6,25 @@ milliseconds instead of re-reading every channel's repodata.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from pathlib import Path
+from typing import Any
 
 import rattler
 import rattler.exceptions as rx
+from rattler.networking import (AddHeadersMiddleware, AuthenticationMiddleware, Client, GCSMiddleware,
+                                MirrorMiddleware, OciMiddleware, RetryMiddleware, S3Middleware)
 
+from provisiond.credentials import Credentials
 from provisiond.engines.base import OnLine
 from provisiond.errors import EngineError, SolveError
 from provisiond.events import BuildProgress
 from provisiond.lock import Lock, Package
 from provisiond.settings import Settings
 from provisiond.spec import EnvSpec
+from provisiond.urls import mask, strip_credentials
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +37,34 @@ class RattlerEngine:
         self.settings = settings
         self.platform = str(rattler.Subdir.current())
         self._channel_config = rattler.ChannelConfig(channel_alias=settings.channel_alias)
-        self._gateway = rattler.Gateway(cache_dir=settings.paths.repodata_cache)
+        self.credentials = Credentials(settings.paths.credentials)
+        self._generation = self.credentials.generation
+        self._client, self._gateway = self._connect()
         self._virtual = rattler.VirtualPackage.detect()
+
+    def _network(self) -> tuple[Client, rattler.Gateway]:
+        """The HTTP client and the gateway that uses it, rebuilt when the credentials changed."""
+        if self._generation != self.credentials.generation:
+            self._generation = self.credentials.generation
+            # A new gateway forgets the repodata it holds in memory: only when credentials change.
+            self._client, self._gateway = self._connect()
+        return self._client, self._gateway
+
+    def _connect(self) -> tuple[Client, rattler.Gateway]:
+        """An HTTP client for the current credentials, and a gateway that uses it.
+
+        rattler only ever sees credential-free URLs, so its repodata cache, package cache and the
+        envs' conda-meta hold no secret: the first two middlewares put the token back into the
+        path and the password into a header, in memory, on the way out. The rest is rattler's
+        default stack (``Client.default_client``).
+        """
+        middlewares: list[Any] = [AddHeadersMiddleware(self.credentials.headers)]
+        if mirrors := self.credentials.mirrors():
+            middlewares.append(MirrorMiddleware(mirrors))
+        middlewares += [RetryMiddleware(), AuthenticationMiddleware(), OciMiddleware(), GCSMiddleware(),
+                        S3Middleware()]
+        client = Client(middlewares)
+        return client, rattler.Gateway(cache_dir=self.settings.paths.repodata_cache, client=client)
 
     def version(self) -> str:
         from importlib.metadata import version
@@ -46,25 +78,35 @@ class RattlerEngine:
         return rattler.Channel(name, self._channel_config)
 
     def channels_of(self, spec: EnvSpec) -> list[rattler.Channel]:
-        """The spec's channels in priority order, then channels named only in ``channel::pkg``."""
-        channels = [self.channel(c) for c in spec.channels]
+        """The spec's channels in priority order, then channels named only in ``channel::pkg``.
+
+        Without credentials: those are kept by ``self.credentials`` for the downloads.
+        """
+        channels = [self._clean(self.channel(c)) for c in spec.channels]
         seen = {c.base_url for c in channels}
         for dep in spec.dependencies:
             pinned = rattler.MatchSpec(dep, strict=False).channel
-            if pinned is not None and pinned.base_url not in seen:
-                channels.append(pinned)
-                seen.add(pinned.base_url)
+            if pinned is not None:
+                pinned = self._clean(pinned)
+                if pinned.base_url not in seen:
+                    channels.append(pinned)
+                    seen.add(pinned.base_url)
         return channels
+
+    def _clean(self, channel: rattler.Channel) -> rattler.Channel:
+        clean = self.credentials.remember(channel.base_url)
+        return channel if clean == channel.base_url else self.channel(clean)
 
     async def solve(self, spec: EnvSpec, *, refresh: bool = False) -> Lock:
         channels = self.channels_of(spec)
+        _client, gateway = self._network()
         if not channels:
             raise SolveError(f"{spec.source or 'spec'}: no channels to solve from",
                              hint="add a 'channels:' list to the environment file")
         subdirs = [self.platform, "noarch"]
         if refresh:
             for channel in channels:
-                self._gateway.clear_repodata_cache(channel, subdirs)
+                gateway.clear_repodata_cache(channel, subdirs)
         priority = (rattler.ChannelPriority.Strict if spec.channel_priority == "strict"
                     else rattler.ChannelPriority.Disabled)
         try:
@@ -72,8 +114,8 @@ class RattlerEngine:
                 sources=channels,
                 # Parse leniently, like the spec validator: solve() parses strings strictly and
                 # rejects the common `name=version=build` form of exports.
-                specs=[rattler.MatchSpec(d, strict=False) for d in spec.dependencies],
-                gateway=self._gateway,
+                specs=[rattler.MatchSpec(strip_credentials(d), strict=False) for d in spec.dependencies],
+                gateway=gateway,
                 platforms=subdirs,
                 virtual_packages=self._virtual,
                 channel_priority=priority,
@@ -83,7 +125,7 @@ class RattlerEngine:
             raise SolveError(f"{spec.source or 'spec'}: cannot be solved:\n{exc}",
                              hint="relax a version pin or add the channel that has the package") from None
         except (rx.GatewayError, rx.FetchRepoDataError, rx.InvalidChannelError, rx.IoError) as exc:
-            raise EngineError(f"cannot read channel repodata: {exc}",
+            raise EngineError(f"cannot read channel repodata: {mask(str(exc))}",
                               hint="check the channel URLs and your network") from None
         return Lock(
             platform=self.platform,
@@ -95,8 +137,11 @@ class RattlerEngine:
     async def install(self, lock: Lock, build_dir: Path, target_prefix: Path, on_line: OnLine,
                       progress: BuildProgress | None = None) -> None:
         on_line(f"installing {len(lock.packages)} packages into {target_prefix} (building in {build_dir})")
+        # A lock read from a lockfile may still hold credentials: keep them, install from clean URLs.
+        packages = [self._clean_package(p) for p in lock.packages]
+        client, _gateway = self._network()
         try:
-            records = [_record(p) for p in lock.packages]
+            records = [_record(p) for p in packages]
             await rattler.install(
                 records,
                 target_prefix=build_dir,
@@ -104,12 +149,22 @@ class RattlerEngine:
                 alternative_target_prefix=target_prefix,
                 show_progress=False,
                 execute_link_scripts=False,
+                client=client,
                 reporter=_Reporter(progress, list(lock.packages)) if progress else None,
             )
         except Exception as exc:  # rattler raises many unrelated exception types here
-            on_line(f"error: {exc}")
-            raise EngineError(f"install failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+            text = mask(str(exc))
+            on_line(f"error: {text}")
+            raise EngineError(f"install failed: {text.splitlines()[0] if text else type(exc).__name__}") from None
         on_line("\n".join(f"linked {p.dist} ({p.subdir})" for p in lock.packages))
+
+    def _clean_package(self, p: Package) -> Package:
+        url, channel = strip_credentials(p.url), strip_credentials(p.channel)
+        if url == p.url and channel == p.channel:
+            return p
+        base = p.channel if channel != p.channel else p.url.rsplit("/", 2)[0] + "/"
+        self.credentials.remember(base)
+        return dataclasses.replace(p, url=url, channel=channel)
 
 
 class _Reporter:
