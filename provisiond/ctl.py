@@ -34,25 +34,12 @@ def _fast_warm(argv: list[str]) -> int | None:
         path = Sources(flags, os.environ).socket()
     except Exception:  # noqa: BLE001 - a config problem is reported properly by cli.main
         return None
-    import _socket  # the C module: `socket` would pull in enum and selectors
-
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    try:
-        sock.connect(path)
-        from provisiond.peers import trusted
-
-        if trusted(sock, path) is not None:
-            return None  # another user's socket: cli.main's client refuses it with the reason
-        sock.sendall(f"POST /v1/envs/{name}/warm HTTP/1.1\r\nHost: provisiond\r\nConnection: close\r\n"
-                     "Accept: text/plain\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}".encode())
-        chunks = []
-        while data := sock.recv(65536):
-            chunks.append(data)
-    except OSError:
-        return None
-    finally:
-        sock.close()
-    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    answer, _foreign = _exchange(path, f"POST /v1/envs/{name}/warm HTTP/1.1\r\nHost: provisiond\r\n"
+                                       "Connection: close\r\nAccept: text/plain\r\nContent-Type: application/json\r\n"
+                                       "Content-Length: 2\r\n\r\n{}".encode())
+    if answer is None:
+        return None  # down, or another user's socket: cli.main's client says which
+    head, _, body = answer.partition(b"\r\n\r\n")
     if not head.startswith(b"HTTP/1.1 200 ") or b"text/plain" not in head.lower() or not body.strip():
         return None  # an error or no prefix yet: cli.main asks again and renders the answer
     sys.stdout.write(body.decode())
@@ -214,7 +201,9 @@ def _hook_watch(argv: list[str]) -> int | None:
     body = json.dumps({"path": os.path.realpath(directory), "allow": False}).encode()
     answer = _post(path, "/v1/projects", body)
     code = 0
-    if answer is None:
+    if isinstance(answer, str):
+        line = answer  # another user's socket
+    elif answer is None:
         code = os.EX_UNAVAILABLE  # the hook asks again on the next visit
         line = (f"the daemon is not running (no answer on {path}), so {directory} has no env; "
                 "start it: provisiond, or systemctl --user start provisiond.socket")
@@ -239,29 +228,52 @@ def _hook_watch(argv: list[str]) -> int | None:
     return code
 
 
-def _post(socket_path: str, target: str, body: bytes) -> tuple[int, bytes] | None:
-    """One JSON POST on the daemon's socket: (status, body), or None when nothing answers."""
-    import _socket
+def _post(socket_path: str, target: str, body: bytes) -> tuple[int, bytes] | str | None:
+    """One JSON POST to the daemon: (status, body); None when nothing answers; a message when the
+    socket is served by another user (nothing was sent to it)."""
+    answer, foreign = _exchange(socket_path, f"POST {target} HTTP/1.1\r\nHost: provisiond\r\nConnection: close\r\n"
+                                             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                                             .encode() + body)
+    if foreign is not None:
+        from provisiond.peers import untrusted_message
 
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    try:
-        sock.settimeout(30)
-        sock.connect(socket_path)
-        sock.sendall(f"POST {target} HTTP/1.1\r\nHost: provisiond\r\nConnection: close\r\n"
-                     f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
-        chunks = []
-        while data := sock.recv(65536):
-            chunks.append(data)
-    except OSError:
+        return untrusted_message(socket_path, foreign)[0]
+    if answer is None:
         return None
-    finally:
-        sock.close()
-    head, _, payload = b"".join(chunks).partition(b"\r\n\r\n")
+    head, _, payload = answer.partition(b"\r\n\r\n")
     try:
         status = int(head.split(b" ", 2)[1])
     except (IndexError, ValueError):
         return None
     return status, payload  # aiohttp's json_response always sends a Content-Length
+
+
+def _exchange(socket_path: str, request: bytes) -> tuple[bytes | None, int | None]:
+    """Send one HTTP/1.1 request (``Connection: close``) on the daemon's socket and read the answer.
+
+    Returns (answer, None); (None, None) when nothing answers; (None, uid) when the socket is served
+    by another uid: the request is never sent to a daemon that is not ours (peers.py).
+    """
+    import _socket  # the C module: `socket` would pull in enum and selectors
+
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        sock.settimeout(30)
+        sock.connect(socket_path)
+        from provisiond.peers import trusted
+
+        foreign = trusted(sock, socket_path)
+        if foreign is not None:
+            return None, foreign
+        sock.sendall(request)
+        chunks = []
+        while data := sock.recv(65536):
+            chunks.append(data)
+    except OSError:
+        return None, None
+    finally:
+        sock.close()
+    return b"".join(chunks), None
 
 
 def run() -> None:
