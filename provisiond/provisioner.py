@@ -23,7 +23,7 @@ from provisiond.lock import EnvKey, Lock
 from provisiond.lockfiles import kind_of, load_lockfile
 from provisiond.pip import find_uv, inputs_key, resolve_pip
 from provisiond.settings import Settings
-from provisiond.spec import EnvSpec, load_spec, spec_key
+from provisiond.spec import EnvSpec, load_spec, read_spec, spec_key
 from provisiond.store import NameRecord, Store
 from provisiond.urls import mask
 
@@ -213,7 +213,7 @@ class Provisioner:
             raise BadRequestError(f"{file!r} is not a path")
         path = Path(file).expanduser().resolve()
         kind = kind_of(path)
-        spec = load_spec(path) if kind == "spec" else None
+        spec = await read_spec(path) if kind == "spec" else None
         name = name or (spec.name if spec else None)
         if not name:
             raise BadRequestError(f"{file}: the file has no 'name:'", hint="give one with -n NAME")
@@ -225,7 +225,7 @@ class Provisioner:
         if spec is not None:
             self.store.add_name(name, "file", str(path))
             return await self._warm(self.store.get_name(name), spec, update=update)
-        lock = load_lockfile(path, self.engine.platform)
+        lock = await asyncio.to_thread(load_lockfile, path, self.engine.platform)
         self.store.add_name(name, "lock", str(path))
         return await self._install_lock(name, lock)
 
@@ -310,7 +310,7 @@ class Provisioner:
         # Taken before reading the file: an edit during the build must not pass for the built spec.
         signature = self._inputs_signature(record)
         try:
-            spec = load_spec(spec_file_of(spec_path) if record.kind == "project" else spec_path)
+            spec = await read_spec(spec_file_of(spec_path) if record.kind == "project" else spec_path)
         except SpecError as exc:
             if record.kind == "file" and record.env_key and not spec_path.exists():
                 return self.view(record.name)  # a snapshot whose file is gone keeps serving
@@ -385,7 +385,8 @@ class Provisioner:
     async def _warm_snapshot(self, record: NameRecord) -> EnvView:
         """Clones and lockfile envs: re-read the lockfile if it is still there, else rebuild from our lock."""
         if record.kind == "lock" and record.source and Path(record.source).is_file():
-            return await self._install_lock(record.name, load_lockfile(Path(record.source), self.engine.platform))
+            lock = await asyncio.to_thread(load_lockfile, Path(record.source), self.engine.platform)
+            return await self._install_lock(record.name, lock)
         if record.env_key and self.store.find_env(record.env_key) is None:
             return await self._install_lock(record.name, self.store.read_lock(record.env_key))
         if record.env_key:
