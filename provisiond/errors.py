@@ -84,6 +84,14 @@ class DaemonUnavailableError(ProvisionError, code="daemon-down", http_status=503
     """provisionctl could not reach the daemon."""
 
 
+class BusyError(ProvisionError, code="busy", http_status=503, exit_code=os.EX_TEMPFAIL):
+    """The daemon has as many connections open as it allows (``max_connections``)."""
+
+
+class RequestTimeoutError(ProvisionError, code="request-timeout", http_status=408, exit_code=os.EX_TEMPFAIL):
+    """A client stopped sending its request's body for ``read_timeout`` seconds."""
+
+
 class NotRunnableError(ProvisionError, code="not-runnable", http_status=404, exit_code=127):
     """`run`: no such env or command here, or an env built for another store path (127, as in a shell)."""
 

@@ -23,7 +23,7 @@ SPEC_FILES = ("environment.yml", "environment.yaml")
 # AF_UNIX paths are limited to 108 bytes (sun_path); leave room for the NUL.
 MAX_SOCKET_PATH = 100
 KEYS = ("home", "socket", "state", "engine", "micromamba_path", "max_builds", "solve_ttl", "channel_alias",
-        "watch_debounce_ms", "watch_step_ms", "gc_days", "cache_budget_bytes")
+        "watch_debounce_ms", "watch_step_ms", "gc_days", "cache_budget_bytes", "max_connections", "read_timeout")
 
 
 def _user_dir(environ: Mapping[str, str], xdg: str, fallback: str, kind: str) -> str:

@@ -89,6 +89,10 @@ class Settings:
     # gc: envs nobody references are kept this long after their last use; None = no cache budget.
     gc_days: float = 30.0
     cache_budget_bytes: int | None = None
+    # The API: connections open at once (more get a 503), and seconds a client may take to send
+    # a request's head or body (then it is disconnected, or gets a 408).
+    max_connections: int = 64
+    read_timeout: float = 10.0
     config_file: Path | None = None
 
 
@@ -101,7 +105,8 @@ def load_settings(
 
     Keys: ``home``, ``socket``, ``state`` (per-user activation and secrets), ``engine``,
     ``micromamba_path``, ``max_builds``, ``solve_ttl`` (seconds a solve stays cached),
-    ``channel_alias``, ``watch_debounce_ms``, ``watch_step_ms``, ``gc_days``, ``cache_budget_bytes``.
+    ``channel_alias``, ``watch_debounce_ms``, ``watch_step_ms``, ``gc_days``, ``cache_budget_bytes``, ``max_connections``,
+    ``read_timeout``.
     In the TOML file the engine keys may also be written as an ``[engine]`` table
     (``engine.name``, ``engine.micromamba_path``). Paths are resolved by ``locations.Sources``.
     """
@@ -112,7 +117,8 @@ def load_settings(
     values: dict[str, Any] = {}
     for key, convert in (("engine", str), ("micromamba_path", str), ("max_builds", int),
                          ("solve_ttl", float), ("channel_alias", str), ("watch_debounce_ms", int),
-                         ("watch_step_ms", int), ("gc_days", float), ("cache_budget_bytes", int)):
+                         ("watch_step_ms", int), ("gc_days", float), ("cache_budget_bytes", int),
+                         ("max_connections", int), ("read_timeout", float)):
         choice = pick(key)
         if choice is None:
             continue
@@ -127,6 +133,10 @@ def load_settings(
         )
     if values.get("max_builds", 1) < 1:
         raise ConfigError(f"max_builds={values['max_builds']}: must be at least 1")
+    if values.get("max_connections", 1) < 1:
+        raise ConfigError(f"max_connections={values['max_connections']}: must be at least 1")
+    if not 0 < values.get("read_timeout", 1) < float("inf"):
+        raise ConfigError(f"read_timeout={values['read_timeout']}: must be a positive number of seconds")
     if not values.get("channel_alias", "/").endswith("/"):
         values["channel_alias"] += "/"
     return Settings(paths=paths, config_file=Path(sources.file) if sources.from_file else None, **values)

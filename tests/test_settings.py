@@ -41,3 +41,13 @@ def test_bad_settings_name_key_and_source(tmp_path: Path, overrides: dict, env: 
     with pytest.raises(ConfigError) as info:
         load_settings(overrides, {"PROVISIOND_HOME": str(tmp_path), **env}, config)
     assert needle in info.value.message
+
+
+def test_api_limits_are_settings(tmp_path: Path) -> None:
+    none = tmp_path / "none.toml"
+    s = load_settings({}, {"PROVISIOND_MAX_CONNECTIONS": "8", "PROVISIOND_READ_TIMEOUT": "2.5"}, none)
+    assert (s.max_connections, s.read_timeout) == (8, 2.5)
+    assert (load_settings({}, {}, none).max_connections, load_settings({}, {}, none).read_timeout) == (64, 10.0)
+    for key, value in (("MAX_CONNECTIONS", "0"), ("READ_TIMEOUT", "0"), ("READ_TIMEOUT", "nan"), ("READ_TIMEOUT", "inf")):
+        with pytest.raises(ConfigError, match=key.lower()):
+            load_settings({}, {f"PROVISIOND_{key}": value}, none)
