@@ -17,6 +17,7 @@ from provisiond.builder import detailed_progress
 from provisiond.urls import mask
 
 routes = web.RouteTableDef()
+OPENAPI = Path(__file__).with_name("openapi.json")
 
 
 _BUILD_ID = re.compile(r"[0-9]{1,19}")  # ASCII digits: str.isdigit() also accepts '²'
@@ -80,6 +81,12 @@ def _bool(body: dict[str, Any], key: str) -> bool:
 @routes.get("/v1/health")
 async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "pid": os.getpid(), **request.app[INFO]})
+
+
+@routes.get("/v1/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    """This API as an OpenAPI 3.1 document (the file beside this module; docs/openapi.json is a copy)."""
+    return web.Response(body=OPENAPI.read_bytes(), content_type="application/json")
 
 
 @routes.get("/v1/status")
