@@ -16,8 +16,10 @@ LOCKS = SHARED / "data" / "locks"
 SAMPLES = SHARED / "contract" / "samples"
 ZLIB_CONDA_LOCK = SAMPLES / "conda-lock" / "example-zlib-conda-lock.yml"
 ZLIB_PIXI = SAMPLES / "rattler" / "pixi-lock" / "v7-converted-from-conda-lock-v1-by-py-rattler-0.28.0.lock"
+needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"no shared data at {SHARED}")
 
 
+@needs_shared
 @pytest.mark.parametrize(("path", "kind", "count"), [
     (LOCKS / "AlexsLemonade__OpenScPCA-analysis__analyses__cell-type-ewings__conda-lock.yml", "conda-lock", 182),
     (LOCKS / "CHTC__templates-GPUs__pixi__pixi.lock", "pixi", 121),
@@ -36,6 +38,7 @@ def test_real_lockfiles(path: Path, kind: str, count: int) -> None:
     assert all(p.url.endswith(p.file_name) and p.subdir in ("linux-64", "noarch") for p in lock.packages)
 
 
+@needs_shared
 def test_one_identity_across_formats(tmp_path: Path) -> None:
     from_conda_lock = load_lockfile(ZLIB_CONDA_LOCK, "linux-64")
     from_pixi = load_lockfile(ZLIB_PIXI, "linux-64")
@@ -45,6 +48,7 @@ def test_one_identity_across_formats(tmp_path: Path) -> None:
         assert load_lockfile(tmp_path / name, "linux-64").env_key == from_conda_lock.env_key
 
 
+@needs_shared
 @pytest.mark.parametrize(("path", "needle"), [
     (SAMPLES / "micromamba" / "spec-files" / "explicit_env_osx.txt", "locked for osx-64, not linux-64"),
     (SAMPLES / "micromamba" / "lockfiles" / "bad_version-lock.yaml", "not a conda-lock version 1 file"),
@@ -62,6 +66,7 @@ def test_explicit_errors_name_the_line(tmp_path: Path) -> None:
         load_lockfile(f, "linux-64")
 
 
+@needs_shared
 def test_credentials_are_masked_everywhere() -> None:
     # The whole userinfo goes, user name included: it is often the token itself.
     assert mask("https://bob:hunter2@repo.example/t/tok-123/conda/linux-64/x.conda") == \
