@@ -45,8 +45,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         if exc.status < 400:
             raise
         code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status, "bad-request")
+        hint = "request bodies are at most 1 MiB of JSON" if exc.status == 413 else "see docs/api.md for the routes"
         return error_response(exc.status, {"code": code, "message": f"{request.method} {request.path}: {exc.reason}",
-                                           "hint": "see docs/api.md for the routes"})
+                                           "hint": hint})
     except Exception:  # a bug: logged with its traceback here, never sent to the client
         log.exception("%s %s failed", request.method, request.path)
         return error_response(500, {"code": "internal", "message": f"{request.method} {request.path}: internal error",

@@ -89,6 +89,7 @@ def test_odd_inputs_get_a_4xx_and_leave_no_traceback(daemon: Daemon, tmp_path: P
         ("POST", "/v1/projects", b'{"path": "\\ud800"}'),
         ("POST", "/v1/envs", b'{"file": "/tmp/x.yml", "name": "\\udfff"}'),
         ("POST", "/v1/envs/x/clone", b'{"target": "\\ud800"}'),
+        ("POST", "/v1/envs", b'{"file": "' + b"a" * (2 << 20) + b'"}'),  # over 1 MiB: 413
     ]
     for method, path, body in cases:
         status, answer_ = daemon.raw(method, path, body)
