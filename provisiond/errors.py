@@ -93,6 +93,14 @@ class ShuttingDownError(ProvisionError, code="shutting-down", http_status=503, e
     its previous state. Retry once it is back (systemd's socket starts it again)."""
 
 
+class BusyError(ProvisionError, code="busy", http_status=503, exit_code=os.EX_TEMPFAIL):
+    """The daemon has as many connections open as it allows (``max_connections``)."""
+
+
+class RequestTimeoutError(ProvisionError, code="request-timeout", http_status=408, exit_code=os.EX_TEMPFAIL):
+    """A client stopped sending its request's body for ``read_timeout`` seconds."""
+
+
 class NotRunnableError(ProvisionError, code="not-runnable", http_status=404, exit_code=127):
     """`run`: no such env or command here, or an env built for another store path (127, as in a shell)."""
 

@@ -25,7 +25,7 @@ from provisiond.lock import EnvKey, Lock
 from provisiond.lockfiles import kind_of, load_lockfile
 from provisiond.pip import find_uv, inputs_key, resolve_pip
 from provisiond.settings import Settings
-from provisiond.spec import EnvSpec, load_spec, spec_key
+from provisiond.spec import EnvSpec, load_spec, read_spec, spec_key
 from provisiond.store import NameRecord, Store
 from provisiond.urls import mask
 
@@ -172,7 +172,7 @@ class Provisioner:
         existing = self.store.find_project(str(directory))
         spec = None
         if allow or existing is None:
-            spec = await asyncio.to_thread(load_spec, spec_path)
+            spec = await read_spec(spec_path)
             fp = self.gate.fingerprint(spec, str(directory), "project")
             if allow:
                 self.gate.consent(fp)
@@ -234,7 +234,7 @@ class Provisioner:
             raise BadRequestError(f"{file!r} is not a path")
         path = Path(file).expanduser().resolve()
         kind = kind_of(path)
-        spec = load_spec(path) if kind == "spec" else None
+        spec = await read_spec(path) if kind == "spec" else None
         name = name or (spec.name if spec else None)
         if not name:
             raise BadRequestError(f"{file}: the file has no 'name:'", hint="give one with -n NAME")
@@ -247,7 +247,7 @@ class Provisioner:
             self.gate.consent(self.gate.fingerprint(spec, str(path), "file"))  # `create -f FILE` is consent
             self.store.add_name(name, "file", str(path))
             return await self._warm(self.store.get_name(name), spec, update=update)
-        lock = load_lockfile(path, self.engine.platform)
+        lock = await asyncio.to_thread(load_lockfile, path, self.engine.platform)
         self.gate.consent(trust.lock_fingerprint(lock, str(path)))
         self.store.add_name(name, "lock", str(path))
         return await self._install_lock(name, lock)
@@ -338,7 +338,7 @@ class Provisioner:
         signature = self._inputs_signature(record)
         try:
             spec_file = spec_file_of(spec_path) if record.kind == "project" else spec_path
-            spec = await asyncio.to_thread(load_spec, spec_file)
+            spec = await read_spec(spec_file)
         except SpecError as exc:
             if record.kind == "file" and record.env_key and not spec_path.exists():
                 return self.view(record.name)  # a snapshot whose file is gone keeps serving
@@ -416,7 +416,7 @@ class Provisioner:
     async def _warm_snapshot(self, record: NameRecord) -> EnvView:
         """Clones and lockfile envs: re-read the lockfile if it is still there, else rebuild from our lock."""
         if record.kind == "lock" and record.source and Path(record.source).is_file():
-            lock = load_lockfile(Path(record.source), self.engine.platform)
+            lock = await asyncio.to_thread(load_lockfile, Path(record.source), self.engine.platform)
             self.gate.check(record, trust.lock_fingerprint(lock, record.source), Path(record.source).name)
             return await self._install_lock(record.name, lock)
         if record.env_key and self.store.find_env(record.env_key) is None:
@@ -519,10 +519,10 @@ class Provisioner:
         """`provisionctl allow`: trust the current content of a project dir (or env file), then build it."""
         target = self.gate.target(path)
         if target.is_dir():
-            spec = await asyncio.to_thread(load_spec, spec_file_of(target))
+            spec = await read_spec(spec_file_of(target))
             fp = self.gate.fingerprint(spec, str(target), "project")
         elif kind_of(target) == "spec":
-            fp = self.gate.fingerprint(await asyncio.to_thread(load_spec, target), str(target), "file")
+            fp = self.gate.fingerprint(await read_spec(target), str(target), "file")
         else:
             lock = await asyncio.to_thread(load_lockfile, target, self.engine.platform)
             fp = trust.lock_fingerprint(lock, str(target))

@@ -96,6 +96,10 @@ class Settings:
     cache_budget_bytes: int | None = None
     # Projects at or under these real paths need no `provisionctl allow` (direnv's whitelist.prefix).
     trusted_prefixes: tuple[str, ...] = ()
+    # The API: connections open at once (more get a 503), and seconds a client may take to send
+    # a request's head or body (then it is disconnected, or gets a 408).
+    max_connections: int = 64
+    read_timeout: float = 10.0
     config_file: Path | None = None
     # None: log to stderr (the journal under systemd). A file is reopened on SIGHUP (logrotate).
     log_file: Path | None = None
@@ -123,7 +127,7 @@ def load_settings(
     ``micromamba_path``, ``max_builds``, ``solve_ttl`` (seconds a solve stays cached),
     ``channel_alias``, ``watch_debounce_ms``, ``watch_step_ms``, ``gc_days``, ``cache_budget_bytes``,
     ``trusted_prefixes`` (a TOML list of directories, or ``:``-separated in the environment),
-    ``log_file``.
+    ``log_file``, ``max_connections``, ``read_timeout``.
     In the TOML file the engine keys may also be written as an ``[engine]`` table
     (``engine.name``, ``engine.micromamba_path``). Paths are resolved by ``locations.Sources``.
     """
@@ -134,7 +138,8 @@ def load_settings(
     values: dict[str, Any] = {}
     for key, convert in (("engine", str), ("micromamba_path", str), ("max_builds", int),
                          ("solve_ttl", float), ("channel_alias", str), ("watch_debounce_ms", int),
-                         ("watch_step_ms", int), ("gc_days", float), ("cache_budget_bytes", int)):
+                         ("watch_step_ms", int), ("gc_days", float), ("cache_budget_bytes", int),
+                         ("max_connections", int), ("read_timeout", float)):
         choice = pick(key)
         if choice is None:
             continue
@@ -152,6 +157,10 @@ def load_settings(
         )
     if values.get("max_builds", 1) < 1:
         raise ConfigError(f"max_builds={values['max_builds']}: must be at least 1")
+    if values.get("max_connections", 1) < 1:
+        raise ConfigError(f"max_connections={values['max_connections']}: must be at least 1")
+    if not 0 < values.get("read_timeout", 1) < float("inf"):
+        raise ConfigError(f"read_timeout={values['read_timeout']}: must be a positive number of seconds")
     if not values.get("channel_alias", "/").endswith("/"):
         values["channel_alias"] += "/"
     log_file = sources.path("log_file")

@@ -7,8 +7,10 @@ whose message starts with ``file:line:col: ``.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -19,13 +21,22 @@ from typing import Any
 import rattler
 from rattler.exceptions import InvalidMatchSpecError, ParseSubdirError
 from ruamel.yaml import YAML
+from ruamel.yaml.composer import MaxDepthExceededError
 from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.reader import ReaderError
 
 from provisiond.errors import SpecError
 from provisiond.shellvars import reason_refused
 
-__all__ = ["EnvSpec", "load_spec", "parse_spec", "spec_key"]
+__all__ = ["MAX_SPEC_BYTES", "MAX_SPEC_DEPTH", "MAX_SPEC_LINE", "EnvSpec", "load_spec", "parse_spec", "read_spec", "spec_key"]
+
+# Real environment files are a few KiB and 3-4 levels deep. Parsing costs about 2 s per MiB, so
+# the limits keep one file from holding a thread (or, for the sync callers, the loop) for long.
+MAX_SPEC_BYTES = 1 << 20
+MAX_SPEC_DEPTH = 32
+MAX_SPEC_LINE = 64 << 10  # ruamel scans a comment char by char into a str: one huge line costs seconds
+
+log = logging.getLogger(__name__)
 
 Pos = tuple[int, int]  # 0-based (line, column), as ruamel reports them
 
@@ -87,25 +98,39 @@ class _Reader:
         self.warnings.append(f"{self.source}:{pos[0] + 1}:{pos[1] + 1}: {message}")
 
 
+async def read_spec(path: str | os.PathLike[str]) -> EnvSpec:
+    """``load_spec`` in a worker thread, so that the daemon's loop keeps answering while it parses."""
+    return await asyncio.to_thread(load_spec, path)
+
+
 def load_spec(path: str | os.PathLike[str]) -> EnvSpec:
-    """Read and parse an environment file; its directory becomes ``project_dir``."""
+    """Read and parse an environment file; its directory becomes ``project_dir``.
+
+    A file over ``MAX_SPEC_BYTES`` is refused before it is read.
+    """
     source = os.fspath(path)
     if "\0" in source:
         raise SpecError(f"{source!r}: not a file path")
     if os.path.exists(source) and not os.path.isdir(source) and not os.path.isfile(source):
         # A FIFO or a device would block the daemon's loop, or never end.
         raise SpecError(f"{source}: not a regular file", hint="point at an environment.yml")
-    # Larger than any environment file: refuse before reading (the daemon reads on its loop).
-    if os.path.isfile(source) and os.path.getsize(source) > 16 << 20:
-        raise SpecError(f"{source}: larger than 16 MiB; not an environment file")
     try:
-        data = Path(source).read_bytes()
+        with open(source, "rb") as f:
+            data = f.read(MAX_SPEC_BYTES + 1)  # + 1: a file that grew since a stat() is still caught
     except FileNotFoundError:
         raise SpecError(f"{source}: no such file", hint="check the path, or create an environment.yml") from None
     except IsADirectoryError:
         raise SpecError(f"{source}: is a directory", hint="name the environment.yml inside it") from None
     except OSError as exc:
         raise SpecError(f"{source}: cannot read: {exc.strerror or exc}", hint="check the file's permissions") from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(f"{source}: larger than {MAX_SPEC_BYTES >> 20} MiB; not an environment file (not parsed)",
+                        hint="an environment.yml lists channels and dependencies; is this the right file?")
+    for number, line in enumerate(data.splitlines()):
+        if len(line) > MAX_SPEC_LINE:
+            raise SpecError(f"{source}:{number + 1}:1: line longer than {MAX_SPEC_LINE >> 10} KiB; not an "
+                            "environment file (not parsed)", hint="is this the right file?")
+    log.debug("parsing %s (%d bytes)", source, len(data))
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -163,8 +188,15 @@ def spec_key(spec: EnvSpec, platform: str, virtual_packages: Sequence[str] = ())
 
 def _load_yaml(text: str, source: str) -> Any:
     """Load one document with the round-trip loader, so that nodes carry ``.lc`` positions."""
+    yaml = YAML(typ="rt")
+    yaml.max_depth = MAX_SPEC_DEPTH
     try:
-        return YAML(typ="rt").load(text)
+        return yaml.load(text)
+    except MaxDepthExceededError as exc:
+        mark = exc.problem_mark
+        line, col = (mark.line, mark.column) if mark is not None else (0, 0)
+        raise SpecError(f"{source}:{line + 1}:{col + 1}: nested deeper than {MAX_SPEC_DEPTH} levels",
+                        hint="an environment.yml is a few levels deep; is this the right file?") from None
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line, mark.column) if mark is not None else (0, 0)

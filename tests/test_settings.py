@@ -52,3 +52,13 @@ def test_log_file_is_an_absolute_path_from_any_layer(tmp_path: Path) -> None:
     assert s.log_file == Path.cwd() / "rel.log"
     assert load_settings({"log_file": "/flag.log"}, env, config).log_file == Path("/flag.log")
     assert load_settings({}, env, tmp_path / "none.toml").log_file is None
+
+
+def test_api_limits_are_settings(tmp_path: Path) -> None:
+    none = tmp_path / "none.toml"
+    s = load_settings({}, {"PROVISIOND_MAX_CONNECTIONS": "8", "PROVISIOND_READ_TIMEOUT": "2.5"}, none)
+    assert (s.max_connections, s.read_timeout) == (8, 2.5)
+    assert (load_settings({}, {}, none).max_connections, load_settings({}, {}, none).read_timeout) == (64, 10.0)
+    for key, value in (("MAX_CONNECTIONS", "0"), ("READ_TIMEOUT", "0"), ("READ_TIMEOUT", "nan"), ("READ_TIMEOUT", "inf")):
+        with pytest.raises(ConfigError, match=key.lower()):
+            load_settings({}, {f"PROVISIOND_{key}": value}, none)

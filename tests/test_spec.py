@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 
 from provisiond.errors import SpecError
-from provisiond.spec import EnvSpec, load_spec, parse_spec, spec_key
+from provisiond.spec import MAX_SPEC_BYTES, MAX_SPEC_DEPTH, MAX_SPEC_LINE, EnvSpec, load_spec, parse_spec, read_spec, spec_key
 from tests.conftest import SHARED, needs_shared
 
 # /work/shared sits beside the repo checkout, in dev and in CI.
 SAMPLES = SHARED / "contract" / "samples" / "micromamba" / "env-yaml"
 ENVYML = SHARED / "data" / "envyml"
 REAL_FILES = sorted(p for d in (SAMPLES, ENVYML) if d.is_dir() for p in d.iterdir() if p.suffix in (".yml", ".yaml"))
+needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"no shared data at {SHARED}")
 POSITION = re.compile(r"^.+:\d+:\d+: ")
 
 # The real files that must fail, and why (everything else in SAMPLES and ENVYML must parse).
@@ -420,6 +421,42 @@ def test_load_spec_errors(tmp_path: Path) -> None:
     bad.write_bytes(b"name: x\ndependencies:\n  - caf\xe9\n")
     with pytest.raises(SpecError, match=r"latin1\.yml:3:8: not UTF-8 text$"):
         load_spec(bad)
+
+
+def test_load_spec_refuses_a_file_over_the_size_limit_before_parsing(tmp_path: Path) -> None:
+    big = tmp_path / "environment.yml"
+    big.write_text("dependencies:\n" + "  - numpy\n" * (MAX_SPEC_BYTES // 10 + 1))
+    with pytest.raises(SpecError, match=r"environment\.yml: larger than 1 MiB; not an environment file \(not parsed\)$"):
+        load_spec(big)
+    at_limit = tmp_path / "at-limit.yml"
+    lines = ("#" * (MAX_SPEC_LINE - 1) + "\n") * (MAX_SPEC_BYTES // MAX_SPEC_LINE - 1)
+    at_limit.write_text("dependencies: [numpy]\n" + lines + "#" * (MAX_SPEC_BYTES - 23 - len(lines)) + "\n")
+    assert at_limit.stat().st_size == MAX_SPEC_BYTES
+    assert load_spec(at_limit).dependencies == ("numpy",)
+
+
+def test_load_spec_refuses_a_line_over_the_limit_before_parsing(tmp_path: Path) -> None:
+    """One 1 MiB comment line took ruamel 16 s (it grows the comment one character at a time)."""
+    long = tmp_path / "environment.yml"
+    long.write_text("dependencies: [numpy]\n#" + "x" * MAX_SPEC_LINE + "\n")
+    with pytest.raises(SpecError, match=r"environment\.yml:2:1: line longer than 64 KiB; not an environment file"):
+        load_spec(long)
+
+
+@pytest.mark.parametrize("text, position", [
+    ("dependencies: " + "[" * 40 + "]" * 40 + "\n", ":1:" + str(14 + MAX_SPEC_DEPTH)),  # flow style: the 33rd level
+    ("dependencies:\n" + "".join("  " * i + "- \n" for i in range(1, 40)), f":{MAX_SPEC_DEPTH + 1}:"),  # block style
+    ("a: " + "[" * 1000 + "]" * 1000 + "\n", ":1:"),  # used to end in RecursionError
+])
+def test_nesting_deeper_than_the_limit_is_an_error_with_a_position(text: str, position: str) -> None:
+    with pytest.raises(SpecError, match=rf"^deep\.yml{position}\d*: nested deeper than {MAX_SPEC_DEPTH} levels$"):
+        parse_spec(text, source="deep.yml")
+    parse_spec("x: " + "[" * (MAX_SPEC_DEPTH - 1) + "]" * (MAX_SPEC_DEPTH - 1) + "\n")  # at the limit: parses
+
+
+async def test_read_spec_parses_in_a_worker_thread(tmp_path: Path) -> None:
+    (tmp_path / "environment.yml").write_text("name: x\ndependencies: [numpy]\n")
+    assert await read_spec(tmp_path / "environment.yml") == load_spec(tmp_path / "environment.yml")
 
 
 # --- EnvSpec --------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import os
 import socket
@@ -13,13 +15,15 @@ from typing import Any
 
 from aiohttp import web
 
-from provisiond.errors import BadRequestError, ConfigError, ProvisionError
+from provisiond.api.protocol import MAX_BODY_BYTES, Limits, Runner
+from provisiond.errors import BadRequestError, ConfigError, ProvisionError, RequestTimeoutError
 from provisiond.provisioner import Provisioner
 
 log = logging.getLogger(__name__)
 
 PROVISIONER = web.AppKey("provisioner", Provisioner)
 INFO = web.AppKey("info", dict)
+LIMITS = web.AppKey("limits", Limits)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -41,8 +45,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         if exc.status < 400:
             raise
         code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status, "bad-request")
+        hint = "request bodies are at most 1 MiB of JSON" if exc.status == 413 else "see docs/api.md for the routes"
         return error_response(exc.status, {"code": code, "message": f"{request.method} {request.path}: {exc.reason}",
-                                           "hint": "see docs/api.md for the routes"})
+                                           "hint": hint})
     except Exception:  # a bug: logged with its traceback here, never sent to the client
         log.exception("%s %s failed", request.method, request.path)
         return error_response(500, {"code": "internal", "message": f"{request.method} {request.path}: internal error",
@@ -63,12 +68,19 @@ async def peer_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object; read within ``read_timeout`` (a stalled client gets a 408)."""
     if not request.can_read_body:
         return {}
     try:
-        body = await request.json()
-    except ValueError:
-        raise BadRequestError("the request body is not JSON") from None
+        async with asyncio.timeout(request.app[LIMITS].read_timeout):
+            data = await request.read()
+    except TimeoutError:
+        raise RequestTimeoutError(f"the request body did not arrive within {request.app[LIMITS].read_timeout:g} s",
+                                  hint="send the whole body at once") from None
+    try:
+        body = json.loads(data)
+    except (ValueError, RecursionError):  # RecursionError: arrays or objects nested ~1000 deep
+        raise BadRequestError("the request body is not JSON (or is nested too deeply)") from None
     if not isinstance(body, dict):
         raise BadRequestError("the request body must be a JSON object")
     return body
@@ -90,9 +102,10 @@ def _answers(path: Path) -> bool:
 def make_app(provisioner: Provisioner, info: dict[str, Any]) -> web.Application:
     from provisiond.api.routes import routes
 
-    app = web.Application(middlewares=[peer_middleware, errors_middleware])
+    app = web.Application(middlewares=[peer_middleware, errors_middleware], client_max_size=MAX_BODY_BYTES)
     app[PROVISIONER] = provisioner
     app[INFO] = info
+    app[LIMITS] = Limits(provisioner.settings.max_connections, provisioner.settings.read_timeout)
     app.add_routes(routes)
     return app
 
@@ -100,7 +113,7 @@ def make_app(provisioner: Provisioner, info: dict[str, Any]) -> web.Application:
 @asynccontextmanager
 async def serving(app: web.Application, socket_path: Path, sock: socket.socket | None = None) -> AsyncIterator[None]:
     """Serve ``app`` on a Unix socket: dir 0700, socket 0600; or on an inherited socket (systemd)."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = Runner(app, app[LIMITS])
     await runner.setup()
     bound = False  # remove the socket file on the way out only if it is ours
     try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -15,15 +17,58 @@ from provisiond.builder import detailed_progress
 from provisiond.urls import mask
 
 routes = web.RouteTableDef()
+OPENAPI = Path(__file__).with_name("openapi.json")
+
+
+_BUILD_ID = re.compile(r"[0-9]{1,19}")  # ASCII digits: str.isdigit() also accepts '²'
+_NAME_MAX, _PATH_MAX = 255, 4096  # bytes, as Linux counts them (ENAMETOOLONG past either)
 
 
 def _str(body: dict[str, Any], key: str, *, required: bool = True) -> str | None:
     value = body.get(key)
     if value is None and not required:
         return None
-    if not isinstance(value, str) or not value or len(value) > 4096 or "\0" in value:
+    return _text(value, key)
+
+
+def _text(value: Any, key: str) -> str:
+    """Every string a request brings in: non-empty, no NUL, at most 4096 characters, valid UTF-8."""
+    if not isinstance(value, str) or not value or len(value) > _PATH_MAX or "\0" in value:
         raise BadRequestError(f"'{key}' must be a non-empty string (no NUL, at most 4096 characters)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800" in JSON): no file name or database row holds it
+        raise BadRequestError(f"'{key}' is not valid Unicode text (a lone surrogate)") from None
     return value
+
+
+def _path(value: Any, key: str) -> str:
+    """A file or directory path from a request: text, of a length Linux accepts, that resolves.
+
+    Checked here, once, so that the core's ``Path.resolve()`` and ``stat()`` meet no
+    ENAMETOOLONG, symlink loop or unencodable name; the original text is passed on.
+    """
+    text = _text(value, key)
+    raw = os.fsencode(text)
+    if len(raw) >= _PATH_MAX or any(len(part) > _NAME_MAX for part in raw.split(b"/")):
+        raise BadRequestError(f"'{key}' {text[:120]!r}...: a path (or one of its parts) is too long",
+                              hint=f"Linux allows {_NAME_MAX} bytes per name and {_PATH_MAX} per path")
+    try:
+        Path(text).expanduser().resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python 3.11), "~nobody/x"
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise BadRequestError(f"'{key}' {text[:200]!r}: {reason}", hint="check the path") from None
+    return text
+
+
+def _target(text: str, key: str) -> str:
+    """An env name, or a project's path (anything with a '/', as ``Provisioner._lookup`` reads it)."""
+    return _path(text, key) if "/" in text or text in (".", "..") else _text(text, key)
+
+
+def _name(request: web.Request) -> str:
+    """The ``{name}`` of the URL: a name, or a project's path written with %2F."""
+    return _target(request.match_info["name"], "name")
 
 
 def _bool(body: dict[str, Any], key: str) -> bool:
@@ -36,6 +81,12 @@ def _bool(body: dict[str, Any], key: str) -> bool:
 @routes.get("/v1/health")
 async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "pid": os.getpid(), **request.app[INFO]})
+
+
+@routes.get("/v1/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    """This API as an OpenAPI 3.1 document (the file beside this module; docs/openapi.json is a copy)."""
+    return web.Response(body=OPENAPI.read_bytes(), content_type="application/json")
 
 
 @routes.get("/v1/status")
@@ -63,7 +114,8 @@ async def list_projects(request: web.Request) -> web.Response:
 async def add_project(request: web.Request) -> web.Response:
     body = await read_json(request)
     p = request.app[PROVISIONER]
-    view = await p.add_project(_str(body, "path") or "", _str(body, "name", required=False), allow=_bool(body, "allow"))
+    view = await p.add_project(_path(body.get("path"), "path"), _str(body, "name", required=False),
+                               allow=_bool(body, "allow"))
     if body.get("warm", True) is not False and view.status == "new":
         p.warm_in_background(view.name)
     return web.json_response(view.to_wire(), status=201)
@@ -75,7 +127,7 @@ async def remove_project(request: web.Request) -> web.Response:
     target = request.query.get("project")
     if not target:
         raise BadRequestError("missing query parameter 'project' (a name or a path)")
-    return web.json_response(request.app[PROVISIONER].remove(target).to_wire())
+    return web.json_response(request.app[PROVISIONER].remove(_target(target, "project")).to_wire())
 
 
 @routes.get("/v1/trust")
@@ -87,7 +139,7 @@ async def list_allowed(request: web.Request) -> web.Response:
 async def allow(request: web.Request) -> web.Response:
     """Trust the current content of a project dir (or an env file), then build it."""
     body = await read_json(request)
-    return web.json_response(await request.app[PROVISIONER].allow(_str(body, "path") or ""))
+    return web.json_response(await request.app[PROVISIONER].allow(_path(body.get("path"), "path")))
 
 
 @routes.delete("/v1/trust")
@@ -96,7 +148,7 @@ async def deny(request: web.Request) -> web.Response:
     target = request.query.get("path")
     if not target:
         raise BadRequestError("missing query parameter 'path' (a project directory or an env file)")
-    return web.json_response(request.app[PROVISIONER].gate.deny(target))
+    return web.json_response(request.app[PROVISIONER].gate.deny(_path(target, "path")))
 
 
 @routes.get("/v1/envs")
@@ -110,7 +162,7 @@ async def create_env(request: web.Request) -> web.Response:
     if _bool(body, "progress"):
         detailed_progress.set(True)
     view = await request.app[PROVISIONER].create(
-        _str(body, "file") or "", _str(body, "name", required=False), update=_bool(body, "update"))
+        _path(body.get("file"), "file"), _str(body, "name", required=False), update=_bool(body, "update"))
     return web.json_response(view.to_wire(), status=201)
 
 
@@ -139,20 +191,20 @@ async def warm_env(request: web.Request) -> web.Response:
         return web.Response(text=prefix + "\n") if prefix else web.Response(status=204)
     if _bool(body, "progress"):
         detailed_progress.set(True)  # this handler's context: the build task it starts inherits it
-    view = await provisioner.warm(request.match_info["name"], update=_bool(body, "update"))
+    view = await provisioner.warm(_name(request), update=_bool(body, "update"))
     return web.json_response(view.to_wire())
 
 
 @routes.post("/v1/envs/{name}/clone")
 async def clone_env(request: web.Request) -> web.Response:
     body = await read_json(request)
-    view = request.app[PROVISIONER].clone(request.match_info["name"], _str(body, "target") or "")
+    view = request.app[PROVISIONER].clone(_name(request), _str(body, "target") or "")
     return web.json_response(view.to_wire(), status=201)
 
 
 @routes.delete("/v1/envs/{name}")
 async def remove_env(request: web.Request) -> web.Response:
-    view, deleted = await request.app[PROVISIONER].remove_env(request.match_info["name"])
+    view, deleted = await request.app[PROVISIONER].remove_env(_name(request))
     return web.json_response({**view.to_wire(), "env_deleted": deleted})
 
 
@@ -163,7 +215,7 @@ def _flag(request: web.Request, key: str) -> bool:
 @routes.get("/v1/envs/{name}/export")
 async def export_env(request: web.Request) -> web.Response:
     text = request.app[PROVISIONER].export(
-        request.match_info["name"], fmt=request.query.get("format", "yml"),
+        _name(request), fmt=request.query.get("format", "yml"),
         no_builds=_flag(request, "no_builds"), from_history=_flag(request, "from_history"))
     return web.Response(text=text, content_type="text/plain")
 
@@ -190,7 +242,7 @@ async def list_builds(request: web.Request) -> web.Response:
 
 def _build_id(request: web.Request) -> int:
     raw = request.match_info["id"]
-    if not raw.isdigit() or not 0 < int(raw) < 2**63:
+    if not _BUILD_ID.fullmatch(raw) or not 0 < int(raw) < 2**63:
         raise BadRequestError(f"build id {raw[:40]!r} is not a build number")
     return int(raw)
 
