@@ -11,9 +11,11 @@ import asyncio
 import contextvars
 import logging
 import shutil
+import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TextIO, TypeVar
 
 from provisiond import activation
 from provisiond.engines.base import Engine
@@ -100,6 +102,7 @@ class Builder:
         self.settings = settings
         self.events = BuildEvents()
         self._builds: dict[str, asyncio.Task[Path]] = {}
+        self._locks: dict[str, Lock] = {}  # env_key -> lock of each running build (its cache pins)
         self._slots = _Slots(settings.max_builds)
         self._closing = False
 
@@ -112,6 +115,10 @@ class Builder:
     def busy(self) -> set[str]:
         """env_keys being built right now (gc and remove must leave them alone)."""
         return set(self._builds)
+
+    def pinned_packages(self) -> set[str]:
+        """Package-cache entries (``pkgs/<name>-<version>-<build>``) that running builds link from."""
+        return {p.dist for lock in self._locks.values() for p in lock.packages}
 
     async def close(self) -> None:
         """Cancel builds in flight and wait (they leave only `.building/` garbage for the sweep)."""
@@ -134,76 +141,118 @@ class Builder:
                 raise ShuttingDownError("provisiond is shutting down: no new builds",
                                         hint="run the command again once provisiond is back")
             task = asyncio.create_task(self._build(lock, name))
-            self._builds[env_key] = task
-            task.add_done_callback(lambda _t: self._builds.pop(env_key, None))
+            self._builds[env_key], self._locks[env_key] = task, lock  # pinned before any await
+
+            def done(_task: asyncio.Task[Path]) -> None:
+                self._builds.pop(env_key, None)
+                self._locks.pop(env_key, None)
+
+            task.add_done_callback(done)
         return await shared(task)
 
     async def _build(self, lock: Lock, name: str | None) -> Path:
+        """Build and publish ``lock``. Once its row exists, the build always ends: the row gets its
+        status and reason, its event stream closes, and nothing half-built stays in sight."""
         env_key = lock.env_key
         async with self._slots:
-            build = self.store.start_build(env_key, name)
+            try:
+                build = self.store.start_build(env_key, name)
+            except sqlite3.Error as exc:
+                raise self.store.disk_full(exc) or exc from None
             progress = self.events.open(build.id)
-            progress.emit("solved", packages=len(lock.packages), pip=len(lock.pip))
-            if name:
-                self.store.update_name(name, build_id=build.id)
-            started = time.perf_counter()
-            build_dir = self.store.new_build_dir(env_key)
+            log_file: TextIO | None = None
+            build_dir: Path | None = None
             target = self.settings.paths.prefix(env_key)
-            with open(build.log, "a", buffering=1) as log_file:
-                def on_line(line: str) -> None:
-                    line = mask(line)
-                    log_file.write(line.rstrip("\n") + "\n")
-                    log.debug("build %d: %s", build.id, line.rstrip("\n"))
+            # micromamba: install at `target`, no rename. pip: uv writes the interpreter's path
+            # into entry points, so the env must be at its final path when uv runs.
+            in_place = self.engine.builds_in_place or bool(lock.pip)
 
+            def on_line(line: str) -> None:
+                line = mask(line)
+                if log_file is not None:
+                    log_file.write(line.rstrip("\n") + "\n")
+                log.debug("build %d: %s", build.id, line.rstrip("\n"))
+
+            started = time.perf_counter()
+            try:
+                progress.emit("solved", packages=len(lock.packages), pip=len(lock.pip))
+                if name:
+                    self.store.update_name(name, build_id=build.id)
+                log_file = open(build.log, "a", buffering=1)  # noqa: SIM115 - closed in finally
+                build_dir = self.store.new_build_dir(env_key)
                 on_line(f"build {build.id}: env {env_key} ({len(lock.packages)} packages, engine {self.engine.name})")
-                # micromamba: install at `target`, no rename. pip: uv writes the interpreter's path
-                # into entry points, so the env must be at its final path when uv runs.
-                in_place = self.engine.builds_in_place or bool(lock.pip)
-                try:
-                    if in_place:  # a leftover without the marker is garbage; `create -y` must not meet it
-                        await asyncio.to_thread(self.store.discard_in_place, target)
-                    # rattler installs into its first argument; micromamba uses it for scratch files only.
-                    install_dir = target if in_place and not self.engine.builds_in_place else build_dir
-                    # Per-package events cost rattler a Python call each (~10% of a warm-cache
-                    # install): only when the requester shows progress (see `detailed_progress`).
-                    await self.engine.install(lock, install_dir, target, on_line,
-                                              progress if detailed_progress.get() else None)
-                    if lock.pip:
-                        progress.emit("pip", packages=len(lock.pip))
-                        await install_pip(lock, target, uv=find_uv(), cache_dir=self.settings.paths.uv_cache,
-                                          on_line=on_line)
-                    progress.emit("publish")
-                    if in_place:
-                        prefix = self.store.publish_in_place(lock, target)
-                        shutil.rmtree(build_dir, ignore_errors=True)  # held only the small explicit file
-                    else:
-                        prefix = self.store.publish(lock, build_dir)
-                except BaseException as exc:
-                    if isinstance(exc, asyncio.CancelledError):  # only close() cancels: not a failure
-                        status, message = "cancelled", CANCELLED
-                    else:
-                        status = "failed"
-                        message = exc.message if isinstance(exc, ProvisionError) else f"{type(exc).__name__}: {exc}"
-                    on_line(f"build {status}: {message}")
-                    await asyncio.to_thread(shutil.rmtree, build_dir, True)
-                    if in_place:
-                        await asyncio.to_thread(self.store.discard_in_place, target)
-                    self.store.finish_build(build.id, status, message)
-                    progress.emit(status, error=message)
-                    if isinstance(exc, ProvisionError) and not exc.hint:
-                        exc.hint = f"see the build log: {build.log}"
-                    raise
+                if in_place:  # a leftover without the marker is garbage; `create -y` must not meet it
+                    await asyncio.to_thread(self.store.discard_in_place, target)
+                # rattler installs into its first argument; micromamba uses it for scratch files only.
+                install_dir = target if in_place and not self.engine.builds_in_place else build_dir
+                # Per-package events cost rattler a Python call each (~10% of a warm-cache
+                # install): only when the requester shows progress (see `detailed_progress`).
+                await self.engine.install(lock, install_dir, target, on_line,
+                                          progress if detailed_progress.get() else None)
+                if lock.pip:
+                    progress.emit("pip", packages=len(lock.pip))
+                    await install_pip(lock, target, uv=find_uv(), cache_dir=self.settings.paths.uv_cache,
+                                      on_line=on_line)
+                progress.emit("publish")
+                if in_place:
+                    prefix = self.store.publish_in_place(lock, target)
+                    shutil.rmtree(build_dir, ignore_errors=True)  # held only the small explicit file
+                else:
+                    prefix = self.store.publish(lock, build_dir)
                 on_line(f"published {prefix} in {time.perf_counter() - started:.2f}s")
+            except BaseException as exc:
+                error = exc if isinstance(exc, asyncio.CancelledError) else (self.store.disk_full(exc) or exc)
+                await self._end(build.id, error, on_line, build_dir, target if in_place else None)
+                progress.emit("cancelled" if isinstance(error, asyncio.CancelledError) else "failed",
+                              error=_message(error))  # always: followers of the stream must not wait
+                if isinstance(error, ProvisionError) and not error.hint:
+                    error.hint = f"see the build log: {build.log}"
+                if error is exc:
+                    raise
+                raise error from None
+            finally:
+                if log_file is not None:
+                    log_file.close()
+            # Published: what follows is bookkeeping, and its failure does not unmake the env.
             progress.emit("activation")
             self._write_env_activation(env_key, prefix)
-            self.store.finish_build(build.id, "succeeded")
+            try:
+                self.store.touch_cache([p.dist for p in lock.packages])
+                self.store.finish_build(build.id, "succeeded")
+            except sqlite3.Error as exc:  # the start-up sweep ends the row
+                log.error("build %d succeeded, but its row could not be updated: %s", build.id, exc)
             progress.emit("done", prefix=str(prefix))
             log.info("env %s ready at %s (build %d, %.2fs)", env_key[:16], prefix, build.id,
                      time.perf_counter() - started)
             return prefix
+
+    async def _end(self, build_id: int, error: BaseException, on_line: Callable[[str], None],
+                   build_dir: Path | None, in_place: Path | None) -> None:
+        """A failed or cancelled build: say why, clean its directories, end its row. Nothing here may
+        fail in turn (the disk may be full): what cannot be recorded is logged."""
+        status = "cancelled" if isinstance(error, asyncio.CancelledError) else "failed"
+        message = _message(error)
+        try:
+            on_line(f"build {status}: {message}")
+        except OSError:
+            pass
+        if build_dir is not None:
+            await asyncio.to_thread(shutil.rmtree, build_dir, True)
+        if in_place is not None:
+            await asyncio.to_thread(self.store.discard_in_place, in_place)
+        try:
+            self.store.finish_build(build_id, status, message)
+        except sqlite3.Error as exc:  # "database or disk is full": the start-up sweep ends the row
+            log.error("build %d %s (%s), and its row could not be updated: %s", build_id, status, message, exc)
 
     def _write_env_activation(self, env_key: str, prefix: Path) -> None:
         try:
             activation.write_env_activation(self.settings.paths, env_key, prefix)
         except OSError as exc:  # the env is published; the next warm writes it again
             log.error("cannot write the activation of env %s: %s", env_key[:16], exc)
+
+
+def _message(error: BaseException) -> str:
+    if isinstance(error, asyncio.CancelledError):  # only close() cancels: not a failure
+        return CANCELLED
+    return error.message if isinstance(error, ProvisionError) else f"{type(error).__name__}: {error}"

@@ -107,3 +107,7 @@ class NotRunnableError(ProvisionError, code="not-runnable", http_status=404, exi
 
 class NotExecutableError(ProvisionError, code="not-executable", http_status=403, exit_code=126):
     """`run`: the command was found but cannot be executed (126, as in a shell)."""
+
+
+class DiskFullError(ProvisionError, code="disk-full", http_status=507, exit_code=os.EX_CANTCREAT):
+    """The store's filesystem is full (ENOSPC, or SQLite's "database or disk is full")."""

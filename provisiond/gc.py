@@ -13,6 +13,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from provisiond.settings import Paths
@@ -75,38 +76,48 @@ class GcReport:
                 "freed_bytes": self.freed_bytes}
 
 
-def plan(store: Store, *, older_than_days: float, cache_budget_bytes: int | None, busy: set[str]) -> GcReport:
-    """What a collection would remove (cheap reads only; sizes are computed in ``disk_usage``)."""
+def plan(store: Store, *, older_than_days: float, cache_budget_bytes: int | None,
+         in_use: Callable[..., str | None], pinned: Callable[[], set[str]]) -> GcReport:
+    """What a collection would remove (cheap reads only; sizes are computed in ``disk_usage``).
+
+    ``in_use(env_key, leases=...)`` is the lifecycle's one answer; ``pinned()`` names the cache
+    entries running builds link from.
+    """
     report = GcReport(dry_run=True)
-    referenced = {r.env_key for r in store.list_names() if r.env_key}
     held = leased(store.paths)
     cutoff = time.time() - older_than_days * 86400
     for env in store.list_envs():
         key = env["env_key"]
-        reason = ("referenced" if key in referenced else "leased" if key in held else
-                  "building" if key in busy else "recently used" if env["last_used"] > cutoff else None)
+        reason = in_use(key, leases=held) or ("recently used" if env["last_used"] > cutoff else None)
         entry = {"env_key": key, "prefix": env["prefix"]}
         if reason:
             report.kept.append({**entry, "reason": reason})
         else:
             report.envs.append({**entry, "bytes": 0})
     if cache_budget_bytes is not None:
-        report.packages = _over_budget(store.paths.pkgs, cache_budget_bytes)
+        report.packages = _over_budget(store.paths.pkgs, cache_budget_bytes, store.cache_last_used(), pinned())
     return report
 
 
-def _over_budget(pkgs: Path, budget: int) -> list[dict[str, Any]]:
-    """Least recently used cache entries to drop until the cache fits ``budget`` bytes."""
+def _over_budget(pkgs: Path, budget: int, last_used: dict[str, float], pinned: set[str]) -> list[dict[str, Any]]:
+    """Least recently linked cache entries to drop until the cache fits ``budget`` bytes.
+
+    Use is what builds recorded (``Store.touch_cache``); an entry no build recorded (an older
+    store's) counts by its mtime. Entries a running build links from are never dropped.
+    """
     entries = []
     for entry in pkgs.iterdir() if pkgs.is_dir() else ():
         if entry.name.startswith(".") or entry.suffix == ".lock":
             continue
-        entries.append((entry.stat().st_mtime, entry, _tree_bytes(entry, only_unshared=False)))
+        used = last_used.get(entry.name, entry.stat().st_mtime)
+        entries.append((used, entry, _tree_bytes(entry, only_unshared=False)))
     total = sum(size for _, _, size in entries)
     dropped = []
     for _, entry, size in sorted(entries, key=lambda e: e[0]):
         if total <= budget:
             break
+        if entry.name in pinned:
+            continue
         dropped.append({"package": entry.name, "path": str(entry), "bytes": size})
         total -= size
     return dropped

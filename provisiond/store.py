@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from provisiond.credentials import scrub_store
-from provisiond.errors import ConfigError, EnvNotFoundError, StoreBusyError
+from provisiond.errors import ConfigError, DiskFullError, EnvNotFoundError, StoreBusyError
 from provisiond.files import write_atomic
 from provisiond.lock import Lock
 from provisiond.settings import Paths
@@ -41,6 +42,8 @@ CREATE TABLE IF NOT EXISTS solves (
 CREATE TABLE IF NOT EXISTS builds (
     id INTEGER PRIMARY KEY AUTOINCREMENT, env_key TEXT NOT NULL, name TEXT, status TEXT NOT NULL,
     started REAL NOT NULL, finished REAL, log TEXT NOT NULL, error TEXT);
+CREATE TABLE IF NOT EXISTS cache_use (
+    entry TEXT PRIMARY KEY, last_used REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS trust (
     path TEXT PRIMARY KEY, digest TEXT NOT NULL, parts TEXT NOT NULL, allowed REAL NOT NULL);
 """
@@ -315,6 +318,47 @@ class Store:
     def list_envs(self) -> list[dict[str, Any]]:
         rows = self.db.execute("SELECT * FROM envs ORDER BY created").fetchall()
         return [dict(row) for row in rows]
+
+    def trash(self, path: Path) -> Path | None:
+        """Move ``path`` (a package-cache entry) out of sight at once, into ``.building/`` (which the
+        start-up sweep empties); the caller deletes it, slowly, in a thread."""
+        trash = self.paths.building / f"trash-{path.name}-{time.monotonic_ns()}"
+        try:
+            os.rename(path, trash)
+        except FileNotFoundError:
+            return None
+        return trash
+
+    def disk_full(self, exc: BaseException) -> DiskFullError | None:
+        """``exc`` as a DiskFullError naming the path and the bytes left, if it says the disk is full.
+
+        Engines report it in their own words: rattler as "No space left on device (os error 28)"
+        inside a "failed to fetch" message, SQLite as "database or disk is full".
+        """
+        text = str(exc)
+        full = (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or \
+            any(marker in text for marker in ("No space left on device", "os error 28", "disk is full",
+                                              "Disk quota exceeded"))
+        if not full:
+            return None
+        where = getattr(exc, "filename", None) or self.paths.home
+        try:
+            free = shutil.disk_usage(self.paths.home).free
+        except OSError:
+            free = 0
+        return DiskFullError(f"the disk is full at {where}: {free} bytes free",
+                             hint=f"free space on the filesystem of {self.paths.home} (provisionctl gc "
+                                  "--cache-budget 1G drops cached packages), then run the command again")
+
+    # -- package cache use (gc's least-recently-used order) ----------------------------------
+
+    def touch_cache(self, entries: list[str]) -> None:
+        """Record that a build linked from these ``pkgs/`` entries now."""
+        now = time.time()
+        self.db.executemany("INSERT OR REPLACE INTO cache_use VALUES (?,?)", [(e, now) for e in entries])
+
+    def cache_last_used(self) -> dict[str, float]:
+        return {row["entry"]: row["last_used"] for row in self.db.execute("SELECT * FROM cache_use")}
 
     # -- solve cache -----------------------------------------------------------------------
 

@@ -48,7 +48,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         hint = "request bodies are at most 1 MiB of JSON" if exc.status == 413 else "see docs/api.md for the routes"
         return error_response(exc.status, {"code": code, "message": f"{request.method} {request.path}: {exc.reason}",
                                            "hint": hint})
-    except Exception:  # a bug: logged with its traceback here, never sent to the client
+    except Exception as exc:  # a full disk (507), else a bug: logged with its traceback, never sent
+        full = request.app[PROVISIONER].store.disk_full(exc)
+        if full is not None:
+            log.error("%s %s: %s", request.method, request.path, full.message)
+            return error_response(full.http_status, full.to_wire())
         log.exception("%s %s failed", request.method, request.path)
         return error_response(500, {"code": "internal", "message": f"{request.method} {request.path}: internal error",
                                     "hint": "this is a bug in provisiond; its log has the details"})

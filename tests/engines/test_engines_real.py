@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from provisiond.builder import Builder
 from provisiond.engines import engine_for
 from provisiond.engines.base import Engine
 from provisiond.errors import SolveError
-from provisiond.provisioner import Provisioner
 from provisiond.settings import Settings, load_settings
 from provisiond.spec import EnvSpec, parse_spec
 from provisiond.store import MARKER, Store
@@ -64,7 +64,7 @@ async def test_real_solve_and_install_a_working_env(real: tuple[Settings, Engine
     assert [(p.name, p.version) for p in lock.packages] == [("greet-data", "1.0"), ("hello", "2.0"),
                                                             ("libgreet", "1.0")]
     assert all(p.sha256 and p.channel == channel.as_uri() + "/" for p in lock.packages)
-    prefix = await Provisioner(store, engine, settings).ensure(lock)
+    prefix = await Builder(store, engine, settings).ensure(lock)
     assert prefix == settings.paths.prefix(lock.env_key) and (prefix / MARKER).is_file()
     run = subprocess.run([prefix / "bin" / "hello"], capture_output=True, text=True, check=True, timeout=30)
     assert run.stdout.strip() == f"Hello 2.0 from {prefix}"

@@ -22,13 +22,13 @@ from typing import Any
 
 import pytest
 
+from provisiond.builder import Builder
 from provisiond.engines import engine_for
 from provisiond.engines._process import run_process
 from provisiond.engines.micromamba import MicromambaEngine
 from provisiond.engines.rattler import RattlerEngine
 from provisiond.errors import ConfigError, EngineError, SolveError
 from provisiond.lock import Lock
-from provisiond.provisioner import Provisioner
 from provisiond.settings import Settings, load_settings
 from provisiond.spec import parse_spec
 from provisiond.store import MARKER, Store
@@ -327,7 +327,7 @@ async def test_replay_install_builds_in_place_and_publishes_with_the_marker_last
     lock = await recorded_lock(engine, standin)
     standin.set(install={"action": "create", "stdout": str(sample("47_create_explicit_from_export.stdout")),
                          "replace": {"/srv/mm/envs/x": "@PREFIX@"}})
-    prefix = await Provisioner(store, engine, settings).ensure(lock)
+    prefix = await Builder(store, engine, settings).ensure(lock)
     assert prefix == settings.paths.prefix(lock.env_key) and store.find_env(lock.env_key) == prefix
     assert json.loads((prefix / MARKER).read_text())["env_key"] == lock.env_key
     (call,) = standin.calls("install")
@@ -367,7 +367,7 @@ async def test_replay_crash_mid_install_leaves_no_env_that_looks_complete(
     crash = {"signal": signal.SIGKILL} if how == "signal" else {"rc": 1}
     standin.set(install={"action": "crash", "stderr_text": stderr, **crash})
     with pytest.raises(EngineError) as err:
-        await Provisioner(store, engine, settings).ensure(lock)
+        await Builder(store, engine, settings).ensure(lock)
     exit_text = "killed by SIGKILL" if how == "signal" else "exit 1"
     assert f"micromamba install into {settings.paths.prefix(lock.env_key)} failed ({exit_text})" in err.value.message
     assert "critical libmamba Aborting." in err.value.message
