@@ -155,7 +155,7 @@ class RattlerEngine:
         except Exception as exc:  # rattler raises many unrelated exception types here
             text = mask(str(exc))
             on_line(f"error: {text}")
-            raise EngineError(f"install failed: {text.splitlines()[0] if text else type(exc).__name__}") from None
+            raise EngineError(f"install failed: {_summary(text) or type(exc).__name__}") from None
         on_line("\n".join(f"linked {p.dist} ({p.subdir})" for p in lock.packages))
 
     def _clean_package(self, p: Package) -> Package:
@@ -269,3 +269,11 @@ def record_of(p: Package) -> rattler.RepoDataRecord:
     if p.timestamp is not None:
         record.timestamp = dt.datetime.fromtimestamp(p.timestamp / 1000, tz=dt.timezone.utc)
     return rattler.RepoDataRecord(record, p.file_name, p.url, p.channel)
+
+
+def _summary(text: str) -> str:
+    """rattler's error chain in one line: what failed, then its root cause ("failed to fetch
+    x.conda: ... No space left on device (os error 28)"), which the first line alone hides."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    causes = [line.removeprefix("Caused by: ") for line in lines[1:] if line.startswith("Caused by: ")]
+    return f"{lines[0]}: {causes[-1]}" if lines and causes else (lines[0] if lines else "")
