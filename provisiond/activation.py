@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from provisiond import layout
 from provisiond.dotenv import parse_dotenv
 from provisiond.files import write_atomic
 from provisiond.locations import SPEC_FILES
@@ -47,16 +48,9 @@ SCHEME = 1
 SHELLS = ("bash", "zsh", "fish", "sh", "json")
 UNSET_MARKER = "***unset***"  # conda's "remove this variable" value in conda-meta/state
 ENV_FILE = "env.json"
-STAMP = "stamp"
-# Beside a project's activation: "KEY\nONE LINE\n" that the hook prints once per KEY (a blocked
-# project, a failed build, a broken file); absent while all is well.
-NOTICE = "notice"
-# The leaf under a mirrored project path: a name no real project nests its own project under.
-PROJECT_LEAF = ".provisiond"
-# activation/names/<name>/ in the store: activate.sh, activate.json, then NAME_TARGET
-# ("env_key=…\nprefix=…\n", read by scripts/cold-start with shell builtins) written last.
-NAMES_DIR = "names"
-NAME_TARGET = "env"
+# The per-project and per-name file names (layout.py owns them).
+STAMP, NOTICE, PROJECT_LEAF = layout.STAMP, layout.NOTICE, layout.PROJECT_LEAF
+NAMES_DIR, NAME_TARGET = layout.NAMES, layout.NAME_TARGET
 CORE_VARS = ("CONDA_PREFIX", "CONDA_SHLVL", "CONDA_DEFAULT_ENV", "CONDA_PROMPT_MODIFIER")
 
 
@@ -233,7 +227,7 @@ def name_variables(paths: Paths, name: str) -> tuple[tuple[str, str], ...]:
 
 def project_activation_dir(paths: Paths, project_dir: str | os.PathLike[str]) -> Path:
     """Where a project's activation lives: its absolute path mirrored under ``projects_state``."""
-    return paths.projects_state / os.path.abspath(project_dir).lstrip("/") / PROJECT_LEAF
+    return Path(layout.project_dir(str(paths.state), os.fspath(project_dir)))
 
 
 def write_project_activation(paths: Paths, project_dir: str | os.PathLike[str], name: str, env_key: str,

@@ -37,7 +37,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from provisiond import __version__
-from provisiond.coldstart import MARKER, NAME_TARGET, NAMES_DIR, target_of_name
+from provisiond.coldstart import target_of_name
+from provisiond.layout import MARKER, NAME_TARGET
+from provisiond.layout import NAMES as NAMES_DIR
 from provisiond.errors import BadRequestError, EnvNotFoundError
 from provisiond.settings import Paths
 from provisiond.urls import strip_credentials

@@ -24,16 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+from provisiond import layout
 from provisiond.errors import (BadRequestError, DaemonUnavailableError, EnvNotFoundError, NotExecutableError,
                                NotRunnableError)
 from provisiond.settings import Paths
 
 __all__ = ["Target", "activated_environ", "command_line", "find", "run", "target_of_name"]
 
-# The layout activation.py writes (NAMES_DIR, NAME_TARGET); tests pin the two together.
-NAMES_DIR = "names"
-NAME_TARGET = "env"
-MARKER = ".provisiond-complete.json"  # store.MARKER: a prefix without it is not published
+NAMES_DIR, NAME_TARGET, MARKER = layout.NAMES, layout.NAME_TARGET, layout.MARKER
 # activate.sh takes the command as "$@"; `exec` keeps the pid (and the lease) of `run`.
 SOURCE_AND_EXEC = '. "$1"; shift; exec "$@"'
 

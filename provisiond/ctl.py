@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 import sys
 
+from provisiond import layout  # strings and os.path only
+
 
 def _fast_warm(argv: list[str]) -> int | None:
     """Handle ``[--socket S | --home H] warm NAME``; None means "not handled, use cli.main"."""
@@ -93,7 +95,7 @@ def _fast_activate(argv: list[str]) -> int | None:
     if directory is None:
         return None
     try:
-        with open(f"{state}/projects{directory}/.provisiond/activate.{shell}", encoding="utf-8") as f:
+        with open(f"{layout.project_dir(state, directory)}/activate.{shell}", encoding="utf-8") as f:
             sys.stdout.write(f.read())
     except OSError:
         return None  # not built yet: cli.main warms it
@@ -103,7 +105,7 @@ def _fast_activate(argv: list[str]) -> int | None:
 def _fast_run(argv: list[str]) -> int | None:
     """Handle ``[--socket S | --home H] run NAME -- CMD...`` of a ready env: exec, through its activate.sh.
 
-    What ``scripts/cold-start`` does, from the store's name activation (coldstart.py has the layout):
+    What ``scripts/cold-start`` does, from the store's name activation (layout.py has the layout):
     take a lease (exec keeps our pid), then ``/bin/sh`` sources the script and execs CMD. Returns
     None (cli.main's turn) for a project path, an env that is not ready or was built elsewhere.
     """
@@ -123,10 +125,10 @@ def _fast_run(argv: list[str]) -> int | None:
         home = Sources(flags, os.environ).home()
     except Exception:  # noqa: BLE001 - cli.main reports configuration problems
         return None
-    names = os.path.join(home, "activation", "names", name)
+    names = layout.name_dir(home, name)
     target = {}
     try:
-        with open(os.path.join(names, "env"), encoding="utf-8") as f:
+        with open(os.path.join(names, layout.NAME_TARGET), encoding="utf-8") as f:
             for line in f:
                 key, _, value = line.rstrip("\n").partition("=")
                 target[key] = value
@@ -135,7 +137,7 @@ def _fast_run(argv: list[str]) -> int | None:
     env_key, prefix = target.get("env_key", ""), target.get("prefix", "")
     if not env_key:
         return None
-    lease = os.path.join(home, "leases", f"{env_key}.{os.getpid()}")  # gc.lease_path
+    lease = layout.lease(home, env_key, os.getpid())
     try:
         os.makedirs(os.path.dirname(lease), exist_ok=True)
         os.close(os.open(lease, os.O_WRONLY | os.O_CREAT, 0o600))
@@ -143,7 +145,7 @@ def _fast_run(argv: list[str]) -> int | None:
         pass  # a read-only store (an image) has no collector to guard against
     script = os.path.join(names, "activate.sh")
     # Checked after taking the lease, so that a collection cannot remove the env in between.
-    if not os.path.isfile(os.path.join(prefix, ".provisiond-complete.json")) or not os.path.isfile(script):
+    if not os.path.isfile(os.path.join(prefix, layout.MARKER)) or not os.path.isfile(script):
         try:
             os.unlink(lease)
         except OSError:
@@ -168,8 +170,8 @@ def _fast_run_project(flags: dict[str, str], path: str, command: list[str]) -> i
         state = Sources(flags, os.environ).state()
     except Exception:  # noqa: BLE001 - cli.main reports configuration problems
         return None
-    base = f"{state}/projects{directory}/.provisiond"
-    if not (os.path.isfile(f"{base}/stamp") and os.path.isfile(f"{base}/activate.sh")):
+    base = layout.project_dir(state, directory)
+    if not (os.path.isfile(f"{base}/{layout.STAMP}") and os.path.isfile(f"{base}/activate.sh")):
         return None  # not built yet: cli.main warms it first
     try:
         _exec_sourcing(f"{base}/activate.sh", command)

@@ -16,6 +16,7 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from provisiond import layout
 from provisiond.settings import Paths
 
 if TYPE_CHECKING:  # `provisionctl run` takes leases: no sqlite3 import on its way to exec
@@ -24,7 +25,7 @@ if TYPE_CHECKING:  # `provisionctl run` takes leases: no sqlite3 import on its w
 
 def lease_path(paths: Paths, env_key: str, pid: int) -> Path:
     """The lease file of ``env_key`` held by ``pid`` (scripts/cold-start writes the same name)."""
-    return paths.home / "leases" / f"{env_key}.{pid}"
+    return Path(layout.lease(str(paths.home), env_key, pid))
 
 
 def take_lease(paths: Paths, env_key: str, pid: int | None = None) -> Path:
@@ -38,7 +39,7 @@ def take_lease(paths: Paths, env_key: str, pid: int | None = None) -> Path:
 def leased(paths: Paths) -> set[str]:
     """env_keys with a lease held by a live process; lapsed leases are removed."""
     held = set()
-    directory = paths.home / "leases"
+    directory = paths.leases
     if not directory.is_dir():
         return held
     for entry in directory.iterdir():

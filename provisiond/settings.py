@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from provisiond import layout
 from provisiond.errors import ConfigError
 from provisiond.locations import Sources
 
@@ -26,23 +27,23 @@ class Paths:
 
     @property
     def pkgs(self) -> Path:
-        return self.home / "pkgs"
+        return self.home / layout.PKGS
 
     @property
     def envs(self) -> Path:
-        return self.home / "envs"
+        return self.home / layout.ENVS
 
     @property
     def building(self) -> Path:
-        return self.home / "envs" / ".building"
+        return self.home / layout.ENVS / layout.BUILDING
 
     @property
     def locks(self) -> Path:
-        return self.home / "locks"
+        return self.home / layout.LOCKS
 
     @property
     def logs(self) -> Path:
-        return self.home / "logs"
+        return self.home / layout.LOGS
 
     @property
     def repodata_cache(self) -> Path:
@@ -55,29 +56,33 @@ class Paths:
 
     @property
     def db(self) -> Path:
-        return self.home / "state.db"
+        return self.home / layout.DB
 
     @property
     def daemon_lock(self) -> Path:
-        return self.home / "daemon.lock"
+        return self.home / layout.DAEMON_LOCK
 
     @property
     def activation(self) -> Path:
-        return self.home / "activation"
+        return self.home / layout.ACTIVATION
 
     @property
     def credentials(self) -> Path:
         """Channel tokens and passwords (credentials.py): per user, never in the store."""
-        return self.state / "credentials.json"
+        return self.state / layout.CREDENTIALS
+
+    @property
+    def leases(self) -> Path:
+        return self.home / layout.LEASES
 
     @property
     def projects_state(self) -> Path:
         """Per-project activation, mirroring the project's absolute path under it."""
-        return self.state / "projects"
+        return self.state / layout.PROJECTS
 
     def prefix(self, env_key: str) -> Path:
         """The published prefix of an env: short enough for conda's 255-char relocation limit."""
-        return self.envs / env_key[:16]
+        return Path(layout.prefix(str(self.home), env_key))
 
 
 @dataclass(frozen=True, slots=True)

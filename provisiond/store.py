@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from provisiond.credentials import scrub_store
+from provisiond import layout
 from provisiond.errors import ConfigError, DiskFullError, EnvNotFoundError, StoreBusyError
 from provisiond.files import write_atomic
 from provisiond.lock import Lock
@@ -25,9 +26,7 @@ from provisiond.urls import mask
 
 log = logging.getLogger(__name__)
 
-# Written inside a prefix last, just before it becomes visible: a prefix without it is garbage.
-# Outside conda-meta/: conda and micromamba read every conda-meta/*.json as a package record.
-MARKER = ".provisiond-complete.json"
+MARKER = layout.MARKER  # written inside a prefix last, just before it becomes visible
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS envs (
@@ -131,7 +130,7 @@ class Store:
         self._lock_fd = fd
 
     def _init(self) -> None:
-        for d in (self.paths.pkgs, self.paths.envs, self.paths.locks, self.paths.logs, self.paths.home / "leases"):
+        for d in (self.paths.pkgs, self.paths.envs, self.paths.locks, self.paths.logs, self.paths.leases):
             d.mkdir(parents=True, exist_ok=True)
         self.make_private()
         self._db = sqlite3.connect(self.paths.db, isolation_level=None, check_same_thread=False)
@@ -183,7 +182,7 @@ class Store:
                               hint="run provisiond as the user who owns the store, or choose another --home") from None
         for directory, files in ((paths.home, 0o600), (paths.envs, None), (paths.locks, 0o600),
                                  (paths.logs, 0o600), (paths.repodata_cache, 0o600), (paths.activation, None),
-                                 (paths.home / "leases", 0o600), (paths.state, 0o600)):
+                                 (paths.leases, 0o600), (paths.state, 0o600)):
             try:
                 entries = list(os.scandir(directory))
                 os.chmod(directory, 0o700)

@@ -439,3 +439,15 @@ def test_a_project_path_cannot_inject_commands(built: Built, tmp_path: Path, she
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == f"$(touch {pwned})\ntouch {pwned}"
     assert not pwned.exists()
+
+
+def test_cold_start_spells_the_store_layout_of_layout_py() -> None:
+    """shell/cold-start ships verbatim into images: it must name the files layout.py names."""
+    from importlib import resources
+
+    from provisiond import layout
+
+    script = resources.files("provisiond.shell").joinpath("cold-start").read_text(encoding="utf-8")
+    for spelled in (f"/{layout.ACTIVATION}/{layout.NAMES}", f"/{layout.NAME_TARGET}", f"/{layout.LEASES}/",
+                    f"/{layout.MARKER}"):
+        assert spelled in script, spelled

@@ -16,7 +16,6 @@ LOCKS = SHARED / "data" / "locks"
 SAMPLES = SHARED / "contract" / "samples"
 ZLIB_CONDA_LOCK = SAMPLES / "conda-lock" / "example-zlib-conda-lock.yml"
 ZLIB_PIXI = SAMPLES / "rattler" / "pixi-lock" / "v7-converted-from-conda-lock-v1-by-py-rattler-0.28.0.lock"
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"no shared data at {SHARED}")
 
 
 @needs_shared

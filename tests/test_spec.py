@@ -19,7 +19,6 @@ from tests.conftest import SHARED, needs_shared
 SAMPLES = SHARED / "contract" / "samples" / "micromamba" / "env-yaml"
 ENVYML = SHARED / "data" / "envyml"
 REAL_FILES = sorted(p for d in (SAMPLES, ENVYML) if d.is_dir() for p in d.iterdir() if p.suffix in (".yml", ".yaml"))
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"no shared data at {SHARED}")
 POSITION = re.compile(r"^.+:\d+:\d+: ")
 
 # The real files that must fail, and why (everything else in SAMPLES and ENVYML must parse).

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from importlib import resources
 
+from provisiond import layout
 from provisiond.shell.render import deactivate_body, quote
 
 __all__ = ["HOOK_SHELLS", "hook_script"]
@@ -26,6 +27,8 @@ def hook_script(shell: str, projects_state: str, ctl: Sequence[str]) -> str:
         "@STATE@": quote(shell, projects_state.rstrip("/")),
         "@CTL@": " ".join(quote(shell, word) for word in ctl),
         "@DEACTIVATE@": deactivate_body(shell).rstrip("\n"),
+        # File names from layout.py: plain words, safe unquoted in every shell.
+        "@LEAF@": layout.PROJECT_LEAF, "@STAMP@": layout.STAMP, "@NOTICE@": layout.NOTICE,
     }
     for key, value in values.items():
         template = template.replace(key, value)

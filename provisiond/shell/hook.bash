@@ -35,7 +35,7 @@ __provisiond_find() {
 # Prints a project's notice (blocked, build failed, broken file: the daemon writes "KEY\nLINE")
 # once per KEY; with a second argument, only marks it as seen.
 __provisiond_notice() {
-  local file=$__provisiond_state$1/.provisiond/notice key='' line=''
+  local file=$__provisiond_state$1/@LEAF@/@NOTICE@ key='' line=''
   [[ -f $file ]] || return 0
   { { read -r key && read -r line; } <"$file"; } 2>/dev/null
   [[ -z $key || $__provisiond_noticed == *$'\n'"$1 $key"$'\n'* ]] && return 0
@@ -48,10 +48,10 @@ __provisiond_update() {
   if [[ $PWD == "$__provisiond_pwd" ]]; then
     if [[ -n $__provisiond_pending ]]; then
       __provisiond_notice "$__provisiond_pending"
-      [[ -f $__provisiond_state$__provisiond_pending/.provisiond/stamp ]] || return 0
+      [[ -f $__provisiond_state$__provisiond_pending/@LEAF@/@STAMP@ ]] || return 0
     elif [[ -n ${_PROVISIOND_PROJECT-} ]]; then
       __provisiond_notice "$_PROVISIOND_PROJECT"
-      { read -r gen <"$__provisiond_state$_PROVISIOND_PROJECT/.provisiond/stamp"; } 2>/dev/null
+      { read -r gen <"$__provisiond_state$_PROVISIOND_PROJECT/@LEAF@/@STAMP@"; } 2>/dev/null
       [[ $gen == "${_PROVISIOND_GEN-}" ]] && return 0
     else
       return 0
@@ -65,19 +65,19 @@ __provisiond_update() {
     [[ -n ${_PROVISIOND_PROJECT-} ]] && __provisiond_deactivate
     return 0
   fi
-  base=$__provisiond_state$dir/.provisiond
-  if [[ ! -f $base/stamp && ! -f $base/notice ]]; then
+  base=$__provisiond_state$dir/@LEAF@
+  if [[ ! -f $base/@STAMP@ && ! -f $base/@NOTICE@ ]]; then
     # Reached through a symlink? The daemon knows projects by their real path (slow path: a subshell).
     phys=$(builtin cd -P -- "$dir" 2>/dev/null && builtin pwd -P) || phys=
     if [[ -n $phys && $phys != "$dir" ]]; then
       dir=$phys
-      base=$__provisiond_state$dir/.provisiond
+      base=$__provisiond_state$dir/@LEAF@
     fi
   fi
-  if [[ -f $base/stamp && -f $base/activate.bash ]]; then
+  if [[ -f $base/@STAMP@ && -f $base/activate.bash ]]; then
     __provisiond_pending=
     __provisiond_notice "$dir"  # a failed rebuild: the previous env stays active, and we say why
-    { read -r gen <"$base/stamp"; } 2>/dev/null
+    { read -r gen <"$base/@STAMP@"; } 2>/dev/null
     [[ ${_PROVISIOND_PROJECT-} == "$dir" && -n $gen && $gen == "${_PROVISIOND_GEN-}" ]] && return 0
     # The script deactivates whatever is active first.
     # shellcheck source=/dev/null
@@ -87,7 +87,7 @@ __provisiond_update() {
   # No env for this project (yet): leave the previous one (it is not this project's).
   [[ -n ${_PROVISIOND_PROJECT-} ]] && __provisiond_deactivate
   __provisiond_pending=$dir
-  if [[ -f $base/notice ]]; then
+  if [[ -f $base/@NOTICE@ ]]; then
     __provisiond_notice "$dir"  # blocked or failing: the daemon already knows, nothing to ask
     return 0
   fi
@@ -105,8 +105,8 @@ __provisiond_hook() {
   # the large __provisiond_update runs only when something changed. Safe under set -eu as written.
   if [[ $PWD == "$__provisiond_pwd" && -z $__provisiond_pending ]]; then
     [[ -z ${_PROVISIOND_PROJECT-} ]] && return $status
-    { read -r gen <"$__provisiond_state$_PROVISIOND_PROJECT/.provisiond/stamp"; } 2>/dev/null || :
-    [[ $gen == "${_PROVISIOND_GEN-}" && ! -f $__provisiond_state$_PROVISIOND_PROJECT/.provisiond/notice ]] &&
+    { read -r gen <"$__provisiond_state$_PROVISIOND_PROJECT/@LEAF@/@STAMP@"; } 2>/dev/null || :
+    [[ $gen == "${_PROVISIOND_GEN-}" && ! -f $__provisiond_state$_PROVISIOND_PROJECT/@LEAF@/@NOTICE@ ]] &&
       return $status
   fi
   local opts=$-

@@ -36,7 +36,7 @@ end
 # Prints a project's notice (blocked, build failed, broken file: the daemon writes "KEY\nLINE")
 # once per KEY; with a second argument, only marks it as seen.
 function __provisiond_notice
-    set -l file "$__provisiond_state$argv[1]/.provisiond/notice"
+    set -l file "$__provisiond_state$argv[1]/@LEAF@/@NOTICE@"
     test -f $file; or return 0
     set -l lines
     while read -l line
@@ -54,11 +54,11 @@ function __provisiond_hook --on-event fish_prompt --on-variable PWD
     if test "$PWD" = "$__provisiond_pwd"
         if test -n "$__provisiond_pending"
             __provisiond_notice $__provisiond_pending
-            test -f "$__provisiond_state$__provisiond_pending/.provisiond/stamp"; or return 0
+            test -f "$__provisiond_state$__provisiond_pending/@LEAF@/@STAMP@"; or return 0
         else if set -q _PROVISIOND_PROJECT
-            set -l stamp "$__provisiond_state$_PROVISIOND_PROJECT/.provisiond/stamp"
+            set -l stamp "$__provisiond_state$_PROVISIOND_PROJECT/@LEAF@/@STAMP@"
             test -f $stamp; and read -l line <$stamp; and set gen $line
-            test -f "$__provisiond_state$_PROVISIOND_PROJECT/.provisiond/notice"; and __provisiond_notice $_PROVISIOND_PROJECT
+            test -f "$__provisiond_state$_PROVISIOND_PROJECT/@LEAF@/@NOTICE@"; and __provisiond_notice $_PROVISIOND_PROJECT
             test "$gen" = "$_PROVISIOND_GEN"; and return 0
         else
             return 0
@@ -71,19 +71,19 @@ function __provisiond_hook --on-event fish_prompt --on-variable PWD
         set -q _PROVISIOND_PROJECT; and __provisiond_deactivate
         return 0
     end
-    set -l base "$__provisiond_state$dir/.provisiond"
-    if not test -f "$base/stamp"; and not test -f "$base/notice"
+    set -l base "$__provisiond_state$dir/@LEAF@"
+    if not test -f "$base/@STAMP@"; and not test -f "$base/@NOTICE@"
         # Reached through a symlink? The daemon knows projects by their real path.
         set -l phys (builtin realpath -- $dir 2>/dev/null)
         if test -n "$phys"; and test "$phys" != "$dir"
             set dir $phys
-            set base "$__provisiond_state$dir/.provisiond"
+            set base "$__provisiond_state$dir/@LEAF@"
         end
     end
-    if test -f "$base/stamp"; and test -f "$base/activate.fish"
+    if test -f "$base/@STAMP@"; and test -f "$base/activate.fish"
         set -g __provisiond_pending
         __provisiond_notice $dir # a failed rebuild: the previous env stays active, and we say why
-        read -l line <"$base/stamp"; and set gen $line
+        read -l line <"$base/@STAMP@"; and set gen $line
         if test "$_PROVISIOND_PROJECT" = "$dir"; and test -n "$gen"; and test "$gen" = "$_PROVISIOND_GEN"
             return 0
         end
@@ -94,7 +94,7 @@ function __provisiond_hook --on-event fish_prompt --on-variable PWD
     # No env for this project (yet): leave the previous one (it is not this project's).
     set -q _PROVISIOND_PROJECT; and __provisiond_deactivate
     set -g __provisiond_pending $dir
-    if test -f "$base/notice"
+    if test -f "$base/@NOTICE@"
         __provisiond_notice $dir # blocked or failing: the daemon already knows, nothing to ask
         return 0
     end
