@@ -8,16 +8,19 @@ when that pid is gone, so a crashed holder never pins an env forever.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from provisiond import layout
 from provisiond.settings import Paths
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # `provisionctl run` takes leases: no sqlite3 import on its way to exec
     from provisiond.store import Store
@@ -98,6 +101,32 @@ def plan(store: Store, *, older_than_days: float, cache_budget_bytes: int | None
     if cache_budget_bytes is not None:
         report.packages = _over_budget(store.paths.pkgs, cache_budget_bytes, store.cache_last_used(), pinned())
     return report
+
+
+async def collect(store: Store, *, dry_run: bool, older_than_days: float, cache_budget_bytes: int | None,
+                  in_use: Callable[..., str | None], pinned: Callable[[], set[str]]) -> dict[str, Any]:
+    """Plan, size, then (unless ``dry_run``) remove. Sizing yields to the loop, so the last check
+    (``in_use``, ``pinned``) and the unpublish happen together in one synchronous step after it;
+    the slow deletion of what was moved out of sight runs in a thread."""
+    import asyncio  # here: `provisionctl run` imports this module for its lease, and must start fast
+    report = plan(store, older_than_days=older_than_days, cache_budget_bytes=cache_budget_bytes,
+                  in_use=in_use, pinned=pinned)
+    await asyncio.to_thread(disk_usage, report, store.paths)
+    report.dry_run = dry_run
+    if dry_run:
+        return report.to_wire()
+    held = leased(store.paths)
+    still = {e["env_key"]: in_use(e["env_key"], leases=held) for e in report.envs}
+    report.kept += [{**e, "reason": still[e["env_key"]]} for e in report.envs if still[e["env_key"]]]
+    report.envs = [e for e in report.envs if not still[e["env_key"]]]
+    busy = pinned()
+    report.packages = [p for p in report.packages if p["package"] not in busy]
+    doomed = [p for p in (store.unpublish(e["env_key"]) for e in report.envs) if p is not None]
+    doomed += [t for t in (store.trash(Path(p["path"])) for p in report.packages) if t is not None]
+    await asyncio.to_thread(delete_paths, doomed)
+    log.info("gc freed %d bytes (%d envs, %d cached packages)", report.freed_bytes,
+             len(report.envs), len(report.packages))
+    return report.to_wire()
 
 
 def _over_budget(pkgs: Path, budget: int, last_used: dict[str, float], pinned: set[str]) -> list[dict[str, Any]]:

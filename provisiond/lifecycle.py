@@ -397,29 +397,11 @@ class Lifecycle:
 
     async def gc(self, *, dry_run: bool, older_than_days: float | None = None,
                  cache_budget_bytes: int | None = None) -> dict[str, Any]:
-        """Remove unused envs not used for N days; prune the package cache to a budget, least
-        recently linked first, never what a running build links from."""
+        """Remove unused envs not used for N days; prune the package cache to a budget (gc.py)."""
         days = self.settings.gc_days if older_than_days is None else older_than_days
         budget = self.settings.cache_budget_bytes if cache_budget_bytes is None else cache_budget_bytes
-        report = gc.plan(self.store, older_than_days=days, cache_budget_bytes=budget, in_use=self.in_use,
-                         pinned=self.builder.pinned_packages)
-        await asyncio.to_thread(gc.disk_usage, report, self.store.paths)
-        report.dry_run = dry_run
-        if dry_run:
-            return report.to_wire()
-        # Sizing yielded to the loop: check again and move out of sight in one synchronous step.
-        leases = gc.leased(self.settings.paths)
-        kept = [e for e in report.envs if self.in_use(e["env_key"], leases=leases) is not None]
-        report.envs = [e for e in report.envs if e not in kept]
-        report.kept += [{**e, "reason": self.in_use(e["env_key"], leases=leases)} for e in kept]
-        pinned = self.builder.pinned_packages()
-        report.packages = [p for p in report.packages if p["package"] not in pinned]
-        doomed = [p for p in (self.store.unpublish(e["env_key"]) for e in report.envs) if p is not None]
-        doomed += [t for t in (self.store.trash(Path(p["path"])) for p in report.packages) if t is not None]
-        await asyncio.to_thread(gc.delete_paths, doomed)
-        log.info("gc freed %d bytes (%d envs, %d cached packages)", report.freed_bytes,
-                 len(report.envs), len(report.packages))
-        return report.to_wire()
+        return await gc.collect(self.store, dry_run=dry_run, older_than_days=days, cache_budget_bytes=budget,
+                                in_use=self.in_use, pinned=self.builder.pinned_packages)
 
     # -- activation (rendered when an env or a project changes; read by shells without us) -----
 
