@@ -260,7 +260,7 @@ def cmd_bundle(args: argparse.Namespace) -> Result:
 
 
 def cmd_unbundle(args: argparse.Namespace) -> Result:
-    from provisiond.bundle import unbundle
+    from provisiond.unbundle import unbundle
 
     home = Path(os.path.abspath(args.into)) if args.into else args.settings.paths.home
     return unbundle(Path(args.source), home)
