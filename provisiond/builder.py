@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from provisiond import activation
+from provisiond.durable import finish_in_thread
 from provisiond.engines.base import Engine
 from provisiond.errors import ProvisionError, ShuttingDownError
 from provisiond.events import BuildEvents
@@ -173,11 +174,13 @@ class Builder:
                         await install_pip(lock, target, uv=find_uv(), cache_dir=self.settings.paths.uv_cache,
                                           on_line=on_line)
                     progress.emit("publish")
+                    # Files to the disk, lock, marker, rename: in a thread (durable.py); then the row.
                     if in_place:
-                        prefix = self.store.publish_in_place(lock, target)
+                        prefix = await finish_in_thread(self.store.place_in_place, lock, target, on_line)
                         shutil.rmtree(build_dir, ignore_errors=True)  # held only the small explicit file
                     else:
-                        prefix = self.store.publish(lock, build_dir)
+                        prefix = await finish_in_thread(self.store.place, lock, build_dir, on_line)
+                    self.store.add_env(lock, prefix)
                 except BaseException as exc:
                     if isinstance(exc, asyncio.CancelledError):  # only close() cancels: not a failure
                         status, message = "cancelled", CANCELLED

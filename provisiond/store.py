@@ -9,12 +9,13 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from provisiond import durable
 from provisiond.credentials import scrub_store
 from provisiond.errors import ConfigError, EnvNotFoundError, StoreBusyError
 from provisiond.files import write_atomic
@@ -217,7 +218,7 @@ class Store:
                 shutil.rmtree(entry, ignore_errors=True)
                 continue
             # Renamed into place but the row was not committed: finish the publish.
-            self._insert_env(lock, entry)
+            self.add_env(lock, entry)
         now = time.time()
         self.db.execute(
             "UPDATE builds SET status='interrupted', finished=?, error='the daemon stopped during the build'"
@@ -249,11 +250,23 @@ class Store:
         return path
 
     def publish(self, lock: Lock, build_dir: Path) -> Path:
-        """Make a finished build visible: lock file, marker, one rename(), then the row."""
+        """Make a finished build visible: ``place`` it (files), then the row."""
+        final = self.place(lock, build_dir)
+        self.add_env(lock, final)
+        return final
+
+    def place(self, lock: Lock, build_dir: Path, on_line: Callable[[str], None] | None = None) -> Path:
+        """The files of a publish, in the order a power loss needs (durable.py); no registry, so a
+        thread may run it (``durable.finish_in_thread``), and ``add_env`` commits the row after.
+
+        The build's files reach the disk, then the lock file, then the marker, then one rename()
+        whose new name is fsynced too: a prefix with the marker is complete after a power loss.
+        """
         env_key = lock.env_key
         final = self.paths.prefix(env_key)
-        write_atomic(self.paths.locks / f"{env_key}.json", lock.without_credentials().to_json())
-        write_atomic(build_dir / MARKER, json.dumps({"env_key": env_key, "lock_version": 1}))
+        self._sync(build_dir, on_line)
+        write_atomic(self.paths.locks / f"{env_key}.json", lock.without_credentials().to_json(), sync=True)
+        write_atomic(build_dir / MARKER, json.dumps({"env_key": env_key, "lock_version": 1}), sync=True)
         try:
             os.rename(build_dir, final)
         except OSError:
@@ -266,22 +279,35 @@ class Store:
                                      hint="report this: an env_key prefix collision")
             # Someone published the same env_key first; ours is an identical copy.
             shutil.rmtree(build_dir, ignore_errors=True)
-        self._insert_env(lock, final)
+            return final
+        durable.fsync_dir(self.paths.envs)
         return final
+
+    def _sync(self, directory: Path, on_line: Callable[[str], None] | None) -> None:
+        how, seconds = durable.sync_tree(directory)
+        message = f"synced {directory.name} to disk ({how}) in {seconds * 1000:.1f} ms"
+        log.debug("%s", message)
+        if on_line is not None:
+            on_line(message)
 
     # -- engines that build in place (micromamba: Engine.builds_in_place) ------------------
 
     def publish_in_place(self, lock: Lock, prefix: Path) -> Path:
-        """Publish an env built at its final path: lock file, then the marker last, then the row.
+        """Publish an env built at its final path: ``place_in_place``, then the row."""
+        self.place_in_place(lock, prefix)
+        self.add_env(lock, prefix)
+        return prefix
 
-        Until the marker exists the prefix is garbage to ``sweep`` and ``discard_in_place``.
+    def place_in_place(self, lock: Lock, prefix: Path, on_line: Callable[[str], None] | None = None) -> Path:
+        """The files of an in-place publish: the prefix reaches the disk, then the lock file, then the
+        marker last. Until the marker exists the prefix is garbage to ``sweep`` and ``discard_in_place``.
         """
         if prefix != self.paths.prefix(lock.env_key):
             raise ValueError(f"{prefix} is not the prefix of env {lock.env_key[:16]}")
-        write_atomic(self.paths.locks / f"{lock.env_key}.json", lock.without_credentials().to_json())
+        self._sync(prefix, on_line)
+        write_atomic(self.paths.locks / f"{lock.env_key}.json", lock.without_credentials().to_json(), sync=True)
         (prefix / MARKER).parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(prefix / MARKER, json.dumps({"env_key": lock.env_key, "lock_version": 1}))
-        self._insert_env(lock, prefix)
+        write_atomic(prefix / MARKER, json.dumps({"env_key": lock.env_key, "lock_version": 1}), sync=True)
         return prefix
 
     def discard_in_place(self, prefix: Path) -> None:
@@ -290,7 +316,8 @@ class Store:
             log.warning("removing incomplete prefix %s", prefix)
             shutil.rmtree(prefix, ignore_errors=True)
 
-    def _insert_env(self, lock: Lock, prefix: Path) -> None:
+    def add_env(self, lock: Lock, prefix: Path) -> None:
+        """The registry row of a placed env (idempotent): the last step of a publish."""
         now = time.time()
         self.db.execute(
             "INSERT OR IGNORE INTO envs VALUES (?,?,?,?,?,?,?)",
