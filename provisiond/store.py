@@ -20,6 +20,7 @@ from provisiond.credentials import scrub_store
 from provisiond.errors import ConfigError, EnvNotFoundError, StoreBusyError
 from provisiond.files import write_atomic
 from provisiond.lock import Lock
+from provisiond.registry import open_registry
 from provisiond.settings import Paths
 from provisiond.urls import mask
 
@@ -29,22 +30,6 @@ log = logging.getLogger(__name__)
 # Outside conda-meta/: conda and micromamba read every conda-meta/*.json as a package record.
 MARKER = ".provisiond-complete.json"
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS envs (
-    env_key TEXT PRIMARY KEY, prefix TEXT NOT NULL, platform TEXT NOT NULL, engine TEXT NOT NULL,
-    packages INTEGER NOT NULL, created REAL NOT NULL, last_used REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS names (
-    name TEXT PRIMARY KEY, kind TEXT NOT NULL, source TEXT, env_key TEXT, spec_key TEXT,
-    status TEXT NOT NULL, error TEXT, build_id INTEGER, updated REAL NOT NULL);
-CREATE UNIQUE INDEX IF NOT EXISTS names_project ON names(source) WHERE kind = 'project';
-CREATE TABLE IF NOT EXISTS solves (
-    spec_key TEXT PRIMARY KEY, lock TEXT NOT NULL, solved_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS builds (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, env_key TEXT NOT NULL, name TEXT, status TEXT NOT NULL,
-    started REAL NOT NULL, finished REAL, log TEXT NOT NULL, error TEXT);
-CREATE TABLE IF NOT EXISTS trust (
-    path TEXT PRIMARY KEY, digest TEXT NOT NULL, parts TEXT NOT NULL, allowed REAL NOT NULL);
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,11 +117,7 @@ class Store:
         for d in (self.paths.pkgs, self.paths.envs, self.paths.locks, self.paths.logs, self.paths.home / "leases"):
             d.mkdir(parents=True, exist_ok=True)
         self.make_private()
-        self._db = sqlite3.connect(self.paths.db, isolation_level=None, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
+        self._db = open_registry(self.paths)  # schema version, migrations, never empty over envs
         scrub_store(self.paths, self._db)  # a store from before the credentials file
         self.sweep()
 
