@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import TypeVar
 
-from provisiond import activation
+from provisiond import activation, retention
 from provisiond.durable import finish_in_thread
 from provisiond.engines.base import Engine
 from provisiond.errors import ProvisionError, ShuttingDownError
@@ -136,8 +136,12 @@ class Builder:
                                         hint="run the command again once provisiond is back")
             task = asyncio.create_task(self._build(lock, name))
             self._builds[env_key] = task
-            task.add_done_callback(lambda _t: self._builds.pop(env_key, None))
+            task.add_done_callback(lambda _t: self._finished(env_key))
         return await shared(task)
+
+    def _finished(self, env_key: str) -> None:
+        self._builds.pop(env_key, None)
+        retention.prune(self.store, self.settings)  # a row or two over the limits: cheap (retention.py)
 
     async def _build(self, lock: Lock, name: str | None) -> Path:
         env_key = lock.env_key
