@@ -89,10 +89,17 @@ class Store:
     @classmethod
     @contextmanager
     def open(cls, paths: Paths) -> Iterator[Store]:
+        with cls.held(paths) as store:
+            store.load()
+            yield store
+
+    @classmethod
+    @contextmanager
+    def held(cls, paths: Paths) -> Iterator[Store]:
+        """The store's flock, registry not opened yet (``provisionctl doctor``: never beside a daemon)."""
         store = cls(paths)
         store._acquire()
         try:
-            store._init()
             yield store
         finally:
             store.close()
@@ -113,7 +120,8 @@ class Store:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
 
-    def _init(self) -> None:
+    def load(self) -> None:
+        """Open the registry (checked, migrated), then recover from a crash (``sweep``)."""
         for d in (self.paths.pkgs, self.paths.envs, self.paths.locks, self.paths.logs, self.paths.home / "leases"):
             d.mkdir(parents=True, exist_ok=True)
         self.make_private()
