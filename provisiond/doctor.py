@@ -58,7 +58,9 @@ def _registry_state(paths: Paths) -> dict[str, Any]:
         return {**state, "status": "missing"}
     if size == 0:
         return {**state, "status": "empty"}
-    db = sqlite3.connect(f"{paths.db.as_uri()}?mode=ro", uri=True)
+    # Read-write, though it only reads: a read-only open fails on a WAL file without its -shm, and
+    # "unreadable" would move a good registry aside. The flock keeps any daemon away meanwhile.
+    db = registry.connect(paths.db)
     try:
         result = [row[0] for row in db.execute("PRAGMA integrity_check")]
         version = int(db.execute("PRAGMA user_version").fetchone()[0]) or registry.unversioned(db)
@@ -96,7 +98,7 @@ def _problems(paths: Paths, state: dict[str, Any]) -> list[dict[str, Any]]:
                                                 "from the envs, locks and activation files on disk")
     rows: dict[str, str] = {}
     if status == "ok" and state.get("version"):
-        db = sqlite3.connect(f"{paths.db.as_uri()}?mode=ro", uri=True)
+        db = registry.connect(paths.db)
         try:
             rows = dict(db.execute("SELECT env_key, prefix FROM envs").fetchall())
         finally:

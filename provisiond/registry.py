@@ -15,6 +15,7 @@ empty start over a store that has envs (``provisionctl doctor`` rebuilds it from
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 from pathlib import Path
 
@@ -97,6 +98,8 @@ def open_registry(paths: Paths) -> sqlite3.Connection:
         size = None  # a new store, or one restored from a bundle: the sweep adopts its envs
     if size == 0 and has_envs(paths):
         raise broken(paths, "is empty (0 bytes)")
+    if size is None:  # SQLite gives its -wal and -shm files the database file's mode
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     db = connect(path)
     try:
         stored, version = _check(db, paths)

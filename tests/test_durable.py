@@ -6,8 +6,10 @@ the lock file, the marker, the rename and the registry write, in that order (dur
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
+import threading
 import subprocess
 import sys
 from pathlib import Path
@@ -111,3 +113,26 @@ def test_sync_tree_uses_syncfs_on_linux(tmp_path: Path) -> None:
     assert how == ("syncfs" if sys.platform.startswith("linux") else "fsync") and seconds >= 0
     with pytest.raises(NotADirectoryError):
         durable.syncfs(tmp_path / "f")
+
+
+async def test_a_cancelled_caller_waits_for_the_thread_to_finish() -> None:
+    """A thread cannot be stopped: cleanup after a cancel must not run while it still renames files."""
+    release, finished = threading.Event(), []
+
+    def work() -> str:
+        release.wait(30)
+        finished.append(True)
+        return "placed"
+
+    task = asyncio.create_task(durable.finish_in_thread(work))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    task.cancel()
+    for _ in range(20):  # a plain to_thread() would be cancelled by now
+        await asyncio.sleep(0)
+    assert not task.done()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert finished == [True]
+    assert await durable.finish_in_thread(work) == "placed"

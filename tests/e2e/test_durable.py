@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +56,7 @@ def test_an_empty_registry_is_refused_reported_and_rebuilt_from_disk(daemon: Dae
     [aside] = repaired["moved_aside"]
     assert Path(aside).name.startswith("state.db.broken-") and Path(aside).stat().st_size == 0
     assert report["ok"] and report["registry"]["status"] == "ok"
+    assert stat.S_IMODE((daemon.home / "state.db").stat().st_mode) == 0o600  # provisionctl's umask is 022
 
     daemon.start()
     view = daemon.client.get("/v1/envs/nlp-exp")
@@ -120,3 +122,15 @@ def test_builds_over_the_limit_are_pruned_after_each_build(keep_one_build: None,
         assert logs == [f"build-{ids[-1]}.log"]
     finally:
         assert d.stop() == 0
+
+
+def test_a_build_syncs_its_env_before_publishing_it(daemon: Daemon, channel: Path, tmp_path: Path) -> None:
+    """The build path runs the durability step (tests/test_durable.py watches its order with strace)."""
+    code, out, err = daemon.ctl("warm", str(write_project(tmp_path / "p", channel, ["hello"])), "--json")
+    assert code == 0, err
+    view = json.loads(out)
+    lines = daemon.client.get(f"/v1/builds/{view['build_id']}/log").splitlines()
+    synced = [i for i, line in enumerate(lines)
+              if line.startswith(f"synced {Path(view['prefix']).name} to disk (syncfs) in ")]
+    published = [i for i, line in enumerate(lines) if line.startswith(f"published {view['prefix']} in ")]
+    assert len(synced) == 1 and len(published) == 1 and synced[0] < published[0], lines
