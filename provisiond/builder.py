@@ -141,7 +141,8 @@ class Builder:
 
     def _finished(self, env_key: str) -> None:
         self._builds.pop(env_key, None)
-        retention.prune(self.store, self.settings)  # a row or two over the limits: cheap (retention.py)
+        if not self._closing:  # a row or two over the limits: cheap (retention.py); start-up prunes too
+            retention.prune(self.store, self.settings)
 
     async def _build(self, lock: Lock, name: str | None) -> Path:
         env_key = lock.env_key

@@ -21,7 +21,7 @@ from typing import Any
 
 from provisiond import registry
 from provisiond.activation import NAME_TARGET, NAMES_DIR, PROJECT_LEAF
-from provisiond.errors import StoreBusyError
+from provisiond.errors import EnvNotFoundError, StoreBusyError
 from provisiond.settings import Paths
 from provisiond.store import MARKER, Store
 
@@ -30,6 +30,8 @@ REPAIR = "provisionctl doctor --repair"
 
 def doctor(paths: Paths, *, repair: bool = False) -> dict[str, Any]:
     """Check the store at ``paths`` (and with ``repair``, fix what can be fixed); a report for render."""
+    if not paths.home.is_dir():
+        raise EnvNotFoundError(f"no store at {paths.home}", hint="name the store with --home or PROVISIOND_HOME")
     try:
         with Store.held(paths) as store:
             state = _registry_state(paths)

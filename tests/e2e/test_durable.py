@@ -78,6 +78,10 @@ def test_doctor_never_runs_beside_a_live_daemon(daemon: Daemon) -> None:
     proc = subprocess.run([sys.executable, "-m", "provisiond.cli", "--home", str(daemon.home), "doctor"],
                           env=daemon.environ(), capture_output=True, text=True, timeout=WAIT)
     assert proc.returncode == os.EX_TEMPFAIL and "stop it first" in proc.stderr, proc.stderr
+    nowhere = daemon.home.parent / "nowhere"
+    proc = subprocess.run([sys.executable, "-m", "provisiond.cli", "--home", str(nowhere), "doctor"],
+                          env=daemon.environ(), capture_output=True, text=True, timeout=WAIT)
+    assert proc.returncode == os.EX_NOINPUT and "no store at" in proc.stderr and not nowhere.exists()
 
 
 def test_doctor_finds_and_removes_leftovers_of_a_healthy_store(daemon: Daemon, channel: Path,
