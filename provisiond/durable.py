@@ -56,7 +56,7 @@ def syncfs(path: Path) -> bool:
 def fsync_tree(root: Path) -> int:
     """fsync every regular file and directory under ``root`` (``root`` too); returns how many."""
     count = 0
-    for top, dirs, files in os.walk(root):
+    for top, _dirs, files in os.walk(root):  # symlinked dirs are not followed
         for name in files:
             path = os.path.join(top, name)
             try:
@@ -70,7 +70,6 @@ def fsync_tree(root: Path) -> int:
             count += 1
         fsync_dir(Path(top))
         count += 1
-        del dirs  # os.walk descends into them; symlinked dirs are not followed
     return count
 
 
