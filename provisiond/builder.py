@@ -17,7 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO, TypeVar
 
-from provisiond import activation
+from provisiond import activation, retention
+from provisiond.durable import finish_in_thread
 from provisiond.engines.base import Engine
 from provisiond.errors import ProvisionError, ShuttingDownError
 from provisiond.events import BuildEvents
@@ -142,13 +143,14 @@ class Builder:
                                         hint="run the command again once provisiond is back")
             task = asyncio.create_task(self._build(lock, name))
             self._builds[env_key], self._locks[env_key] = task, lock  # pinned before any await
-
-            def done(_task: asyncio.Task[Path]) -> None:
-                self._builds.pop(env_key, None)
-                self._locks.pop(env_key, None)
-
-            task.add_done_callback(done)
+            task.add_done_callback(lambda _t: self._finished(env_key))
         return await shared(task)
+
+    def _finished(self, env_key: str) -> None:
+        self._builds.pop(env_key, None)
+        self._locks.pop(env_key, None)
+        if not self._closing:  # a row or two over the limits: cheap (retention.py); start-up prunes too
+            retention.prune(self.store, self.settings)
 
     async def _build(self, lock: Lock, name: str | None) -> Path:
         """Build and publish ``lock``. Once its row exists, the build always ends: the row gets its
@@ -194,11 +196,13 @@ class Builder:
                     await install_pip(lock, target, uv=find_uv(), cache_dir=self.settings.paths.uv_cache,
                                       on_line=on_line)
                 progress.emit("publish")
+                # Files to the disk, lock, marker, rename: in a thread (durable.py); then the row.
                 if in_place:
-                    prefix = self.store.publish_in_place(lock, target)
+                    prefix = await finish_in_thread(self.store.place_in_place, lock, target, on_line)
                     shutil.rmtree(build_dir, ignore_errors=True)  # held only the small explicit file
                 else:
-                    prefix = self.store.publish(lock, build_dir)
+                    prefix = await finish_in_thread(self.store.place, lock, build_dir, on_line)
+                self.store.add_env(lock, prefix)
                 on_line(f"published {prefix} in {time.perf_counter() - started:.2f}s")
             except BaseException as exc:
                 error = exc if isinstance(exc, asyncio.CancelledError) else (self.store.disk_full(exc) or exc)

@@ -266,6 +266,12 @@ def cmd_unbundle(args: argparse.Namespace) -> Result:
     return unbundle(Path(args.source), home)
 
 
+def cmd_doctor(args: argparse.Namespace) -> Result:
+    from provisiond.doctor import doctor  # works on the store itself: the daemon may refuse to start
+
+    return doctor(args.settings.paths, repair=args.repair)
+
+
 def cmd_check(args: argparse.Namespace) -> Result:
     from provisiond.spec import load_spec  # ruamel + rattler: only this command pays for them
 
@@ -298,6 +304,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], Result], str]] = {
                      "(no daemon needed once the env is ready)"),
     "bundle": (cmd_bundle, "write what an image needs to cold-start envs (env, activation, lock, cold-start)"),
     "unbundle": (cmd_unbundle, "restore a bundle into the store at the path it was built for"),
+    "doctor": (cmd_doctor, "check the store without the daemon (registry, envs, leftovers); --repair rebuilds "
+                           "a broken registry from the disk (stop the daemon first)"),
     "check": (cmd_check, "validate an environment file without the daemon (exit 65 on error)"),
     "hook": (cmd_hook, "print the shell hook: eval \"$(provisionctl hook bash)\" in ~/.bashrc (zsh, fish too)"),
     "activate": (cmd_activate, "print an activation script: eval \"$(provisionctl activate NAME|PATH)\""),
@@ -314,8 +322,8 @@ def parser() -> argparse.ArgumentParser:
         description="Control provisiond: register projects, build and inspect conda environments.",
         epilog="Examples:\n  provisionctl watch ~/work/nlp\n  provisionctl warm nlp-exp\n"
                "  provisionctl create -f other/environment.yml -n tools\n  provisionctl list --json\n\n"
-               "Exit codes: 0 ok, 65 bad environment file, 66 no such env, 69 daemon not running, "
-               "70 engine failure.",
+               "Exit codes: 0 ok, 1 doctor found problems, 65 bad environment file, 66 no such env, "
+               "69 daemon not running, 70 engine failure, 78 bad configuration or registry.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--socket", help="daemon socket (env PROVISIOND_SOCKET)")
@@ -372,6 +380,9 @@ def parser() -> argparse.ArgumentParser:
                                   help="the store to restore into (default: PROVISIOND_HOME); must be the "
                                        "path the bundle was built for")
     cmds["check"].add_argument("file", metavar="FILE")
+    cmds["doctor"].add_argument("--repair", action="store_true",
+                                help="fix what it found: move a broken state.db aside and rebuild it from the envs, "
+                                     "locks and activation files; remove leftovers")
     cmds["hook"].add_argument("shell", choices=("bash", "zsh", "fish"))
     cmds["activate"].add_argument("target", metavar="NAME|PATH")
     cmds["activate"].add_argument("--shell", choices=("bash", "zsh", "fish", "sh", "json"),
@@ -402,6 +413,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"hint: {exc.hint}", file=sys.stderr)
         return exc.exit_code
     print(json.dumps(result, indent=2) if args.json else render(args.command, result))
+    if args.command == "doctor" and not result["ok"]:
+        return 1  # like fsck: problems remain
     return 0
 
 

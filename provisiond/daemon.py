@@ -25,7 +25,7 @@ async def serve(settings: Settings, *, environ: Mapping[str, str] | None = None,
     config file again; ``main`` passes its flags too). Under systemd it takes the socket from
     LISTEN_FDS and reports READY=1/STOPPING=1 (sd_notify).
     """
-    from provisiond import systemd
+    from provisiond import retention, systemd
 
     from provisiond.api.app import make_app, serving
     from provisiond.engines import engine_for
@@ -44,6 +44,7 @@ async def serve(settings: Settings, *, environ: Mapping[str, str] | None = None,
     loop.add_signal_handler(signal.SIGHUP, hangup.set)
     try:
         with Store.open(settings.paths) as store:
+            retention.prune(store, settings, orphan_logs=True)
             engine = engine_for(settings, environ)
             provisioner = Provisioner(store, engine, settings)
             info = {"version": __version__, "engine": engine.name, "engine_version": engine.version(),

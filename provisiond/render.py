@@ -57,6 +57,32 @@ def render_spec(spec: dict[str, Any]) -> str:
     return "\n".join(out + [f"warning: {w}" for w in spec.get("warnings", [])])
 
 
+def render_doctor(report: dict[str, Any]) -> str:
+    reg = report["registry"]
+    counts = f", {reg['envs']} envs, {reg['names']} names" if "envs" in reg else ""
+    version = f" (schema version {reg['version']}{counts})" if reg["version"] is not None else ""
+    lines = [f"store {report['store']}: registry {reg['status']}{version}"]
+    repaired = report.get("repaired")
+    if repaired:
+        lines += [f"repaired: moved {m} aside" for m in repaired["moved_aside"]]
+        lines.append(f"repaired: {repaired['envs']} envs in the registry")
+        lines += [f"repaired: forgot env {k[:16]} (its prefix is incomplete)" for k in repaired["forgotten_envs"]]
+        if repaired["projects"] or repaired["names"]:
+            lines.append(f"repaired: restored projects {', '.join(repaired['projects']) or '-'}; "
+                         f"names {', '.join(repaired['names']) or '-'}")
+        lines += [f"skipped: {s}" for s in repaired["skipped"]]
+        if repaired["projects"]:
+            lines.append("note: consent is not restored: run 'provisionctl allow DIR' (or warm DIR) per project")
+    for p in report["problems"]:
+        fix = "" if p["repairable"] else " (not repairable)"
+        lines.append(f"problem: {p['kind']}: {p['path']}: {p['message']}{fix}")
+    if report["ok"]:
+        lines.append("ok: no problems found")
+    elif any(p["repairable"] for p in report["problems"]):
+        lines.append("fix: stop the daemon, then run: provisionctl doctor --repair")
+    return "\n".join(lines)
+
+
 def render(command: str, result: Result) -> str:
     if command == "warm":
         return result.get("prefix") or render_env(result)
@@ -98,6 +124,8 @@ def render(command: str, result: Result) -> str:
                           "enable with: systemctl --user daemon-reload && systemctl --user enable --now provisiond.socket"])
     if command == "log":
         return str(result["log"]).rstrip("\n")
+    if command == "doctor":
+        return render_doctor(result)
     if command == "check":
         return render_spec(result)
     if command in ("bundle", "unbundle"):

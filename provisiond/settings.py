@@ -105,6 +105,11 @@ class Settings:
     # a request's head or body (then it is disconnected, or gets a 408).
     max_connections: int = 64
     read_timeout: float = 10.0
+    # Registry growth (retention.py): build rows (and their logs) kept, cached solves kept, and the
+    # age after which a cached solve goes (never younger than solve_ttl).
+    keep_builds: int = 200
+    keep_solves: int = 1000
+    keep_solves_days: float = 30.0
     config_file: Path | None = None
     # None: log to stderr (the journal under systemd). A file is reopened on SIGHUP (logrotate).
     log_file: Path | None = None
@@ -117,6 +122,8 @@ class Settings:
                 "channel_alias": mask(self.channel_alias), "watch_debounce_ms": self.watch_debounce_ms,
                 "watch_step_ms": self.watch_step_ms, "gc_days": self.gc_days,
                 "cache_budget_bytes": self.cache_budget_bytes, "trusted_prefixes": list(self.trusted_prefixes),
+                "keep_builds": self.keep_builds, "keep_solves": self.keep_solves,
+                "keep_solves_days": self.keep_solves_days,
                 "config_file": str(self.config_file) if self.config_file else None,
                 "log_file": str(self.log_file) if self.log_file else None}
 
@@ -132,7 +139,8 @@ def load_settings(
     ``micromamba_path``, ``max_builds``, ``solve_ttl`` (seconds a solve stays cached),
     ``channel_alias``, ``watch_debounce_ms``, ``watch_step_ms``, ``gc_days``, ``cache_budget_bytes``,
     ``trusted_prefixes`` (a TOML list of directories, or ``:``-separated in the environment),
-    ``log_file``, ``max_connections``, ``read_timeout``.
+    ``log_file``, ``max_connections``, ``read_timeout``, ``keep_builds``, ``keep_solves``,
+    ``keep_solves_days`` (what the registry keeps: retention.py).
     In the TOML file the engine keys may also be written as an ``[engine]`` table
     (``engine.name``, ``engine.micromamba_path``). Paths are resolved by ``locations.Sources``.
     """
@@ -144,7 +152,8 @@ def load_settings(
     for key, convert in (("engine", str), ("micromamba_path", str), ("max_builds", int),
                          ("solve_ttl", float), ("channel_alias", str), ("watch_debounce_ms", int),
                          ("watch_step_ms", int), ("gc_days", float), ("cache_budget_bytes", int),
-                         ("max_connections", int), ("read_timeout", float)):
+                         ("max_connections", int), ("read_timeout", float), ("keep_builds", int),
+                         ("keep_solves", int), ("keep_solves_days", float)):
         choice = pick(key)
         if choice is None:
             continue
@@ -166,6 +175,9 @@ def load_settings(
         raise ConfigError(f"max_connections={values['max_connections']}: must be at least 1")
     if not 0 < values.get("read_timeout", 1) < float("inf"):
         raise ConfigError(f"read_timeout={values['read_timeout']}: must be a positive number of seconds")
+    for key in ("keep_builds", "keep_solves", "keep_solves_days"):
+        if not 0 <= values.get(key, 0) < float("inf"):
+            raise ConfigError(f"{key}={values[key]}: must be a number, 0 or more")
     if not values.get("channel_alias", "/").endswith("/"):
         values["channel_alias"] += "/"
     log_file = sources.path("log_file")

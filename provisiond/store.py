@@ -10,17 +10,19 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from provisiond import durable
 from provisiond.credentials import scrub_store
 from provisiond import layout
 from provisiond.errors import ConfigError, DiskFullError, EnvNotFoundError, StoreBusyError
 from provisiond.files import write_atomic
 from provisiond.lock import Lock
+from provisiond.registry import open_registry
 from provisiond.settings import Paths
 from provisiond.urls import mask
 
@@ -28,24 +30,6 @@ log = logging.getLogger(__name__)
 
 MARKER = layout.MARKER  # written inside a prefix last, just before it becomes visible
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS envs (
-    env_key TEXT PRIMARY KEY, prefix TEXT NOT NULL, platform TEXT NOT NULL, engine TEXT NOT NULL,
-    packages INTEGER NOT NULL, created REAL NOT NULL, last_used REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS names (
-    name TEXT PRIMARY KEY, kind TEXT NOT NULL, source TEXT, env_key TEXT, spec_key TEXT,
-    status TEXT NOT NULL, error TEXT, build_id INTEGER, updated REAL NOT NULL);
-CREATE UNIQUE INDEX IF NOT EXISTS names_project ON names(source) WHERE kind = 'project';
-CREATE TABLE IF NOT EXISTS solves (
-    spec_key TEXT PRIMARY KEY, lock TEXT NOT NULL, solved_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS builds (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, env_key TEXT NOT NULL, name TEXT, status TEXT NOT NULL,
-    started REAL NOT NULL, finished REAL, log TEXT NOT NULL, error TEXT);
-CREATE TABLE IF NOT EXISTS cache_use (
-    entry TEXT PRIMARY KEY, last_used REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS trust (
-    path TEXT PRIMARY KEY, digest TEXT NOT NULL, parts TEXT NOT NULL, allowed REAL NOT NULL);
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,10 +89,17 @@ class Store:
     @classmethod
     @contextmanager
     def open(cls, paths: Paths) -> Iterator[Store]:
+        with cls.held(paths) as store:
+            store.load()
+            yield store
+
+    @classmethod
+    @contextmanager
+    def held(cls, paths: Paths) -> Iterator[Store]:
+        """The store's flock, registry not opened yet (``provisionctl doctor``: never beside a daemon)."""
         store = cls(paths)
         store._acquire()
         try:
-            store._init()
             yield store
         finally:
             store.close()
@@ -129,15 +120,12 @@ class Store:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
 
-    def _init(self) -> None:
+    def load(self) -> None:
+        """Open the registry (checked, migrated), then recover from a crash (``sweep``)."""
         for d in (self.paths.pkgs, self.paths.envs, self.paths.locks, self.paths.logs, self.paths.leases):
             d.mkdir(parents=True, exist_ok=True)
         self.make_private()
-        self._db = sqlite3.connect(self.paths.db, isolation_level=None, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
+        self._db = open_registry(self.paths)  # schema version, migrations, never empty over envs
         scrub_store(self.paths, self._db)  # a store from before the credentials file
         self.sweep()
 
@@ -219,7 +207,7 @@ class Store:
                 shutil.rmtree(entry, ignore_errors=True)
                 continue
             # Renamed into place but the row was not committed: finish the publish.
-            self._insert_env(lock, entry)
+            self.add_env(lock, entry)
         now = time.time()
         self.db.execute(
             "UPDATE builds SET status='interrupted', finished=?, error='the daemon stopped during the build'"
@@ -251,11 +239,24 @@ class Store:
         return path
 
     def publish(self, lock: Lock, build_dir: Path) -> Path:
-        """Make a finished build visible: lock file, marker, one rename(), then the row."""
+        """Make a finished build visible: ``place`` it (files), then the row."""
+        final = self.place(lock, build_dir)
+        self.add_env(lock, final)
+        return final
+
+    def place(self, lock: Lock, build_dir: Path, on_line: Callable[[str], None] | None = None) -> Path:
+        """The files of a publish, in the order a power loss needs (durable.py); no registry, so a
+        thread may run it (``durable.finish_in_thread``), and ``add_env`` commits the row after.
+
+        The build's files reach the disk, then the lock file, then the marker, then one rename()
+        whose new name is fsynced too: a prefix with the marker is complete after a power loss.
+        """
         env_key = lock.env_key
         final = self.paths.prefix(env_key)
-        write_atomic(self.paths.locks / f"{env_key}.json", lock.without_credentials().to_json())
-        write_atomic(build_dir / MARKER, json.dumps({"env_key": env_key, "lock_version": 1}))
+        started = time.perf_counter()
+        how, synced = durable.sync_tree(build_dir)
+        write_atomic(self.paths.locks / f"{env_key}.json", lock.without_credentials().to_json(), sync=True)
+        write_atomic(build_dir / MARKER, json.dumps({"env_key": env_key, "lock_version": 1}), sync=True)
         try:
             os.rename(build_dir, final)
         except OSError:
@@ -268,22 +269,31 @@ class Store:
                                      hint="report this: an env_key prefix collision")
             # Someone published the same env_key first; ours is an identical copy.
             shutil.rmtree(build_dir, ignore_errors=True)
-        self._insert_env(lock, final)
+            return final
+        durable.fsync_dir(self.paths.envs)
+        _report(final.name, how, synced, time.perf_counter() - started, on_line)
         return final
 
     # -- engines that build in place (micromamba: Engine.builds_in_place) ------------------
 
     def publish_in_place(self, lock: Lock, prefix: Path) -> Path:
-        """Publish an env built at its final path: lock file, then the marker last, then the row.
+        """Publish an env built at its final path: ``place_in_place``, then the row."""
+        self.place_in_place(lock, prefix)
+        self.add_env(lock, prefix)
+        return prefix
 
-        Until the marker exists the prefix is garbage to ``sweep`` and ``discard_in_place``.
+    def place_in_place(self, lock: Lock, prefix: Path, on_line: Callable[[str], None] | None = None) -> Path:
+        """The files of an in-place publish: the prefix reaches the disk, then the lock file, then the
+        marker last. Until the marker exists the prefix is garbage to ``sweep`` and ``discard_in_place``.
         """
         if prefix != self.paths.prefix(lock.env_key):
             raise ValueError(f"{prefix} is not the prefix of env {lock.env_key[:16]}")
-        write_atomic(self.paths.locks / f"{lock.env_key}.json", lock.without_credentials().to_json())
+        started = time.perf_counter()
+        how, synced = durable.sync_tree(prefix)
+        write_atomic(self.paths.locks / f"{lock.env_key}.json", lock.without_credentials().to_json(), sync=True)
         (prefix / MARKER).parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(prefix / MARKER, json.dumps({"env_key": lock.env_key, "lock_version": 1}))
-        self._insert_env(lock, prefix)
+        write_atomic(prefix / MARKER, json.dumps({"env_key": lock.env_key, "lock_version": 1}), sync=True)
+        _report(prefix.name, how, synced, time.perf_counter() - started, on_line)
         return prefix
 
     def discard_in_place(self, prefix: Path) -> None:
@@ -292,7 +302,8 @@ class Store:
             log.warning("removing incomplete prefix %s", prefix)
             shutil.rmtree(prefix, ignore_errors=True)
 
-    def _insert_env(self, lock: Lock, prefix: Path) -> None:
+    def add_env(self, lock: Lock, prefix: Path) -> None:
+        """The registry row of a placed env (idempotent): the last step of a publish."""
         now = time.time()
         self.db.execute(
             "INSERT OR IGNORE INTO envs VALUES (?,?,?,?,?,?,?)",
@@ -469,6 +480,15 @@ class Store:
         else:
             rows = self.db.execute("SELECT * FROM builds ORDER BY id DESC LIMIT ?", (limit,))
         return [BuildRecord(**dict(row)) for row in rows]
+
+
+def _report(name: str, how: str, synced: float, total: float, on_line: Callable[[str], None] | None) -> None:
+    """The durability step's cost, in the build log (benchmarks/bench_core.py reads it there)."""
+    message = (f"synced {name} to disk ({how}) in {synced * 1000:.1f} ms; with the lock file, marker and "
+               f"rename in {total * 1000:.1f} ms")
+    log.debug("%s", message)
+    if on_line is not None:
+        on_line(message)
 
 
 def _allowance(row: sqlite3.Row) -> Allowance:
