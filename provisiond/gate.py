@@ -18,9 +18,10 @@ from typing import Any
 from provisiond import activation, trust
 from provisiond.errors import BadRequestError, BlockedError, EnvNotFoundError
 from provisiond.locations import SPEC_FILES
+from provisiond.registry import NameRecord
 from provisiond.settings import Settings
 from provisiond.spec import EnvSpec
-from provisiond.store import NameRecord, Store
+from provisiond.store import Store
 from provisiond.urls import mask
 
 log = logging.getLogger(__name__)

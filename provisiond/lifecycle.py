@@ -25,15 +25,22 @@ from typing import Any
 from provisiond import activation, gc, trust
 from provisiond.builder import Builder, shared
 from provisiond.engines.base import Engine
-from provisiond.errors import BlockedError, EnvNotFoundError, ProvisionError, ShuttingDownError, SpecError
+from provisiond.errors import (
+    BlockedError,
+    EnvNotFoundError,
+    ProvisionError,
+    ShuttingDownError,
+    SpecError,
+)
 from provisiond.gate import TrustGate
 from provisiond.locations import SPEC_FILES
 from provisiond.lock import Lock
 from provisiond.lockfiles import load_lockfile
 from provisiond.pip import find_uv, inputs_key, resolve_pip
+from provisiond.registry import NameRecord
 from provisiond.settings import Settings
 from provisiond.spec import EnvSpec, read_spec, spec_key
-from provisiond.store import NameRecord, Store
+from provisiond.store import Store
 from provisiond.urls import mask
 
 log = logging.getLogger(__name__)

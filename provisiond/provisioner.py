@@ -22,9 +22,10 @@ from provisiond.gate import TrustGate, project_dir
 from provisiond.lifecycle import Lifecycle, spec_file_of
 from provisiond.lock import EnvKey, Lock
 from provisiond.lockfiles import kind_of, load_lockfile
+from provisiond.registry import NameRecord
 from provisiond.settings import Settings
 from provisiond.spec import EnvSpec, load_spec, read_spec
-from provisiond.store import NameRecord, Store
+from provisiond.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -12,19 +12,21 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from provisiond import durable
+from provisiond import durable, layout
 from provisiond.credentials import scrub_store
-from provisiond import layout
-from provisiond.errors import ConfigError, DiskFullError, EnvNotFoundError, StoreBusyError
+from provisiond.errors import (
+    ConfigError,
+    DiskFullError,
+    EnvNotFoundError,
+    StoreBusyError,
+)
 from provisiond.files import write_atomic
 from provisiond.lock import Lock
-from provisiond.registry import open_registry
+from provisiond.registry import Registry, open_registry
 from provisiond.settings import Paths
-from provisiond.urls import mask
 
 log = logging.getLogger(__name__)
 
@@ -32,53 +34,7 @@ MARKER = layout.MARKER  # written inside a prefix last, just before it becomes v
 
 
 
-@dataclass(frozen=True, slots=True)
-class NameRecord:
-    """A named env: a project directory (kind ``project``) or an env created from a file (``file``)."""
-
-    name: str
-    kind: str
-    source: str | None
-    env_key: str | None
-    spec_key: str | None
-    status: str
-    error: str | None
-    build_id: int | None
-    updated: float
-
-
-@dataclass(frozen=True, slots=True)
-class Allowance:
-    """The user allowed ``path`` (a project dir, or an env's file) with this fingerprint (trust.py)."""
-
-    path: str
-    digest: str
-    parts: dict[str, str]
-    allowed: float
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"path": self.path, "digest": self.digest, "allowed": self.allowed}
-
-
-@dataclass(frozen=True, slots=True)
-class BuildRecord:
-    id: int
-    env_key: str
-    name: str | None
-    status: str
-    started: float
-    finished: float | None
-    log: str
-    error: str | None
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "id": self.id, "env_key": self.env_key, "name": self.name, "status": self.status,
-            "started": self.started, "finished": self.finished, "log": self.log, "error": self.error,
-        }
-
-
-class Store:
+class Store(Registry):
     """One store root. ``open()`` takes the store flock, so at most one daemon serves it."""
 
     def __init__(self, paths: Paths) -> None:
@@ -360,128 +316,6 @@ class Store:
                              hint=f"free space on the filesystem of {self.paths.home} (provisionctl gc "
                                   "--cache-budget 1G drops cached packages), then run the command again")
 
-    # -- package cache use (gc's least-recently-used order) ----------------------------------
-
-    def touch_cache(self, entries: list[str]) -> None:
-        """Record that a build linked from these ``pkgs/`` entries now."""
-        now = time.time()
-        self.db.executemany("INSERT OR REPLACE INTO cache_use VALUES (?,?)", [(e, now) for e in entries])
-
-    def cache_last_used(self) -> dict[str, float]:
-        return {row["entry"]: row["last_used"] for row in self.db.execute("SELECT * FROM cache_use")}
-
-    # -- solve cache -----------------------------------------------------------------------
-
-    def cached_lock(self, spec_key: str, max_age: float) -> Lock | None:
-        row = self.db.execute("SELECT lock, solved_at FROM solves WHERE spec_key=?", (spec_key,)).fetchone()
-        if row is None or time.time() - row["solved_at"] > max_age:
-            return None
-        return Lock.from_json(row["lock"])
-
-    def cached_lock_age(self, spec_key: str) -> float:
-        """Seconds since ``spec_key`` was solved (infinite when it never was)."""
-        row = self.db.execute("SELECT solved_at FROM solves WHERE spec_key=?", (spec_key,)).fetchone()
-        return float("inf") if row is None else time.time() - row["solved_at"]
-
-    def cache_lock(self, spec_key: str, lock: Lock) -> None:
-        self.db.execute("INSERT OR REPLACE INTO solves VALUES (?,?,?)",
-                        (spec_key, lock.without_credentials().to_json(), time.time()))
-
-    # -- names -----------------------------------------------------------------------------
-
-    def find_name(self, name: str) -> NameRecord | None:
-        row = self.db.execute("SELECT * FROM names WHERE name=?", (name,)).fetchone()
-        return NameRecord(**dict(row)) if row else None
-
-    def get_name(self, name: str) -> NameRecord:
-        record = self.find_name(name)
-        if record is None:
-            raise EnvNotFoundError(f"no env named {name!r}", hint="see: provisionctl list")
-        return record
-
-    def find_project(self, directory: str) -> NameRecord | None:
-        row = self.db.execute("SELECT * FROM names WHERE kind='project' AND source=?", (directory,)).fetchone()
-        return NameRecord(**dict(row)) if row else None
-
-    def list_names(self, kind: str | None = None) -> list[NameRecord]:
-        if kind is None:
-            rows = self.db.execute("SELECT * FROM names ORDER BY name")
-        else:
-            rows = self.db.execute("SELECT * FROM names WHERE kind=? ORDER BY name", (kind,))
-        return [NameRecord(**dict(row)) for row in rows]
-
-    def add_name(self, name: str, kind: str, source: str | None) -> NameRecord:
-        self.db.execute(
-            "INSERT INTO names (name, kind, source, status, updated) VALUES (?,?,?,'new',?)"
-            " ON CONFLICT(name) DO UPDATE SET kind=excluded.kind, source=excluded.source, updated=excluded.updated",
-            (name, kind, source, time.time()))
-        return self.get_name(name)
-
-    def remove_name(self, name: str) -> None:
-        self.db.execute("DELETE FROM names WHERE name=?", (name,))
-
-    def update_name(self, name: str, **values: Any) -> None:
-        if values.get("error"):  # engine errors may quote a URL with its token
-            values["error"] = mask(values["error"])
-        values["updated"] = time.time()
-        columns = ", ".join(f"{key}=?" for key in values)
-        self.db.execute(f"UPDATE names SET {columns} WHERE name=?", (*values.values(), name))
-
-    def names_of(self, env_key: str) -> list[str]:
-        return [row["name"] for row in self.db.execute("SELECT name FROM names WHERE env_key=? ORDER BY name", (env_key,))]
-
-    # -- trust (the allow-list) -----------------------------------------------------------
-
-    def allow(self, path: str, digest: str, parts: dict[str, str]) -> None:
-        self.db.execute("INSERT OR REPLACE INTO trust VALUES (?,?,?,?)",
-                        (path, digest, json.dumps(parts, sort_keys=True), time.time()))
-
-    def deny(self, path: str) -> bool:
-        """Forget an allowance; True if there was one."""
-        return self.db.execute("DELETE FROM trust WHERE path=?", (path,)).rowcount > 0
-
-    def find_allowance(self, path: str) -> Allowance | None:
-        row = self.db.execute("SELECT * FROM trust WHERE path=?", (path,)).fetchone()
-        return _allowance(row) if row else None
-
-    def list_allowances(self) -> list[Allowance]:
-        return [_allowance(row) for row in self.db.execute("SELECT * FROM trust ORDER BY path")]
-
-    # -- builds ----------------------------------------------------------------------------
-
-    def start_build(self, env_key: str, name: str | None) -> BuildRecord:
-        cur = self.db.execute(
-            "INSERT INTO builds (env_key, name, status, started, log) VALUES (?,?,'running',?, '')",
-            (env_key, name, time.time()))
-        build_id = int(cur.lastrowid or 0)
-        log_path = self.paths.logs / f"build-{build_id}.log"
-        self.db.execute("UPDATE builds SET log=? WHERE id=?", (str(log_path), build_id))
-        return self.get_build(build_id)
-
-    def finish_build(self, build_id: int, status: str, error: str | None = None) -> None:
-        self.db.execute("UPDATE builds SET status=?, finished=?, error=? WHERE id=?",
-                        (status, time.time(), mask(error) if error else error, build_id))
-
-    def find_build(self, build_id: int) -> BuildRecord | None:
-        row = self.db.execute("SELECT * FROM builds WHERE id=?", (build_id,)).fetchone()
-        return BuildRecord(**dict(row)) if row else None
-
-    def get_build(self, build_id: int) -> BuildRecord:
-        from provisiond.errors import BuildNotFoundError
-
-        record = self.find_build(build_id)
-        if record is None:
-            raise BuildNotFoundError(f"no build with id {build_id}")
-        return record
-
-    def list_builds(self, status: str | None = None, limit: int = 50) -> list[BuildRecord]:
-        if status:
-            rows = self.db.execute("SELECT * FROM builds WHERE status=? ORDER BY id DESC LIMIT ?", (status, limit))
-        else:
-            rows = self.db.execute("SELECT * FROM builds ORDER BY id DESC LIMIT ?", (limit,))
-        return [BuildRecord(**dict(row)) for row in rows]
-
-
 def _report(name: str, how: str, synced: float, total: float, on_line: Callable[[str], None] | None) -> None:
     """The durability step's cost, in the build log (benchmarks/bench_core.py reads it there)."""
     message = (f"synced {name} to disk ({how}) in {synced * 1000:.1f} ms; with the lock file, marker and "
@@ -489,7 +323,3 @@ def _report(name: str, how: str, synced: float, total: float, on_line: Callable[
     log.debug("%s", message)
     if on_line is not None:
         on_line(message)
-
-
-def _allowance(row: sqlite3.Row) -> Allowance:
-    return Allowance(path=row["path"], digest=row["digest"], parts=json.loads(row["parts"]), allowed=row["allowed"])
