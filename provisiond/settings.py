@@ -100,6 +100,11 @@ class Settings:
     # a request's head or body (then it is disconnected, or gets a 408).
     max_connections: int = 64
     read_timeout: float = 10.0
+    # Channels (the engine): seconds to connect to a channel server, seconds it may stay silent
+    # while sending repodata or a package, and the limit for a whole solve (repodata included).
+    connect_timeout: float = 10.0
+    fetch_timeout: float = 30.0
+    solve_timeout: float = 600.0
     config_file: Path | None = None
     # None: log to stderr (the journal under systemd). A file is reopened on SIGHUP (logrotate).
     log_file: Path | None = None
@@ -112,6 +117,8 @@ class Settings:
                 "channel_alias": mask(self.channel_alias), "watch_debounce_ms": self.watch_debounce_ms,
                 "watch_step_ms": self.watch_step_ms, "gc_days": self.gc_days,
                 "cache_budget_bytes": self.cache_budget_bytes, "trusted_prefixes": list(self.trusted_prefixes),
+                "connect_timeout": self.connect_timeout, "fetch_timeout": self.fetch_timeout,
+                "solve_timeout": self.solve_timeout,
                 "config_file": str(self.config_file) if self.config_file else None,
                 "log_file": str(self.log_file) if self.log_file else None}
 
@@ -127,7 +134,8 @@ def load_settings(
     ``micromamba_path``, ``max_builds``, ``solve_ttl`` (seconds a solve stays cached),
     ``channel_alias``, ``watch_debounce_ms``, ``watch_step_ms``, ``gc_days``, ``cache_budget_bytes``,
     ``trusted_prefixes`` (a TOML list of directories, or ``:``-separated in the environment),
-    ``log_file``, ``max_connections``, ``read_timeout``.
+    ``log_file``, ``max_connections``, ``read_timeout``, and the engine's ``connect_timeout``,
+    ``fetch_timeout`` and ``solve_timeout`` (seconds; see docs/configuration.md).
     In the TOML file the engine keys may also be written as an ``[engine]`` table
     (``engine.name``, ``engine.micromamba_path``). Paths are resolved by ``locations.Sources``.
     """
@@ -139,7 +147,8 @@ def load_settings(
     for key, convert in (("engine", str), ("micromamba_path", str), ("max_builds", int),
                          ("solve_ttl", float), ("channel_alias", str), ("watch_debounce_ms", int),
                          ("watch_step_ms", int), ("gc_days", float), ("cache_budget_bytes", int),
-                         ("max_connections", int), ("read_timeout", float)):
+                         ("max_connections", int), ("read_timeout", float), ("connect_timeout", float),
+                         ("fetch_timeout", float), ("solve_timeout", float)):
         choice = pick(key)
         if choice is None:
             continue
@@ -159,8 +168,9 @@ def load_settings(
         raise ConfigError(f"max_builds={values['max_builds']}: must be at least 1")
     if values.get("max_connections", 1) < 1:
         raise ConfigError(f"max_connections={values['max_connections']}: must be at least 1")
-    if not 0 < values.get("read_timeout", 1) < float("inf"):
-        raise ConfigError(f"read_timeout={values['read_timeout']}: must be a positive number of seconds")
+    for key in ("read_timeout", "connect_timeout", "fetch_timeout", "solve_timeout"):
+        if not 0 < values.get(key, 1) < float("inf"):
+            raise ConfigError(f"{key}={values[key]}: must be a positive number of seconds")
     if not values.get("channel_alias", "/").endswith("/"):
         values["channel_alias"] += "/"
     log_file = sources.path("log_file")
