@@ -26,7 +26,7 @@ from provisiond.engines import engine_for
 from provisiond.engines._process import run_process
 from provisiond.engines.micromamba import MicromambaEngine
 from provisiond.engines.rattler import RattlerEngine
-from provisiond.errors import ConfigError, EngineError, SolveError
+from provisiond.errors import ChannelTimeoutError, ConfigError, EngineError, SolveError
 from provisiond.lock import Lock
 from provisiond.provisioner import Provisioner
 from provisiond.settings import Settings, load_settings
@@ -268,6 +268,7 @@ async def test_replay_solve_passes_isolating_flags_and_a_scrubbed_environment(
     assert env["MAMBA_ROOT_PREFIX"] == str(root)
     assert "CONDA_PREFIX" not in env and "MAMBA_EXE" not in env
     assert env["CONDA_OVERRIDE_CUDA"] == "12.4"  # a user's virtual-package override is kept
+    assert env["MAMBA_REMOTE_CONNECT_TIMEOUT_SECS"] == "10"  # the connect_timeout setting
     assert call["stdin"] == "/dev/null"
     for probe in standin.calls("version") + standin.calls("info"):
         assert "CONDA_PREFIX" not in probe["env"] and probe["stdin"] == "/dev/null"
@@ -275,6 +276,14 @@ async def test_replay_solve_passes_isolating_flags_and_a_scrubbed_environment(
     await engine.solve(spec_for(RECORDED_CHANNEL, "pkga", priority="flexible"), refresh=True)
     argv = standin.calls("solve")[-1]["argv"]
     assert argv[argv.index("--channel-priority") + 1] == "flexible"
+    assert argv[argv.index("--repodata-ttl") + 1] == "0"
+
+    # The solve TTL: repodata cached longer than solve_ttl is fetched again.
+    await engine.solve(spec_for(RECORDED_CHANNEL, "pkga"), max_age=600)
+    argv = standin.calls("solve")[-1]["argv"]
+    assert argv[argv.index("--repodata-ttl") + 1] == "600"
+    await engine.solve(spec_for(RECORDED_CHANNEL, "pkga"), max_age=0)
+    argv = standin.calls("solve")[-1]["argv"]
     assert argv[argv.index("--repodata-ttl") + 1] == "0"
 
 
@@ -396,8 +405,9 @@ async def test_replay_hang_past_the_timeout_kills_the_process_group(
         settings: Settings, standin: StandIn, tmp_path: Path) -> None:
     engine = MicromambaEngine(settings, standin.exe, environ=user_environ(tmp_path), solve_timeout=3)
     standin.set(solve={"action": "hang"})
-    with pytest.raises(EngineError, match=r"micromamba solve timed out after 3s"):
+    with pytest.raises(ChannelTimeoutError, match=r"micromamba solve timed out after 3s") as err:
         await engine.solve(spec_for(RECORDED_CHANNEL, "pkga"))
+    assert RECORDED_CHANNEL in err.value.message and "solve_timeout" in (err.value.hint or "")
     assert_gone(standin.hang_pids())  # the child and the grandchild it started
 
 
