@@ -53,6 +53,8 @@ _SCRUBBED = ("CONDA_", "MAMBA_", "_CE_", "CONDARC", "MAMBARC")
 _KEPT = ("CONDA_OVERRIDE_",)  # user overrides of virtual packages (__cuda, __glibc): honoured by both engines
 _VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
 _UNSOLVABLE = "Could not solve for environment specs"
+# libcurl's CURLE_OPERATION_TIMEDOUT (28), as libmamba 2.8.1 reports it on stderr.
+_TIMED_OUT = ("Download error (28)", "Operation too slow", "Timeout was reached")
 _INSTALL_HINT = "install micromamba 2.x (see docs/micromamba.md), or run with --engine rattler"
 
 
@@ -244,6 +246,8 @@ class MicromambaEngine:
         if is_unsolvable(doc, lines):
             raise SolveError(f"{source}: cannot be solved:\n" + "\n".join(_problems(doc, lines)),
                              hint="relax a version pin or add the channel that has the package")
+        if result.returncode != 0 and any(m in line for line in lines for m in _TIMED_OUT):
+            raise timed_out(_failure("solve", result, doc))
         if result.returncode != 0 or doc.get("success") is not True:
             raise EngineError(_failure("solve", result, doc), hint="check the channel URLs and your network")
         packages = tuple(package_of(r) for r in linked_records(doc))

@@ -256,7 +256,9 @@ class RattlerEngine:
         client, _gateway = self._network()
         # Downloads are watched through the reporter; it costs rattler a Python call per event, so
         # only when something must be fetched or someone shows progress.
-        fetch = {p.name for p in lock.packages if not _cached(self.settings.paths.pkgs, p)}
+        # Only remote packages: a file:// one is copied and extracted without download events.
+        fetch = {p.name for p in lock.packages
+                 if not p.url.startswith("file:") and not _cached(self.settings.paths.pkgs, p)}
         reporter = _Reporter(progress, list(lock.packages), fetch) if progress or fetch else None
         try:
             records = [_record(p) for p in packages]

@@ -328,6 +328,18 @@ async def test_replay_usage_error_is_an_engine_error(engine: MicromambaEngine, s
     assert "--prefix excludes prefix_or_name" in err.value.message
 
 
+async def test_replay_a_channel_timeout_is_channel_timeout(engine: MicromambaEngine, standin: StandIn) -> None:
+    """libmamba's own limit on a channel that accepts and never answers (real 2.8.1 output, 120 s)."""
+    stderr = ("critical libmamba Multiple errors occurred:\n"
+              f"    Download error (28) Timeout was reached [{RECORDED_CHANNEL}/noarch/repodata.json]\n"
+              "    Operation too slow. Less than 30 bytes/sec transferred the last 60 seconds\n"
+              f"    Subdir {RECORDED_CHANNEL}/noarch not loaded!\n")
+    replay_solve(standin, "", stderr, rc=1)
+    with pytest.raises(ChannelTimeoutError, match=r"micromamba solve failed \(exit 1\)") as err:
+        await engine.solve(spec_for(RECORDED_CHANNEL, "pkga"))
+    assert "a channel did not answer in time" in err.value.message and "Operation too slow" in err.value.message
+
+
 # -- install ------------------------------------------------------------------------------------
 
 
