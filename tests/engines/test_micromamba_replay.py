@@ -26,7 +26,7 @@ from provisiond.engines import engine_for
 from provisiond.engines._process import run_process
 from provisiond.engines.micromamba import MicromambaEngine
 from provisiond.engines.rattler import RattlerEngine
-from provisiond.errors import ChannelTimeoutError, ConfigError, EngineError, SolveError
+from provisiond.errors import ChannelTimeoutError, ConfigError, EngineError, ShuttingDownError, SolveError
 from provisiond.lock import Lock
 from provisiond.provisioner import Provisioner
 from provisiond.settings import Settings, load_settings
@@ -141,6 +141,24 @@ def _running(pid: int) -> bool:
 async def recorded_lock(engine: MicromambaEngine, standin: StandIn) -> Lock:
     replay_solve(standin, sample("02_create_dryrun_json.stdout"))
     return await engine.solve(spec_for(RECORDED_CHANNEL, "pkga"))
+
+
+async def test_replay_shutdown_during_an_install_kills_micromamba_and_discards_its_prefix(
+        engine: MicromambaEngine, standin: StandIn, store: Store, settings: Settings) -> None:
+    lock = await recorded_lock(engine, standin)
+    standin.set(install={"action": "hang", "half": True})
+    provisioner = Provisioner(store, engine, settings)
+    build = asyncio.create_task(provisioner.ensure(lock))
+    target = settings.paths.prefix(lock.env_key)
+    async with asyncio.timeout(60):  # a generous deadline: the stand-in is linking (half a prefix)
+        while not (standin.dir / "hang.pids").exists() or not (target / "conda-meta").is_dir():
+            await asyncio.sleep(0.02)
+    await provisioner.close()
+    with pytest.raises(ShuttingDownError):
+        await build
+    assert_gone(standin.hang_pids())  # micromamba and what it started, before the cleanup
+    assert not target.exists() and list(settings.paths.building.iterdir()) == []
+    assert [b.status for b in store.list_builds()] == ["cancelled"]
 
 
 # -- start-up: finding and probing micromamba ----------------------------------------------------
