@@ -35,6 +35,7 @@ from rattler.networking import (AddHeadersMiddleware, AuthenticationMiddleware, 
 
 from provisiond.credentials import Credentials
 from provisiond.engines import virtual
+from provisiond.engines._watch import Reporter, cached, settle
 from provisiond.engines.base import OnLine
 from provisiond.errors import ChannelTimeoutError, EngineError, SolveError
 from provisiond.events import BuildProgress
@@ -52,8 +53,6 @@ PACKAGE_REQUEST_LIMIT = 3600
 # index) and matches nothing, so no record is converted to Python.
 _PROBE = "__provisiond-probe__"
 _REPODATA_FILES = ("repodata.json", "repodata.json.zst", "repodata_shards.msgpack.zst")
-_SETTLE_STEP = 0.1
-_SETTLE_LIMIT = 30.0
 
 
 class RattlerEngine:
@@ -197,8 +196,8 @@ class RattlerEngine:
             engine=self.name,
         )
 
-    def _timeout_hint(self) -> str:
-        return (f"check that the channel server answers; on a slow link raise fetch_timeout (now "
+    def _timeout_hint(self, channels: str = "the channel server") -> str:
+        return (f"check that {channels} answers; on a slow link raise fetch_timeout (now "
                 f"{self.settings.fetch_timeout:g}s) or connect_timeout (now {self.settings.connect_timeout:g}s), "
                 "see docs/configuration.md")
 
@@ -247,7 +246,8 @@ class RattlerEngine:
                 self._checked.pop(probes[task].base_url, None)
             raise ChannelTimeoutError(
                 f"channel {names} did not send its repodata within {self._stall_limit:g}s "
-                f"(connect_timeout + fetch_timeout)", hint=self._timeout_hint())
+                f"(connect_timeout + fetch_timeout)", hint=self._timeout_hint(names))
+
     async def install(self, lock: Lock, build_dir: Path, target_prefix: Path, on_line: OnLine,
                       progress: BuildProgress | None = None) -> None:
         on_line(f"installing {len(lock.packages)} packages into {target_prefix} (building in {build_dir})")
@@ -258,8 +258,8 @@ class RattlerEngine:
         # only when something must be fetched or someone shows progress.
         # Only remote packages: a file:// one is copied and extracted without download events.
         fetch = {p.name for p in lock.packages
-                 if not p.url.startswith("file:") and not _cached(self.settings.paths.pkgs, p)}
-        reporter = _Reporter(progress, list(lock.packages), fetch) if progress or fetch else None
+                 if not p.url.startswith("file:") and not cached(self.settings.paths.pkgs, p)}
+        reporter = Reporter(progress, list(lock.packages), fetch) if progress or fetch else None
         try:
             records = [_record(p) for p in packages]
             task = asyncio.ensure_future(rattler.install(
@@ -290,7 +290,7 @@ class RattlerEngine:
             raise EngineError(f"install failed: {text.splitlines()[0] if text else type(exc).__name__}") from None
         on_line("\n".join(f"linked {p.dist} ({p.subdir})" for p in lock.packages))
 
-    async def _watch(self, task: asyncio.Future[None], reporter: _Reporter | None) -> None:
+    async def _watch(self, task: asyncio.Future[None], reporter: Reporter | None) -> None:
         """Await ``task``; end it with ChannelTimeoutError when its downloads stall."""
         if reporter is None:
             await task
@@ -303,7 +303,7 @@ class RattlerEngine:
                 channels = ", ".join(sorted({mask(c) for c in reporter.downloading}))
                 raise ChannelTimeoutError(
                     f"channel {channels}: a package download made no progress for {limit:g}s "
-                    "(connect_timeout + fetch_timeout)", hint=self._timeout_hint())
+                    "(connect_timeout + fetch_timeout)", hint=self._timeout_hint(channels))
             done, _ = await asyncio.wait({task}, timeout=max(remaining, 0.0) or limit)
             if done:
                 task.result()
@@ -316,30 +316,6 @@ class RattlerEngine:
         base = p.channel if channel != p.channel else p.url.rsplit("/", 2)[0] + "/"
         self.credentials.remember(base)
         return dataclasses.replace(p, url=url, channel=channel)
-
-
-async def settle(directory: Path) -> None:
-    """Return once nothing has been created in ``directory`` for a moment (bounded)."""
-    def snapshot() -> tuple[int, int]:
-        count = newest = 0
-        for root, dirs, files in os.walk(directory):
-            for name in (*dirs, *files):
-                count += 1
-                try:
-                    newest = max(newest, os.lstat(os.path.join(root, name)).st_mtime_ns)
-                except OSError:
-                    pass
-        return count, newest
-
-    deadline = time.monotonic() + _SETTLE_LIMIT
-    before = await asyncio.to_thread(snapshot)
-    while time.monotonic() < deadline:
-        await asyncio.sleep(_SETTLE_STEP)  # rattler gives no event when its link threads end
-        after = await asyncio.to_thread(snapshot)
-        if after == before:
-            return
-        before = after
-    log.warning("%s still changed %gs after its install was cancelled", directory, _SETTLE_LIMIT)
 
 
 def _file_stamp(url: str, subdirs: list[str]) -> object:
@@ -365,88 +341,6 @@ def _generic(text: str) -> rattler.GenericVirtualPackage:
     name, version, build = (text.split("=", 2) + ["", ""])[:3]
     return rattler.GenericVirtualPackage(rattler.PackageName(name), rattler.Version(version or "0"),
                                          rattler.BuildString(build or "0"))
-
-
-def _cached(pkgs: Path, package: Package) -> bool:
-    """True when rattler's package cache holds ``package`` extracted (no download needed)."""
-    return (pkgs / f"{package.name}-{package.version}-{package.build}" / "info" / "index.json").is_file()
-
-
-class _Reporter:
-    """rattler's InstallerReporter protocol → our phase events and the download watch (called from
-    rattler's threads).
-
-    Fetching a package into the cache (download or copy from a file:// channel, then extract)
-    is the ``download`` phase; its bytes are the archive sizes from the lock, plus the bytes of
-    downloads in flight when rattler reports them (http channels). ``last_activity`` and
-    ``downloading`` tell ``RattlerEngine._watch`` whether a fetch is stuck.
-    """
-
-    def __init__(self, progress: BuildProgress | None, packages: list[Package], fetch: set[str]) -> None:
-        self.progress = progress
-        self.sizes = {p.name: p.size or 0 for p in packages}
-        self.channels = {p.name: p.channel or p.url.rsplit("/", 2)[0] + "/" for p in packages}
-        self.fetch = fetch  # names of the packages that are not in the cache
-        self.total_bytes = sum(self.sizes.values())
-        self.names: dict[int, str] = {}
-        self.fetched = 0
-        self.fetched_bytes = 0
-        self.in_flight: dict[int, int] = {}
-        self.linked = 0
-        self.next_download = 0
-        self.last_activity = time.monotonic()
-        self.waiting: dict[int, str] = {}  # cache entry -> name: fetch started, no download yet
-        self.downloads: dict[int, str] = {}  # download -> name: started, not completed
-
-    @property
-    def downloading(self) -> set[str]:
-        """Channels of the fetches in flight (not extraction after a download ended)."""
-        names = (*tuple(self.waiting.values()), *tuple(self.downloads.values()))
-        return {self.channels.get(n, n) for n in names}
-
-    def on_populate_cache_start(self, operation: int, package_name: str) -> int:
-        self.names[operation] = package_name
-        if package_name in self.fetch:
-            self.waiting[operation] = package_name
-        self.last_activity = time.monotonic()
-        return operation
-
-    def on_populate_cache_complete(self, cache_entry: int) -> None:
-        self.waiting.pop(cache_entry, None)
-        self.last_activity = time.monotonic()
-        self.fetched += 1
-        self.fetched_bytes += self.sizes.get(self.names.get(cache_entry, ""), 0)
-        self._report()
-
-    def on_download_start(self, cache_entry: int) -> int:
-        self.next_download += 1
-        name = self.waiting.pop(cache_entry, None) or self.names.get(cache_entry, "")
-        self.downloads[self.next_download] = name
-        self.last_activity = time.monotonic()
-        return self.next_download
-
-    def on_download_progress(self, download_idx: int, progress: int, total: int | None) -> None:
-        self.last_activity = time.monotonic()
-        self.in_flight[download_idx] = progress
-        self._report()
-
-    def on_download_completed(self, download_idx: int) -> None:
-        self.downloads.pop(download_idx, None)
-        self.last_activity = time.monotonic()
-        self.in_flight.pop(download_idx, None)
-
-    def _report(self) -> None:
-        if self.progress is not None:
-            done_bytes = min(self.fetched_bytes + sum(self.in_flight.values()), self.total_bytes)
-            self.progress.download(done_bytes, self.total_bytes, self.fetched, len(self.sizes))
-
-    def on_link_start(self, operation: int, package_name: str) -> int:
-        return operation
-
-    def on_link_complete(self, index: int) -> None:
-        self.linked += 1
-        if self.progress is not None:
-            self.progress.emit("link", done=self.linked, total=len(self.sizes))
 
 
 def package_of(record: rattler.RepoDataRecord) -> Package:

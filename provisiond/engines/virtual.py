@@ -10,6 +10,7 @@ micromamba and conda do; they come from the daemon's environment, which only a r
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import subprocess
@@ -62,6 +63,7 @@ def fingerprint() -> Fingerprint:
     return tuple(parts)
 
 
+@functools.cache  # which file is mapped does not change; what is at that path may
 def _mapped_libc() -> str | None:
     """The path of the C library this process runs with (a glibc upgrade replaces that file)."""
     try:

@@ -91,7 +91,7 @@ def test_a_hung_channel_times_out_while_other_specs_build(tmp_path: Path, short_
         status, body = answers["h"]
         assert status == 504 and body["error"]["code"] == "channel-timeout", body
         assert "127.0.0.1" in body["error"]["message"] and "did not" in body["error"]["message"]
-        assert "fetch_timeout" in body["error"]["hint"]
+        assert "fetch_timeout" in body["error"]["hint"] and url in body["error"]["hint"]
         assert daemon.client.get("/v1/envs/h")["status"] == "failed"
 
         # The CLI: the same error, exit 75 (EX_TEMPFAIL), the hint on stderr.
