@@ -76,6 +76,11 @@ class EngineError(ProvisionError, code="engine-failed", http_status=502, exit_co
     """The engine failed while fetching or installing; the message names the build log."""
 
 
+class ChannelTimeoutError(EngineError, code="channel-timeout", http_status=504, exit_code=os.EX_TEMPFAIL):
+    """A channel server did not answer in time (``connect_timeout``, ``fetch_timeout`` or ``solve_timeout``);
+    the message names the channel, the hint the setting."""
+
+
 class ConfigError(ProvisionError, code="bad-config", http_status=500, exit_code=os.EX_CONFIG):
     """A setting that cannot be used (bad path, unknown engine, unreadable config file)."""
 

@@ -36,7 +36,7 @@ from provisiond.gate import TrustGate
 from provisiond.locations import SPEC_FILES
 from provisiond.lock import Lock
 from provisiond.lockfiles import load_lockfile
-from provisiond.pip import find_uv, inputs_key, resolve_pip
+from provisiond.pip import find_uv, inputs_key, resolve_pip, resolver_settings
 from provisiond.registry import NameRecord
 from provisiond.settings import Settings
 from provisiond.spec import EnvSpec, read_spec, spec_key
@@ -102,7 +102,10 @@ class Lifecycle:
     # -- solving ------------------------------------------------------------------------------
 
     def spec_key(self, spec: EnvSpec) -> str:
-        key = spec_key(spec, self.engine.platform, self.engine.virtual_packages())
+        """The solve-cache key: the spec plus everything of this daemon that changes its answer."""
+        engine = self.engine
+        key = spec_key(spec, engine.platform, engine.virtual_packages(), channels=engine.channel_urls(spec),
+                       engine=engine.version(), pip=resolver_settings() if spec.pip else ())
         return inputs_key(spec, key) if spec.pip else key  # an edited -r file must re-resolve
 
     async def resolve(self, spec: EnvSpec, *, update: bool = False) -> Lock:
@@ -124,7 +127,8 @@ class Lifecycle:
 
     async def _solve(self, key: str, spec: EnvSpec, update: bool) -> Lock:
         started = time.perf_counter()
-        lock = await self.engine.solve(spec, refresh=update)
+        # Repodata older than the solve TTL is checked again: a channel's new versions show up.
+        lock = await self.engine.solve(spec, refresh=update, max_age=self.settings.solve_ttl)
         if spec.pip:
             lock = await resolve_pip(spec, lock, uv=find_uv(), cache_dir=self.settings.paths.uv_cache,
                                      virtual_packages=self.engine.virtual_packages(), refresh=update,

@@ -25,7 +25,8 @@ MAX_SOCKET_PATH = 100
 KEYS = ("home", "socket", "state", "engine", "micromamba_path", "max_builds", "solve_ttl", "channel_alias",
         "watch_debounce_ms", "watch_step_ms", "gc_days", "cache_budget_bytes", "trusted_prefixes",
         "log_file",
-        "max_connections", "read_timeout", "keep_builds", "keep_solves", "keep_solves_days")
+        "max_connections", "read_timeout", "keep_builds", "keep_solves", "keep_solves_days",
+        "connect_timeout", "fetch_timeout", "solve_timeout")
 
 
 def _user_dir(environ: Mapping[str, str], xdg: str, fallback: str, kind: str) -> str:

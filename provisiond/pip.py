@@ -31,7 +31,7 @@ from provisiond.lock import Lock, PipPackage
 from provisiond.spec import EnvSpec
 from provisiond.urls import mask
 
-__all__ = ["conda_provided", "find_uv", "inputs_key", "install_pip", "parse_pylock", "python_target", "resolve_pip"]
+__all__ = ["conda_provided", "find_uv", "inputs_key", "resolver_settings", "install_pip", "parse_pylock", "python_target", "resolve_pip"]
 
 COMPILE_TIMEOUT = 600.0  # seconds; building the metadata of a git or sdist requirement can be slow
 INSTALL_TIMEOUT = 1800.0
@@ -63,6 +63,25 @@ def find_uv() -> str:
     except (ImportError, FileNotFoundError):
         raise EngineError("uv was not found, and pip: sections are installed with it",
                           hint="install the 'uv' package into provisiond's environment") from None
+
+
+@functools.cache
+def _uv_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"uv {version('uv')}"
+    except PackageNotFoundError:
+        return "uv unknown"
+
+
+def resolver_settings(environ: Mapping[str, str] | None = None) -> list[str]:
+    """What besides the pip lines changes the answer of ``uv pip compile`` (part of spec_key):
+    uv's version and the ``UV_*`` variables it reads (index URLs, resolution, prerelease, ...).
+    Config files cannot: uv runs with ``--no-config``."""
+    environ = os.environ if environ is None else environ
+    variables = sorted(f"{k}={v}" for k, v in environ.items() if k.startswith("UV_") and k not in _SCRUBBED)
+    return [_uv_version(), *variables]
 
 
 def inputs_key(spec: EnvSpec, key: str) -> str:

@@ -20,8 +20,10 @@ from provisiond.settings import Settings
 log = logging.getLogger(__name__)
 
 # Opened once at start-up: the store, socket and state dirs, the engine (which resolves channel
-# names with channel_alias) and the log file (SIGHUP reopens the same path).
-NEEDS_RESTART = ("engine", "micromamba_path", "channel_alias", "log_file")
+# names with channel_alias and builds its HTTP clients with the timeouts) and the log file
+# (SIGHUP reopens the same path).
+NEEDS_RESTART = ("engine", "micromamba_path", "channel_alias", "connect_timeout", "fetch_timeout",
+                 "solve_timeout", "log_file")
 
 
 def _restart_only(settings: Settings) -> dict[str, Any]:

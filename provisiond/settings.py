@@ -110,6 +110,11 @@ class Settings:
     keep_builds: int = 200
     keep_solves: int = 1000
     keep_solves_days: float = 30.0
+    # Channels (the engine): seconds to connect to a channel server, seconds it may stay silent
+    # while sending repodata or a package, and the limit for a whole solve (repodata included).
+    connect_timeout: float = 10.0
+    fetch_timeout: float = 30.0
+    solve_timeout: float = 600.0
     config_file: Path | None = None
     # None: log to stderr (the journal under systemd). A file is reopened on SIGHUP (logrotate).
     log_file: Path | None = None
@@ -124,6 +129,8 @@ class Settings:
                 "cache_budget_bytes": self.cache_budget_bytes, "trusted_prefixes": list(self.trusted_prefixes),
                 "keep_builds": self.keep_builds, "keep_solves": self.keep_solves,
                 "keep_solves_days": self.keep_solves_days,
+                "connect_timeout": self.connect_timeout, "fetch_timeout": self.fetch_timeout,
+                "solve_timeout": self.solve_timeout,
                 "config_file": str(self.config_file) if self.config_file else None,
                 "log_file": str(self.log_file) if self.log_file else None}
 
@@ -140,7 +147,8 @@ def load_settings(
     ``channel_alias``, ``watch_debounce_ms``, ``watch_step_ms``, ``gc_days``, ``cache_budget_bytes``,
     ``trusted_prefixes`` (a TOML list of directories, or ``:``-separated in the environment),
     ``log_file``, ``max_connections``, ``read_timeout``, ``keep_builds``, ``keep_solves``,
-    ``keep_solves_days`` (what the registry keeps: retention.py).
+    ``keep_solves_days`` (what the registry keeps: retention.py), and the engine's
+    ``connect_timeout``, ``fetch_timeout`` and ``solve_timeout`` (seconds; see docs/configuration.md).
     In the TOML file the engine keys may also be written as an ``[engine]`` table
     (``engine.name``, ``engine.micromamba_path``). Paths are resolved by ``locations.Sources``.
     """
@@ -153,7 +161,8 @@ def load_settings(
                          ("solve_ttl", float), ("channel_alias", str), ("watch_debounce_ms", int),
                          ("watch_step_ms", int), ("gc_days", float), ("cache_budget_bytes", int),
                          ("max_connections", int), ("read_timeout", float), ("keep_builds", int),
-                         ("keep_solves", int), ("keep_solves_days", float)):
+                         ("keep_solves", int), ("keep_solves_days", float), ("connect_timeout", float),
+                         ("fetch_timeout", float), ("solve_timeout", float)):
         choice = pick(key)
         if choice is None:
             continue
@@ -178,6 +187,9 @@ def load_settings(
     for key in ("keep_builds", "keep_solves", "keep_solves_days"):
         if not 0 <= values.get(key, 0) < float("inf"):
             raise ConfigError(f"{key}={values[key]}: must be a number, 0 or more")
+    for key in ("read_timeout", "connect_timeout", "fetch_timeout", "solve_timeout"):
+        if not 0 < values.get(key, 1) < float("inf"):
+            raise ConfigError(f"{key}={values[key]}: must be a positive number of seconds")
     if not values.get("channel_alias", "/").endswith("/"):
         values["channel_alias"] += "/"
     log_file = sources.path("log_file")

@@ -163,21 +163,28 @@ def parse_spec(text: str, source: str = "environment.yml", project_dir: str | No
                    warnings=(*reader.warnings,))
 
 
-def spec_key(spec: EnvSpec, platform: str, virtual_packages: Sequence[str] = ()) -> str:
+def spec_key(spec: EnvSpec, platform: str, virtual_packages: Sequence[str] = (), *,
+             channels: Sequence[str] | None = None, engine: str = "", pip: Sequence[str] = ()) -> str:
     """Return the sha256 hex of our own canonical request payload (it keys the solve cache).
 
+    It holds everything that changes the answer: ``channels`` as the engine fetches them (base
+    URLs expanded through ``channel_alias``, in priority order; ``spec.channels`` as written when
+    not given) and the channel priority, the ``platform``, the ``virtual_packages``, the ``engine``
+    (name and version) and, for a spec with a pip section, the ``pip`` resolver's settings.
     Name, variables, comments, formatting and dependency order do not change it; channel order
     does. Parse ``spec`` for the same ``platform``, so that its selectors agree with the key.
     """
     payload: dict[str, Any] = {
-        "scheme": 1,
-        "channels": list(spec.channels),
+        "scheme": 2,
+        "channels": list(spec.channels if channels is None else channels),
         "nodefaults": spec.nodefaults,
         "dependencies": sorted(set(spec.dependencies)),
         "pip": list(spec.pip),
         "channel_priority": spec.channel_priority,
         "platform": platform,
         "virtual_packages": sorted(set(virtual_packages)),
+        "engine": engine,
+        "pip_settings": list(pip) if spec.pip else [],
     }
     if any(_pip_uses_project_dir(line) for line in spec.pip):
         payload["project_dir"] = spec.project_dir  # relative pip paths resolve against the yml's dir (§1.6)

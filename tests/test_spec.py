@@ -511,16 +511,30 @@ dependencies:
 
 def test_spec_key_golden() -> None:
     # Pinned: a change here invalidates every cached solve. Bump "scheme" on purpose, never by accident.
+    # Scheme 2 added the engine, the pip settings and channels as expanded URLs (issue #10).
     spec = parse(GOLDEN)
     payload = (
         '{"channel_priority":"strict","channels":["conda-forge","bioconda"],'
-        '"dependencies":["bioconda::samtools=1.21","numpy=1.26","pip","python>=3.11"],"nodefaults":true,'
-        '"pip":["requests==2.32.3"],"platform":"linux-64","scheme":1,"virtual_packages":[]}'
+        '"dependencies":["bioconda::samtools=1.21","numpy=1.26","pip","python>=3.11"],"engine":"","nodefaults":true,'
+        '"pip":["requests==2.32.3"],"pip_settings":[],"platform":"linux-64","scheme":2,"virtual_packages":[]}'
     )
     assert spec_key(spec, "linux-64") == hashlib.sha256(payload.encode()).hexdigest()
-    assert spec_key(spec, "linux-64") == "a32590e6192c0c3b98af387f0b11fd8c575bb3326f88ee37d1b536b62e11e4fa"
+    assert spec_key(spec, "linux-64") == "eeda3e246a83e69f009a891bbdd924d0ccae3515ea3d9572f1746850460c10af"
     virtual = ["__unix=0=0", "__glibc=2.17=0"]
-    assert spec_key(spec, "linux-64", virtual) == "ad1aa5ba5f25361d7d1d912397d187b087a4c32e36741211991e91e2f2bf5f80"
+    assert spec_key(spec, "linux-64", virtual) == "bb4b74265e39a9205f29adbccfef60eeb33874e9a2679224038940f066f2f9a9"
+    # As the daemon calls it: channels expanded by the engine, its name and version, uv's settings.
+    full = spec_key(spec, "linux-64", virtual,
+                    channels=["https://conda.anaconda.org/conda-forge/", "https://conda.anaconda.org/bioconda/"],
+                    engine="py-rattler 0.28.0", pip=["uv 0.5.0"])
+    payload = (
+        '{"channel_priority":"strict","channels":["https://conda.anaconda.org/conda-forge/",'
+        '"https://conda.anaconda.org/bioconda/"],'
+        '"dependencies":["bioconda::samtools=1.21","numpy=1.26","pip","python>=3.11"],'
+        '"engine":"py-rattler 0.28.0","nodefaults":true,"pip":["requests==2.32.3"],"pip_settings":["uv 0.5.0"],'
+        '"platform":"linux-64","scheme":2,"virtual_packages":["__glibc=2.17=0","__unix=0=0"]}'
+    )
+    assert full == hashlib.sha256(payload.encode()).hexdigest()
+    assert full == "c6f5315d5bf2c595dbc0c684f4be2da09eb3e216f0b9afdd4412e06e9dbb4a02"
 
 
 def test_spec_key_ignores_name_comments_order_and_variables() -> None:
@@ -554,6 +568,11 @@ def test_spec_key_changes_with_what_matters() -> None:
     assert spec_key(parse(GOLDEN + "channel_priority: flexible\n"), "linux-64") != base
     assert spec_key(parse(GOLDEN), "osx-arm64") != base
     assert spec_key(parse(GOLDEN), "linux-64", ["__glibc=2.17=0"]) != base
+    assert spec_key(parse(GOLDEN), "linux-64", channels=["https://mirror.example/conda-forge/", "b"]) != base
+    assert spec_key(parse(GOLDEN), "linux-64", engine="micromamba 2.8.1") != base
+    assert spec_key(parse(GOLDEN), "linux-64", pip=["UV_INDEX_URL=https://pypi.example/simple"]) != base
+    no_pip = parse(GOLDEN.replace("  - pip:\n      - requests==2.32.3\n", ""))
+    assert spec_key(no_pip, "linux-64", pip=["uv 0.5.0"]) == spec_key(no_pip, "linux-64")  # only with a pip section
 
 
 @pytest.mark.parametrize(

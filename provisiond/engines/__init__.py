@@ -40,4 +40,4 @@ def engine_for(settings: Settings, environ: Mapping[str, str] | None = None) -> 
                 log.warning("not using micromamba: %s; using the embedded rattler engine", exc.message)
     from provisiond.engines.rattler import RattlerEngine
 
-    return RattlerEngine(settings)
+    return RattlerEngine(settings, environ)

@@ -13,12 +13,12 @@ import logging
 import os
 import signal
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from provisiond.engines.base import OnLine
-from provisiond.errors import EngineError
+from provisiond.errors import EngineError, ProvisionError
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ async def run_process(
     step: str | None = None,
     capture_stdout: bool = False,
     grace: float = GRACE,
+    on_timeout: Callable[[str], ProvisionError] | None = None,
 ) -> ProcessResult:
     """Run ``argv`` to completion, passing each line of its output to ``on_line``.
 
@@ -68,7 +69,8 @@ async def run_process(
         EngineError: the child could not be started, or ran longer than ``timeout`` seconds
             (``step`` names it in the message). On that, on cancellation and on any other
             exception the child's whole process group gets SIGTERM, then SIGKILL after
-            ``grace`` seconds, and is reaped before the exception propagates.
+            ``grace`` seconds, and is reaped before the exception propagates. ``on_timeout(message)``
+            gives a more precise error for the timeout (e.g. ChannelTimeoutError).
     """
     step = step or " ".join(os.path.basename(a) for a in argv[:2])
     tail: deque[str] = deque(maxlen=TAIL_LINES)
@@ -102,10 +104,11 @@ async def run_process(
             returncode = await proc.wait()
     except TimeoutError:
         await _stop(proc, grace)
-        raise EngineError(
-            f"{step} timed out after {timeout:g}s and was stopped",
-            hint="a slow network or a huge environment may need more time; see the build log",
-        ) from None
+        message = f"{step} timed out after {timeout:g}s and was stopped"
+        if on_timeout is not None:
+            raise on_timeout(message) from None
+        raise EngineError(message, hint="a slow network or a huge environment may need more time; see the build log",
+                          ) from None
     except BaseException:
         await _stop(proc, grace)
         raise

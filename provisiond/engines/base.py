@@ -1,4 +1,10 @@
-"""The engine protocol: what the builder needs from rattler or micromamba."""
+"""The engine protocol: what the builder needs from rattler or micromamba.
+
+Time limits belong to the engine (``connect_timeout``, ``fetch_timeout``, ``solve_timeout``
+settings): a channel that does not answer ends a solve or an install with
+``ChannelTimeoutError``. Cancelling ``solve`` or ``install`` stops the work: an engine returns
+(re-raising the cancellation) only once nothing of it writes into ``build_dir`` any more.
+"""
 
 from __future__ import annotations
 
@@ -22,10 +28,19 @@ class Engine(Protocol):
     def version(self) -> str: ...
 
     def virtual_packages(self) -> list[str]:
-        """Detected virtual packages as ``name=version=build`` strings (part of spec_key)."""
+        """Virtual packages as ``name=version=build`` strings (part of spec_key), detected again when
+        the system changed (``engines/virtual.py``)."""
         ...
 
-    async def solve(self, spec: EnvSpec, *, refresh: bool = False) -> Lock: ...
+    def channel_urls(self, spec: EnvSpec) -> list[str]:
+        """The spec's channels as base URLs, expanded through ``channel_alias``, without credentials,
+        in priority order (then those named only in ``channel::pkg``): part of spec_key."""
+        ...
+
+    async def solve(self, spec: EnvSpec, *, refresh: bool = False, max_age: float = float("inf")) -> Lock:
+        """Solve ``spec``. Repodata the engine holds that was fetched more than ``max_age`` seconds
+        ago is checked again first (HTTP validators, a file's mtime); ``refresh`` fetches it anew."""
+        ...
 
     async def install(self, lock: Lock, build_dir: Path, target_prefix: Path, on_line: OnLine,
                       progress: BuildProgress | None = None) -> None:

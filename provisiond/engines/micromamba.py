@@ -35,23 +35,26 @@ import rattler
 from provisiond.credentials import Credentials
 from provisiond.engines._process import ProcessResult, run_process
 from provisiond.engines.base import OnLine
-from provisiond.errors import ConfigError, EngineError, SolveError
+from provisiond.engines.virtual import VirtualPackages, detect
+from provisiond.errors import ChannelTimeoutError, ConfigError, EngineError, SolveError
 from provisiond.events import BuildProgress
 from provisiond.lock import Lock, Package
 from provisiond.settings import Settings
 from provisiond.spec import EnvSpec
+from provisiond.urls import mask, strip_credentials
 
 log = logging.getLogger(__name__)
 
 MIN_VERSION = (2, 0)
 PROBE_TIMEOUT = 30.0
-SOLVE_TIMEOUT = 900.0  # includes downloading repodata of big channels
 INSTALL_TIMEOUT = 3600.0
 DEFAULT_CHANNEL_ALIAS = "https://conda.anaconda.org/"
 _SCRUBBED = ("CONDA_", "MAMBA_", "_CE_", "CONDARC", "MAMBARC")
 _KEPT = ("CONDA_OVERRIDE_",)  # user overrides of virtual packages (__cuda, __glibc): honoured by both engines
 _VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
 _UNSOLVABLE = "Could not solve for environment specs"
+# libcurl's CURLE_OPERATION_TIMEDOUT (28), as libmamba 2.8.1 reports it on stderr.
+_TIMED_OUT = ("Download error (28)", "Operation too slow", "Timeout was reached")
 _INSTALL_HINT = "install micromamba 2.x (see docs/micromamba.md), or run with --engine rattler"
 
 
@@ -80,11 +83,14 @@ def _is_executable(path: Path) -> bool:
     return path.is_file() and os.access(path, os.X_OK)
 
 
-def micromamba_environ(environ: Mapping[str, str], root: Path, pkgs: Path) -> dict[str, str]:
+def micromamba_environ(environ: Mapping[str, str], root: Path, pkgs: Path,
+                       connect_timeout: float | None = None) -> dict[str, str]:
     """The child's environment: ``environ`` without conda/mamba settings, plus ours."""
     env = {k: v for k, v in environ.items() if k.startswith(_KEPT) or not k.startswith(_SCRUBBED)}
     env["MAMBA_ROOT_PREFIX"] = str(root)
     env["CONDA_PKGS_DIRS"] = str(pkgs)  # read as a comma-separated list (contract §2.1)
+    if connect_timeout is not None:  # libmamba's remote_connect_timeout_secs (whole seconds)
+        env["MAMBA_REMOTE_CONNECT_TIMEOUT_SECS"] = str(max(1, round(connect_timeout)))
     return env
 
 
@@ -108,22 +114,24 @@ class MicromambaEngine:
         exe: Path,
         *,
         environ: Mapping[str, str] | None = None,
-        solve_timeout: float = SOLVE_TIMEOUT,
+        solve_timeout: float | None = None,
         install_timeout: float = INSTALL_TIMEOUT,
     ) -> None:
         self.settings = settings
         self.exe = exe
         self.root = settings.paths.home / "mamba-root"
-        self.solve_timeout = solve_timeout
+        self.solve_timeout = settings.solve_timeout if solve_timeout is None else solve_timeout
         self.install_timeout = install_timeout
         self._env = micromamba_environ(os.environ if environ is None else environ, self.root,
-                                       settings.paths.pkgs)
+                                       settings.paths.pkgs, settings.connect_timeout)
         self._channel_config = rattler.ChannelConfig(channel_alias=settings.channel_alias)
         self.credentials = Credentials(settings.paths.credentials)
         self._version = self._probe_version()
         info = self._probe_info()
         self.platform = str(info.get("platform") or rattler.Subdir.current())
-        self._virtual = sorted(str(v) for v in info.get("virtual packages") or ())
+        # Detected again (another `info --json`) when a driver update or a glibc upgrade may have
+        # changed them: engines/virtual.py.
+        self._virtual = VirtualPackages(_virtual_of(info), lambda: _virtual_of(self._probe_info()))
 
     # -- start-up probes (sync: they run once, before the daemon serves) ---------------------
 
@@ -160,7 +168,7 @@ class MicromambaEngine:
             log.warning("micromamba info --json failed (%s); detecting platform and virtual packages with rattler",
                         exc)
             return {"platform": str(rattler.Subdir.current()),
-                    "virtual packages": [str(v.into_generic()) for v in rattler.VirtualPackage.detect()]}
+                    "virtual packages": detect()}
 
     # -- the Engine protocol ------------------------------------------------------------------
 
@@ -168,7 +176,10 @@ class MicromambaEngine:
         return f"micromamba {self._version}"
 
     def virtual_packages(self) -> list[str]:
-        return list(self._virtual)
+        return self._virtual.current()
+
+    def channel_urls(self, spec: EnvSpec) -> list[str]:
+        return [strip_credentials(url) for url in self.channels_of(spec)]
 
     def channels_of(self, spec: EnvSpec) -> list[str]:
         """Base URLs of the spec's channels in priority order, then those named only in ``channel::pkg``."""
@@ -179,8 +190,12 @@ class MicromambaEngine:
                 urls.append(pinned.base_url)
         return urls
 
-    def solve_argv(self, spec: EnvSpec, scratch: Path, *, refresh: bool) -> list[str]:
-        """``create --dry-run`` against a fresh scratch prefix, so the answer is the whole env."""
+    def solve_argv(self, spec: EnvSpec, scratch: Path, *, refresh: bool, max_age: float = float("inf")) -> list[str]:
+        """``create --dry-run`` against a fresh scratch prefix, so the answer is the whole env.
+
+        ``--repodata-ttl``: 0 re-fetches (``refresh``); N seconds trusts repodata cached for
+        less than ``max_age``; absent, micromamba follows the server's cache headers (its 1).
+        """
         argv = [str(self.exe), "create", "--dry-run", "--json", "-y", "--no-rc", "-r", str(self.root),
                 "-p", str(scratch), "--override-channels"]
         for channel in spec.channels:  # resolved like the rattler engine does, so both see one URL
@@ -189,8 +204,10 @@ class MicromambaEngine:
                  "--platform", self.platform, "--log-level", "error"]
         if self.settings.channel_alias != DEFAULT_CHANNEL_ALIAS:  # for `channel::pkg` names
             argv += ["--channel-alias", self.settings.channel_alias]
-        if refresh:
+        if refresh or max_age <= 0:
             argv += ["--repodata-ttl", "0"]
+        elif max_age != float("inf"):
+            argv += ["--repodata-ttl", str(max(2, int(max_age)))]  # 1 would mean "cache headers"
         return [*argv, *spec.dependencies]
 
     def install_argv(self, explicit: Path, target_prefix: Path, *, offline: bool) -> list[str]:
@@ -199,7 +216,7 @@ class MicromambaEngine:
                 "-p", str(target_prefix), "--file", str(explicit), "--log-level", "error"]
         return [*argv, "--offline"] if offline else argv
 
-    async def solve(self, spec: EnvSpec, *, refresh: bool = False) -> Lock:
+    async def solve(self, spec: EnvSpec, *, refresh: bool = False, max_age: float = float("inf")) -> Lock:
         channels = self.channels_of(spec)
         source = spec.source or "spec"
         if not channels:
@@ -214,15 +231,23 @@ class MicromambaEngine:
             lines.append(line)
             log.debug("micromamba solve: %s", line)
 
+        def timed_out(message: str) -> ChannelTimeoutError:
+            return ChannelTimeoutError(
+                f"{message}: a channel did not answer in time ({', '.join(mask(c) for c in channels)})",
+                hint=f"check that the channel servers answer; raise solve_timeout (now {self.solve_timeout:g}s) "
+                     "for a slow link, see docs/configuration.md")
+
         try:
-            result = await self._run(self.solve_argv(spec, scratch, refresh=refresh), "solve", on_line,
-                                     self.solve_timeout)
+            result = await self._run(self.solve_argv(spec, scratch, refresh=refresh, max_age=max_age), "solve",
+                                     on_line, self.solve_timeout, on_timeout=timed_out)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)  # a dry run writes nothing there; be sure
         doc = _document(result)
         if is_unsolvable(doc, lines):
             raise SolveError(f"{source}: cannot be solved:\n" + "\n".join(_problems(doc, lines)),
                              hint="relax a version pin or add the channel that has the package")
+        if result.returncode != 0 and any(m in line for line in lines for m in _TIMED_OUT):
+            raise timed_out(_failure("solve", result, doc))
         if result.returncode != 0 or doc.get("success") is not True:
             raise EngineError(_failure("solve", result, doc), hint="check the channel URLs and your network")
         packages = tuple(package_of(r) for r in linked_records(doc))
@@ -262,14 +287,19 @@ class MicromambaEngine:
         if progress:
             progress.emit("link", done=len(lock.packages), total=len(lock.packages))
 
-    async def _run(self, argv: list[str], step: str, on_line: OnLine, timeout: float) -> ProcessResult:
+    async def _run(self, argv: list[str], step: str, on_line: OnLine, timeout: float,
+                   on_timeout: Callable[[str], ChannelTimeoutError] | None = None) -> ProcessResult:
         self.root.mkdir(parents=True, exist_ok=True)
         self.settings.paths.pkgs.mkdir(parents=True, exist_ok=True)
         return await run_process(argv, on_line=on_line, timeout=timeout, env=self._env,
-                                 step=f"micromamba {step}", capture_stdout=True)
+                                 step=f"micromamba {step}", capture_stdout=True, on_timeout=on_timeout)
 
 
 # -- output parsing (pure) ------------------------------------------------------------------------
+
+
+def _virtual_of(info: Mapping[str, Any]) -> list[str]:
+    return sorted(str(v) for v in info.get("virtual packages") or ())
 
 
 def extract_json(text: str) -> dict[str, Any]:

@@ -1,16 +1,32 @@
 """py-rattler, in-process: the embedded default engine.
 
 The gateway (repodata) lives as long as the engine, so a re-solve after an edit costs
-milliseconds instead of re-reading every channel's repodata.
+milliseconds instead of re-reading every channel's repodata. What it holds is checked again
+once it is older than the solve's ``max_age`` (the ``solve_ttl`` setting): a ``file://`` channel
+by the mtime of its repodata files, an HTTP one through rattler's on-disk cache, which asks the
+server with the ETag / Last-Modified validators it kept (or trusts the server's Cache-Control).
+
+Time limits (py-rattler 0.28 offers one limit per HTTP request and none for connecting or reading
+alone): each channel not in memory is probed first, and must deliver its index within
+``connect_timeout + fetch_timeout`` seconds; the whole solve is limited by ``solve_timeout``
+(also given to the solver, whose thread cannot be cancelled); an install stops when a package
+download makes no progress for ``connect_timeout + fetch_timeout`` seconds.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import datetime
 import functools
 import logging
+import math
+import os
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import rattler
 import rattler.exceptions as rx
@@ -18,8 +34,10 @@ from rattler.networking import (AddHeadersMiddleware, AuthenticationMiddleware, 
                                 MirrorMiddleware, OciMiddleware, RetryMiddleware, S3Middleware)
 
 from provisiond.credentials import Credentials
+from provisiond.engines import virtual
+from provisiond.engines._watch import Reporter, cached, settle
 from provisiond.engines.base import OnLine
-from provisiond.errors import EngineError, SolveError
+from provisiond.errors import ChannelTimeoutError, EngineError, SolveError
 from provisiond.events import BuildProgress
 from provisiond.lock import Lock, Package
 from provisiond.settings import Settings
@@ -28,19 +46,30 @@ from provisiond.urls import mask, strip_credentials
 
 log = logging.getLogger(__name__)
 
+# A request for a package may not take longer than this, in any case: rattler keeps fetching into
+# its cache after an install is cancelled (its own task), so a hung server must end it some day.
+PACKAGE_REQUEST_LIMIT = 3600
+# Asked of each channel not in memory: loads its index (the whole repodata.json, or the shard
+# index) and matches nothing, so no record is converted to Python.
+_PROBE = "__provisiond-probe__"
+_REPODATA_FILES = ("repodata.json", "repodata.json.zst", "repodata_shards.msgpack.zst")
+
 
 class RattlerEngine:
     name = "rattler"
     builds_in_place = False
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, environ: Mapping[str, str] | None = None) -> None:
         self.settings = settings
         self.platform = str(rattler.Subdir.current())
         self._channel_config = rattler.ChannelConfig(channel_alias=settings.channel_alias)
         self.credentials = Credentials(settings.paths.credentials)
         self._generation = self.credentials.generation
         self._client, self._gateway = self._connect()
-        self._virtual = rattler.VirtualPackage.detect()
+        environ = dict(os.environ if environ is None else environ)
+        self._virtual = virtual.VirtualPackages(virtual.detect(), lambda: virtual.detect_in_subprocess(environ))
+        # Channel base URL -> (monotonic time its repodata was loaded or checked, file stamp).
+        self._checked: dict[str, tuple[float, object]] = {}
 
     def _network(self) -> tuple[Client, rattler.Gateway]:
         """The HTTP client and the gateway that uses it, rebuilt when the credentials changed."""
@@ -48,31 +77,46 @@ class RattlerEngine:
             self._generation = self.credentials.generation
             # A new gateway forgets the repodata it holds in memory: only when credentials change.
             self._client, self._gateway = self._connect()
+            self._checked.clear()
         return self._client, self._gateway
 
+    @property
+    def _stall_limit(self) -> float:
+        return self.settings.connect_timeout + self.settings.fetch_timeout
+
     def _connect(self) -> tuple[Client, rattler.Gateway]:
-        """An HTTP client for the current credentials, and a gateway that uses it.
+        """An HTTP client for packages and a gateway for repodata, for the current credentials.
 
         rattler only ever sees credential-free URLs, so its repodata cache, package cache and the
         envs' conda-meta hold no secret: the first two middlewares put the token back into the
         path and the password into a header, in memory, on the way out. The rest is rattler's
-        default stack (``Client.default_client``).
+        default stack (``Client.default_client``). A repodata request may take ``connect_timeout
+        + fetch_timeout`` seconds; a package download is watched by ``install`` instead (a big
+        package may take long while it makes progress).
         """
-        middlewares: list[Any] = [AddHeadersMiddleware(self.credentials.headers)]
-        if mirrors := self.credentials.mirrors():
-            middlewares.append(MirrorMiddleware(mirrors))
-        middlewares += [RetryMiddleware(), AuthenticationMiddleware(), OciMiddleware(), GCSMiddleware(),
-                        S3Middleware()]
-        client = Client(middlewares)
-        return client, rattler.Gateway(cache_dir=self.settings.paths.repodata_cache, client=client)
+        def client(timeout: int) -> Client:
+            middlewares: list[Any] = [AddHeadersMiddleware(self.credentials.headers)]
+            if mirrors := self.credentials.mirrors():
+                middlewares.append(MirrorMiddleware(mirrors))
+            middlewares += [RetryMiddleware(), AuthenticationMiddleware(), OciMiddleware(), GCSMiddleware(),
+                            S3Middleware()]
+            return Client(middlewares, timeout=timeout)
 
-    def version(self) -> str:
+        repodata = client(max(1, math.ceil(self._stall_limit)))
+        gateway = rattler.Gateway(cache_dir=self.settings.paths.repodata_cache, client=repodata)
+        return client(PACKAGE_REQUEST_LIMIT), gateway
+
+    @functools.cached_property
+    def _version(self) -> str:
         from importlib.metadata import version
 
         return f"py-rattler {version('py-rattler')}"
 
+    def version(self) -> str:
+        return self._version
+
     def virtual_packages(self) -> list[str]:
-        return sorted(str(v.into_generic()) for v in self._virtual)
+        return self._virtual.current()
 
     def channel(self, name: str) -> rattler.Channel:
         return rattler.Channel(name, self._channel_config)
@@ -93,39 +137,57 @@ class RattlerEngine:
                     seen.add(pinned.base_url)
         return channels
 
+    def channel_urls(self, spec: EnvSpec) -> list[str]:
+        return [strip_credentials(c.base_url) for c in self.channels_of(spec)]
+
     def _clean(self, channel: rattler.Channel) -> rattler.Channel:
         clean = self.credentials.remember(channel.base_url)
         return channel if clean == channel.base_url else self.channel(clean)
 
-    async def solve(self, spec: EnvSpec, *, refresh: bool = False) -> Lock:
+    async def solve(self, spec: EnvSpec, *, refresh: bool = False, max_age: float = float("inf")) -> Lock:
         channels = self.channels_of(spec)
         _client, gateway = self._network()
         if not channels:
             raise SolveError(f"{spec.source or 'spec'}: no channels to solve from",
                              hint="add a 'channels:' list to the environment file")
         subdirs = [self.platform, "noarch"]
-        if refresh:
-            for channel in channels:
-                gateway.clear_repodata_cache(channel, subdirs)
+        unloaded = self._freshen(gateway, channels, subdirs, refresh=refresh, max_age=max_age)
         priority = (rattler.ChannelPriority.Strict if spec.channel_priority == "strict"
                     else rattler.ChannelPriority.Disabled)
+        limit = self.settings.solve_timeout
+        deadline = time.monotonic() + limit
         try:
-            records = await rattler.solve(
-                sources=channels,
-                # Parse leniently, like the spec validator: solve() parses strings strictly and
-                # rejects the common `name=version=build` form of exports.
-                specs=[rattler.MatchSpec(strip_credentials(d), strict=False) for d in spec.dependencies],
-                gateway=gateway,
-                platforms=subdirs,
-                virtual_packages=self._virtual,
-                channel_priority=priority,
-                timestamp_policy="allow-missing",
-            ) if spec.dependencies else []
+            async with asyncio.timeout(limit):
+                if spec.dependencies:
+                    await self._probe(gateway, unloaded, subdirs)
+                records = await rattler.solve(
+                    sources=channels,
+                    # Parse leniently, like the spec validator: solve() parses strings strictly and
+                    # rejects the common `name=version=build` form of exports.
+                    specs=[rattler.MatchSpec(strip_credentials(d), strict=False) for d in spec.dependencies],
+                    gateway=gateway,
+                    platforms=subdirs,
+                    virtual_packages=[_generic(v) for v in self.virtual_packages()],
+                    channel_priority=priority,
+                    timestamp_policy="allow-missing",
+                    # The solver runs in a thread that cancellation cannot stop: it stops itself.
+                    timeout=datetime.timedelta(seconds=max(0.001, deadline - time.monotonic())),
+                ) if spec.dependencies else []
+        except TimeoutError:
+            raise EngineError(f"{spec.source or 'spec'}: the solve took longer than solve_timeout={limit:g}s",
+                              hint="raise solve_timeout (docs/configuration.md), or check the channels") from None
         except rx.SolverError as exc:
+            if time.monotonic() >= deadline:  # the solver's own time limit
+                raise EngineError(f"{spec.source or 'spec'}: the solve took longer than solve_timeout={limit:g}s",
+                                  hint="raise solve_timeout (docs/configuration.md)") from None
             raise SolveError(f"{spec.source or 'spec'}: cannot be solved:\n{exc}",
                              hint="relax a version pin or add the channel that has the package") from None
         except (rx.GatewayError, rx.FetchRepoDataError, rx.InvalidChannelError, rx.IoError) as exc:
-            raise EngineError(f"cannot read channel repodata: {mask(str(exc))}",
+            text = mask(str(exc))
+            if "timed out" in text:
+                raise ChannelTimeoutError(f"a channel did not answer in time: {text}",
+                                          hint=self._timeout_hint()) from None
+            raise EngineError(f"cannot read channel repodata: {text}",
                               hint="check the channel URLs and your network") from None
         return Lock(
             platform=self.platform,
@@ -134,15 +196,73 @@ class RattlerEngine:
             engine=self.name,
         )
 
+    def _timeout_hint(self, channels: str = "the channel server") -> str:
+        return (f"check that {channels} answers; on a slow link raise fetch_timeout (now "
+                f"{self.settings.fetch_timeout:g}s) or connect_timeout (now {self.settings.connect_timeout:g}s), "
+                "see docs/configuration.md")
+
+    def _freshen(self, gateway: rattler.Gateway, channels: list[rattler.Channel], subdirs: list[str], *,
+                 refresh: bool, max_age: float) -> list[rattler.Channel]:
+        """Forget the repodata in memory that is older than ``max_age`` and may have changed.
+
+        A ``file://`` channel is forgotten only when a repodata file's stamp changed; an HTTP one
+        always, and rattler's disk cache then asks the server whether it changed. Returns the
+        channels that the next query loads (not in memory).
+        """
+        now = time.monotonic()
+        unloaded = []
+        for channel in channels:
+            url = channel.base_url
+            seen = self._checked.get(url)
+            if seen is not None and not refresh and now - seen[0] <= max_age:
+                continue
+            stamp = _file_stamp(url, subdirs)
+            if seen is not None and (refresh or stamp is None or stamp != seen[1]):
+                gateway.clear_repodata_cache(channel, subdirs)
+                log.debug("channel %s: repodata checked again", mask(url))
+            if seen is None or refresh or stamp is None or stamp != seen[1]:
+                unloaded.append(channel)
+            self._checked[url] = (now, stamp)
+        return unloaded
+
+    async def _probe(self, gateway: rattler.Gateway, channels: list[rattler.Channel], subdirs: list[str]) -> None:
+        """Load the index of each channel in ``channels`` at once; one that takes longer than
+        ``connect_timeout + fetch_timeout`` ends the solve with ``ChannelTimeoutError``."""
+        if not channels:
+            return
+        probes = {asyncio.ensure_future(gateway.query([c], subdirs, [_PROBE], recursive=False)): c
+                  for c in channels}
+        try:
+            _done, pending = await asyncio.wait(probes, timeout=self._stall_limit)
+            for task in _done:
+                task.result()  # its error, if any
+        finally:
+            for task in probes:
+                task.cancel()
+            await asyncio.gather(*probes, return_exceptions=True)
+        if pending:
+            names = ", ".join(mask(probes[t].base_url) for t in pending)
+            for task in pending:
+                self._checked.pop(probes[task].base_url, None)
+            raise ChannelTimeoutError(
+                f"channel {names} did not send its repodata within {self._stall_limit:g}s "
+                f"(connect_timeout + fetch_timeout)", hint=self._timeout_hint(names))
+
     async def install(self, lock: Lock, build_dir: Path, target_prefix: Path, on_line: OnLine,
                       progress: BuildProgress | None = None) -> None:
         on_line(f"installing {len(lock.packages)} packages into {target_prefix} (building in {build_dir})")
         # A lock read from a lockfile may still hold credentials: keep them, install from clean URLs.
         packages = [self._clean_package(p) for p in lock.packages]
         client, _gateway = self._network()
+        # Downloads are watched through the reporter; it costs rattler a Python call per event, so
+        # only when something must be fetched or someone shows progress.
+        # Only remote packages: a file:// one is copied and extracted without download events.
+        fetch = {p.name for p in lock.packages
+                 if not p.url.startswith("file:") and not cached(self.settings.paths.pkgs, p)}
+        reporter = Reporter(progress, list(lock.packages), fetch) if progress or fetch else None
         try:
             records = [_record(p) for p in packages]
-            await rattler.install(
+            task = asyncio.ensure_future(rattler.install(
                 records,
                 target_prefix=build_dir,
                 cache_dir=self.settings.paths.pkgs,
@@ -150,13 +270,44 @@ class RattlerEngine:
                 show_progress=False,
                 execute_link_scripts=False,
                 client=client,
-                reporter=_Reporter(progress, list(lock.packages)) if progress else None,
-            )
+                reporter=reporter,
+            ))
+            try:
+                await self._watch(task, reporter)
+            except BaseException:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                # rattler links files in threads that outlive the cancelled call: let them end
+                # before the caller removes build_dir.
+                await settle(build_dir)
+                raise
+        except ChannelTimeoutError as exc:
+            on_line(f"error: {exc.message}")
+            raise
         except Exception as exc:  # rattler raises many unrelated exception types here
             text = mask(str(exc))
             on_line(f"error: {text}")
             raise EngineError(f"install failed: {_summary(text) or type(exc).__name__}") from None
         on_line("\n".join(f"linked {p.dist} ({p.subdir})" for p in lock.packages))
+
+    async def _watch(self, task: asyncio.Future[None], reporter: Reporter | None) -> None:
+        """Await ``task``; end it with ChannelTimeoutError when its downloads stall."""
+        if reporter is None:
+            await task
+            return
+        limit = self._stall_limit
+        while True:
+            # Woken by the end of the install, or when the download activity may have gone stale.
+            remaining = reporter.last_activity + limit - time.monotonic()
+            if remaining <= 0 and reporter.downloading:
+                channels = ", ".join(sorted({mask(c) for c in reporter.downloading}))
+                raise ChannelTimeoutError(
+                    f"channel {channels}: a package download made no progress for {limit:g}s "
+                    "(connect_timeout + fetch_timeout)", hint=self._timeout_hint(channels))
+            done, _ = await asyncio.wait({task}, timeout=max(remaining, 0.0) or limit)
+            if done:
+                task.result()
+                return
 
     def _clean_package(self, p: Package) -> Package:
         url, channel = strip_credentials(p.url), strip_credentials(p.channel)
@@ -167,55 +318,29 @@ class RattlerEngine:
         return dataclasses.replace(p, url=url, channel=channel)
 
 
-class _Reporter:
-    """rattler's InstallerReporter protocol → our phase events (called from rattler's threads).
+def _file_stamp(url: str, subdirs: list[str]) -> object:
+    """For a ``file://`` channel: the identity of its repodata files (None for other schemes)."""
+    parts = urlsplit(url)
+    if parts.scheme != "file":
+        return None
+    root = Path(unquote(parts.path))
+    stamp = []
+    for subdir in subdirs:
+        for name in _REPODATA_FILES:
+            try:
+                st = (root / subdir / name).stat()
+            except OSError:
+                stamp.append(None)
+            else:
+                stamp.append((st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(stamp)
 
-    Fetching a package into the cache (download or copy from a file:// channel, then extract)
-    is the ``download`` phase; its bytes are the archive sizes from the lock, plus the bytes of
-    downloads in flight when rattler reports them (http channels).
-    """
 
-    def __init__(self, progress: BuildProgress, packages: list[Package]) -> None:
-        self.progress = progress
-        self.sizes = {p.name: p.size or 0 for p in packages}
-        self.total_bytes = sum(self.sizes.values())
-        self.names: dict[int, str] = {}
-        self.fetched = 0
-        self.fetched_bytes = 0
-        self.in_flight: dict[int, int] = {}
-        self.linked = 0
-        self.next_download = 0
-
-    def on_populate_cache_start(self, operation: int, package_name: str) -> int:
-        self.names[operation] = package_name
-        return operation
-
-    def on_populate_cache_complete(self, cache_entry: int) -> None:
-        self.fetched += 1
-        self.fetched_bytes += self.sizes.get(self.names.get(cache_entry, ""), 0)
-        self._report()
-
-    def on_download_start(self, cache_entry: int) -> int:
-        self.next_download += 1
-        return self.next_download
-
-    def on_download_progress(self, download_idx: int, progress: int, total: int | None) -> None:
-        self.in_flight[download_idx] = progress
-        self._report()
-
-    def on_download_completed(self, download_idx: int) -> None:
-        self.in_flight.pop(download_idx, None)
-
-    def _report(self) -> None:
-        done_bytes = min(self.fetched_bytes + sum(self.in_flight.values()), self.total_bytes)
-        self.progress.download(done_bytes, self.total_bytes, self.fetched, len(self.sizes))
-
-    def on_link_start(self, operation: int, package_name: str) -> int:
-        return operation
-
-    def on_link_complete(self, index: int) -> None:
-        self.linked += 1
-        self.progress.emit("link", done=self.linked, total=len(self.sizes))
+def _generic(text: str) -> rattler.GenericVirtualPackage:
+    """``__glibc=2.36=0`` as rattler's GenericVirtualPackage."""
+    name, version, build = (text.split("=", 2) + ["", ""])[:3]
+    return rattler.GenericVirtualPackage(rattler.PackageName(name), rattler.Version(version or "0"),
+                                         rattler.BuildString(build or "0"))
 
 
 def package_of(record: rattler.RepoDataRecord) -> Package:

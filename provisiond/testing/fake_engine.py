@@ -46,6 +46,9 @@ class FakeEngine:
     def virtual_packages(self) -> list[str]:
         return ["__unix=0=0", "__linux=6.1=0"]
 
+    def channel_urls(self, spec: EnvSpec) -> list[str]:
+        return [self.channel]
+
     # -- controls ---------------------------------------------------------------------------
 
     def hold(self, phase: str, package: str) -> asyncio.Event:
@@ -63,7 +66,7 @@ class FakeEngine:
 
     # -- the Engine protocol ----------------------------------------------------------------
 
-    async def solve(self, spec: EnvSpec, *, refresh: bool = False) -> Lock:
+    async def solve(self, spec: EnvSpec, *, refresh: bool = False, max_age: float = float("inf")) -> Lock:
         packages = []
         for dependency in spec.dependencies:
             match = _SPEC.match(dependency.split("::")[-1])

@@ -84,6 +84,8 @@ def main():
     prefix = option(argv, "-p", "--prefix") or ""
     action = step.get("action", "replay")
     if action == "hang":
+        if step.get("half"):  # an install that linked some packages, then stalls
+            make_prefix(prefix, explicit, complete=False)
         hang(step)
     if action in ("create", "crash"):
         make_prefix(prefix, explicit, complete=action == "create")

@@ -27,7 +27,7 @@ from provisiond.engines import engine_for
 from provisiond.engines._process import run_process
 from provisiond.engines.micromamba import MicromambaEngine
 from provisiond.engines.rattler import RattlerEngine
-from provisiond.errors import ConfigError, EngineError, SolveError
+from provisiond.errors import ChannelTimeoutError, ConfigError, EngineError, ShuttingDownError, SolveError
 from provisiond.lock import Lock
 from provisiond.settings import Settings, load_settings
 from provisiond.spec import parse_spec
@@ -141,6 +141,24 @@ def _running(pid: int) -> bool:
 async def recorded_lock(engine: MicromambaEngine, standin: StandIn) -> Lock:
     replay_solve(standin, sample("02_create_dryrun_json.stdout"))
     return await engine.solve(spec_for(RECORDED_CHANNEL, "pkga"))
+
+
+async def test_replay_shutdown_during_an_install_kills_micromamba_and_discards_its_prefix(
+        engine: MicromambaEngine, standin: StandIn, store: Store, settings: Settings) -> None:
+    lock = await recorded_lock(engine, standin)
+    standin.set(install={"action": "hang", "half": True})
+    builder = Builder(store, engine, settings)
+    build = asyncio.create_task(builder.ensure(lock))
+    target = settings.paths.prefix(lock.env_key)
+    async with asyncio.timeout(60):  # a generous deadline: the stand-in is linking (half a prefix)
+        while not (standin.dir / "hang.pids").exists() or not (target / "conda-meta").is_dir():
+            await asyncio.sleep(0.02)
+    await builder.close()
+    with pytest.raises(ShuttingDownError):
+        await build
+    assert_gone(standin.hang_pids())  # micromamba and what it started, before the cleanup
+    assert not target.exists() and list(settings.paths.building.iterdir()) == []
+    assert [b.status for b in store.list_builds()] == ["cancelled"]
 
 
 # -- start-up: finding and probing micromamba ----------------------------------------------------
@@ -268,6 +286,7 @@ async def test_replay_solve_passes_isolating_flags_and_a_scrubbed_environment(
     assert env["MAMBA_ROOT_PREFIX"] == str(root)
     assert "CONDA_PREFIX" not in env and "MAMBA_EXE" not in env
     assert env["CONDA_OVERRIDE_CUDA"] == "12.4"  # a user's virtual-package override is kept
+    assert env["MAMBA_REMOTE_CONNECT_TIMEOUT_SECS"] == "10"  # the connect_timeout setting
     assert call["stdin"] == "/dev/null"
     for probe in standin.calls("version") + standin.calls("info"):
         assert "CONDA_PREFIX" not in probe["env"] and probe["stdin"] == "/dev/null"
@@ -275,6 +294,14 @@ async def test_replay_solve_passes_isolating_flags_and_a_scrubbed_environment(
     await engine.solve(spec_for(RECORDED_CHANNEL, "pkga", priority="flexible"), refresh=True)
     argv = standin.calls("solve")[-1]["argv"]
     assert argv[argv.index("--channel-priority") + 1] == "flexible"
+    assert argv[argv.index("--repodata-ttl") + 1] == "0"
+
+    # The solve TTL: repodata cached longer than solve_ttl is fetched again.
+    await engine.solve(spec_for(RECORDED_CHANNEL, "pkga"), max_age=600)
+    argv = standin.calls("solve")[-1]["argv"]
+    assert argv[argv.index("--repodata-ttl") + 1] == "600"
+    await engine.solve(spec_for(RECORDED_CHANNEL, "pkga"), max_age=0)
+    argv = standin.calls("solve")[-1]["argv"]
     assert argv[argv.index("--repodata-ttl") + 1] == "0"
 
 
@@ -317,6 +344,18 @@ async def test_replay_usage_error_is_an_engine_error(engine: MicromambaEngine, s
     with pytest.raises(EngineError, match=r"micromamba solve failed \(exit 108\)") as err:
         await engine.solve(spec_for(RECORDED_CHANNEL, "pkga"))
     assert "--prefix excludes prefix_or_name" in err.value.message
+
+
+async def test_replay_a_channel_timeout_is_channel_timeout(engine: MicromambaEngine, standin: StandIn) -> None:
+    """libmamba's own limit on a channel that accepts and never answers (real 2.8.1 output, 120 s)."""
+    stderr = ("critical libmamba Multiple errors occurred:\n"
+              f"    Download error (28) Timeout was reached [{RECORDED_CHANNEL}/noarch/repodata.json]\n"
+              "    Operation too slow. Less than 30 bytes/sec transferred the last 60 seconds\n"
+              f"    Subdir {RECORDED_CHANNEL}/noarch not loaded!\n")
+    replay_solve(standin, "", stderr, rc=1)
+    with pytest.raises(ChannelTimeoutError, match=r"micromamba solve failed \(exit 1\)") as err:
+        await engine.solve(spec_for(RECORDED_CHANNEL, "pkga"))
+    assert "a channel did not answer in time" in err.value.message and "Operation too slow" in err.value.message
 
 
 # -- install ------------------------------------------------------------------------------------
@@ -396,8 +435,9 @@ async def test_replay_hang_past_the_timeout_kills_the_process_group(
         settings: Settings, standin: StandIn, tmp_path: Path) -> None:
     engine = MicromambaEngine(settings, standin.exe, environ=user_environ(tmp_path), solve_timeout=3)
     standin.set(solve={"action": "hang"})
-    with pytest.raises(EngineError, match=r"micromamba solve timed out after 3s"):
+    with pytest.raises(ChannelTimeoutError, match=r"micromamba solve timed out after 3s") as err:
         await engine.solve(spec_for(RECORDED_CHANNEL, "pkga"))
+    assert RECORDED_CHANNEL in err.value.message and "solve_timeout" in (err.value.hint or "")
     assert_gone(standin.hang_pids())  # the child and the grandchild it started
 
 
