@@ -44,7 +44,7 @@ __provisiond_notice() {
 }
 
 __provisiond_update() {
-  local gen='' dir base phys
+  local gen='' dir
   if [[ $PWD == "$__provisiond_pwd" ]]; then
     if [[ -n $__provisiond_pending ]]; then
       __provisiond_notice "$__provisiond_pending"
@@ -65,6 +65,13 @@ __provisiond_update() {
     [[ -n ${_PROVISIOND_PROJECT-} ]] && __provisiond_deactivate
     return 0
   fi
+  __provisiond_enter "$dir"
+}
+
+# In a project ($1): activate its env, or say why there is none (a function of its own, so that a
+# cd outside projects does not pay for copying this body).
+__provisiond_enter() {
+  local gen='' dir=$1 base phys
   base=$__provisiond_state$dir/@LEAF@
   if [[ ! -f $base/@STAMP@ && ! -f $base/@NOTICE@ ]]; then
     # Reached through a symlink? The daemon knows projects by their real path (slow path: a subshell).
