@@ -27,7 +27,7 @@ from typing import Any
 
 from provisiond import layout
 from provisiond.dotenv import parse_dotenv
-from provisiond.files import write_atomic
+from provisiond.files import read_regular, write_atomic
 from provisiond.locations import SPEC_FILES
 from provisiond.settings import Paths
 from provisiond.shellvars import reason_refused
@@ -386,12 +386,15 @@ def _valid(pairs: Mapping[str, str], what: str, warnings: list[str]) -> tuple[tu
 
 
 def _read_dotenv(file: Path, warnings: list[str]) -> tuple[tuple[str, str], ...]:
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not os.path.lexists(file):
         return ()
-    except (OSError, UnicodeDecodeError) as exc:
-        warnings.append(f"{file}: ignored ({type(exc).__name__})")
+    data = read_regular(file, 1 << 20)  # a FIFO or /dev/zero from a clone: never read
+    try:
+        text = data.decode("utf-8") if data is not None else None
+    except UnicodeDecodeError:
+        text = None
+    if text is None:
+        warnings.append(f"{file}: ignored (not a regular UTF-8 file of at most 1 MiB)")
         return ()
     pairs, problems = parse_dotenv(text)
     warnings += [f"{file}: {problem}" for problem in problems]  # line numbers only, never values

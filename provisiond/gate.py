@@ -69,6 +69,13 @@ class TrustGate:
         self._block(record, fp.path, message, f"blocked-{fp.digest[:16]}")
         raise BlockedError(message, hint=f"run: provisionctl allow {shlex.quote(fp.path)}")
 
+    def dotenv_allowed(self, project: str) -> bool:
+        """Whether the names in ``project``'s ``.env`` are those allowed (a rotated value keeps trust)."""
+        if trust.under_prefix(project, self.settings.trusted_prefixes):
+            return True
+        known = self.store.find_allowance(project)
+        return known is not None and known.parts.get("dotenv") == trust.dotenv_part(Path(project) / ".env")
+
     def deny(self, path: str) -> dict[str, Any]:
         """Revoke an allowance: its names stop building, a project's shells deactivate."""
         target = self.target(path)

@@ -17,8 +17,9 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -145,11 +146,19 @@ class Lifecycle:
         if record.kind in ("project", "file") and not update and self._unchanged(record):
             self.store.touch_env(record.env_key or "")
             return
+        await self._newest_of(record.name, lambda generation: self._warm(record, generation, update))
+
+    async def install(self, record: NameRecord, lock: Lock) -> None:
+        """Point ``record`` (a lockfile env) at ``lock``'s env, built if needed, as its newest warm."""
+        await self._newest_of(record.name, lambda generation: self._build(record, generation, _ready(lock)))
+
+    async def _newest_of(self, name: str, start: Callable[[int], Coroutine[Any, Any, None]]) -> None:
+        """Run ``start(generation)`` as the name's newest warm (the one path that takes a generation)
+        and answer with its outcome, or with that of a newer warm that superseded it."""
         if self._closing:
             raise ShuttingDownError("provisiond is shutting down", hint="run the command again once it is back")
-        name = record.name
         generation = self._generation[name] = self._generation.get(name, 0) + 1
-        task = asyncio.create_task(self._warm(record, generation, update))
+        task = asyncio.create_task(start(generation))
         self._newest[name] = (generation, task)
         while True:
             try:
@@ -160,7 +169,10 @@ class Lifecycle:
             else:
                 if self._generation.get(name) == generation:
                     return
-            generation, task = self._newest[name]  # superseded by an edit: answer with the newest warm
+            newer = self._newest[name]  # superseded by an edit: answer with the newest warm
+            if newer[1] is task:
+                return
+            generation, task = newer
 
     def _is_newest(self, name: str, generation: int) -> bool:
         return self._generation.get(name) == generation
@@ -182,28 +194,26 @@ class Lifecycle:
                 kept = " (the previous env stays active)" if record.env_key else ""
                 self.gate.notify(record, f"{exc.message}{kept}", f"provisionctl show {record.name}")
             raise
-        self.gate.check(record, self.gate.fingerprint(spec, record.source or "", record.kind), spec_file.name)
+        fingerprint = partial(self.gate.fingerprint, spec, record.source or "", record.kind)
+        self.gate.check(record, await asyncio.to_thread(fingerprint), spec_file.name)
         await self._build(record, generation, lambda: self.resolve(spec, update=update), spec=spec,
-                          signature=signature)
+                          signature=signature, recheck=lambda: self.gate.check(record, fingerprint(), spec_file.name))
 
     async def _warm_snapshot(self, record: NameRecord, generation: int) -> None:
         """Clones and lockfile envs: re-read the lockfile if it is still there, else rebuild from our lock."""
         if record.kind == "lock" and record.source and Path(record.source).is_file():
             lock = await asyncio.to_thread(load_lockfile, Path(record.source), self.engine.platform)
-            self.gate.check(record, trust.lock_fingerprint(lock, record.source), Path(record.source).name)
-            return await self._build(record, generation, _ready(lock))
+            fingerprint = trust.lock_fingerprint(lock, record.source)
+            check = partial(self.gate.check, record, fingerprint, Path(record.source).name)
+            check()
+            return await self._build(record, generation, _ready(lock), recheck=check)
         if record.env_key and self.store.find_env(record.env_key) is None:
             return await self._build(record, generation, _ready(self.store.read_lock(record.env_key)))
         if record.env_key:
             self.write_name_activation(record.name, record.env_key)  # a no-op unless missing or stale
 
-    async def install(self, record: NameRecord, lock: Lock) -> None:
-        """Point ``record`` (a lockfile env) at ``lock``'s env, built if needed, as its newest warm."""
-        generation = self._generation[record.name] = self._generation.get(record.name, 0) + 1
-        await self._build(record, generation, _ready(lock))
-
     async def _build(self, record: NameRecord, generation: int, locked: Any, *, spec: EnvSpec | None = None,
-                     signature: tuple[Any, ...] = ()) -> None:
+                     signature: tuple[Any, ...] = (), recheck: Callable[[], None] | None = None) -> None:
         """Solve (``locked()``), build, and re-point the name, unless a newer warm came meanwhile."""
         name = record.name
         self.store.update_name(name, status="building", error=None)
@@ -214,7 +224,11 @@ class Lifecycle:
                 if not self._is_newest(name, generation):
                     log.info("warm of %r superseded by a newer one: %s not used", name, lock.env_key[:16])
                     return
+                if recheck is not None:  # a deny or a new .env name meanwhile: no await from here on
+                    recheck()
                 self._commit(record, lock, spec, signature)
+        except BlockedError:
+            raise  # the gate has set the name's state and notice
         except (asyncio.CancelledError, ShuttingDownError):
             if self._is_newest(name, generation):
                 self._keep_state(record)
@@ -265,7 +279,8 @@ class Lifecycle:
     # -- the warm fast path -----------------------------------------------------------------------
 
     def _inputs_signature(self, record: NameRecord) -> tuple[Any, ...]:
-        """stat() of the spec file, the files its pip section names and a project's `.env`.
+        """stat() of the spec file, every file its pip section reaches (trust.reached_files) and a
+        project's `.env`.
 
         Cheap change detection for the warm fast path. `.env` is in it because a warm after editing
         `.env` must re-render the activation even before the watcher notices.
@@ -275,7 +290,8 @@ class Lifecycle:
             spec_path = spec_file_of(source) if record.kind == "project" else source
         except SpecError:
             return ()
-        files = [spec_path, *(spec_path.parent / f for f in sorted(self.referenced_files(record.name)))]
+        spec = self._specs.get(record.name)
+        files = [spec_path, *(Path(f) for f in sorted(trust.reached_files(spec)))] if spec else [spec_path]
         signature: list[Any] = []
         for f in files:
             try:
@@ -375,13 +391,9 @@ class Lifecycle:
         if record is None or record.kind != "project" or not record.env_key or not record.source:
             return
         spec = self._specs.get(name)
-        if spec is None or record.status == "blocked":
-            self.warm_in_background(name)  # reads the file and checks trust first
-            return
-        try:  # a new name in .env changes the shell: it needs a new allow (trust.py)
-            self.gate.check(record, self.gate.fingerprint(spec, record.source, "project"), Path(spec.source or "").name)
-        except BlockedError as exc:
-            log.warning("%s", exc.message)
+        # A new name in .env changes the shell: the full warm reads the file and checks trust.
+        if spec is None or record.status == "blocked" or not self.gate.dotenv_allowed(record.source):
+            self.warm_in_background(name)
             return
         self._write_project_activation(record, spec)
 

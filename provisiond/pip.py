@@ -27,12 +27,14 @@ from urllib.parse import unquote, urlparse
 from provisiond.engines._process import ProcessResult, run_process
 from provisiond.engines.base import OnLine
 from provisiond.errors import EngineError, SolveError
+from provisiond.files import read_regular
 from provisiond.lock import Lock, PipPackage
 from provisiond.spec import EnvSpec
 from provisiond.urls import mask
 
 __all__ = ["conda_provided", "find_uv", "inputs_key", "resolver_settings", "install_pip", "parse_pylock", "python_target", "resolve_pip"]
 
+MAX_REQUIREMENTS = 1 << 20  # bytes of a -r/-c file we read: more is not a requirements file
 COMPILE_TIMEOUT = 600.0  # seconds; building the metadata of a git or sdist requirement can be slow
 INSTALL_TIMEOUT = 1800.0
 _PATH_OPTIONS = ("-r", "--requirement", "-c", "--constraint", "-f", "--find-links")
@@ -95,10 +97,8 @@ def inputs_key(spec: EnvSpec, key: str) -> str:
         return key
     digest = hashlib.sha256(key.encode())
     for path in files:
-        try:
-            content = hashlib.sha256(path.read_bytes()).hexdigest()
-        except OSError:
-            content = "missing"
+        data = read_regular(path, MAX_REQUIREMENTS)
+        content = hashlib.sha256(data).hexdigest() if data is not None else "missing or not a regular file"
         digest.update(f"\0{path}\0{content}".encode())
     return digest.hexdigest()
 
@@ -248,10 +248,10 @@ def included_files(spec: EnvSpec) -> Iterable[Path]:
         if path in seen or len(seen) > 100:
             continue
         seen.add(path)
-        try:
-            nested = path.read_text(errors="replace").splitlines()
-        except OSError:
+        data = read_regular(path, MAX_REQUIREMENTS)  # a FIFO or /dev/zero from a clone: never read
+        if data is None:
             continue
+        nested = data.decode(errors="replace").splitlines()
         pending += [(n.strip(), path.parent) for n in nested if n.strip().startswith("-")]
     return seen
 

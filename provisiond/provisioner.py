@@ -111,7 +111,7 @@ class Provisioner:
         spec = None
         if allow or existing is None:
             spec = await read_spec(spec_path)
-            fp = self.gate.fingerprint(spec, str(directory), "project")
+            fp = await asyncio.to_thread(self.gate.fingerprint, spec, str(directory), "project")
             if allow:
                 self.gate.consent(fp)
             elif existing is None:
@@ -181,7 +181,8 @@ class Provisioner:
             raise BadRequestError(f"the name {name!r} is already used by project {taken.source}",
                                   hint="choose another name with -n NAME")
         if spec is not None:
-            self.gate.consent(self.gate.fingerprint(spec, str(path), "file"))  # `create -f FILE` is consent
+            # `create -f FILE` is consent for that file's content.
+            self.gate.consent(await asyncio.to_thread(self.gate.fingerprint, spec, str(path), "file"))
             self.store.add_name(name, "file", str(path))
             await self.lifecycle.warm(self.store.get_name(name), update=update)
             return self.view(name)
@@ -276,9 +277,9 @@ class Provisioner:
         target = self.gate.target(path)
         if target.is_dir():
             spec = await read_spec(spec_file_of(target))
-            fp = self.gate.fingerprint(spec, str(target), "project")
+            fp = await asyncio.to_thread(self.gate.fingerprint, spec, str(target), "project")
         elif kind_of(target) == "spec":
-            fp = self.gate.fingerprint(await read_spec(target), str(target), "file")
+            fp = await asyncio.to_thread(self.gate.fingerprint, await read_spec(target), str(target), "file")
         else:
             lock = await asyncio.to_thread(load_lockfile, target, self.engine.platform)
             fp = trust.lock_fingerprint(lock, str(target))

@@ -30,11 +30,14 @@ RESERVED = frozenset({
     "CDPATH", "GLOBIGNORE", "EXECIGNORE", "FIGNORE", "TIMEFORMAT", "TMOUT", "IGNOREEOF", "POSIXLY_CORRECT",
     "SHELLOPTS", "BASH", "BASHOPTS", "FUNCNEST", "NULLCMD", "READNULLCMD", "STTY", "PERIOD", "TMPPREFIX",
     "KEYTIMEOUT", "WORDCHARS", "OPTIND", "OPTARG", "OPTERR",
+    # Editors the shell itself runs (`fc`, readline's edit-and-execute-command), and zsh's hook arrays.
+    "FCEDIT", "EDITOR", "VISUAL", "PRECMD_FUNCTIONS", "PREEXEC_FUNCTIONS", "CHPWD_FUNCTIONS",
+    "PERIODIC_FUNCTIONS", "ZSHADDHISTORY_FUNCTIONS", "ZSHEXIT_FUNCTIONS",
     # The shell's own state; some are read-only in bash, and assigning them aborts the script.
     "PATH", "PWD", "OLDPWD", "SHLVL", "_", "IFS", "HOME", "SHELL", "UID", "EUID", "PPID", "GROUPS",
     "HOSTNAME", "HOSTTYPE", "OSTYPE", "MACHTYPE", "RANDOM", "SECONDS", "LINENO", "REPLY",
     # The dynamic loader and glibc: code loaded into every process the shell starts.
-    "GCONV_PATH", "LOCPATH", "NLSPATH", "HOSTALIASES", "RESOLV_HOST_CONF", "MALLOC_CHECK_",
+    "GCONV_PATH", "LOCPATH", "NLSPATH", "HOSTALIASES", "RESOLV_HOST_CONF", "MALLOC_CHECK_", "GLIBC_TUNABLES",
     # Activation's own.
     "CONDA_PREFIX", "CONDA_SHLVL", "CONDA_DEFAULT_ENV", "CONDA_PROMPT_MODIFIER",
 })

@@ -23,21 +23,27 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
+import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import rattler
+
 from provisiond.dotenv import parse_dotenv
+from provisiond.files import read_regular
 from provisiond.lock import Lock
 from provisiond.pip import absolute_paths, included_files
 from provisiond.spec import EnvSpec
 from provisiond.urls import mask
 
-__all__ = ["Fingerprint", "blocked_message", "fingerprint", "lock_fingerprint", "under_prefix", "what_changed"]
+__all__ = ["Fingerprint", "blocked_message", "dotenv_part", "fingerprint", "lock_fingerprint", "reached_files",
+           "under_prefix", "what_changed"]
 
 SCHEME = 1
 _BUILD_FILES = ("pyproject.toml", "setup.py", "setup.cfg")
-_EDITABLE = ("-e", "--editable")
+MAX_INCLUDED = 1 << 20  # bytes of a .env or requirements file we read: more is not a real one
 # Names for what changed, as the hook's one line says them.
 _PART_NAMES = {"channels": "channels", "pip": "pip: section", "variables": "variables:", "dotenv": ".env names"}
 
@@ -62,15 +68,20 @@ def fingerprint(spec: EnvSpec, path: str, dotenv: Path | None = None) -> Fingerp
     ``dotenv`` is a project's ``.env``; named envs have none.
     """
     parts = {
-        "channels": _hash([list(spec.channels), spec.nodefaults]),
+        "channels": _hash([list(spec.channels), spec.nodefaults, _dependency_channels(spec)]),
         "pip": _hash(list(spec.pip)),
         "variables": _hash([list(kv) for kv in spec.variables]),
     }
-    for file in sorted(_reached_files(spec)):
+    for file in sorted(reached_files(spec)):
         parts[f"file:{file}"] = _file_hash(file)
     if dotenv is not None:
-        parts["dotenv"] = _hash(sorted(_dotenv_names(dotenv)))
+        parts["dotenv"] = dotenv_part(dotenv)
     return Fingerprint(path=path, parts=parts)
+
+
+def dotenv_part(dotenv: Path) -> str:
+    """The fingerprint part of a project's ``.env``: its variable names, never its values."""
+    return _hash(sorted(_dotenv_names(dotenv)))
 
 
 def lock_fingerprint(lock: Lock, path: str) -> Fingerprint:
@@ -113,63 +124,148 @@ def under_prefix(path: str, prefixes: Iterable[str]) -> bool:
     return False
 
 
-def _reached_files(spec: EnvSpec) -> set[str]:
-    """Local files the pip section makes uv read or run: included files, build files, archives."""
+def reached_files(spec: EnvSpec) -> set[str]:
+    """Local files and directories the pip section makes uv read or run: included files, the build
+    files of local projects, local archives and find-links directories."""
     base = Path(spec.project_dir) if spec.project_dir else None
     includes = set(included_files(spec))
     found = {str(p) for p in includes}
     lines = [(absolute_paths(line, base), base) for line in spec.pip]
     for include in includes:
-        try:
-            lines += [(n.strip(), include.parent) for n in include.read_text(errors="replace").splitlines()]
-        except OSError:
-            continue
+        data = read_regular(include, MAX_INCLUDED)
+        if data is not None:
+            lines += [(n.strip(), include.parent) for n in data.decode(errors="replace").splitlines()]
     for line, here in lines:
-        local = _local_path(line, here)
-        if local is None:
-            continue
-        if local.is_dir():
-            found.update(str(local / name) for name in _BUILD_FILES if (local / name).is_file())
-        else:
-            found.add(str(local))
+        links = line.startswith(("-f", "--find-links"))
+        for local in _local_paths(line, here):
+            if local.is_dir() and not links:
+                found.update(_build_files(local))
+            else:
+                found.add(str(local))  # a file by its content, a find-links directory by its listing
     return found
 
 
-def _local_path(line: str, here: Path | None) -> Path | None:
-    """The local path a pip line installs from (``-e .``, ``./pkg``, ``file:///x``), or None."""
+def _build_files(directory: Path) -> set[str]:
+    """What a build of a local project runs: its build files, its in-tree build backend
+    (``backend-path``), and the modules beside ``setup.py`` it may import (versioneer.py)."""
+    names = {str(directory / name) for name in _BUILD_FILES if (directory / name).is_file()}
+    if not names:
+        return names  # nothing to build: uv fails on it
+    try:
+        names.update(str(p) for p in directory.glob("*.py") if p.is_file())
+    except OSError:
+        pass
+    data = read_regular(directory / "pyproject.toml", MAX_INCLUDED)
+    if data is not None:
+        try:
+            backend = tomllib.loads(data.decode(errors="replace")).get("build-system", {}).get("backend-path", [])
+        except (tomllib.TOMLDecodeError, AttributeError):
+            backend = []
+        for entry in backend if isinstance(backend, list) else []:
+            root = directory / str(entry)
+            if root.is_dir():
+                names.update(str(p) for p in sorted(root.rglob("*.py"))[:1000] if p.is_file())
+    return names
+
+
+def _local_paths(line: str, here: Path | None) -> list[Path]:
+    """The local paths a pip line installs or builds from: ``-e .``, ``--editable=./lib``,
+    ``./pkg``, ``name @ file:./lib``, ``git+file:///repo``, ``-f ./wheels``."""
     words = line.split()
-    if not words or (words[0].startswith("-") and words[0] not in _EDITABLE):
-        return None
-    target = words[1] if words[0] in _EDITABLE and len(words) > 1 else words[0]
-    if target.startswith("file://"):
-        target = target[len("file://"):]
-    elif "://" in target or "@" in target:
-        return None  # a URL or `name @ url`: fetched, so covered by the pip line itself
-    if not target.startswith((".", "/", "~")) and "/" not in target:
-        return None  # a requirement name
-    path = Path(os.path.expanduser(target.split("#", 1)[0].split("[", 1)[0]))
-    if not path.is_absolute() and here is not None:
-        path = here / path
-    return Path(os.path.normpath(path))
+    if not words:
+        return []
+    head = words[0]
+    option, _, attached = head.partition("=") if head.startswith("--") else (head, "", "")
+    if option in ("-f", "--find-links", "-e", "--editable"):
+        targets = [attached] if attached else words[1:2]
+    elif head.startswith(("-e", "-f")) and len(head) > 2:  # `-e./lib`
+        targets = [head[2:]]
+    elif head.startswith("-"):
+        return []
+    elif "@" in words:  # `name @ file:./lib` (PEP 508)
+        targets = words[words.index("@") + 1:words.index("@") + 2]
+    elif "@" in head and "/" not in head.split("@", 1)[0] and ":" not in head.split("@", 1)[0]:
+        targets = [head.split("@", 1)[1]]  # `name@file:./lib`
+    else:
+        targets = [head]
+    out = []
+    for target in targets:
+        path = _as_local(target)
+        if path is None:
+            continue
+        if not path.is_absolute() and here is not None:
+            path = here / path
+        out.append(Path(os.path.normpath(path)))
+    return out
+
+
+def _as_local(target: str) -> Path | None:
+    """``target`` as a local path, or None for a URL fetched over the network or a requirement name."""
+    vcs = target.startswith("git+file://")
+    for prefix in ("git+file://", "file://", "file:"):
+        if target.startswith(prefix):
+            target = target[len(prefix):]
+            break
+    else:
+        if "://" in target:
+            return None  # fetched: the pip line itself is in the fingerprint
+        if not target.startswith((".", "/", "~")) and "/" not in target:
+            return None  # a requirement name
+    target = target.split("#", 1)[0].split("[", 1)[0]
+    if "@" in target and (vcs or not target.startswith("/")):
+        target = target.rsplit("@", 1)[0]  # a VCS revision: `git+file:///repo@main`
+    return Path(os.path.expanduser(target)) if target else None
+
+
+def _dependency_channels(spec: EnvSpec) -> list[str]:
+    """Channels the dependencies name themselves (``https://x/ch::pkg``, ``pkg[channel=...]``) beyond
+    ``channels:``: a "dependency edit" that brings a new channel is a channel edit."""
+    listed = {c.rstrip("/") for c in spec.channels}
+    out = set()
+    for dependency in spec.dependencies:
+        if "::" not in dependency and "channel=" not in dependency and "url=" not in dependency:
+            continue
+        try:
+            channel = rattler.MatchSpec(dependency, strict=False).channel
+        except Exception:  # noqa: BLE001 - spec.py checked it parses; be safe anyway
+            channel = None
+        if channel is None:
+            out.add(dependency)  # a url= or an unparsed form: the whole entry
+        elif channel.name not in listed and str(channel.base_url).rstrip("/") not in listed:
+            out.add(str(channel.base_url))
+    return sorted(out)
 
 
 def _dotenv_names(file: Path) -> list[str]:
-    try:
-        text = file.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return []
-    pairs, _problems = parse_dotenv(text)
+    data = read_regular(file, MAX_INCLUDED)
+    if data is None:
+        return ["<missing or not a regular file>"] if os.path.lexists(file) else []
+    pairs, _problems = parse_dotenv(data.decode("utf-8", errors="replace"))
     return [name for name, _value in pairs]
 
 
 def _file_hash(file: str) -> str:
+    """sha256 of a regular file; a directory by its listing (names, sizes, mtimes); a FIFO or a
+    device is never opened for reading (a clone may ship ``x -> /dev/zero``)."""
+    try:
+        st = os.stat(file)
+    except OSError:
+        return "missing"
+    if stat.S_ISDIR(st.st_mode):
+        try:
+            entries = sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(file))
+        except OSError:
+            return "unreadable"
+        return _hash(entries)
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
     digest = hashlib.sha256()
     try:
         with open(file, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
     except OSError:
-        return "missing"
+        return "unreadable"
     return digest.hexdigest()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -10,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from provisiond.errors import EngineError
+from provisiond import activation
+from provisiond.errors import BlockedError, EngineError
 from provisiond.provisioner import Provisioner
 from provisiond.settings import Paths, Settings
 from provisiond.store import Store
@@ -139,3 +141,84 @@ async def test_gc_prunes_the_cache_by_real_use_and_never_under_a_build(world: Wo
     await warm
     assert [e["package"] for e in report["packages"]] == ["old-1.0-fake_0"]
     assert sorted(e.name for e in pkgs.iterdir()) == ["busy-1.0-fake_0", "used-1.0-fake_0"]
+
+
+async def _building(world: World, deps_after: list[str]) -> tuple[Path, asyncio.Event, asyncio.Task]:
+    """A ready project `p`, then an allowed rebuild held in its install."""
+    p = world.provisioner
+    directory = world.project("p", ["hello"])
+    (directory / ".env").write_text("A=1\n")
+    await p.add_project(str(directory), allow=True)
+    await p.warm("p")
+    world.project("p", deps_after)  # a pure dependency edit: keeps trust, rebuilds
+    release = world.engine.hold("install", deps_after[-1])
+    build = asyncio.create_task(p.warm("p"))
+    await world.engine.started("install", deps_after[-1])
+    return directory, release, build
+
+
+async def test_a_deny_during_a_build_is_not_undone_when_it_ends(world: World) -> None:
+    p = world.provisioner
+    directory, release, build = await _building(world, ["hello", "slow"])
+    p.gate.deny(str(directory))
+    release.set()
+    with pytest.raises(BlockedError):
+        await build
+    stamp = activation.project_activation_dir(p.settings.paths, directory) / activation.STAMP
+    assert p.store.get_name("p").status == "blocked" and not stamp.exists()
+    assert p.ready_prefix("p") is None
+
+
+async def test_a_new_dotenv_name_during_a_build_never_reaches_the_activation(world: World) -> None:
+    p = world.provisioner
+    directory, release, build = await _building(world, ["hello", "slow"])
+    (directory / ".env").write_text("A=1\nNEW_NAME=x\n")
+    p.refresh_activation("p")  # what the watcher does for .env: a full warm, which blocks
+    release.set()
+    with pytest.raises(BlockedError):
+        await build
+    await asyncio.gather(*p.lifecycle._background.values())
+    script = activation.project_activation_dir(p.settings.paths, directory) / "activate.bash"
+    assert p.store.get_name("p").status == "blocked"
+    assert not script.exists() or "NEW_NAME" not in script.read_text()
+
+
+async def test_create_f_of_a_lockfile_during_its_warm_answers_both(world: World) -> None:
+    p = world.provisioner
+    lockfile = world.root / "env.txt"
+
+    def explicit(names: list[str]) -> None:
+        lines = ["@EXPLICIT"]
+        for n in names:
+            f = f"{n}-1.0-fake_0.conda"
+            lines.append(f"{world.engine.channel}/linux-64/{f}#sha256:{hashlib.sha256(f.encode()).hexdigest()}")
+        lockfile.write_text("\n".join(lines) + "\n")
+
+    explicit(["hello"])
+    await p.create(str(lockfile), name="L")
+    explicit(["hello", "slow"])
+    release = world.engine.hold("install", "slow")
+    warm = asyncio.create_task(p.warm("L"))
+    await world.engine.started("install", "slow")
+    create = asyncio.create_task(p.create(str(lockfile), name="L"))  # a newer generation of L
+    await asyncio.sleep(0)
+    release.set()
+    created, warmed = await asyncio.wait_for(asyncio.gather(create, warm), 30)  # used to spin the loop
+    assert created.env_key == warmed.env_key == p.store.get_name("L").env_key
+
+
+async def test_rotating_a_dotenv_value_after_a_failed_allowed_edit_keeps_trust(world: World) -> None:
+    p = world.provisioner
+    directory = world.project("p", ["hello"])
+    (directory / ".env").write_text("A=1\n")
+    await p.add_project(str(directory), allow=True)
+    await p.warm("p")
+    world.project("p", ["hello", "broken"])
+    world.engine.fail("install", "broken", lambda: EngineError("cannot install"))
+    await p.add_project(str(directory), allow=True)  # the user allows the edit; its build fails
+    with pytest.raises(EngineError):
+        await p.warm("p")
+    (directory / ".env").write_text("A=2\n")  # a rotated secret: the same names
+    p.refresh_activation("p")
+    assert p.store.get_name("p").status == "failed"  # the previous env is still served, not blocked
+    assert "A='2'" in (activation.project_activation_dir(p.settings.paths, directory) / "activate.bash").read_text()

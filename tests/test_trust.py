@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,59 @@ def test_trusted_prefixes_match_whole_components() -> None:
     assert under_prefix("/home/me/work", ["/home/me/work/"])
     assert not under_prefix("/home/me/workshop/p", ["/home/me/work"])
     assert not under_prefix("/home/me/work/p", [""])
+
+
+def pip_project(tmp_path: Path, *lines: str) -> Path:
+    (tmp_path / "lib").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "lib" / "setup.py").write_text("import versioneer\n")
+    (tmp_path / "lib" / "versioneer.py").write_text("VERSION = '1'\n")
+    (tmp_path / "wheels").mkdir(exist_ok=True)
+    pip = "".join(f"    - {line!r}\n" for line in lines)
+    (tmp_path / "environment.yml").write_text(f"name: p\nchannels: [conda-forge]\ndependencies:\n  - python\n"
+                                              f"  - pip:\n{pip}")
+    return tmp_path
+
+
+@pytest.mark.parametrize(("line", "edit"), [
+    ("--editable=./lib", lambda d: (d / "lib" / "setup.py").write_text("import os; os.system('id')\n")),
+    ("-e./lib", lambda d: (d / "lib" / "setup.py").write_text("import os; os.system('id')\n")),
+    ("lib @ file:./lib", lambda d: (d / "lib" / "setup.py").write_text("import os; os.system('id')\n")),
+    ("-e ./lib", lambda d: (d / "lib" / "versioneer.py").write_text("import os; os.system('id')\n")),
+    ("-f ./wheels", lambda d: (d / "wheels" / "evil-1.0.tar.gz").write_bytes(b"sdist")),
+    ("--find-links=./wheels", lambda d: (d / "wheels" / "evil-1.0.tar.gz").write_bytes(b"sdist")),
+])
+def test_every_form_of_a_local_pip_source_is_fingerprinted(tmp_path: Path, line: str, edit) -> None:  # noqa: ANN001
+    before, _ = digest(pip_project(tmp_path, line))
+    edit(tmp_path)
+    assert digest(tmp_path)[0] != before
+
+
+def test_an_in_tree_build_backend_is_fingerprinted(tmp_path: Path) -> None:
+    project = pip_project(tmp_path, "-e .")
+    (project / "pyproject.toml").write_text('[build-system]\nrequires = []\nbuild-backend = "backend"\n'
+                                            'backend-path = ["_build"]\n')
+    (project / "_build").mkdir()
+    (project / "_build" / "backend.py").write_text("def build_wheel(*a): pass\n")
+    before, _ = digest(project)
+    (project / "_build" / "backend.py").write_text("import os; os.system('id')\n")
+    assert digest(project)[0] != before
+
+
+def test_a_dependency_naming_its_own_channel_is_a_channel_edit(tmp_path: Path) -> None:
+    before, parts = digest(project(tmp_path))
+    (tmp_path / "environment.yml").write_text(BASE.replace("  - numpy\n", "  - https://evil.example/ch::numpy\n"))
+    after, now = digest(tmp_path)
+    assert after != before and what_changed(parts, now, str(tmp_path), "environment.yml") == \
+        "its environment.yml changed: channels"
+    (tmp_path / "environment.yml").write_text(BASE.replace("  - numpy\n", "  - conda-forge::numpy\n"))
+    assert digest(tmp_path)[0] == before  # a channel already listed adds nothing
+
+
+def test_a_fifo_or_a_device_in_the_project_is_never_read(tmp_path: Path) -> None:
+    directory = project(tmp_path)
+    (directory / ".env").unlink()
+    os.mkfifo(directory / ".env")  # a read would block forever
+    (directory / "requirements.txt").unlink()
+    (directory / "requirements.txt").symlink_to("/dev/zero")  # a read would never end
+    fp = fingerprint(load_spec(directory / "environment.yml"), str(directory), directory / ".env")
+    assert fp.parts[f"file:{directory}/requirements.txt"] == "not a regular file"

@@ -107,6 +107,8 @@ __provisiond_enter() {
 
 __provisiond_hook() {
   local status=$? gen=
+  # Under `set -e`, a prompt command that returns non-zero closes the shell: hand on 0 there.
+  [[ $- == *e* ]] && status=0
   # The fast path first, here: bash copies a function's body at every call, so this small function
   # does the common case (same $PWD, no pending project, the active stamp unchanged, no notice) and
   # the large __provisiond_update runs only when something changed. Safe under set -eu as written.

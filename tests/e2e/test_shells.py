@@ -301,6 +301,7 @@ def test_strict_shells_survive(world: World, tmp_path: Path, kind: str, strict: 
         sh.run(f"source '{world.hooks[kind]}'")
         sh.run(strict)
         sh.run("cd 'outer proj'")
+        sh.run("[[ -f /nonexistent ]] && echo never")  # $? is 1 at the prompt, without tripping errexit
         active = check(sh, kind, tmp_path, ["CONDA_DEFAULT_ENV", "SECRET"])
         sh.run("cd /")
         left = check(sh, kind, tmp_path, ["CONDA_DEFAULT_ENV", "SECRET"])

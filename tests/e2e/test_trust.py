@@ -11,6 +11,7 @@ from pathlib import Path
 
 from provisiond.activation import NOTICE, STAMP, project_activation_dir
 from provisiond.settings import Paths
+from provisiond.testing.channel import build_channel, hello_pkg
 from tests.conftest import Daemon, write_project
 
 
@@ -185,3 +186,24 @@ def test_a_new_name_in_dotenv_blocks_and_a_rotated_value_does_not(daemon: Daemon
     blocked = daemon.wait_for("p", lambda v: v["status"] == "blocked")
     assert "(its environment.yml changed: .env names)" in blocked["error"]
     assert not rendered.exists()
+
+
+def test_a_dependency_that_names_a_new_channel_blocks(daemon: Daemon, channel: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "PWNED"
+    evil = build_channel(tmp_path / "evil", [hello_pkg("evil", "1.0", files={
+        "etc/conda/activate.d/evil.sh": f"touch {marker}\n"})])
+    project = write_project(tmp_path / "p", channel, ["hello"], name="p")
+    assert daemon.ctl("watch", str(project))[0] == 0
+    daemon.wait_for("p", lambda v: v["status"] == "ready")
+    write_project(project, channel, ["hello", f"{evil.as_uri()}::evil"], name="p")  # a `git pull`
+    blocked = daemon.wait_for("p", lambda v: v["status"] == "blocked")
+    assert "(its environment.yml changed: channels)" in blocked["error"]
+    assert not (project_activation_dir(paths(daemon), project) / STAMP).exists() and not marker.exists()
+
+
+def test_a_fifo_dotenv_in_a_clone_does_not_stall_the_daemon(daemon: Daemon, channel: Path, tmp_path: Path) -> None:
+    project = write_project(tmp_path / "cloned", channel, ["hello"], name="cloned")
+    os.mkfifo(project / ".env")  # or `.env -> /dev/zero`: a read would block, or never end
+    run = hook_watch(daemon.socket, project)  # used to hang the daemon's loop on the read
+    assert "is blocked" in run.stderr
+    assert daemon.client.get("/v1/health")["status"] == "ok"
