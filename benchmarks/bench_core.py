@@ -27,8 +27,8 @@ from common import (  # noqa: E402
     CTL, ENV, BenchDaemon, filesystem, med, parse_args, progress, run, workspace)
 
 from provisiond.engines.rattler import record_of  # noqa: E402
-from provisiond.exports import explicit  # noqa: E402
-from provisiond.lock import Lock  # noqa: E402
+from provisiond.domain.exports import explicit  # noqa: E402
+from provisiond.domain.lock import Lock  # noqa: E402
 from provisiond.testing.channel import (  # noqa: E402
     Pkg, build_channel, build_package, generated_packages, write_repodata_only_channel)
 

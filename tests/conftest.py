@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from provisiond import cli
+from provisiond.cli import commands as cli
 from provisiond.testing.channel import build_channel, demo_packages
 from provisiond.testing.daemon import DaemonProcess
 

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from provisiond import activation, cli
-from provisiond.activation import Activation
-from provisiond.dotenv import parse_dotenv
-from provisiond.settings import Paths
+from provisiond.shell import activation
+from provisiond.cli import commands as cli
+from provisiond.shell.activation import Activation
+from provisiond.shell.dotenv import parse_dotenv
+from provisiond.config.settings import Paths
 from tests.conftest import Daemon, write_project
 from tests.shell_probe import dump, environ, read_values
 
@@ -339,10 +340,10 @@ def test_activate_by_path_fast_path_reads_one_file(built: Built, user_state: Pat
     activation.write_project_activation(user_state, project, "fast", built.env_key, built.prefix)
     probe = (
         "import sys\n"
-        "from provisiond import ctl\n"
+        "from provisiond.cli import entry as ctl\n"
         f"assert ctl._fast_activate(['activate', {str(project / 'src')!r}, '--shell', 'bash']) == 0\n"
         "sys.stdout.flush()\n"
-        "heavy = [m for m in ('argparse', 'json', 'pathlib', 'provisiond.cli', 'provisiond.activation')\n"
+        "heavy = [m for m in ('argparse', 'json', 'pathlib', 'provisiond.cli.commands', 'provisiond.shell.activation')\n"
         "         if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
@@ -351,7 +352,7 @@ def test_activate_by_path_fast_path_reads_one_file(built: Built, user_state: Pat
     assert proc.stdout == activation.read_project_activation(user_state, project, "bash")
     # Not built yet: the fast path declines (cli.main then asks the daemon).
     other = write_project(tmp_path / "other", Path("/nonexistent-channel"), ["hello"])
-    decline = "from provisiond import ctl\n" f"assert ctl._fast_activate(['activate', {str(other)!r}]) is None\n"
+    decline = "from provisiond.cli import entry as ctl\n" f"assert ctl._fast_activate(['activate', {str(other)!r}]) is None\n"
     assert subprocess.run([sys.executable, "-c", decline], env=dict(os.environ)).returncode == 0
 
 
@@ -387,7 +388,7 @@ def test_hook_bakes_in_the_state_dir_and_the_command(user_state: Paths, tmp_path
 
 
 def test_shell_commands_import_nothing_heavy() -> None:
-    code = ("import sys, io, contextlib\nfrom provisiond import cli\n"
+    code = ("import sys, io, contextlib\nfrom provisiond.cli import commands as cli\n"
             "with contextlib.redirect_stdout(io.StringIO()):\n"
             "    cli.main(['hook', 'zsh']); cli.main(['deactivate', '--shell', 'sh'])\n"
             "heavy = [m for m in ('aiohttp', 'ruamel', 'rattler') if m in sys.modules]\n"
@@ -401,7 +402,7 @@ def test_an_active_shell_holds_a_lease(built: Built, shell: str) -> None:
     import shutil
     import subprocess
 
-    from provisiond.gc import leased
+    from provisiond.store.gc import leased
 
     if shutil.which(shell) is None:
         pytest.skip(f"{shell} is not installed")
@@ -445,7 +446,7 @@ def test_cold_start_spells_the_store_layout_of_layout_py() -> None:
     """shell/cold-start ships verbatim into images: it must name the files layout.py names."""
     from importlib import resources
 
-    from provisiond import layout
+    from provisiond.config import layout
 
     script = resources.files("provisiond.shell").joinpath("cold-start").read_text(encoding="utf-8")
     for spelled in (f"/{layout.ACTIVATION}/{layout.NAMES}", f"/{layout.NAME_TARGET}", f"/{layout.LEASES}/",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from provisiond.builder import _Slots
+from provisiond.daemon.builder import _Slots
 
 
 async def test_raising_the_limit_lets_a_waiting_build_in() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from provisiond import cli
+from provisiond.cli import commands as cli
 
 
 def test_check_prints_the_normalised_spec(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from provisiond.credentials import Credentials
-from provisiond.errors import ConfigError
+from provisiond.store.credentials import Credentials
+from provisiond.domain.errors import ConfigError
 
 
 def test_remember_keeps_credentials_in_one_private_file(tmp_path: Path) -> None:

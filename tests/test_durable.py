@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from provisiond import durable
+from provisiond.store import durable
 from tests.conftest import REPO
 
 needs_strace = pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
@@ -24,8 +24,8 @@ needs_strace = pytest.mark.skipif(shutil.which("strace") is None, reason="strace
 PUBLISH = """
 import sys
 from pathlib import Path
-from provisiond.settings import Paths
-from provisiond.store import Store
+from provisiond.config.settings import Paths
+from provisiond.store.store import Store
 from tests.test_store import LOCK, fake_build
 root = Path(sys.argv[1])
 paths = Paths(home=root / "store", socket=root / "s.sock", state=root / "state")
@@ -86,7 +86,7 @@ def test_publish_in_place_syncs_the_prefix_before_the_marker(tmp_path: Path) -> 
 FSYNC_TREE = """
 import sys
 from pathlib import Path
-from provisiond import durable
+from provisiond.store import durable
 print("PUBLISH", flush=True)
 print(durable.fsync_tree(Path(sys.argv[1])), flush=True)
 """

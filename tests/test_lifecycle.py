@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from provisiond.errors import EngineError
-from provisiond.provisioner import Provisioner
-from provisiond.settings import Paths, Settings
-from provisiond.store import Store
+from provisiond.domain.errors import EngineError
+from provisiond.daemon.provisioner import Provisioner
+from provisiond.config.settings import Paths, Settings
+from provisiond.store.store import Store
 from provisiond.testing.fake_engine import FakeEngine
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from provisiond.lock import Lock, LockFormatError, Package, PipPackage
+from provisiond.domain.lock import Lock, LockFormatError, Package, PipPackage
 
 
 def pkg(name: str, version: str = "1.0", sha: str = "aa") -> Package:

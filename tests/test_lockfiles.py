@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from provisiond.errors import SpecError
-from provisiond.exports import conda_lock, explicit, export
-from provisiond.lockfiles import kind_of, load_lockfile
-from provisiond.urls import mask
+from provisiond.domain.errors import SpecError
+from provisiond.domain.exports import conda_lock, explicit, export
+from provisiond.domain.lockfiles import kind_of, load_lockfile
+from provisiond.domain.urls import mask
 from tests.conftest import SHARED, needs_shared
 
 LOCKS = SHARED / "data" / "locks"
@@ -76,7 +76,7 @@ def test_credentials_are_masked_everywhere() -> None:
     lock = load_lockfile(ZLIB_CONDA_LOCK, "linux-64")
     from dataclasses import replace
 
-    from provisiond.lock import Lock
+    from provisiond.domain.lock import Lock
 
     secret = Lock(platform=lock.platform, packages=tuple(
         replace(p, url=p.url.replace("https://", "https://alice:s3cret@"),

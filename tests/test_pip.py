@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from provisiond.errors import SolveError
-from provisiond.lock import Lock, Package
-from provisiond.pip import (
+from provisiond.domain.errors import SolveError
+from provisiond.domain.lock import Lock, Package
+from provisiond.engines.pip import (
     absolute_paths,
     conda_provided,
     find_uv,
@@ -19,7 +19,7 @@ from provisiond.pip import (
     python_target,
     resolve_pip,
 )
-from provisiond.spec import parse_spec
+from provisiond.domain.spec import parse_spec
 
 HASH = {c: c * 64 for c in "abcdef"}
 CN = "https://files.example.org/charset_normalizer-3.4.2"

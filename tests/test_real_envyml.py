@@ -15,9 +15,9 @@ from dataclasses import replace
 import pytest
 
 from provisiond.engines.rattler import RattlerEngine
-from provisiond.errors import SolveError, SpecError
-from provisiond.settings import load_settings
-from provisiond.spec import load_spec
+from provisiond.domain.errors import SolveError, SpecError
+from provisiond.config.settings import load_settings
+from provisiond.domain.spec import load_spec
 from tests.conftest import SHARED
 
 SUBSET = SHARED / "data" / "repodata" / "conda-forge-py39"

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from provisiond.errors import ConfigError
-from provisiond.registry import VERSION, RegistryBrokenError, RegistryTooNewError
-from provisiond.settings import Paths
-from provisiond.store import Store
+from provisiond.domain.errors import ConfigError
+from provisiond.store.registry import VERSION, RegistryBrokenError, RegistryTooNewError
+from provisiond.config.settings import Paths
+from provisiond.store.store import Store
 from tests.test_store import LOCK, fake_build
 
 # The registry of provisiond before the allow-list (git: store.py before the trust table), unversioned.

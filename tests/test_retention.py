@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from provisiond import retention
-from provisiond.errors import ConfigError
-from provisiond.settings import Paths, Settings, load_settings
-from provisiond.store import Store
+from provisiond.store import retention
+from provisiond.domain.errors import ConfigError
+from provisiond.config.settings import Paths, Settings, load_settings
+from provisiond.store.store import Store
 from tests.test_store import LOCK
 
 

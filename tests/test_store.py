@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from provisiond.errors import StoreBusyError
-from provisiond.lock import Lock, Package
-from provisiond.settings import Paths
-from provisiond.store import MARKER, Store
+from provisiond.domain.errors import StoreBusyError
+from provisiond.domain.lock import Lock, Package
+from provisiond.config.settings import Paths
+from provisiond.store.store import MARKER, Store
 
 LOCK = Lock(platform="linux-64", packages=(Package(
     name="a", version="1", build="0", build_number=0, subdir="linux-64", channel="file:///c/",

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from provisiond.spec import load_spec
-from provisiond.trust import fingerprint, under_prefix, what_changed
+from provisiond.domain.spec import load_spec
+from provisiond.daemon.trust import fingerprint, under_prefix, what_changed
 
 BASE = """name: p
 channels:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from provisiond.urls import mask, strip_credentials
+from provisiond.domain.urls import mask, strip_credentials
 
 
 @pytest.mark.parametrize(("url", "masked", "stripped"), [

@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 
 from provisiond.engines.base import Engine
-from provisiond.settings import Settings
+from provisiond.config.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ def engine_for(settings: Settings, environ: Mapping[str, str] | None = None) -> 
     ``ConfigError`` (exit 78), never a silent fallback. ``auto``: that micromamba when it is
     usable, else rattler; but a ``micromamba_path`` that is set must be usable in any case.
     """
-    from provisiond.errors import ConfigError
+    from provisiond.domain.errors import ConfigError
 
     environ = os.environ if environ is None else environ
     if settings.engine != "rattler":

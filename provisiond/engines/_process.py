@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provisiond.engines.base import OnLine
-from provisiond.errors import EngineError, ProvisionError
+from provisiond.domain.errors import EngineError, ProvisionError
 
 log = logging.getLogger(__name__)
 

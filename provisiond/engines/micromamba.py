@@ -32,16 +32,16 @@ from urllib.parse import unquote, urlparse
 
 import rattler
 
-from provisiond.credentials import Credentials
+from provisiond.store.credentials import Credentials
 from provisiond.engines._process import ProcessResult, run_process
 from provisiond.engines.base import OnLine
 from provisiond.engines.virtual import VirtualPackages, detect
-from provisiond.errors import ChannelTimeoutError, ConfigError, EngineError, SolveError
-from provisiond.events import BuildProgress
-from provisiond.lock import Lock, Package
-from provisiond.settings import Settings
-from provisiond.spec import EnvSpec
-from provisiond.urls import mask, strip_credentials
+from provisiond.domain.errors import ChannelTimeoutError, ConfigError, EngineError, SolveError
+from provisiond.domain.events import BuildProgress
+from provisiond.domain.lock import Lock, Package
+from provisiond.config.settings import Settings
+from provisiond.domain.spec import EnvSpec
+from provisiond.domain.urls import mask, strip_credentials
 
 log = logging.getLogger(__name__)
 

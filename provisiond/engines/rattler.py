@@ -33,16 +33,17 @@ import rattler.exceptions as rx
 from rattler.networking import (AddHeadersMiddleware, AuthenticationMiddleware, Client, GCSMiddleware,
                                 MirrorMiddleware, OciMiddleware, RetryMiddleware, S3Middleware)
 
-from provisiond.credentials import Credentials
+from provisiond.store.credentials import Credentials
 from provisiond.engines import virtual
 from provisiond.engines._watch import Reporter, cached, settle
 from provisiond.engines.base import OnLine
-from provisiond.errors import ChannelTimeoutError, EngineError, SolveError
-from provisiond.events import BuildProgress
-from provisiond.lock import Lock, Package
-from provisiond.settings import Settings
-from provisiond.spec import EnvSpec
-from provisiond.urls import mask, strip_credentials
+from provisiond.domain.errors import ChannelTimeoutError, EngineError, SolveError
+from provisiond.domain.events import BuildProgress
+from provisiond.domain.lock import Lock, Package
+from provisiond.domain.lockfiles import package_of
+from provisiond.config.settings import Settings
+from provisiond.domain.spec import EnvSpec
+from provisiond.domain.urls import mask, strip_credentials
 
 log = logging.getLogger(__name__)
 
@@ -341,30 +342,6 @@ def _generic(text: str) -> rattler.GenericVirtualPackage:
     name, version, build = (text.split("=", 2) + ["", ""])[:3]
     return rattler.GenericVirtualPackage(rattler.PackageName(name), rattler.Version(version or "0"),
                                          rattler.BuildString(build or "0"))
-
-
-def package_of(record: rattler.RepoDataRecord) -> Package:
-    """Our Package from a rattler record (we never hash rattler's own serialization)."""
-    noarch = record.noarch
-    noarch_name = "python" if noarch.python else "generic" if noarch.generic else None
-    return Package(
-        name=record.name.normalized,
-        version=str(record.version),
-        build=str(record.build),
-        build_number=record.build_number,
-        subdir=record.subdir,
-        channel=record.channel or "",
-        url=record.url,
-        file_name=record.file_name,
-        sha256=record.sha256.hex() if record.sha256 else None,
-        md5=record.md5.hex() if record.md5 else None,
-        size=record.size,
-        depends=tuple(record.depends),
-        constrains=tuple(record.constrains),
-        noarch=noarch_name,
-        timestamp=int(record.timestamp.timestamp() * 1000) if record.timestamp else None,
-        license=record.license,
-    )
 
 
 @functools.lru_cache(maxsize=16384)

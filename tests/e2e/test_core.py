@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from provisiond.store import MARKER
+from provisiond.store.store import MARKER
 from provisiond.testing.channel import PLACEHOLDER, build_channel, generated_packages
 from tests.conftest import Daemon, serve_directory, write_project
 
@@ -245,7 +245,7 @@ def test_sigterm_shuts_down_cleanly_and_removes_the_socket(daemon: Daemon) -> No
 def test_provisionctl_does_not_import_heavy_modules(daemon: Daemon) -> None:
     code = (
         "import sys\n"
-        "from provisiond import cli\n"
+        "from provisiond.cli import commands as cli\n"
         f"assert cli.main(['--socket', {str(daemon.socket)!r}, 'list', '--json']) == 0\n"
         "heavy = [m for m in ('aiohttp', 'ruamel', 'rattler', 'watchfiles') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
@@ -289,9 +289,9 @@ def test_the_warm_fast_path(daemon: Daemon, channel: Path, tmp_path: Path) -> No
 
     probe = (
         "import sys\n"
-        "from provisiond import ctl\n"
+        "from provisiond.cli import entry as ctl\n"
         f"assert ctl._fast_warm(['--socket', {str(daemon.socket)!r}, 'warm', 'fast']) == 0\n"
-        "heavy = [m for m in ('argparse', 'json', 'socket', 'pathlib', 'provisiond.cli', 'aiohttp', 'rattler')\n"
+        "heavy = [m for m in ('argparse', 'json', 'socket', 'pathlib', 'provisiond.cli.commands', 'aiohttp', 'rattler')\n"
         "         if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )

@@ -25,7 +25,7 @@ from schemathesis.specs.openapi.checks import (content_type_conformance, respons
 from urllib3.connection import HTTPConnection
 from urllib3.connectionpool import HTTPConnectionPool
 
-from provisiond.api.routes import OPENAPI
+from provisiond.daemon.api.routes import OPENAPI
 from tests.conftest import Daemon, write_project
 
 EXAMPLES = 25  # per operation and mode: ~1000 requests, about 20 s on 2 busy cores

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from provisiond.client import Client
-from provisiond.errors import ConfigError
+from provisiond.cli.client import Client
+from provisiond.domain.errors import ConfigError
 from tests.conftest import Daemon, serve_directory, write_project
 
 OTHER = "provisiond-other"

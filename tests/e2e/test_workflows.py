@@ -101,7 +101,7 @@ def test_pixi_lock_gives_the_same_env(daemon: Daemon, channel: Path, tmp_path: P
     import rattler
 
     from provisiond.engines.rattler import record_of
-    from provisiond.lock import Lock
+    from provisiond.domain.lock import Lock
 
     project = write_project(tmp_path / "p", channel, ["tool-a"], name="p")
     original = warm(daemon, str(project))

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from provisiond.engines.rattler import RattlerEngine
-from provisiond.errors import ShuttingDownError
-from provisiond.provisioner import Provisioner
-from provisiond.settings import Settings, load_settings
-from provisiond.spec import parse_spec
-from provisiond.store import Store
+from provisiond.domain.errors import ShuttingDownError
+from provisiond.daemon.provisioner import Provisioner
+from provisiond.config.settings import Settings, load_settings
+from provisiond.domain.spec import parse_spec
+from provisiond.store.store import Store
 from provisiond.testing.channel import Pkg, build_channel
 
 

@@ -8,10 +8,10 @@ import pytest
 
 from provisiond.engines.rattler import RattlerEngine
 from provisiond.engines.virtual import VirtualPackages
-from provisiond.provisioner import Provisioner
-from provisiond.settings import load_settings
-from provisiond.spec import parse_spec
-from provisiond.store import Store
+from provisiond.daemon.provisioner import Provisioner
+from provisiond.config.settings import load_settings
+from provisiond.domain.spec import parse_spec
+from provisiond.store.store import Store
 
 SPEC = "channels:\n  - conda-forge\ndependencies:\n  - python\n"
 

@@ -22,16 +22,16 @@ from typing import Any
 
 import pytest
 
-from provisiond.builder import Builder
+from provisiond.daemon.builder import Builder
 from provisiond.engines import engine_for
 from provisiond.engines._process import run_process
 from provisiond.engines.micromamba import MicromambaEngine
 from provisiond.engines.rattler import RattlerEngine
-from provisiond.errors import ChannelTimeoutError, ConfigError, EngineError, ShuttingDownError, SolveError
-from provisiond.lock import Lock
-from provisiond.settings import Settings, load_settings
-from provisiond.spec import parse_spec
-from provisiond.store import MARKER, Store
+from provisiond.domain.errors import ChannelTimeoutError, ConfigError, EngineError, ShuttingDownError, SolveError
+from provisiond.domain.lock import Lock
+from provisiond.config.settings import Settings, load_settings
+from provisiond.domain.spec import parse_spec
+from provisiond.store.store import MARKER, Store
 from tests.conftest import SHARED
 
 SAMPLES = SHARED / "contract" / "samples" / "micromamba-real"
@@ -196,7 +196,7 @@ def test_missing_configured_micromamba_is_a_config_error(tmp_path: Path) -> None
 
 def test_daemon_exits_78_when_the_configured_micromamba_is_missing(
         tmp_path: Path, short_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from provisiond import daemon
+    from provisiond.daemon import main as daemon
 
     monkeypatch.setenv("PROVISIOND_CONFIG", str(tmp_path / "none.toml"))
     monkeypatch.setenv("PROVISIOND_MICROMAMBA_PATH", str(tmp_path / "missing"))

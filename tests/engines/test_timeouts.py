@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from provisiond.engines.rattler import RattlerEngine
-from provisiond.errors import ChannelTimeoutError
-from provisiond.settings import load_settings
-from provisiond.spec import parse_spec
+from provisiond.domain.errors import ChannelTimeoutError
+from provisiond.config.settings import load_settings
+from provisiond.domain.spec import parse_spec
 from tests.conftest import serve_directory
 
 
