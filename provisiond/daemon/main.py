@@ -29,7 +29,7 @@ async def serve(settings: Settings, *, environ: Mapping[str, str] | None = None,
     from provisiond.daemon import systemd
 
     from provisiond.daemon.api.app import make_app, serving
-    from provisiond.engines import engine_for
+    from provisiond.engines.choose import engine_for
     from provisiond.daemon.provisioner import Provisioner
     from provisiond.daemon.reload import reload_on
     from provisiond.store.store import Store

@@ -9,7 +9,7 @@ from openapi_spec_validator import validate
 
 from provisiond.daemon.api.app import make_app
 from provisiond.daemon.api.routes import OPENAPI
-from provisiond.engines import engine_for
+from provisiond.engines.choose import engine_for
 from provisiond.daemon.provisioner import Provisioner
 from provisiond.config.settings import load_settings
 from provisiond.store.store import Store

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from provisiond.daemon.builder import Builder
-from provisiond.engines import engine_for
+from provisiond.engines.choose import engine_for
 from provisiond.engines.base import Engine
 from provisiond.domain.errors import SolveError
 from provisiond.config.settings import Settings, load_settings

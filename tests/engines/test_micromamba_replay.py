@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from provisiond.daemon.builder import Builder
-from provisiond.engines import engine_for
+from provisiond.engines.choose import engine_for
 from provisiond.engines._process import run_process
 from provisiond.engines.micromamba import MicromambaEngine
 from provisiond.engines.rattler import RattlerEngine
