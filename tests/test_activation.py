@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from provisiond.shell import activation
 from provisiond.cli import commands as cli
+from provisiond.config.settings import Paths
+from provisiond.shell import activation
 from provisiond.shell.activation import Activation
 from provisiond.shell.dotenv import parse_dotenv
-from provisiond.config.settings import Paths
 from tests.conftest import Daemon, write_project
 from tests.shell_probe import dump, environ, read_values
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from provisiond.store.credentials import Credentials
 from provisiond.domain.errors import ConfigError
+from provisiond.store.credentials import Credentials
 
 
 def test_remember_keeps_credentials_in_one_private_file(tmp_path: Path) -> None:

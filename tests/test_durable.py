@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
-import threading
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest

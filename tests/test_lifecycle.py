@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from provisiond.domain.errors import EngineError
-from provisiond.daemon.provisioner import Provisioner
 from provisiond.config.settings import Paths, Settings
+from provisiond.daemon.provisioner import Provisioner
+from provisiond.domain.errors import EngineError
 from provisiond.store.store import Store
 from provisiond.testing.fake_engine import FakeEngine
 

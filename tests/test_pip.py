@@ -10,6 +10,7 @@ import pytest
 
 from provisiond.domain.errors import SolveError
 from provisiond.domain.lock import Lock, Package
+from provisiond.domain.spec import parse_spec
 from provisiond.engines.pip import (
     absolute_paths,
     conda_provided,
@@ -19,7 +20,6 @@ from provisiond.engines.pip import (
     python_target,
     resolve_pip,
 )
-from provisiond.domain.spec import parse_spec
 
 HASH = {c: c * 64 for c in "abcdef"}
 CN = "https://files.example.org/charset_normalizer-3.4.2"
@@ -112,7 +112,7 @@ def test_python_target_from_the_conda_python_and_glibc(glibc: str | None, expect
 
 
 def test_python_target_without_python_is_a_solve_error() -> None:
-    with pytest.raises(SolveError, match="environment.yml: the pip: section needs a Python") as info:
+    with pytest.raises(SolveError, match=r"environment\.yml: the pip: section needs a Python") as info:
         python_target(conda(("zlib", "1.3")), source="environment.yml")
     assert "python" in (info.value.hint or "")
 

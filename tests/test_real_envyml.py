@@ -14,10 +14,10 @@ from dataclasses import replace
 
 import pytest
 
-from provisiond.engines.rattler import RattlerEngine
-from provisiond.domain.errors import SolveError, SpecError
 from provisiond.config.settings import load_settings
+from provisiond.domain.errors import SolveError, SpecError
 from provisiond.domain.spec import load_spec
+from provisiond.engines.rattler import RattlerEngine
 from tests.conftest import SHARED
 
 SUBSET = SHARED / "data" / "repodata" / "conda-forge-py39"

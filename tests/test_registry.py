@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from provisiond.config.settings import Paths
 from provisiond.domain.errors import ConfigError
 from provisiond.store.registry import VERSION, RegistryBrokenError, RegistryTooNewError
-from provisiond.config.settings import Paths
 from provisiond.store.store import Store
 from tests.test_store import LOCK, fake_build
 
@@ -81,9 +81,8 @@ def test_a_newer_store_is_refused_with_both_versions(paths: Paths) -> None:
     with sqlite3.connect(paths.db) as db:
         db.execute(f"PRAGMA user_version={VERSION + 1}")
     db.close()
-    with pytest.raises(RegistryTooNewError) as info:
-        with Store.open(paths):
-            pass
+    with pytest.raises(RegistryTooNewError) as info, Store.open(paths):
+        pass
     err = info.value
     assert f"schema version {VERSION + 1}" in err.message and f"up to {VERSION}" in err.message
     assert "upgrade provisiond" in (err.hint or "")
@@ -97,9 +96,8 @@ def test_an_empty_registry_beside_envs_is_refused(paths: Paths) -> None:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{paths.db}{suffix}").unlink(missing_ok=True)
     paths.db.write_bytes(b"")
-    with pytest.raises(RegistryBrokenError, match=r"is empty \(0 bytes\)") as info:
-        with Store.open(paths):
-            pass
+    with pytest.raises(RegistryBrokenError, match=r"is empty \(0 bytes\)") as info, Store.open(paths):
+        pass
     assert info.value.exit_code == 78 and "provisionctl" in (info.value.hint or "") and "doctor" in info.value.hint
     assert paths.db.stat().st_size == 0 and paths.prefix(LOCK.env_key).is_dir()  # nothing was touched
 
@@ -115,7 +113,6 @@ def test_an_empty_registry_of_an_empty_store_is_a_new_store(paths: Paths) -> Non
 def test_a_registry_that_is_not_a_database_is_refused(paths: Paths) -> None:
     paths.home.mkdir(parents=True)
     paths.db.write_bytes(b"this is not sqlite at all\n" * 200)
-    with pytest.raises(RegistryBrokenError, match="cannot be read"):
-        with Store.open(paths):
-            pass
+    with pytest.raises(RegistryBrokenError, match="cannot be read"), Store.open(paths):
+        pass
     assert paths.db.read_bytes().startswith(b"this is not sqlite")

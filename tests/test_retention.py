@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from provisiond.store import retention
-from provisiond.domain.errors import ConfigError
 from provisiond.config.settings import Paths, Settings, load_settings
+from provisiond.domain.errors import ConfigError
+from provisiond.store import retention
 from provisiond.store.store import Store
 from tests.test_store import LOCK
 

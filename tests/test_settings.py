@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from provisiond.domain.errors import ConfigError
 from provisiond.config.settings import load_settings
+from provisiond.domain.errors import ConfigError
 
 
 def test_precedence(tmp_path: Path) -> None:

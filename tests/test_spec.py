@@ -12,7 +12,16 @@ from pathlib import Path
 import pytest
 
 from provisiond.domain.errors import SpecError
-from provisiond.domain.spec import MAX_SPEC_BYTES, MAX_SPEC_DEPTH, MAX_SPEC_LINE, EnvSpec, load_spec, parse_spec, read_spec, spec_key
+from provisiond.domain.spec import (
+    MAX_SPEC_BYTES,
+    MAX_SPEC_DEPTH,
+    MAX_SPEC_LINE,
+    EnvSpec,
+    load_spec,
+    parse_spec,
+    read_spec,
+    spec_key,
+)
 from tests.conftest import SHARED, needs_shared
 
 # /work/shared sits beside the repo checkout, in dev and in CI.

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from provisiond.config.settings import Paths
 from provisiond.domain.errors import StoreBusyError
 from provisiond.domain.lock import Lock, Package
-from provisiond.config.settings import Paths
 from provisiond.store.store import MARKER, Store
 
 LOCK = Lock(platform="linux-64", packages=(Package(
@@ -31,10 +31,8 @@ def fake_build(store: Store) -> Path:
 
 
 def test_one_store_one_owner(paths: Paths) -> None:
-    with Store.open(paths):
-        with pytest.raises(StoreBusyError, match="already serves the store"):
-            with Store.open(paths):
-                pass
+    with Store.open(paths), pytest.raises(StoreBusyError, match="already serves the store"), Store.open(paths):
+        pass
     with Store.open(paths):  # released on close
         pass
 

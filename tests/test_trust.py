@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from provisiond.domain.spec import load_spec
 from provisiond.daemon.trust import fingerprint, under_prefix, what_changed
+from provisiond.domain.spec import load_spec
 
 BASE = """name: p
 channels:
@@ -63,7 +63,7 @@ def test_a_pure_dependency_edit_and_a_rotated_secret_keep_the_fingerprint(tmp_pa
     (lambda d: (d / ".env").write_text("TOKEN=one\nPYTHONSTARTUP=/tmp/x.py\n"),
      "its environment.yml changed: .env names"),
 ])
-def test_what_can_run_code_changes_the_fingerprint(tmp_path: Path, edit, said: str) -> None:  # noqa: ANN001
+def test_what_can_run_code_changes_the_fingerprint(tmp_path: Path, edit, said: str) -> None:
     before, parts = digest(project(tmp_path))
     edit(tmp_path)
     after, now = digest(tmp_path)

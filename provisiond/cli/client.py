@@ -13,8 +13,8 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
-from provisiond.domain.errors import ConfigError, DaemonUnavailableError, ProvisionError
 from provisiond.config.peers import trusted, untrusted_message
+from provisiond.domain.errors import ConfigError, DaemonUnavailableError, ProvisionError
 
 _CRASH_HINT = "check its log (journalctl --user -u provisiond)"
 
@@ -123,7 +123,7 @@ class Client:
 
 
 def _parse(raw: bytes) -> tuple[int, dict[str, str], bytes]:
-    head, sep, body = raw.partition(b"\r\n\r\n")
+    head, _sep, body = raw.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     try:
         status = int(lines[0].split()[1])
@@ -139,7 +139,8 @@ def _parse(raw: bytes) -> tuple[int, dict[str, str], bytes]:
 
 
 def _dechunk(data: bytes) -> bytes:
-    out, pos = [], 0
+    out: list[bytes] = []
+    pos = 0
     while True:
         end = data.index(b"\r\n", pos)
         size = int(data[pos:end].split(b";")[0], 16)

@@ -25,9 +25,14 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from provisiond.config import layout
-from provisiond.domain.errors import (BadRequestError, DaemonUnavailableError, EnvNotFoundError, NotExecutableError,
-                               NotRunnableError)
 from provisiond.config.settings import Paths
+from provisiond.domain.errors import (
+    BadRequestError,
+    DaemonUnavailableError,
+    EnvNotFoundError,
+    NotExecutableError,
+    NotRunnableError,
+)
 from provisiond.store.names import target_of_name
 
 __all__ = ["Target", "activated_environ", "command_line", "find", "run", "target_of_name"]

@@ -13,8 +13,8 @@ from typing import Any
 from provisiond import __version__
 from provisiond.cli.client import Client, segment
 from provisiond.cli.render import render
-from provisiond.domain.errors import EnvNotFoundError, ProvisionError
 from provisiond.config.settings import Settings, load_settings
+from provisiond.domain.errors import EnvNotFoundError, ProvisionError
 
 Result = Any
 

@@ -34,7 +34,7 @@ def _fast_warm(argv: list[str]) -> int | None:
 
     try:
         path = Sources(flags, os.environ).socket()
-    except Exception:  # noqa: BLE001 - a config problem is reported properly by cli.main
+    except Exception:
         return None
     answer, _foreign = _exchange(path, f"POST /v1/envs/{name}/warm HTTP/1.1\r\nHost: provisiond\r\n"
                                        "Connection: close\r\nAccept: text/plain\r\nContent-Type: application/json\r\n"
@@ -64,7 +64,7 @@ def _project_dir(path: str) -> str | None:
 
 def _exec_sourcing(script: str, command: list[str]) -> None:
     """exec /bin/sh to source ``script`` and exec ``command`` (exit codes and signals pass through)."""
-    import _signal  # Python ignores SIGPIPE and SIGXFSZ; ignored signals would survive exec
+    import _signal  # type: ignore[import-not-found]  # (no stub) Python ignores SIGPIPE and SIGXFSZ; ignored signals would survive exec
 
     for sig in (_signal.SIGPIPE, _signal.SIGXFSZ):
         _signal.signal(sig, _signal.SIG_DFL)
@@ -89,7 +89,7 @@ def _fast_activate(argv: list[str]) -> int | None:
 
     try:
         state = Sources(flags, os.environ).state()
-    except Exception:  # noqa: BLE001 - cli.main reports configuration problems
+    except Exception:
         return None
     directory = _project_dir(argv[1])
     if directory is None:
@@ -123,7 +123,7 @@ def _fast_run(argv: list[str]) -> int | None:
 
     try:
         home = Sources(flags, os.environ).home()
-    except Exception:  # noqa: BLE001 - cli.main reports configuration problems
+    except Exception:
         return None
     names = layout.name_dir(home, name)
     target = {}
@@ -168,7 +168,7 @@ def _fast_run_project(flags: dict[str, str], path: str, command: list[str]) -> i
         return None
     try:
         state = Sources(flags, os.environ).state()
-    except Exception:  # noqa: BLE001 - cli.main reports configuration problems
+    except Exception:
         return None
     base = layout.project_dir(state, directory)
     if not (os.path.isfile(f"{base}/{layout.STAMP}") and os.path.isfile(f"{base}/activate.sh")):
@@ -195,7 +195,7 @@ def _hook_watch(argv: list[str]) -> int | None:
 
     try:
         path = Sources(flags, os.environ).socket()
-    except Exception as exc:  # noqa: BLE001 - a broken config: say so, in one line
+    except Exception as exc:
         sys.stderr.write(f"provisiond: {getattr(exc, 'message', exc)}\n")
         return 0
     import json

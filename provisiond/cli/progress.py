@@ -41,7 +41,7 @@ def with_progress(client: Client, name: str | None, request: Callable[[], Any], 
             try:
                 for event in _events(client, build_id):
                     render(event)
-            except Exception:  # noqa: BLE001 - progress is a courtesy; the request reports the outcome
+            except Exception:
                 pass
         render.close()
     worker.join()
@@ -55,7 +55,7 @@ def _build_id(client: Client, name: str | None) -> int | None:
         return None
     try:
         return client.get(f"/v1/envs/{segment(name)}").get("build_id")
-    except Exception:  # noqa: BLE001 - not registered yet: any build will be new
+    except Exception:
         return None
 
 

@@ -121,7 +121,8 @@ def render(command: str, result: Result) -> str:
         return "\n".join([*lines, f"{verb} {_human(result['freed_bytes'])}"])
     if command == "daemon":
         return "\n".join([*(f"wrote {u}" for u in result["units"]),
-                          "enable with: systemctl --user daemon-reload && systemctl --user enable --now provisiond.socket"])
+                          "enable with: systemctl --user daemon-reload && "
+                          "systemctl --user enable --now provisiond.socket"])
     if command == "log":
         return str(result["log"]).rstrip("\n")
     if command == "doctor":

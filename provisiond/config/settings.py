@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from provisiond.config import layout
-from provisiond.domain.errors import ConfigError
 from provisiond.config.locations import Sources
+from provisiond.domain.errors import ConfigError
 
 ENGINES = ("auto", "rattler", "micromamba")
 

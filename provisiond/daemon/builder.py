@@ -17,17 +17,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO, TypeVar
 
-from provisiond.shell import activation
-from provisiond.store import retention
-from provisiond.store.durable import finish_in_thread
-from provisiond.engines.base import Engine
+from provisiond.config.settings import Settings
 from provisiond.domain.errors import ProvisionError, ShuttingDownError
 from provisiond.domain.events import BuildEvents
 from provisiond.domain.lock import Lock
-from provisiond.engines.pip import find_uv, install_pip
-from provisiond.config.settings import Settings
-from provisiond.store.store import Store
 from provisiond.domain.urls import mask
+from provisiond.engines.base import Engine
+from provisiond.engines.pip import find_uv, install_pip
+from provisiond.shell import activation
+from provisiond.store import retention
+from provisiond.store.durable import finish_in_thread
+from provisiond.store.store import Store
 
 log = logging.getLogger(__name__)
 

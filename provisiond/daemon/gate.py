@@ -15,15 +15,15 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from provisiond.shell import activation
+from provisiond.config.locations import SPEC_FILES
+from provisiond.config.settings import Settings
 from provisiond.daemon import trust
 from provisiond.domain.errors import BadRequestError, BlockedError, EnvNotFoundError
-from provisiond.config.locations import SPEC_FILES
-from provisiond.store.registry import NameRecord
-from provisiond.config.settings import Settings
 from provisiond.domain.spec import EnvSpec
-from provisiond.store.store import Store
 from provisiond.domain.urls import mask
+from provisiond.shell import activation
+from provisiond.store.registry import NameRecord
+from provisiond.store.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -22,11 +22,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from provisiond.shell import activation
-from provisiond.store import gc
+from provisiond.config.locations import SPEC_FILES
+from provisiond.config.settings import Settings
 from provisiond.daemon import trust
 from provisiond.daemon.builder import Builder, shared
-from provisiond.engines.base import Engine
+from provisiond.daemon.gate import TrustGate
 from provisiond.domain.errors import (
     BlockedError,
     EnvNotFoundError,
@@ -34,16 +34,16 @@ from provisiond.domain.errors import (
     ShuttingDownError,
     SpecError,
 )
-from provisiond.daemon.gate import TrustGate
-from provisiond.config.locations import SPEC_FILES
 from provisiond.domain.lock import Lock
 from provisiond.domain.lockfiles import load_lockfile
-from provisiond.engines.pip import find_uv, inputs_key, resolve_pip, resolver_settings
-from provisiond.store.registry import NameRecord
-from provisiond.config.settings import Settings
 from provisiond.domain.spec import EnvSpec, read_spec, spec_key
-from provisiond.store.store import Store
 from provisiond.domain.urls import mask
+from provisiond.engines.base import Engine
+from provisiond.engines.pip import find_uv, inputs_key, resolve_pip, resolver_settings
+from provisiond.shell import activation
+from provisiond.store import gc
+from provisiond.store.registry import NameRecord
+from provisiond.store.store import Store
 
 log = logging.getLogger(__name__)
 

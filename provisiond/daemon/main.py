@@ -11,8 +11,8 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 
 from provisiond import __version__
-from provisiond.domain.errors import ProvisionError
 from provisiond.config.settings import Settings, load_settings
+from provisiond.domain.errors import ProvisionError
 
 log = logging.getLogger("provisiond")
 
@@ -25,15 +25,14 @@ async def serve(settings: Settings, *, environ: Mapping[str, str] | None = None,
     config file again; ``main`` passes its flags too). Under systemd it takes the socket from
     LISTEN_FDS and reports READY=1/STOPPING=1 (sd_notify).
     """
-    from provisiond.store import retention
     from provisiond.daemon import systemd
-
     from provisiond.daemon.api.app import make_app, serving
-    from provisiond.engines.choose import engine_for
     from provisiond.daemon.provisioner import Provisioner
     from provisiond.daemon.reload import reload_on
-    from provisiond.store.store import Store
     from provisiond.daemon.watcher import ProjectWatcher
+    from provisiond.engines.choose import engine_for
+    from provisiond.store import retention
+    from provisiond.store.store import Store
 
     environ = os.environ if environ is None else environ
     inherited = systemd.listen_socket(environ)

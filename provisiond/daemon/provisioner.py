@@ -14,18 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from provisiond.shell import activation
+from provisiond.config.settings import Settings
 from provisiond.daemon import trust
-from provisiond.engines.base import Engine
-from provisiond.domain.errors import BadRequestError, EnvNotFoundError
-from provisiond.domain.exports import export
 from provisiond.daemon.gate import TrustGate, project_dir
 from provisiond.daemon.lifecycle import Lifecycle, spec_file_of
+from provisiond.domain.errors import BadRequestError, EnvNotFoundError
+from provisiond.domain.exports import export
 from provisiond.domain.lock import EnvKey, Lock
 from provisiond.domain.lockfiles import kind_of, load_lockfile
-from provisiond.store.registry import NameRecord
-from provisiond.config.settings import Settings
 from provisiond.domain.spec import EnvSpec, load_spec, read_spec
+from provisiond.engines.base import Engine
+from provisiond.shell import activation
+from provisiond.store.registry import NameRecord
 from provisiond.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -311,7 +311,7 @@ class Provisioner:
     def view(self, name: str) -> EnvView:
         record = self.store.get_name(name)
         prefix = self.store.find_env(record.env_key) if record.env_key else None
-        projects = ()
+        projects: tuple[str, ...] = ()
         if record.env_key:
             projects = tuple(r.source for r in self.store.list_names("project")
                              if r.env_key == record.env_key and r.source)

@@ -13,9 +13,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from provisiond.domain.errors import ConfigError
-from provisiond.daemon.logfile import reopen_log_files
 from provisiond.config.settings import Settings
+from provisiond.daemon.logfile import reopen_log_files
+from provisiond.domain.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

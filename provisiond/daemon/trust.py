@@ -27,11 +27,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from provisiond.shell.dotenv import parse_dotenv
 from provisiond.domain.lock import Lock
-from provisiond.engines.pip import absolute_paths, included_files
 from provisiond.domain.spec import EnvSpec
 from provisiond.domain.urls import mask
+from provisiond.engines.pip import absolute_paths, included_files
+from provisiond.shell.dotenv import parse_dotenv
 
 __all__ = ["Fingerprint", "blocked_message", "fingerprint", "lock_fingerprint", "under_prefix", "what_changed"]
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from watchfiles import Change, awatch
 
 from provisiond.config.locations import SPEC_FILES
-from provisiond.daemon.provisioner import Provisioner
 from provisiond.config.settings import Settings
+from provisiond.daemon.provisioner import Provisioner
 
 log = logging.getLogger(__name__)
 

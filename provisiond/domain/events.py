@@ -2,8 +2,9 @@
 
 Phases, in order: ``solved`` (packages), ``download`` (bytes, total, done/packages),
 ``link`` (done, total, package), ``pip``, ``activation``, ``publish``, then ``done`` (prefix),
-``failed`` (error) or ``cancelled`` (error: the daemon stopped). Engines call ``BuildProgress.emit`` from any thread (rattler reports from
-its own threads); events reach the loop through ``call_soon_threadsafe``.
+``failed`` (error) or ``cancelled`` (error: the daemon stopped). Engines call
+``BuildProgress.emit`` from any thread (rattler reports from its own threads); events reach the
+loop through ``call_soon_threadsafe``.
 """
 
 from __future__ import annotations

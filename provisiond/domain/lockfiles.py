@@ -190,7 +190,8 @@ def _channels(packages: list[Package]) -> tuple[str, ...]:
 
 def _check_platform(source: str, found: str, wanted: str) -> None:
     if found != wanted:
-        raise SpecError(f"{source}: locked for {found}, not {wanted}", hint="export the lock on a " + wanted + " machine")
+        raise SpecError(f"{source}: locked for {found}, not {wanted}",
+                        hint="export the lock on a " + wanted + " machine")
 
 
 def package_of(record: rattler.RepoDataRecord) -> Package:

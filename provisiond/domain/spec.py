@@ -27,7 +27,8 @@ from ruamel.yaml.reader import ReaderError
 from provisiond.domain.errors import SpecError
 from provisiond.domain.shellvars import reason_refused
 
-__all__ = ["MAX_SPEC_BYTES", "MAX_SPEC_DEPTH", "MAX_SPEC_LINE", "EnvSpec", "load_spec", "parse_spec", "read_spec", "spec_key"]
+__all__ = ["MAX_SPEC_BYTES", "MAX_SPEC_DEPTH", "MAX_SPEC_LINE", "EnvSpec", "load_spec", "parse_spec", "read_spec",
+           "spec_key"]
 
 # Real environment files are a few KiB and 3-4 levels deep. Parsing costs about 2 s per MiB, so
 # the limits keep one file from holding a thread (or, for the sync callers, the loop) for long.
@@ -133,8 +134,8 @@ def load_spec(path: str | os.PathLike[str]) -> EnvSpec:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line, col = _line_col(data.decode("latin-1"), exc.start)
-        raise SpecError(f"{source}:{line + 1}:{col + 1}: not UTF-8 text", hint="save the file as UTF-8") from None
+        row, col = _line_col(data.decode("latin-1"), exc.start)
+        raise SpecError(f"{source}:{row + 1}:{col + 1}: not UTF-8 text", hint="save the file as UTF-8") from None
     return parse_spec(text, source=source, project_dir=os.path.dirname(os.path.abspath(source)))
 
 
@@ -219,7 +220,7 @@ def _load_yaml(text: str, source: str) -> Any:
         raise SpecError(f"{source}:{line + 1}:{col + 1}: {message}", hint="is this a text file?") from None
     except RecursionError:
         raise SpecError(f"{source}:1:1: YAML nested too deeply", hint=_YAML_HINT) from None
-    except Exception as exc:  # noqa: BLE001 - other loader failures (`!!float abc`) still mean a bad file
+    except Exception as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise SpecError(f"{source}:1:1: invalid YAML: {reason}", hint=_YAML_HINT) from None
 
@@ -232,7 +233,8 @@ def _name(reader: _Reader, doc: dict[Any, Any]) -> str | None:
     if not value.strip() or "/" in value or "\\" in value:  # micromamba: file_spec_env_name_hook
         hint = "use a plain name without '/' or '\\'"
         raise reader.error(_pos(doc, "value", "name"), f"invalid environment name {str(value)!r}", hint=hint)
-    return value.strip()
+    name: str = value  # _expect checked it
+    return name.strip()
 
 
 def _channels(reader: _Reader, doc: dict[Any, Any]) -> tuple[tuple[str, ...], bool]:

@@ -6,8 +6,8 @@ import logging
 import os
 from collections.abc import Mapping
 
-from provisiond.engines.base import Engine
 from provisiond.config.settings import Settings
+from provisiond.engines.base import Engine
 
 log = logging.getLogger(__name__)
 

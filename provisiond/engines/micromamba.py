@@ -32,16 +32,16 @@ from urllib.parse import unquote, urlparse
 
 import rattler
 
-from provisiond.store.credentials import Credentials
-from provisiond.engines._process import ProcessResult, run_process
-from provisiond.engines.base import OnLine
-from provisiond.engines.virtual import VirtualPackages, detect
+from provisiond.config.settings import Settings
 from provisiond.domain.errors import ChannelTimeoutError, ConfigError, EngineError, SolveError
 from provisiond.domain.events import BuildProgress
 from provisiond.domain.lock import Lock, Package
-from provisiond.config.settings import Settings
 from provisiond.domain.spec import EnvSpec
 from provisiond.domain.urls import mask, strip_credentials
+from provisiond.engines._process import ProcessResult, run_process
+from provisiond.engines.base import OnLine
+from provisiond.engines.virtual import VirtualPackages, detect
+from provisiond.store.credentials import Credentials
 
 log = logging.getLogger(__name__)
 

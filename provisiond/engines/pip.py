@@ -24,14 +24,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from provisiond.engines._process import ProcessResult, run_process
-from provisiond.engines.base import OnLine
 from provisiond.domain.errors import EngineError, SolveError
 from provisiond.domain.lock import Lock, PipPackage
 from provisiond.domain.spec import EnvSpec
 from provisiond.domain.urls import mask
+from provisiond.engines._process import ProcessResult, run_process
+from provisiond.engines.base import OnLine
 
-__all__ = ["conda_provided", "find_uv", "inputs_key", "resolver_settings", "install_pip", "parse_pylock", "python_target", "resolve_pip"]
+__all__ = ["conda_provided", "find_uv", "inputs_key", "install_pip", "parse_pylock", "python_target", "resolve_pip",
+           "resolver_settings"]
 
 COMPILE_TIMEOUT = 600.0  # seconds; building the metadata of a git or sdist requirement can be slow
 INSTALL_TIMEOUT = 1800.0

@@ -26,14 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from provisiond.config import layout
-from provisiond.shell.dotenv import parse_dotenv
-from provisiond.store.files import write_atomic
-from provisiond.store.names import name_activation_dir
 from provisiond.config.locations import SPEC_FILES
 from provisiond.config.settings import Paths
 from provisiond.domain.shellvars import reason_refused
+from provisiond.shell.dotenv import parse_dotenv
 from provisiond.shell.model import SCHEME, Activation, EnvFacts
 from provisiond.shell.render import activate_script, deactivate_script, source_lines
+from provisiond.store.files import write_atomic
+from provisiond.store.names import name_activation_dir
 
 __all__ = [
     "SHELLS", "Activation", "EnvFacts", "env_facts", "find_project_dir", "load_env_facts",

@@ -38,8 +38,8 @@ from typing import Any
 from provisiond import __version__
 from provisiond.config.layout import MARKER, NAME_TARGET
 from provisiond.config.layout import NAMES as NAMES_DIR
-from provisiond.domain.errors import BadRequestError, EnvNotFoundError
 from provisiond.config.settings import Paths
+from provisiond.domain.errors import BadRequestError, EnvNotFoundError
 from provisiond.store.names import target_of_name
 from provisiond.store.scrub import scrub_lock, scrub_prefix_file
 
@@ -163,7 +163,8 @@ class _TarWriter:
     def __init__(self, out: Path) -> None:
         self.out, self.tmp = out, out.with_name(f".{out.name}.{os.getpid()}.tmp")
         out.parent.mkdir(parents=True, exist_ok=True)
-        self.tar = tarfile.open(self.tmp, _tar_mode(out) or "w", format=tarfile.PAX_FORMAT)
+        # Closed by commit() or abort(): the writer outlives this call.
+        self.tar = tarfile.open(self.tmp, _tar_mode(out) or "w", format=tarfile.PAX_FORMAT)  # type: ignore[call-overload]  # noqa: SIM115
 
     def add(self, entry: Entry) -> int:
         info = tarfile.TarInfo(entry.rel)

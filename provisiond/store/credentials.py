@@ -22,10 +22,10 @@ import sqlite3
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from provisiond.domain.errors import ConfigError
-from provisiond.store.files import write_atomic
 from provisiond.config.settings import Paths
+from provisiond.domain.errors import ConfigError
 from provisiond.domain.urls import mask, strip_credentials
+from provisiond.store.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +101,9 @@ class Credentials:
         for clean, url in self._channels.items():  # called from rattler's threads: see remember()
             userinfo = urlsplit(url).netloc.rpartition("@")[0]
             target = urlsplit(clean)
-            if userinfo and target.hostname == host.lower() and path.startswith(target.path or "/"):
-                if best is None or len(target.path) > best[0]:
-                    best = (len(target.path), userinfo)
+            if (userinfo and target.hostname == host.lower() and path.startswith(target.path or "/")
+                    and (best is None or len(target.path) > best[0])):
+                best = (len(target.path), userinfo)
         if best is None:
             return None
         user, _, password = best[1].partition(":")
@@ -119,9 +119,9 @@ def scrub_store(paths: Paths, db: sqlite3.Connection) -> int:
     the repodata cache's ``.info.json`` files and the registry's error texts. A store without any
     costs one read of each lock file. Returns the number of locks rewritten.
     """
-    from provisiond.store.scrub import scrub_prefix_file
     from provisiond.domain.errors import ProvisionError
     from provisiond.domain.lock import Lock
+    from provisiond.store.scrub import scrub_prefix_file
 
     credentials: Credentials | None = None
 

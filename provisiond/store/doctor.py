@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from provisiond.store import registry
 from provisiond.config.layout import NAME_TARGET, PROJECT_LEAF
 from provisiond.config.layout import NAMES as NAMES_DIR
-from provisiond.domain.errors import EnvNotFoundError, StoreBusyError
 from provisiond.config.settings import Paths
+from provisiond.domain.errors import EnvNotFoundError, StoreBusyError
+from provisiond.store import registry
 from provisiond.store.store import MARKER, Store
 
 REPAIR = "provisionctl doctor --repair"

@@ -41,7 +41,7 @@ def take_lease(paths: Paths, env_key: str, pid: int | None = None) -> Path:
 
 def leased(paths: Paths) -> set[str]:
     """env_keys with a lease held by a live process; lapsed leases are removed."""
-    held = set()
+    held: set[str] = set()
     directory = paths.leases
     if not directory.is_dir():
         return held
@@ -73,7 +73,8 @@ class GcReport:
 
     @property
     def freed_bytes(self) -> int:
-        return sum(e["bytes"] for e in self.envs) + sum(p["bytes"] for p in self.packages)
+        freed: int = sum(e["bytes"] for e in self.envs) + sum(p["bytes"] for p in self.packages)
+        return freed
 
     def to_wire(self) -> dict[str, Any]:
         return {"dry_run": self.dry_run, "envs": self.envs, "packages": self.packages, "kept": self.kept,

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from provisiond.config.settings import Paths
 from provisiond.domain.errors import ConfigError, EnvNotFoundError
 from provisiond.domain.lock import Lock
-from provisiond.config.settings import Paths
 from provisiond.domain.urls import mask
 
 log = logging.getLogger(__name__)
@@ -216,6 +216,8 @@ class Registry:
     (prefixes, locks, the package cache) stays in store.py.
     """
 
+    paths: Paths  # set by Store
+
     @property
     def db(self) -> sqlite3.Connection:
         raise NotImplementedError
@@ -288,7 +290,8 @@ class Registry:
         self.db.execute(f"UPDATE names SET {columns} WHERE name=?", (*values.values(), name))
 
     def names_of(self, env_key: str) -> list[str]:
-        return [row["name"] for row in self.db.execute("SELECT name FROM names WHERE env_key=? ORDER BY name", (env_key,))]
+        rows = self.db.execute("SELECT name FROM names WHERE env_key=? ORDER BY name", (env_key,))
+        return [row["name"] for row in rows]
 
     # -- trust (the allow-list) -----------------------------------------------------------
 

@@ -15,19 +15,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from provisiond.store import durable
 from provisiond.config import layout
-from provisiond.store.credentials import scrub_store
+from provisiond.config.settings import Paths
 from provisiond.domain.errors import (
     ConfigError,
     DiskFullError,
     EnvNotFoundError,
     StoreBusyError,
 )
-from provisiond.store.files import write_atomic
 from provisiond.domain.lock import Lock
+from provisiond.store import durable
+from provisiond.store.credentials import scrub_store
+from provisiond.store.files import write_atomic
 from provisiond.store.registry import Registry, open_registry
-from provisiond.config.settings import Paths
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ class Store(Registry):
                 raise EnvNotFoundError(f"cannot publish {final}: something else is there") from None
             if published != env_key:  # two keys sharing their first 16 hex digits: never alias them
                 raise StoreBusyError(f"prefix {final} already holds env {published[:32]}…, not {env_key[:32]}…",
-                                     hint="report this: an env_key prefix collision")
+                                     hint="report this: an env_key prefix collision") from None
             # Someone published the same env_key first; ours is an identical copy.
             shutil.rmtree(build_dir, ignore_errors=True)
             return final

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from provisiond.store.bundle import ENV_KEY, MANIFEST, MAX_SYMLINK_HOPS, NAME_FILES, ROOTS, SCHEME
-from provisiond.domain.errors import BadRequestError
 from provisiond.config.layout import MARKER
 from provisiond.config.layout import NAMES as NAMES_DIR
 from provisiond.config.settings import Paths
+from provisiond.domain.errors import BadRequestError
+from provisiond.store.bundle import ENV_KEY, MANIFEST, MAX_SYMLINK_HOPS, NAME_FILES, ROOTS, SCHEME
 from provisiond.store.names import name_activation_dir
 
 __all__ = ["unbundle"]

@@ -16,10 +16,10 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from provisiond.engines.base import OnLine
 from provisiond.domain.events import BuildProgress
 from provisiond.domain.lock import Lock, Package
 from provisiond.domain.spec import EnvSpec
+from provisiond.engines.base import OnLine
 
 __all__ = ["FakeEngine"]
 

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from provisiond.shell import activation
 from provisiond.cli import coldstart
-from provisiond.store import store
 from provisiond.config.settings import Paths
+from provisiond.shell import activation
+from provisiond.store import store
 from tests.conftest import REPO, Daemon, write_project
 
 COLD_START = REPO / "scripts" / "cold-start"

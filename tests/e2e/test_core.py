@@ -95,7 +95,7 @@ def test_twenty_concurrent_warms_make_one_build(daemon: Daemon, channel: Path, t
     def warm() -> None:
         try:
             results.append(daemon.client.post("/v1/envs/conc/warm"))
-        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=warm) for _ in range(20)]
@@ -353,7 +353,7 @@ def test_a_socket_in_use_is_not_taken_over(daemon: Daemon, tmp_path: Path) -> No
 def test_watch_again_with_another_name_renames_the_project(daemon: Daemon, channel: Path, tmp_path: Path) -> None:
     project = write_project(tmp_path / "r", channel, ["hello"], name="first")
     assert daemon.ctl("watch", str(project), "--no-warm")[0] == 0
-    code, out, err = daemon.ctl("watch", str(project), "-n", "second", "--no-warm", "--json")
+    code, _out, err = daemon.ctl("watch", str(project), "-n", "second", "--no-warm", "--json")
     assert code == 0, err
     names = [(e["name"], e["source"]) for e in daemon.client.get("/v1/envs")["envs"]]
     assert names == [("second", str(project))]

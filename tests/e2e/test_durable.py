@@ -86,7 +86,7 @@ def test_doctor_never_runs_beside_a_live_daemon(daemon: Daemon) -> None:
 
 def test_doctor_finds_and_removes_leftovers_of_a_healthy_store(daemon: Daemon, channel: Path,
                                                                tmp_path: Path) -> None:
-    code, out, err = daemon.ctl("warm", str(write_project(tmp_path / "p", channel, ["hello"])), "--json")
+    code, _out, err = daemon.ctl("warm", str(write_project(tmp_path / "p", channel, ["hello"])), "--json")
     assert code == 0, err
     assert daemon.stop() == 0
     leftover = daemon.home / "envs" / ".building" / "abc-1-2"

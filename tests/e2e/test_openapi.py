@@ -7,11 +7,11 @@ from pathlib import Path
 
 from openapi_spec_validator import validate
 
+from provisiond.config.settings import load_settings
 from provisiond.daemon.api.app import make_app
 from provisiond.daemon.api.routes import OPENAPI
-from provisiond.engines.choose import engine_for
 from provisiond.daemon.provisioner import Provisioner
-from provisiond.config.settings import load_settings
+from provisiond.engines.choose import engine_for
 from provisiond.store.store import Store
 from tests.conftest import REPO, Daemon
 

@@ -116,7 +116,7 @@ def start_project(open_dir: Path, channel: Path) -> tuple[Daemon, Path]:
 
 
 def test_another_user_can_read_nothing(other_user: OtherUser, open_dir: Path, channel: Path) -> None:
-    d, project = start_project(open_dir, channel)
+    d, _project = start_project(open_dir, channel)
     try:
         renders = list(d.state.rglob("activate.sh"))
         assert renders and any(b"hunter2-from-dotenv" in p.read_bytes() for p in renders)

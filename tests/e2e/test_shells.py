@@ -25,10 +25,10 @@ from pathlib import Path
 
 import pytest
 
-from provisiond.shell.activation import project_activation_dir, write_project_activation
 from provisiond.config.settings import Paths
-from provisiond.testing.channel import Pkg, build_channel
 from provisiond.domain.spec import load_spec
+from provisiond.shell.activation import project_activation_dir, write_project_activation
+from provisiond.testing.channel import Pkg, build_channel
 from tests.conftest import Daemon, write_project
 from tests.shell_probe import dump, environ, read_values
 

@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from provisiond.shell.activation import NOTICE, STAMP, project_activation_dir
 from provisiond.config.settings import Paths
+from provisiond.shell.activation import NOTICE, STAMP, project_activation_dir
 from tests.conftest import Daemon, write_project
 
 

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from provisiond.daemon.builder import Builder
-from provisiond.engines.choose import engine_for
-from provisiond.engines.base import Engine
-from provisiond.domain.errors import SolveError
 from provisiond.config.settings import Settings, load_settings
+from provisiond.daemon.builder import Builder
+from provisiond.domain.errors import SolveError
 from provisiond.domain.spec import EnvSpec, parse_spec
+from provisiond.engines.base import Engine
+from provisiond.engines.choose import engine_for
 from provisiond.store.store import MARKER, Store
 
 MICROMAMBA = shutil.which("micromamba")

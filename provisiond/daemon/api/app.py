@@ -16,8 +16,8 @@ from aiohttp import web
 from provisiond.daemon.api.protocol import MAX_BODY_BYTES, Limits, Runner
 from provisiond.daemon.api.request import INFO, LIMITS, PROVISIONER
 from provisiond.daemon.api.routes import routes
-from provisiond.domain.errors import ConfigError, ProvisionError
 from provisiond.daemon.provisioner import Provisioner
+from provisiond.domain.errors import ConfigError, ProvisionError
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,8 @@ async def serving(app: web.Application, socket_path: Path, sock: socket.socket |
                                       hint="give each store its own --socket")
                 socket_path.unlink()  # a leftover of a daemon that died
             elif os.path.lexists(socket_path):
-                raise ConfigError(f"{socket_path} exists and is not a socket", hint="remove it, or choose another --socket")
+                raise ConfigError(f"{socket_path} exists and is not a socket",
+                                  hint="remove it, or choose another --socket")
             site = web.UnixSite(runner, str(socket_path))
         old_umask = os.umask(0o177)
         try:

@@ -19,7 +19,7 @@ from provisiond.domain.errors import BadRequestError, RequestTimeoutError
 __all__ = ["INFO", "LIMITS", "PROVISIONER", "read_json"]
 
 PROVISIONER = web.AppKey("provisioner", Provisioner)
-INFO = web.AppKey("info", dict)
+INFO = web.AppKey("info", dict[str, Any])
 LIMITS = web.AppKey("limits", Limits)
 
 

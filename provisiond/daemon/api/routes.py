@@ -12,8 +12,8 @@ from typing import Any
 from aiohttp import web
 
 from provisiond.daemon.api.request import INFO, PROVISIONER, read_json
-from provisiond.domain.errors import BadRequestError
 from provisiond.daemon.builder import detailed_progress
+from provisiond.domain.errors import BadRequestError
 from provisiond.domain.urls import mask
 
 routes = web.RouteTableDef()
@@ -80,7 +80,8 @@ def _bool(body: dict[str, Any], key: str) -> bool:
 
 @routes.get("/v1/health")
 async def health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok", "pid": os.getpid(), **request.app[INFO]})
+    info = request.app[INFO]
+    return web.json_response({"status": "ok", "pid": os.getpid(), **info})
 
 
 @routes.get("/v1/openapi.json")
@@ -91,10 +92,10 @@ async def openapi(request: web.Request) -> web.Response:
 
 @routes.get("/v1/status")
 async def status(request: web.Request) -> web.Response:
-    p = request.app[PROVISIONER]
+    p, info = request.app[PROVISIONER], request.app[INFO]
     names = p.store.list_names()
     return web.json_response({
-        **request.app[INFO],
+        **info,
         "pid": os.getpid(),
         "envs": len(names),
         "projects": sum(1 for n in names if n.kind == "project"),
