@@ -129,7 +129,7 @@ def test_builds_over_the_limit_are_pruned_after_each_build(keep_one_build: None,
 
 
 def test_a_build_syncs_its_env_before_publishing_it(daemon: Daemon, channel: Path, tmp_path: Path) -> None:
-    """The build path runs the durability step (tests/test_durable.py watches its order with strace)."""
+    """The build path runs the durability step (tests/store/test_durable.py watches its order with strace)."""
     code, out, err = daemon.ctl("warm", str(write_project(tmp_path / "p", channel, ["hello"])), "--json")
     assert code == 0, err
     view = json.loads(out)

@@ -30,7 +30,7 @@ from provisiond.domain.spec import load_spec
 from provisiond.shell.activation import project_activation_dir, write_project_activation
 from provisiond.testing.channel import Pkg, build_channel
 from tests.conftest import Daemon, write_project
-from tests.shell_probe import dump, environ, read_values
+from tests.shell.shell_probe import dump, environ, read_values
 
 ARGV = {"bash": ["bash", "--norc", "--noprofile", "-i"], "zsh": ["zsh", "-f", "-i"],
         "fish": ["fish", "--no-config", "-i"]}

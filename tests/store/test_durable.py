@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from provisiond.config.settings import Paths
 from provisiond.store.store import Store
-from tests.test_store import LOCK, fake_build
+from tests.store.test_store import LOCK, fake_build
 root = Path(sys.argv[1])
 paths = Paths(home=root / "store", socket=root / "s.sock", state=root / "state")
 with Store.open(paths) as store:

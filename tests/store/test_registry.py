@@ -11,7 +11,7 @@ from provisiond.config.settings import Paths
 from provisiond.domain.errors import ConfigError
 from provisiond.store.registry import VERSION, RegistryBrokenError, RegistryTooNewError
 from provisiond.store.store import Store
-from tests.test_store import LOCK, fake_build
+from tests.store.test_store import LOCK, fake_build
 
 # The registry of provisiond before the allow-list (git: store.py before the trust table), unversioned.
 OLD_SCHEMA = """

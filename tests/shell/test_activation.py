@@ -22,7 +22,7 @@ from provisiond.shell import activation
 from provisiond.shell.activation import Activation
 from provisiond.shell.dotenv import parse_dotenv
 from tests.conftest import Daemon, write_project
-from tests.shell_probe import dump, environ, read_values
+from tests.shell.shell_probe import dump, environ, read_values
 
 SHELL_ARGV = {"bash": ["bash", "--norc", "--noprofile", "-c"], "zsh": ["zsh", "-f", "-c"], "sh": ["sh", "-c"],
               "fish": ["fish", "--no-config", "-c"]}

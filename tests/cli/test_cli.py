@@ -67,7 +67,7 @@ def test_scripts_pass_shellcheck() -> None:
 
     if shutil.which("shellcheck") is None:
         pytest.skip("shellcheck not installed (apt: shellcheck)")
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     names = [f"scripts/{n}" for n in ("run", "test", "demo", "_venv.sh", "cold-start") if (repo / "scripts" / n).exists()]
     proc = subprocess.run(["shellcheck", "-x", *names], cwd=repo, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout

@@ -11,7 +11,7 @@ from provisiond.config.settings import Paths, Settings, load_settings
 from provisiond.domain.errors import ConfigError
 from provisiond.store import retention
 from provisiond.store.store import Store
-from tests.test_store import LOCK
+from tests.store.test_store import LOCK
 
 
 @pytest.fixture
