@@ -22,11 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402
-    CONSOLE, REPO, filesystem, med, parse_args, progress, run, workspace)
-from common import BenchDaemon as Daemon  # noqa: E402
+from common import CONSOLE, REPO, filesystem, med, parse_args, progress, run, workspace
+from common import BenchDaemon as Daemon
 
-from provisiond.testing.channel import build_channel, demo_packages  # noqa: E402
+from provisiond.testing.channel import build_channel, demo_packages
 
 COLD_START = REPO / "provisiond" / "shell" / "cold-start"
 TRUE = shutil.which("true") or "/bin/true"
@@ -96,7 +95,7 @@ def table(r: dict) -> str:
     lines = [head, "-" * len(head)]
     for row, label in ROWS.items():
         lines.append(f"{label:<46}" + "".join(f"{r['results'][n][row]:>24.2f}" for n in ENVS))
-    over = "".join(f"{'+%.2f' % r['cold_over_direct_ms'][n]:>24}" for n in ENVS)
+    over = "".join(f"{'+' + format(r['cold_over_direct_ms'][n], '.2f'):>24}" for n in ENVS)
     verdict = "ok" if r["target_met"] else "MISS"
     lines.append(f"{'cold-start over direct (target <= 5 ms)':<46}{over}  {verdict}")
     notes = [

@@ -22,15 +22,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import rattler  # noqa: E402
-from common import (  # noqa: E402
-    CTL, ENV, BenchDaemon, filesystem, med, parse_args, progress, run, workspace)
+import rattler
+from common import CTL, ENV, BenchDaemon, filesystem, med, parse_args, progress, run, workspace
 
-from provisiond.engines.rattler import record_of  # noqa: E402
-from provisiond.exports import explicit  # noqa: E402
-from provisiond.lock import Lock  # noqa: E402
-from provisiond.testing.channel import (  # noqa: E402
-    Pkg, build_channel, build_package, generated_packages, write_repodata_only_channel)
+from provisiond.domain.exports import explicit
+from provisiond.domain.lock import Lock
+from provisiond.engines.rattler import record_of
+from provisiond.testing.channel import (
+    Pkg,
+    build_channel,
+    build_package,
+    generated_packages,
+    write_repodata_only_channel,
+)
 
 PLATFORMS = [str(rattler.Subdir.current()), "noarch"]
 SOLVED = r"solved .*?: \d+ packages in ([\d.]+) ms"  # the daemon's INFO line after each solve

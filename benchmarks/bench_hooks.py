@@ -22,11 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
-from common import BenchDaemon as Daemon  # noqa: E402
-from common import filesystem, parse_args, progress, run, workspace  # noqa: E402
+import common
+from common import BenchDaemon as Daemon
+from common import filesystem, parse_args, progress, run, workspace
 
-from provisiond.testing.channel import build_channel, demo_packages  # noqa: E402
+from provisiond.testing.channel import build_channel, demo_packages
 
 BASH = shutil.which("bash") or "/bin/bash"
 DIRENV = shutil.which("direnv")

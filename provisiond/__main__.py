@@ -1,3 +1,3 @@
-from provisiond.daemon import run
+from provisiond.daemon.main import run
 
 run()

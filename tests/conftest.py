@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from provisiond import cli
+from provisiond.cli import commands as cli
 from provisiond.testing.channel import build_channel, demo_packages
 from provisiond.testing.daemon import DaemonProcess
 
@@ -125,18 +125,18 @@ def serve_directory(directory: Path, before_get: Callable[[str], None] | None = 
                 self.path = self.path[len(f"/t/{token}"):]
             return True
 
-        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        def do_GET(self) -> None:
             if not self.authorized():
                 return
             if before_get is not None:
                 before_get(self.path)
             super().do_GET()
 
-        def do_HEAD(self) -> None:  # noqa: N802 - the stdlib's name
+        def do_HEAD(self) -> None:
             if self.authorized():
                 super().do_HEAD()
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the stdlib's name
+        def log_message(self, format: str, *args: object) -> None:
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(directory)))

@@ -17,8 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from provisiond.domain.errors import EngineError, ProvisionError
 from provisiond.engines.base import OnLine
-from provisiond.errors import EngineError, ProvisionError
 
 log = logging.getLogger(__name__)
 

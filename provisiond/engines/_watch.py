@@ -13,8 +13,8 @@ import os
 import time
 from pathlib import Path
 
-from provisiond.events import BuildProgress
-from provisiond.lock import Package
+from provisiond.domain.events import BuildProgress
+from provisiond.domain.lock import Package
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from provisiond.events import BuildProgress
-from provisiond.lock import Lock
-from provisiond.spec import EnvSpec
+from provisiond.domain.events import BuildProgress
+from provisiond.domain.lock import Lock
+from provisiond.domain.spec import EnvSpec
 
 OnLine = Callable[[str], None]
 

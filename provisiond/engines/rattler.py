@@ -30,19 +30,28 @@ from urllib.parse import unquote, urlsplit
 
 import rattler
 import rattler.exceptions as rx
-from rattler.networking import (AddHeadersMiddleware, AuthenticationMiddleware, Client, GCSMiddleware,
-                                MirrorMiddleware, OciMiddleware, RetryMiddleware, S3Middleware)
+from rattler.networking import (
+    AddHeadersMiddleware,
+    AuthenticationMiddleware,
+    Client,
+    GCSMiddleware,
+    MirrorMiddleware,
+    OciMiddleware,
+    RetryMiddleware,
+    S3Middleware,
+)
 
-from provisiond.credentials import Credentials
+from provisiond.config.settings import Settings
+from provisiond.domain.errors import ChannelTimeoutError, EngineError, SolveError
+from provisiond.domain.events import BuildProgress
+from provisiond.domain.lock import Lock, Package
+from provisiond.domain.lockfiles import package_of
+from provisiond.domain.spec import EnvSpec
+from provisiond.domain.urls import mask, strip_credentials
 from provisiond.engines import virtual
 from provisiond.engines._watch import Reporter, cached, settle
 from provisiond.engines.base import OnLine
-from provisiond.errors import ChannelTimeoutError, EngineError, SolveError
-from provisiond.events import BuildProgress
-from provisiond.lock import Lock, Package
-from provisiond.settings import Settings
-from provisiond.spec import EnvSpec
-from provisiond.urls import mask, strip_credentials
+from provisiond.store.credentials import Credentials
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +175,7 @@ class RattlerEngine:
                     # rejects the common `name=version=build` form of exports.
                     specs=[rattler.MatchSpec(strip_credentials(d), strict=False) for d in spec.dependencies],
                     gateway=gateway,
-                    platforms=subdirs,
+                    platforms=subdirs,  # type: ignore[arg-type]  # the stub wants Literal platform names
                     virtual_packages=[_generic(v) for v in self.virtual_packages()],
                     channel_priority=priority,
                     timestamp_policy="allow-missing",
@@ -218,7 +227,7 @@ class RattlerEngine:
                 continue
             stamp = _file_stamp(url, subdirs)
             if seen is not None and (refresh or stamp is None or stamp != seen[1]):
-                gateway.clear_repodata_cache(channel, subdirs)
+                gateway.clear_repodata_cache(channel, subdirs)  # type: ignore[arg-type]  # as in solve()
                 log.debug("channel %s: repodata checked again", mask(url))
             if seen is None or refresh or stamp is None or stamp != seen[1]:
                 unloaded.append(channel)
@@ -230,7 +239,7 @@ class RattlerEngine:
         ``connect_timeout + fetch_timeout`` ends the solve with ``ChannelTimeoutError``."""
         if not channels:
             return
-        probes = {asyncio.ensure_future(gateway.query([c], subdirs, [_PROBE], recursive=False)): c
+        probes = {asyncio.ensure_future(gateway.query([c], subdirs, [_PROBE], recursive=False)): c  # type: ignore[arg-type]
                   for c in channels}
         try:
             _done, pending = await asyncio.wait(probes, timeout=self._stall_limit)
@@ -270,7 +279,7 @@ class RattlerEngine:
                 show_progress=False,
                 execute_link_scripts=False,
                 client=client,
-                reporter=reporter,
+                reporter=reporter,  # type: ignore[arg-type]  # duck-typed: see _watch.Reporter
             ))
             try:
                 await self._watch(task, reporter)
@@ -324,7 +333,7 @@ def _file_stamp(url: str, subdirs: list[str]) -> object:
     if parts.scheme != "file":
         return None
     root = Path(unquote(parts.path))
-    stamp = []
+    stamp: list[tuple[int, int, int] | None] = []
     for subdir in subdirs:
         for name in _REPODATA_FILES:
             try:
@@ -343,30 +352,6 @@ def _generic(text: str) -> rattler.GenericVirtualPackage:
                                          rattler.BuildString(build or "0"))
 
 
-def package_of(record: rattler.RepoDataRecord) -> Package:
-    """Our Package from a rattler record (we never hash rattler's own serialization)."""
-    noarch = record.noarch
-    noarch_name = "python" if noarch.python else "generic" if noarch.generic else None
-    return Package(
-        name=record.name.normalized,
-        version=str(record.version),
-        build=str(record.build),
-        build_number=record.build_number,
-        subdir=record.subdir,
-        channel=record.channel or "",
-        url=record.url,
-        file_name=record.file_name,
-        sha256=record.sha256.hex() if record.sha256 else None,
-        md5=record.md5.hex() if record.md5 else None,
-        size=record.size,
-        depends=tuple(record.depends),
-        constrains=tuple(record.constrains),
-        noarch=noarch_name,
-        timestamp=int(record.timestamp.timestamp() * 1000) if record.timestamp else None,
-        license=record.license,
-    )
-
-
 @functools.lru_cache(maxsize=16384)
 def _record(p: Package) -> rattler.RepoDataRecord:
     """``record_of``, remembered: builds share most packages, and the daemon lives long (~17 us each)."""
@@ -383,7 +368,7 @@ def record_of(p: Package) -> rattler.RepoDataRecord:
         build=rattler.BuildString(p.build),
         build_number=p.build_number,
         subdir=p.subdir,
-        noarch=rattler.NoArchType(p.noarch) if p.noarch else None,
+        noarch=rattler.NoArchType(p.noarch) if p.noarch else None,  # type: ignore[arg-type]  # "python" or "generic"
         depends=list(p.depends),
         constrains=list(p.constrains),
         sha256=bytes.fromhex(p.sha256) if p.sha256 else None,
@@ -392,7 +377,7 @@ def record_of(p: Package) -> rattler.RepoDataRecord:
         license=p.license,
     )
     if p.timestamp is not None:
-        record.timestamp = dt.datetime.fromtimestamp(p.timestamp / 1000, tz=dt.timezone.utc)
+        record.timestamp = dt.datetime.fromtimestamp(p.timestamp / 1000, tz=dt.UTC)
     return rattler.RepoDataRecord(record, p.file_name, p.url, p.channel)
 
 

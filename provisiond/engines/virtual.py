@@ -33,7 +33,8 @@ def detect() -> list[str]:
     """This process's virtual packages as ``name=version=build`` strings, overrides applied."""
     import rattler
 
-    return sorted(str(v.into_generic()) for v in rattler.VirtualPackage.detect(rattler.VirtualPackageOverrides.from_env()))
+    detected = rattler.VirtualPackage.detect(rattler.VirtualPackageOverrides.from_env())
+    return sorted(str(v.into_generic()) for v in detected)
 
 
 def detect_in_subprocess(environ: Mapping[str, str]) -> list[str]:

@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from functools import partial
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from provisiond.activation import Activation
+if TYPE_CHECKING:  # hooks.py imports this module on every shell start: no dataclasses for it
+    from provisiond.shell.model import Activation
 
 __all__ = ["BOOKKEEPING", "activate_script", "deactivate_body", "deactivate_script", "quote", "source_lines"]
 

@@ -109,7 +109,8 @@ def _zstd_stored(data: bytes) -> bytes:
     # The zstd format allows "Raw" blocks, so a conforming frame needs no compressor:
     # this keeps the library stdlib-only. Header: 8-byte content size, 128 KiB window.
     block = 128 * 1024
-    out = [b"\x28\xb5\x2f\xfd", bytes([0xC0, (17 - 10) << 3]), len(data).to_bytes(8, "little")]
+    out: list[bytes | memoryview] = [b"\x28\xb5\x2f\xfd", bytes([0xC0, (17 - 10) << 3]),
+                                     len(data).to_bytes(8, "little")]
     view = memoryview(data)
     for off in range(0, max(len(data), 1), block):
         chunk = view[off : off + block]

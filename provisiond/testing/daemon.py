@@ -13,8 +13,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from provisiond.client import Client
-from provisiond.errors import DaemonUnavailableError
+from provisiond.cli.client import Client
+from provisiond.domain.errors import DaemonUnavailableError
 
 
 class DaemonProcess:

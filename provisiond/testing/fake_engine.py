@@ -16,10 +16,10 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from provisiond.domain.events import BuildProgress
+from provisiond.domain.lock import Lock, Package
+from provisiond.domain.spec import EnvSpec
 from provisiond.engines.base import OnLine
-from provisiond.events import BuildProgress
-from provisiond.lock import Lock, Package
-from provisiond.spec import EnvSpec
 
 __all__ = ["FakeEngine"]
 

@@ -1,0 +1,1 @@
+"""End-to-end tests: a real provisiond on a real socket, driven by provisionctl, the client and real shells."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from provisiond.spec import MAX_SPEC_BYTES
+from provisiond.domain.spec import MAX_SPEC_BYTES
 from tests.conftest import Daemon
 
 

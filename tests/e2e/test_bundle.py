@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from provisiond import cli
+from provisiond.cli import commands as cli
 from tests.conftest import REPO, Daemon, serve_directory, write_project
 
 RECIPE = REPO / "examples" / "container"

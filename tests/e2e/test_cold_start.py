@@ -22,8 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from provisiond import activation, coldstart, store
-from provisiond.settings import Paths
+from provisiond.cli import coldstart
+from provisiond.config.settings import Paths
+from provisiond.shell import activation
+from provisiond.store import store
 from tests.conftest import REPO, Daemon, write_project
 
 COLD_START = REPO / "scripts" / "cold-start"
@@ -234,7 +236,7 @@ def test_run_of_what_is_not_there_is_one_line(built: Built) -> None:
     assert built.ctl("run", "plain").returncode == os.EX_USAGE
 
 
-@pytest.mark.parametrize(("which", "path"), [("app", "provisiond.locations"), ("plain-dir", "provisiond.locations")])
+@pytest.mark.parametrize(("which", "path"), [("app", "provisiond.config.locations"), ("plain-dir", "provisiond.config.locations")])
 def test_run_imports_nothing_heavy(built: Built, which: str, path: str) -> None:
     argv = [sys.executable, "-X", "importtime", "-m", "provisiond.ctl", "--home", str(built.home),
             "run", built.target(which), "--", "true"]
@@ -244,7 +246,7 @@ def test_run_imports_nothing_heavy(built: Built, which: str, path: str) -> None:
     assert path in imported
     # The fast path, for a name (the store's activation) and a project (the state dir's): not even
     # argparse or json.
-    assert not {"provisiond.cli", "argparse", "json"} & imported
+    assert not {"provisiond.cli.commands", "argparse", "json"} & imported
     assert not {m for m in imported if m.split(".")[0] in ("aiohttp", "ruamel", "rattler", "sqlite3")}
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from provisiond.store import MARKER
+from provisiond.store.store import MARKER
 from provisiond.testing.channel import PLACEHOLDER, build_channel, generated_packages
 from tests.conftest import Daemon, serve_directory, write_project
 
@@ -95,7 +95,7 @@ def test_twenty_concurrent_warms_make_one_build(daemon: Daemon, channel: Path, t
     def warm() -> None:
         try:
             results.append(daemon.client.post("/v1/envs/conc/warm"))
-        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=warm) for _ in range(20)]
@@ -245,7 +245,7 @@ def test_sigterm_shuts_down_cleanly_and_removes_the_socket(daemon: Daemon) -> No
 def test_provisionctl_does_not_import_heavy_modules(daemon: Daemon) -> None:
     code = (
         "import sys\n"
-        "from provisiond import cli\n"
+        "from provisiond.cli import commands as cli\n"
         f"assert cli.main(['--socket', {str(daemon.socket)!r}, 'list', '--json']) == 0\n"
         "heavy = [m for m in ('aiohttp', 'ruamel', 'rattler', 'watchfiles') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
@@ -289,9 +289,9 @@ def test_the_warm_fast_path(daemon: Daemon, channel: Path, tmp_path: Path) -> No
 
     probe = (
         "import sys\n"
-        "from provisiond import ctl\n"
+        "from provisiond.cli import entry as ctl\n"
         f"assert ctl._fast_warm(['--socket', {str(daemon.socket)!r}, 'warm', 'fast']) == 0\n"
-        "heavy = [m for m in ('argparse', 'json', 'socket', 'pathlib', 'provisiond.cli', 'aiohttp', 'rattler')\n"
+        "heavy = [m for m in ('argparse', 'json', 'socket', 'pathlib', 'provisiond.cli.commands', 'aiohttp', 'rattler')\n"
         "         if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
@@ -353,7 +353,7 @@ def test_a_socket_in_use_is_not_taken_over(daemon: Daemon, tmp_path: Path) -> No
 def test_watch_again_with_another_name_renames_the_project(daemon: Daemon, channel: Path, tmp_path: Path) -> None:
     project = write_project(tmp_path / "r", channel, ["hello"], name="first")
     assert daemon.ctl("watch", str(project), "--no-warm")[0] == 0
-    code, out, err = daemon.ctl("watch", str(project), "-n", "second", "--no-warm", "--json")
+    code, _out, err = daemon.ctl("watch", str(project), "-n", "second", "--no-warm", "--json")
     assert code == 0, err
     names = [(e["name"], e["source"]) for e in daemon.client.get("/v1/envs")["envs"]]
     assert names == [("second", str(project))]

@@ -86,7 +86,7 @@ def test_doctor_never_runs_beside_a_live_daemon(daemon: Daemon) -> None:
 
 def test_doctor_finds_and_removes_leftovers_of_a_healthy_store(daemon: Daemon, channel: Path,
                                                                tmp_path: Path) -> None:
-    code, out, err = daemon.ctl("warm", str(write_project(tmp_path / "p", channel, ["hello"])), "--json")
+    code, _out, err = daemon.ctl("warm", str(write_project(tmp_path / "p", channel, ["hello"])), "--json")
     assert code == 0, err
     assert daemon.stop() == 0
     leftover = daemon.home / "envs" / ".building" / "abc-1-2"
@@ -129,7 +129,7 @@ def test_builds_over_the_limit_are_pruned_after_each_build(keep_one_build: None,
 
 
 def test_a_build_syncs_its_env_before_publishing_it(daemon: Daemon, channel: Path, tmp_path: Path) -> None:
-    """The build path runs the durability step (tests/test_durable.py watches its order with strace)."""
+    """The build path runs the durability step (tests/store/test_durable.py watches its order with strace)."""
     code, out, err = daemon.ctl("warm", str(write_project(tmp_path / "p", channel, ["hello"])), "--json")
     assert code == 0, err
     view = json.loads(out)

@@ -20,12 +20,15 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from requests.adapters import HTTPAdapter
 from schemathesis import GenerationMode
-from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
-                                               status_code_conformance)
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 from urllib3.connection import HTTPConnection
 from urllib3.connectionpool import HTTPConnectionPool
 
-from provisiond.api.routes import OPENAPI
+from provisiond.daemon.api.routes import OPENAPI
 from tests.conftest import Daemon, write_project
 
 EXAMPLES = 25  # per operation and mode: ~1000 requests, about 20 s on 2 busy cores
@@ -114,8 +117,8 @@ def fuzz(daemon: Daemon, known: dict[str, Any]) -> Counter[tuple[str, int]]:
                 strategies.append(op.as_strategy(path_parameters=known_here))
             run = settings(max_examples=EXAMPLES * len(strategies), deadline=None, database=None, derandomize=True,
                            suppress_health_check=list(HealthCheck), phases=(Phase.explicit, Phase.generate))(
-                given(case=st.one_of(strategies))(lambda case: send(session, case, label, counts)))
-            run()
+                given(case=st.one_of(strategies))(lambda case: send(session, case, label, counts)))  # noqa: B023
+            run()  # in this iteration: label is the one the lambda saw
     finally:
         session.close()
     return counts

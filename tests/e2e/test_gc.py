@@ -7,8 +7,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from provisiond.gc import take_lease
-from provisiond.settings import Paths
+from provisiond.config.settings import Paths
+from provisiond.store.gc import take_lease
 from tests.conftest import Daemon, write_project
 
 

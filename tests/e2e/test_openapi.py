@@ -7,12 +7,12 @@ from pathlib import Path
 
 from openapi_spec_validator import validate
 
-from provisiond.api.app import make_app
-from provisiond.api.routes import OPENAPI
-from provisiond.engines import engine_for
-from provisiond.provisioner import Provisioner
-from provisiond.settings import load_settings
-from provisiond.store import Store
+from provisiond.config.settings import load_settings
+from provisiond.daemon.api.app import make_app
+from provisiond.daemon.api.routes import OPENAPI
+from provisiond.daemon.provisioner import Provisioner
+from provisiond.engines.choose import engine_for
+from provisiond.store.store import Store
 from tests.conftest import REPO, Daemon
 
 METHODS = ("get", "put", "post", "delete", "patch", "options", "head", "trace")
@@ -31,7 +31,7 @@ def test_the_document_is_valid_openapi_3_1() -> None:
 
 def test_docs_hold_the_same_document() -> None:
     assert (REPO / "docs" / "openapi.json").read_text() == OPENAPI.read_text(), \
-        "docs/openapi.json differs: cp provisiond/api/openapi.json docs/openapi.json"
+        "docs/openapi.json differs: cp provisiond/daemon/api/openapi.json docs/openapi.json"
 
 
 async def test_every_route_of_the_app_is_documented_and_nothing_else(tmp_path: Path) -> None:
@@ -46,7 +46,7 @@ async def test_every_route_of_the_app_is_documented_and_nothing_else(tmp_path: P
                       if r.method != "HEAD" and r.resource is not None}
         finally:
             await provisioner.close()
-    assert routed - documented() == set(), "routes missing from provisiond/api/openapi.json"
+    assert routed - documented() == set(), "routes missing from provisiond/daemon/api/openapi.json"
     assert documented() - routed == set(), "documented routes the app does not have"
 
 

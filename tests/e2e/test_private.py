@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from provisiond.client import Client
-from provisiond.errors import ConfigError
+from provisiond.cli.client import Client
+from provisiond.domain.errors import ConfigError
 from tests.conftest import Daemon, serve_directory, write_project
 
 OTHER = "provisiond-other"
@@ -116,7 +116,7 @@ def start_project(open_dir: Path, channel: Path) -> tuple[Daemon, Path]:
 
 
 def test_another_user_can_read_nothing(other_user: OtherUser, open_dir: Path, channel: Path) -> None:
-    d, project = start_project(open_dir, channel)
+    d, _project = start_project(open_dir, channel)
     try:
         renders = list(d.state.rglob("activate.sh"))
         assert renders and any(b"hunter2-from-dotenv" in p.read_bytes() for p in renders)

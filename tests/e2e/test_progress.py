@@ -56,7 +56,7 @@ def test_a_failed_build_ends_with_failed(daemon: Daemon, channel: Path, tmp_path
 def test_unknown_build_is_404(daemon: Daemon) -> None:
     import pytest
 
-    from provisiond.errors import BuildNotFoundError
+    from provisiond.domain.errors import BuildNotFoundError
 
     with pytest.raises(BuildNotFoundError):
         list(daemon.client.stream("/v1/builds/999/events"))

@@ -25,12 +25,12 @@ from pathlib import Path
 
 import pytest
 
-from provisiond.activation import project_activation_dir, write_project_activation
-from provisiond.settings import Paths
+from provisiond.config.settings import Paths
+from provisiond.domain.spec import load_spec
+from provisiond.shell.activation import project_activation_dir, write_project_activation
 from provisiond.testing.channel import Pkg, build_channel
-from provisiond.spec import load_spec
 from tests.conftest import Daemon, write_project
-from tests.shell_probe import dump, environ, read_values
+from tests.shell.shell_probe import dump, environ, read_values
 
 ARGV = {"bash": ["bash", "--norc", "--noprofile", "-i"], "zsh": ["zsh", "-f", "-i"],
         "fish": ["fish", "--no-config", "-i"]}

@@ -118,7 +118,7 @@ def test_sigterm_during_builds_answers_503_and_names_keep_their_state(
         def ask(name: str) -> None:
             try:
                 answers[name] = daemon.raw(*requests[name])
-            except BaseException as exc:  # noqa: BLE001 - e.g. the daemon hung up without answering
+            except BaseException as exc:
                 answers[name] = exc
 
         threads = [threading.Thread(target=ask, args=(name,)) for name in requests]

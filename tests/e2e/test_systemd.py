@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from provisiond.client import Client
+from provisiond.cli.client import Client
 from tests.conftest import Daemon
 
 EXE = Path(sys.executable).with_name("provisiond")
@@ -22,7 +22,7 @@ EXE = Path(sys.executable).with_name("provisiond")
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed (apt: systemd)")
 @pytest.mark.skipif(not EXE.exists(), reason="the provisiond console script is not installed (pip install -e .)")
 def test_units_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from provisiond import cli
+    from provisiond.cli import commands as cli
 
     assert cli.main(["daemon", "install-units", "--dir", str(tmp_path), "--json"]) == 0
     units = json.loads(capsys.readouterr().out)["units"]

@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from provisiond.activation import NOTICE, STAMP, project_activation_dir
-from provisiond.settings import Paths
+from provisiond.config.settings import Paths
+from provisiond.shell.activation import NOTICE, STAMP, project_activation_dir
 from provisiond.testing.channel import build_channel, hello_pkg
 from tests.conftest import Daemon, write_project
 

@@ -92,7 +92,7 @@ def test_channel_priority_strict_and_flexible(daemon: Daemon, channel: Path, tmp
     assert deps
     for project, version in ((strict, "2.0"), (flexible, "3.0")):
         view = warm(daemon, str(project))
-        code, out, _ = daemon.ctl("show", view["name"], "--lock", "--json")
+        _code, out, _ = daemon.ctl("show", view["name"], "--lock", "--json")
         hello = next(p for p in json.loads(out)["lock"]["packages"] if p["name"] == "hello")
         assert hello["version"] == version, project.name
 
@@ -100,8 +100,8 @@ def test_channel_priority_strict_and_flexible(daemon: Daemon, channel: Path, tmp
 def test_pixi_lock_gives_the_same_env(daemon: Daemon, channel: Path, tmp_path: Path) -> None:
     import rattler
 
+    from provisiond.domain.lock import Lock
     from provisiond.engines.rattler import record_of
-    from provisiond.lock import Lock
 
     project = write_project(tmp_path / "p", channel, ["tool-a"], name="p")
     original = warm(daemon, str(project))

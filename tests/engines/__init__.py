@@ -1,1 +1,1 @@
-"""Engine tests: micromamba replays of recorded outputs, and real engines on a local channel."""
+"""Engine tests: micromamba replays of recorded outputs, real engines on a local channel, pip (uv)."""

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from provisiond.config.settings import Settings, load_settings
+from provisiond.daemon.provisioner import Provisioner
+from provisiond.domain.errors import ShuttingDownError
+from provisiond.domain.spec import parse_spec
 from provisiond.engines.rattler import RattlerEngine
-from provisiond.errors import ShuttingDownError
-from provisiond.provisioner import Provisioner
-from provisiond.settings import Settings, load_settings
-from provisiond.spec import parse_spec
-from provisiond.store import Store
+from provisiond.store.store import Store
 from provisiond.testing.channel import Pkg, build_channel
 
 

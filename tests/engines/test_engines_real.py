@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from provisiond.builder import Builder
-from provisiond.engines import engine_for
+from provisiond.config.settings import Settings, load_settings
+from provisiond.daemon.builder import Builder
+from provisiond.domain.errors import SolveError
+from provisiond.domain.spec import EnvSpec, parse_spec
 from provisiond.engines.base import Engine
-from provisiond.errors import SolveError
-from provisiond.settings import Settings, load_settings
-from provisiond.spec import EnvSpec, parse_spec
-from provisiond.store import MARKER, Store
+from provisiond.engines.choose import engine_for
+from provisiond.store.store import MARKER, Store
 
 MICROMAMBA = shutil.which("micromamba")
 NO_MICROMAMBA = "micromamba not on PATH: install micromamba 2.x (docs/micromamba.md) to run the real micromamba tests"

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from provisiond.config.settings import load_settings
+from provisiond.daemon.provisioner import Provisioner
+from provisiond.domain.spec import parse_spec
 from provisiond.engines.rattler import RattlerEngine
 from provisiond.engines.virtual import VirtualPackages
-from provisiond.provisioner import Provisioner
-from provisiond.settings import load_settings
-from provisiond.spec import parse_spec
-from provisiond.store import Store
+from provisiond.store.store import Store
 
 SPEC = "channels:\n  - conda-forge\ndependencies:\n  - python\n"
 

@@ -22,16 +22,16 @@ from typing import Any
 
 import pytest
 
-from provisiond.builder import Builder
-from provisiond.engines import engine_for
+from provisiond.config.settings import Settings, load_settings
+from provisiond.daemon.builder import Builder
+from provisiond.domain.errors import ChannelTimeoutError, ConfigError, EngineError, ShuttingDownError, SolveError
+from provisiond.domain.lock import Lock
+from provisiond.domain.spec import parse_spec
 from provisiond.engines._process import run_process
+from provisiond.engines.choose import engine_for
 from provisiond.engines.micromamba import MicromambaEngine
 from provisiond.engines.rattler import RattlerEngine
-from provisiond.errors import ChannelTimeoutError, ConfigError, EngineError, ShuttingDownError, SolveError
-from provisiond.lock import Lock
-from provisiond.settings import Settings, load_settings
-from provisiond.spec import parse_spec
-from provisiond.store import MARKER, Store
+from provisiond.store.store import MARKER, Store
 from tests.conftest import SHARED
 
 SAMPLES = SHARED / "contract" / "samples" / "micromamba-real"
@@ -174,7 +174,7 @@ def test_replay_probe_reports_version_platform_and_virtual_packages(engine: Micr
 def test_replay_version_too_old_is_a_config_error(tmp_path: Path, standin: StandIn) -> None:
     standin.set(version={"stdout_text": "1.5.8\n"})
     settings = make_settings(tmp_path, engine="micromamba", micromamba_path=str(standin.exe))
-    with pytest.raises(ConfigError, match="1.5.8 .* too old: provisiond needs 2.0") as err:
+    with pytest.raises(ConfigError, match=r"1.5.8 .* too old: provisiond needs 2.0") as err:
         engine_for(settings, user_environ(tmp_path))
     assert err.value.exit_code == 78
     # auto falls back to the embedded engine when it only found an old micromamba on PATH
@@ -184,7 +184,7 @@ def test_replay_version_too_old_is_a_config_error(tmp_path: Path, standin: Stand
 
 def test_missing_configured_micromamba_is_a_config_error(tmp_path: Path) -> None:
     missing = make_settings(tmp_path, engine="auto", micromamba_path=str(tmp_path / "nope" / "micromamba"))
-    with pytest.raises(ConfigError, match="micromamba_path=.*not an executable file"):
+    with pytest.raises(ConfigError, match=r"micromamba_path=.*not an executable file"):
         engine_for(missing, user_environ(tmp_path))
     empty_path = user_environ(tmp_path, path=str(tmp_path))
     del empty_path["MAMBA_EXE"]
@@ -196,7 +196,7 @@ def test_missing_configured_micromamba_is_a_config_error(tmp_path: Path) -> None
 
 def test_daemon_exits_78_when_the_configured_micromamba_is_missing(
         tmp_path: Path, short_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from provisiond import daemon
+    from provisiond.daemon import main as daemon
 
     monkeypatch.setenv("PROVISIOND_CONFIG", str(tmp_path / "none.toml"))
     monkeypatch.setenv("PROVISIOND_MICROMAMBA_PATH", str(tmp_path / "missing"))

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from provisiond.config.settings import load_settings
+from provisiond.domain.errors import ChannelTimeoutError
+from provisiond.domain.spec import parse_spec
 from provisiond.engines.rattler import RattlerEngine
-from provisiond.errors import ChannelTimeoutError
-from provisiond.settings import load_settings
-from provisiond.spec import parse_spec
 from tests.conftest import serve_directory
 
 

@@ -1,0 +1,419 @@
+"""provisionctl: talk to provisiond. Subcommands return data; one renderer prints text or --json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from provisiond import __version__
+from provisiond.cli.client import Client, segment
+from provisiond.cli.render import render
+from provisiond.config.settings import Settings, load_settings
+from provisiond.domain.errors import EnvNotFoundError, ProvisionError
+
+Result = Any
+
+
+def _client(args: argparse.Namespace) -> Client:
+    settings: Settings = args.settings
+    return Client(settings.paths.socket)
+
+
+def _looks_like_path(target: str) -> bool:
+    return "/" in target or target in (".", "..") or (os.path.exists(target) and not target.isidentifier())
+
+
+def _project_name(client: Client, target: str, *, allow: bool = False) -> str:
+    """A NAME stays a name; a PATH is registered (idempotent) and becomes its project's name.
+
+    ``allow``: the command is one a user types to build that project (``warm PATH``), so it
+    records consent for the project's current content (docs/activation.md, "Trust").
+    """
+    if not _looks_like_path(target):
+        return target
+    view = client.post("/v1/projects", {"path": str(Path(target).resolve()), "warm": False, "allow": allow})
+    return str(view["name"])
+
+
+def cmd_watch(args: argparse.Namespace) -> Result:
+    return _client(args).post("/v1/projects", {"path": str(Path(args.dir).resolve()), "name": args.name,
+                                               "warm": not args.no_warm, "allow": not args.if_allowed})
+
+
+def _trust_target(path: str) -> str:
+    """A file stays a file (a named env's); a directory becomes its project, found by walking up."""
+    from provisiond.shell import activation
+
+    if os.path.isfile(path):
+        return str(Path(path).resolve())  # the daemon knows whether it is a project's or a named env's
+    project = activation.find_project_dir(path)
+    if project is None:
+        raise EnvNotFoundError(f"{path}: no environment.yml in this directory or above",
+                               hint="allow a project directory, or an env's file")
+    return str(project.resolve())
+
+
+def cmd_allow(args: argparse.Namespace) -> Result:
+    return _client(args).post("/v1/trust", {"path": _trust_target(args.path)})
+
+
+def cmd_deny(args: argparse.Namespace) -> Result:
+    return _client(args).delete("/v1/trust", path=_trust_target(args.path))
+
+
+def cmd_allowed(args: argparse.Namespace) -> Result:
+    return _client(args).get("/v1/trust")
+
+
+def cmd_unwatch(args: argparse.Namespace) -> Result:
+    target = str(Path(args.target).resolve()) if _looks_like_path(args.target) else args.target
+    return _client(args).delete("/v1/projects", project=target)
+
+
+def _progress_delay() -> float:
+    """Seconds before progress shows (PROVISIONCTL_PROGRESS_DELAY, default 0.3): a ready env stays quiet."""
+    try:
+        return float(os.environ.get("PROVISIONCTL_PROGRESS_DELAY", "0.3"))
+    except ValueError:
+        return 0.3
+
+
+def _shows_progress(args: argparse.Namespace) -> bool | None:
+    """True: a bar (stderr is a terminal); False: plain lines; None: quiet (--json)."""
+    return None if args.json else sys.stderr.isatty()
+
+
+def cmd_create(args: argparse.Namespace) -> Result:
+    from provisiond.cli.progress import with_progress
+
+    client, tty = _client(args), _shows_progress(args)
+    body = {"file": str(Path(args.file).resolve()), "name": args.name, "update": args.update, "progress": bool(tty)}
+    if tty is None:
+        return client.post("/v1/envs", body)
+    return with_progress(client, args.name, lambda: client.post("/v1/envs", body), tty=tty,
+                         quiet_for=_progress_delay())
+
+
+def cmd_warm(args: argparse.Namespace) -> Result:
+    client, tty = _client(args), _shows_progress(args)
+    name = _project_name(client, args.target, allow=True)
+    path, body = f"/v1/envs/{segment(name)}/warm", {"update": args.update, "progress": bool(tty)}
+    if tty is None:
+        return client.post(path, body)
+    from provisiond.cli.progress import with_progress
+
+    return with_progress(client, name, lambda: client.post(path, body), tty=tty, quiet_for=_progress_delay())
+
+
+def cmd_list(args: argparse.Namespace) -> Result:
+    return _client(args).get("/v1/envs")
+
+
+def cmd_show(args: argparse.Namespace) -> Result:
+    client = _client(args)
+    name = _project_name(client, args.target)
+    view = client.get(f"/v1/envs/{segment(name)}")
+    if args.lock:
+        view["lock"] = client.get(f"/v1/envs/{segment(name)}/lock")
+    return view
+
+
+def cmd_status(args: argparse.Namespace) -> Result:
+    return _client(args).get("/v1/status")
+
+
+def cmd_log(args: argparse.Namespace) -> Result:
+    client = _client(args)
+    build_id = args.target
+    if not build_id.isdigit():
+        build_id = client.get(f"/v1/envs/{segment(_project_name(client, build_id))}").get("build_id")
+        if build_id is None:
+            raise ProvisionError(f"{args.target!r} has no build yet")
+    return {"log": client.get(f"/v1/builds/{build_id}/log")}
+
+
+def cmd_export(args: argparse.Namespace) -> Result:
+    client = _client(args)
+    name = _project_name(client, args.target)
+    query = {"format": args.format}
+    if args.no_builds:
+        query["no_builds"] = "1"
+    if args.from_history:
+        query["from_history"] = "1"
+    text = client.get(f"/v1/envs/{segment(name)}/export", **query)
+    if args.file:
+        Path(args.file).write_text(text)
+        return {"name": name, "format": args.format, "file": str(Path(args.file).resolve())}
+    return {"name": name, "format": args.format, "text": text}
+
+
+def cmd_clone(args: argparse.Namespace) -> Result:
+    client = _client(args)
+    return client.post(f"/v1/envs/{segment(_project_name(client, args.source))}/clone", {"target": args.target})
+
+
+def cmd_remove(args: argparse.Namespace) -> Result:
+    client = _client(args)
+    return client.delete(f"/v1/envs/{segment(_project_name(client, args.target))}")
+
+
+def _size(text: str) -> int:
+    units = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    number, unit = text.strip().lower().rstrip("ib").rstrip("b"), ""
+    if number and number[-1] in units:
+        number, unit = number[:-1], number[-1]
+    try:
+        return int(float(number) * units[unit])
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 500M, 20G)") from None
+
+
+def cmd_gc(args: argparse.Namespace) -> Result:
+    body: dict[str, Any] = {"dry_run": args.dry_run}
+    if args.older_than is not None:
+        body["older_than_days"] = args.older_than
+    if args.cache_budget is not None:
+        body["cache_budget_bytes"] = args.cache_budget
+    return _client(args).post("/v1/gc", body)
+
+
+def cmd_daemon(args: argparse.Namespace) -> Result:
+    import shutil
+
+    from provisiond.daemon.systemd import install_units
+
+    exe = shutil.which("provisiond") or str(Path(sys.executable).with_name("provisiond"))
+    directory = Path(args.dir).expanduser() if args.dir else \
+        Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "systemd" / "user"
+    return {"units": [str(p) for p in install_units(exe, directory)], "exe": exe}
+
+
+def _shell(args: argparse.Namespace) -> str:
+    """--shell, else the login shell's kind, else POSIX sh."""
+    name = args.shell or os.path.basename(os.environ.get("SHELL", ""))
+    return name if name in ("bash", "zsh", "fish", "sh", "json") else "sh"
+
+
+def _ctl_argv(args: argparse.Namespace) -> list[str]:
+    """How the hook runs this provisionctl (same install, same store) on its slow path."""
+    argv0 = os.path.abspath(sys.argv[0])
+    argv = [argv0] if os.path.basename(argv0) == "provisionctl" else [sys.executable, "-m", "provisiond.ctl"]
+    for flag in ("home", "socket"):
+        if getattr(args, flag):
+            argv += [f"--{flag}", str(getattr(args.settings.paths, flag))]
+    return argv
+
+
+def cmd_hook(args: argparse.Namespace) -> Result:
+    from provisiond.shell.hooks import hook_script  # stdlib only: the hook is eval'd at every shell start
+
+    return {"script": hook_script(args.shell, str(args.settings.paths.projects_state), _ctl_argv(args))}
+
+
+def cmd_activate(args: argparse.Namespace) -> Result:
+    from provisiond.shell import activation
+
+    shell, paths, target = _shell(args), args.settings.paths, args.target
+    if _looks_like_path(target):
+        project = activation.find_project_dir(target)
+        if project is None:
+            raise EnvNotFoundError(f"{target}: no environment.yml in this directory or above",
+                                   hint="activate a named env: provisionctl activate NAME")
+        target = str(project.resolve())
+        script = activation.read_project_activation(paths, target, shell)  # ready: no daemon needed
+        if script is not None:
+            return {"script": script}
+    client = _client(args)
+    name = _project_name(client, target)
+    view = client.get(f"/v1/envs/{segment(name)}")
+    if not view.get("prefix"):
+        view = client.post(f"/v1/envs/{segment(name)}/warm", {})
+    if view["kind"] == "project" and view.get("source"):
+        script = activation.read_project_activation(paths, view["source"], shell)
+        if script is not None:
+            return {"script": script}
+    facts = activation.load_env_facts(paths, view["env_key"], view["prefix"])
+    return {"script": activation.render_activation(activation.Activation(name=view["name"], facts=facts), shell)}
+
+
+def cmd_deactivate(args: argparse.Namespace) -> Result:
+    from provisiond.shell import activation
+
+    return {"script": activation.render_deactivation(_shell(args))}
+
+
+def cmd_run(args: argparse.Namespace) -> Result:
+    from provisiond.cli import coldstart  # stdlib only; execs the command, so it returns only by raising
+
+    coldstart.run(args.settings.paths, args.target, args.cmd, is_path=_looks_like_path(args.target))
+
+
+def cmd_bundle(args: argparse.Namespace) -> Result:
+    from provisiond.store.bundle import bundle
+
+    return bundle(args.settings.paths, args.names, Path(args.output))
+
+
+def cmd_unbundle(args: argparse.Namespace) -> Result:
+    from provisiond.store.unbundle import unbundle
+
+    home = Path(os.path.abspath(args.into)) if args.into else args.settings.paths.home
+    return unbundle(Path(args.source), home)
+
+
+def cmd_doctor(args: argparse.Namespace) -> Result:
+    from provisiond.store.doctor import doctor  # works on the store itself: the daemon may refuse to start
+
+    return doctor(args.settings.paths, repair=args.repair)
+
+
+def cmd_check(args: argparse.Namespace) -> Result:
+    from provisiond.domain.spec import load_spec  # ruamel + rattler: only this command pays for them
+
+    return load_spec(args.file).to_wire()
+
+
+# -- argv --------------------------------------------------------------------------------------
+
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], Result], str]] = {
+    "watch": (cmd_watch, "register a project directory holding environment.yml and build it in the background "
+                         "(this allows its current content)"),
+    "unwatch": (cmd_unwatch, "forget a project (its env stays in the store for other users of it)"),
+    "allow": (cmd_allow, "trust a project's current environment.yml (channels, pip:, variables:) so the shell "
+                         "hook builds and activates it; default: the project around the current directory"),
+    "deny": (cmd_deny, "revoke `allow`: the project stops building and its shells deactivate"),
+    "allowed": (cmd_allowed, "list allowed projects and env files, and the trusted_prefixes setting"),
+    "create": (cmd_create, "create a named env from an environment file, like `conda env create -f`"),
+    "warm": (cmd_warm, "make an env ready (solve, fetch, build) and print its prefix"),
+    "list": (cmd_list, "list envs: name, status, env_key, prefix, projects"),
+    "show": (cmd_show, "show one env (--lock: its resolved packages)"),
+    "status": (cmd_status, "daemon status: engine, store, builds in progress, failures"),
+    "log": (cmd_log, "print the build log of an env (NAME|PATH) or of a build id"),
+    "export": (cmd_export, "export an env: environment.yml (pinned or --no-builds or --from-history), "
+                           "@EXPLICIT, or conda-lock.yml"),
+    "clone": (cmd_clone, "give an env a second name: O(1), no files copied"),
+    "remove": (cmd_remove, "remove a name; its env is deleted only if nothing else uses it"),
+    "gc": (cmd_gc, "remove envs nothing references or uses, and prune the package cache"),
+    "daemon": (cmd_daemon, "daemon set-up: `daemon install-units` writes the systemd user units"),
+    "run": (cmd_run, "run a command in an env: provisionctl run NAME|PATH -- CMD [ARGS...] "
+                     "(no daemon needed once the env is ready)"),
+    "bundle": (cmd_bundle, "write what an image needs to cold-start envs (env, activation, lock, cold-start)"),
+    "unbundle": (cmd_unbundle, "restore a bundle into the store at the path it was built for"),
+    "doctor": (cmd_doctor, "check the store without the daemon (registry, envs, leftovers); --repair rebuilds "
+                           "a broken registry from the disk (stop the daemon first)"),
+    "check": (cmd_check, "validate an environment file without the daemon (exit 65 on error)"),
+    "hook": (cmd_hook, "print the shell hook: eval \"$(provisionctl hook bash)\" in ~/.bashrc (zsh, fish too)"),
+    "activate": (cmd_activate, "print an activation script: eval \"$(provisionctl activate NAME|PATH)\""),
+    "deactivate": (cmd_deactivate, "print the script that undoes the active activation: "
+                                   "eval \"$(provisionctl deactivate)\""),
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p = argparse.ArgumentParser(
+        prog="provisionctl",
+        description="Control provisiond: register projects, build and inspect conda environments.",
+        epilog="Examples:\n  provisionctl watch ~/work/nlp\n  provisionctl warm nlp-exp\n"
+               "  provisionctl create -f other/environment.yml -n tools\n  provisionctl list --json\n\n"
+               "Exit codes: 0 ok, 1 doctor found problems, 65 bad environment file, 66 no such env, "
+               "69 daemon not running, 70 engine failure, 78 bad configuration or registry.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--socket", help="daemon socket (env PROVISIOND_SOCKET)")
+    p.add_argument("--home", help="store root, used to find the default socket (env PROVISIOND_HOME)")
+    p.add_argument("--version", action="version", version=f"provisionctl {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    cmds = {name: sub.add_parser(name, parents=[common], help=text, description=text)
+            for name, (_fn, text) in COMMANDS.items()}
+    cmds["watch"].add_argument("dir", metavar="DIR", help="project directory")
+    cmds["watch"].add_argument("-n", "--name", help="env name (default: the file's name:, else the directory name)")
+    cmds["watch"].add_argument("--no-warm", action="store_true", help="register only; build on first warm")
+    cmds["watch"].add_argument("--if-allowed", action="store_true",
+                               help="what the shell hook runs: register only a project already allowed (or under "
+                                    "trusted_prefixes); never records consent")
+    for verb in ("allow", "deny"):
+        cmds[verb].add_argument("path", metavar="PATH", nargs="?", default=".",
+                                help="a project directory (or a dir inside it), or an env's file (default: .)")
+    cmds["unwatch"].add_argument("target", metavar="NAME|DIR")
+    cmds["create"].add_argument("-f", "--file", required=True,
+                                help="environment.yml, an @EXPLICIT file, conda-lock.yml or pixi.lock")
+    cmds["create"].add_argument("-n", "--name", help="env name (default: the file's name:)")
+    cmds["create"].add_argument("--update", action="store_true", help="re-solve even if a cached solve exists")
+    cmds["warm"].add_argument("target", metavar="NAME|PATH")
+    cmds["warm"].add_argument("--update", action="store_true", help="re-solve against fresh repodata")
+    cmds["show"].add_argument("target", metavar="NAME|PATH")
+    cmds["show"].add_argument("--lock", action="store_true", help="include the resolved packages")
+    cmds["log"].add_argument("target", metavar="NAME|PATH|BUILD_ID")
+    cmds["export"].add_argument("target", metavar="NAME|PATH")
+    cmds["export"].add_argument("--format", choices=("yml", "explicit", "conda-lock"), default="yml",
+                                help="environment.yml (default), @EXPLICIT, or conda-lock.yml v1")
+    cmds["export"].add_argument("--explicit", dest="format", action="store_const", const="explicit",
+                                help="same as --format explicit (as in `conda list --explicit`)")
+    cmds["export"].add_argument("--no-builds", action="store_true", help="name=version only (portable)")
+    cmds["export"].add_argument("--from-history", action="store_true",
+                                help="only the specs asked for, with their channels")
+    cmds["export"].add_argument("-f", "--file", help="write to FILE instead of stdout")
+    cmds["clone"].add_argument("source", metavar="SRC")
+    cmds["clone"].add_argument("target", metavar="DST")
+    cmds["remove"].add_argument("target", metavar="NAME|PATH")
+    cmds["gc"].add_argument("--dry-run", action="store_true", help="report what would be removed")
+    cmds["gc"].add_argument("--older-than", type=float, metavar="DAYS",
+                            help="remove unreferenced envs unused for DAYS (default: gc_days, 30)")
+    cmds["gc"].add_argument("--cache-budget", type=_size, metavar="SIZE",
+                            help="prune the package cache to SIZE, least recently used first (e.g. 20G)")
+    cmds["daemon"].add_argument("action", choices=("install-units",))
+    cmds["daemon"].add_argument("--dir", help="where to write the units (default: ~/.config/systemd/user)")
+    cmds["run"].add_argument("target", metavar="NAME|PATH")
+    cmds["run"].add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+    cmds["bundle"].add_argument("names", nargs="+", metavar="NAME")
+    cmds["bundle"].add_argument("-o", "--output", required=True, metavar="DIR|FILE.tar",
+                                help="a new directory, or a .tar / .tar.gz file")
+    cmds["unbundle"].add_argument("source", metavar="FILE.tar|DIR")
+    cmds["unbundle"].add_argument("--home", dest="into", metavar="H",
+                                  help="the store to restore into (default: PROVISIOND_HOME); must be the "
+                                       "path the bundle was built for")
+    cmds["check"].add_argument("file", metavar="FILE")
+    cmds["doctor"].add_argument("--repair", action="store_true",
+                                help="fix what it found: move a broken state.db aside and rebuild it from the envs, "
+                                     "locks and activation files; remove leftovers")
+    cmds["hook"].add_argument("shell", choices=("bash", "zsh", "fish"))
+    cmds["activate"].add_argument("target", metavar="NAME|PATH")
+    cmds["activate"].add_argument("--shell", choices=("bash", "zsh", "fish", "sh", "json"),
+                                  help="the shell to print for, or json for tools (default: from $SHELL, else sh)")
+    cmds["deactivate"].add_argument("--shell", choices=("bash", "zsh", "fish", "sh"),
+                                    help="the shell to print for (default: from $SHELL, else sh)")
+    return p
+
+
+class LocalIOError(ProvisionError, code="io-error", http_status=500, exit_code=os.EX_IOERR):
+    """provisionctl could not read or write a local file."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.settings = load_settings({"home": args.home, "socket": args.socket})
+        try:
+            result = COMMANDS[args.command][0](args)
+        except OSError as exc:  # a file argument we cannot read or write (export -f DIR, ...)
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise LocalIOError(f"{where}{exc.strerror or exc}") from None
+    except ProvisionError as exc:
+        if args.json:
+            print(json.dumps({"error": exc.to_wire()}, indent=2))
+        print(f"provisionctl: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    print(json.dumps(result, indent=2) if args.json else render(args.command, result))
+    if args.command == "doctor" and not result["ok"]:
+        return 1  # like fsck: problems remain
+    return 0
+

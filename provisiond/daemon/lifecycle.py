@@ -1,0 +1,468 @@
+"""The lifecycle owner: every warm of a name, every build, and the one answer to "is this env in use?".
+
+- **Ordered warms.** Each warm of a name takes the next generation of that name *before* it reads
+  the file. Only the newest generation may re-point the name (or mark it failed); an older warm
+  that finishes later changes nothing, and its caller answers with the newest warm's outcome. So
+  the newest input always wins, whatever order the builds finish in.
+- **One in-use answer** (``in_use``): a name references the env, a build is making it, a warm has
+  it published but not yet named (``_pins``), or a live process leases it. gc and remove ask only
+  this, and do their last check and the unpublish in one synchronous step, with no ``await`` in
+  between. Package-cache entries that a running build links from are pinned the same way.
+- Activation files are written here, after each change of what a name points at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from provisiond.config.locations import SPEC_FILES
+from provisiond.config.settings import Settings
+from provisiond.daemon import trust
+from provisiond.daemon.builder import Builder, shared
+from provisiond.daemon.gate import TrustGate
+from provisiond.domain.errors import (
+    BlockedError,
+    EnvNotFoundError,
+    ProvisionError,
+    ShuttingDownError,
+    SpecError,
+)
+from provisiond.domain.lock import Lock
+from provisiond.domain.lockfiles import load_lockfile
+from provisiond.domain.spec import EnvSpec, read_spec, spec_key
+from provisiond.domain.urls import mask
+from provisiond.engines.base import Engine
+from provisiond.engines.pip import find_uv, inputs_key, resolve_pip, resolver_settings
+from provisiond.shell import activation
+from provisiond.store import gc
+from provisiond.store.registry import NameRecord
+from provisiond.store.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def spec_file_of(directory: Path) -> Path:
+    """The environment file of a project directory."""
+    for name in SPEC_FILES:
+        if (directory / name).is_file():
+            return directory / name
+    raise SpecError(f"{directory}: no environment.yml in this directory",
+                    hint="create one, or point at the file with: provisionctl create -f FILE")
+
+
+class Lifecycle:
+    """Warms names into envs, in order; owns builds, the solve cache's use, gc and activation writes."""
+
+    def __init__(self, store: Store, engine: Engine, settings: Settings, gate: TrustGate) -> None:
+        self.store = store
+        self.engine = engine
+        self.settings = settings
+        self.gate = gate
+        self.builder = Builder(store, engine, settings)
+        self._solves: dict[str, asyncio.Task[Lock]] = {}
+        self._background: dict[str, asyncio.Task[Any]] = {}
+        self._again: set[str] = set()
+        self._specs: dict[str, EnvSpec] = {}
+        # name -> (inputs signature, env_key, spec_key) of its last good warm (see _unchanged).
+        self._fresh: dict[str, tuple[tuple[Any, ...], str, str]] = {}
+        self._generation: dict[str, int] = {}
+        self._newest: dict[str, tuple[int, asyncio.Task[None]]] = {}
+        self._pins: Counter[str] = Counter()  # env_keys a warm has published but not yet named
+        # Set when projects come back or go, so the watcher re-reads the set it watches.
+        self.projects_changed = asyncio.Event()
+        self._closing = False
+
+    def apply(self, settings: Settings) -> None:
+        self.settings = settings
+        self.builder.apply(settings)
+
+    async def close(self) -> None:
+        """Cancel background work and wait for it; names being built keep their previous state."""
+        self._closing = True
+        tasks = [*self._background.values(), *self._solves.values(), *(t for _g, t in self._newest.values())]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.builder.close()
+
+    def last_spec(self, name: str) -> EnvSpec | None:
+        """The spec of ``name``'s last good warm in this daemon's life (None after a restart)."""
+        return self._specs.get(name)
+
+    def forget(self, name: str) -> None:
+        """``name`` was removed: drop what we remember of it."""
+        self._specs.pop(name, None)
+        self._fresh.pop(name, None)
+
+    # -- solving ------------------------------------------------------------------------------
+
+    def spec_key(self, spec: EnvSpec) -> str:
+        """The solve-cache key: the spec plus everything of this daemon that changes its answer."""
+        engine = self.engine
+        key = spec_key(spec, engine.platform, engine.virtual_packages(), channels=engine.channel_urls(spec),
+                       engine=engine.version(), pip=resolver_settings() if spec.pip else ())
+        return inputs_key(spec, key) if spec.pip else key  # an edited -r file must re-resolve
+
+    async def resolve(self, spec: EnvSpec, *, update: bool = False) -> Lock:
+        """The spec's lock: from the solve cache unless expired or ``update``; one solve per spec_key."""
+        key = self.spec_key(spec)
+        if not update:
+            cached = self.store.cached_lock(key, self.settings.solve_ttl)
+            if cached is not None:
+                return cached
+        task = self._solves.get(key)
+        if task is None:
+            if self._closing:
+                raise ShuttingDownError("provisiond is shutting down: no new solves",
+                                        hint="run the command again once provisiond is back")
+            task = asyncio.create_task(self._solve(key, spec, update))
+            self._solves[key] = task
+            task.add_done_callback(lambda _t: self._solves.pop(key, None))
+        return await shared(task)
+
+    async def _solve(self, key: str, spec: EnvSpec, update: bool) -> Lock:
+        started = time.perf_counter()
+        # Repodata older than the solve TTL is checked again: a channel's new versions show up.
+        lock = await self.engine.solve(spec, refresh=update, max_age=self.settings.solve_ttl)
+        if spec.pip:
+            lock = await resolve_pip(spec, lock, uv=find_uv(), cache_dir=self.settings.paths.uv_cache,
+                                     virtual_packages=self.engine.virtual_packages(), refresh=update,
+                                     on_line=lambda line: log.debug("pip: %s", mask(line)))
+        self.store.cache_lock(key, lock)
+        log.info("solved %s: %d packages in %.1f ms (env %s)", spec.source or "spec", len(lock.packages),
+                 (time.perf_counter() - started) * 1000, lock.env_key[:16])
+        return lock
+
+    # -- warming, in generations ----------------------------------------------------------------
+
+    async def warm(self, record: NameRecord, *, update: bool = False) -> None:
+        """Make ``record``'s env ready; when a newer warm of the name supersedes this one, its outcome."""
+        if record.kind in ("project", "file") and not update and self._unchanged(record):
+            self.store.touch_env(record.env_key or "")
+            return
+        await self._newest_of(record.name, lambda generation: self._warm(record, generation, update))
+
+    async def install(self, record: NameRecord, lock: Lock) -> None:
+        """Point ``record`` (a lockfile env) at ``lock``'s env, built if needed, as its newest warm."""
+        await self._newest_of(record.name, lambda generation: self._build(record, generation, _ready(lock)))
+
+    async def _newest_of(self, name: str, start: Callable[[int], Coroutine[Any, Any, None]]) -> None:
+        """Run ``start(generation)`` as the name's newest warm (the one path that takes a generation)
+        and answer with its outcome, or with that of a newer warm that superseded it."""
+        if self._closing:
+            raise ShuttingDownError("provisiond is shutting down", hint="run the command again once it is back")
+        generation = self._generation[name] = self._generation.get(name, 0) + 1
+        task = asyncio.create_task(start(generation))
+        self._newest[name] = (generation, task)
+        while True:
+            try:
+                await shared(task)
+            except Exception:
+                if self._generation.get(name) == generation:
+                    raise
+            else:
+                if self._generation.get(name) == generation:
+                    return
+            newer = self._newest[name]  # superseded by an edit: answer with the newest warm
+            if newer[1] is task:
+                return
+            generation, task = newer
+
+    def _is_newest(self, name: str, generation: int) -> bool:
+        return self._generation.get(name) == generation
+
+    async def _warm(self, record: NameRecord, generation: int, update: bool) -> None:
+        if record.kind in ("clone", "lock"):
+            return await self._warm_snapshot(record, generation)
+        source = Path(record.source or "")
+        # Taken before reading the file: an edit during the build must not pass for the built spec.
+        signature = self._inputs_signature(record)
+        try:
+            spec_file = spec_file_of(source) if record.kind == "project" else source
+            spec = await read_spec(spec_file)
+        except SpecError as exc:
+            if record.kind == "file" and record.env_key and not source.exists():
+                return  # a snapshot whose file is gone keeps serving
+            if self._is_newest(record.name, generation):
+                self.store.update_name(record.name, status="failed", error=exc.message)
+                kept = " (the previous env stays active)" if record.env_key else ""
+                self.gate.notify(record, f"{exc.message}{kept}", f"provisionctl show {record.name}")
+            raise
+        fingerprint = partial(self.gate.fingerprint, spec, record.source or "", record.kind)
+        self.gate.check(record, await asyncio.to_thread(fingerprint), spec_file.name)
+        await self._build(record, generation, lambda: self.resolve(spec, update=update), spec=spec,
+                          signature=signature, recheck=lambda: self.gate.check(record, fingerprint(), spec_file.name))
+
+    async def _warm_snapshot(self, record: NameRecord, generation: int) -> None:
+        """Clones and lockfile envs: re-read the lockfile if it is still there, else rebuild from our lock."""
+        if record.kind == "lock" and record.source and Path(record.source).is_file():
+            lock = await asyncio.to_thread(load_lockfile, Path(record.source), self.engine.platform)
+            fingerprint = trust.lock_fingerprint(lock, record.source)
+            check = partial(self.gate.check, record, fingerprint, Path(record.source).name)
+            check()
+            return await self._build(record, generation, _ready(lock), recheck=check)
+        if record.env_key and self.store.find_env(record.env_key) is None:
+            return await self._build(record, generation, _ready(self.store.read_lock(record.env_key)))
+        if record.env_key:
+            self.write_name_activation(record.name, record.env_key)  # a no-op unless missing or stale
+
+    async def _build(self, record: NameRecord, generation: int, locked: Any, *, spec: EnvSpec | None = None,
+                     signature: tuple[Any, ...] = (), recheck: Callable[[], None] | None = None) -> None:
+        """Solve (``locked()``), build, and re-point the name, unless a newer warm came meanwhile."""
+        name = record.name
+        self.store.update_name(name, status="building", error=None)
+        try:
+            lock = await locked()
+            with self._pinned(lock.env_key):  # published, not yet named: gc must not take it
+                await self.builder.ensure(lock, name)
+                if not self._is_newest(name, generation):
+                    log.info("warm of %r superseded by a newer one: %s not used", name, lock.env_key[:16])
+                    return
+                if recheck is not None:  # a deny or a new .env name meanwhile: no await from here on
+                    recheck()
+                self._commit(record, lock, spec, signature)
+        except BlockedError:
+            raise  # the gate has set the name's state and notice
+        except (asyncio.CancelledError, ShuttingDownError):
+            if self._is_newest(name, generation):
+                self._keep_state(record)
+            raise
+        except BaseException as exc:
+            if self._is_newest(name, generation):
+                message = exc.message if isinstance(exc, ProvisionError) else "interrupted"
+                # The previous env (if any) stays active: env_key is left as it was.
+                self.store.update_name(name, status="failed", error=message)
+                if isinstance(exc, ProvisionError):
+                    self.gate.notify(record, f"the build failed: {message}",
+                                     f"provisionctl log {record.source or name}")
+            raise
+
+    def _commit(self, record: NameRecord, lock: Lock, spec: EnvSpec | None, signature: tuple[Any, ...]) -> None:
+        """Re-point the name at ``lock``'s published env, and write its activation."""
+        name = record.name
+        key = self.spec_key(spec) if spec is not None else None
+        self.store.update_name(name, status="ready", error=None, env_key=lock.env_key, spec_key=key)
+        if spec is not None:
+            self._specs[name] = spec
+            if signature and key is not None:
+                self._fresh[name] = (signature, lock.env_key, key)
+        if record.status == "gone":  # its directory is back: the watcher must watch it again
+            self.projects_changed.set()
+        self.write_name_activation(name, lock.env_key, spec.variables if spec is not None else None)
+        if record.kind == "project" and record.source:
+            self._write_project_activation(self.store.get_name(name), spec)
+            self.gate.clear(record.source)
+
+    def _keep_state(self, before: NameRecord) -> None:
+        """A warm stopped by shutdown is not the name's failure: it keeps the state it had."""
+        status = before.status
+        if status == "building":  # another warm's mark: settle it as the start-up sweep would
+            status = "ready" if before.env_key else "new"
+        self.store.update_name(before.name, status=status, error=before.error)
+
+    @contextmanager
+    def _pinned(self, env_key: str) -> Iterator[None]:
+        self._pins[env_key] += 1
+        try:
+            yield
+        finally:
+            self._pins[env_key] -= 1
+            if not self._pins[env_key]:
+                del self._pins[env_key]
+
+    # -- the warm fast path -----------------------------------------------------------------------
+
+    def _inputs_signature(self, record: NameRecord) -> tuple[Any, ...]:
+        """stat() of the spec file, every file its pip section reaches (trust.reached_files) and a
+        project's `.env`.
+
+        Cheap change detection for the warm fast path. `.env` is in it because a warm after editing
+        `.env` must re-render the activation even before the watcher notices.
+        """
+        source = Path(record.source or "")
+        try:
+            spec_path = spec_file_of(source) if record.kind == "project" else source
+        except SpecError:
+            return ()
+        spec = self._specs.get(record.name)
+        files = [spec_path, *(Path(f) for f in sorted(trust.reached_files(spec)))] if spec else [spec_path]
+        signature: list[Any] = []
+        for f in files:
+            try:
+                st = f.stat()
+            except OSError:
+                return ()
+            signature.append((str(f), st.st_ino, st.st_size, st.st_mtime_ns))
+        if record.kind == "project":
+            try:
+                st = (source / ".env").stat()
+                signature.append((".env", st.st_ino, st.st_size, st.st_mtime_ns))
+            except OSError:
+                signature.append((".env", None))
+        return tuple(signature)
+
+    def _unchanged(self, record: NameRecord) -> bool:
+        """True when a ready env's inputs are untouched and its solve is still fresh: no parse, no solve.
+
+        This is the path of every `provisionctl warm` of a ready env; parsing YAML alone costs ms.
+        """
+        fresh = self._fresh.get(record.name)
+        if fresh is None or record.status != "ready" or record.env_key != fresh[1]:
+            return False
+        signature = self._inputs_signature(record)
+        if not signature or signature != fresh[0] or self.store.find_env(fresh[1]) is None:
+            return False
+        if not self._activation_written(record):
+            return False  # a write failed or the files were removed: the full warm writes them again
+        return self.store.cached_lock_age(fresh[2]) < self.settings.solve_ttl
+
+    def _activation_written(self, record: NameRecord) -> bool:
+        paths = self.settings.paths
+        names = activation.name_activation_dir(paths, record.name)
+        if names is not None and not (names / activation.NAME_TARGET).is_file():
+            return False
+        return record.kind != "project" or not record.source or \
+            (activation.project_activation_dir(paths, record.source) / activation.STAMP).is_file()
+
+    def ready_prefix(self, name: str) -> str | None:
+        """The prefix of ``name`` if a warm would change nothing (see ``_unchanged``), else None."""
+        record = self.store.find_name(name)
+        if record is None or not record.env_key:
+            return None
+        if record.kind in ("project", "file") and not self._unchanged(record):
+            return None
+        if record.kind == "lock" or record.status != "ready":
+            return None
+        prefix = self.store.find_env(record.env_key)
+        if prefix is not None:
+            self.store.touch_env(record.env_key)
+        return str(prefix) if prefix else None
+
+    # -- background work (the watcher, start-up, allow) ---------------------------------------------
+
+    def warm_in_background(self, name: str) -> None:
+        """Warm ``name`` soon; a request during a running warm runs once more after it (coalesced)."""
+        if name in self._background:
+            self._again.add(name)
+            return
+        if self._closing:
+            return
+        self._background[name] = asyncio.create_task(self._quiet_warm(name))
+
+    async def _quiet_warm(self, name: str) -> None:
+        try:
+            while True:
+                self._again.discard(name)
+                record = self.store.find_name(name)
+                if record is None:
+                    return  # removed meanwhile
+                try:
+                    await self.warm(record)
+                except EnvNotFoundError:
+                    return
+                except ProvisionError as exc:
+                    log.warning("background build of %r failed: %s", name, exc.message)
+                if name not in self._again:
+                    return
+        finally:
+            self._background.pop(name, None)
+
+    def referenced_files(self, name: str) -> set[str]:
+        """Files next to the spec that its pip section names with -r/-c (a change rebuilds)."""
+        spec = self._specs.get(name)
+        if spec is None:
+            return set()
+        found = set()
+        for line in spec.pip:
+            parts = line.split()
+            if len(parts) == 2 and parts[0] in ("-r", "-c", "--requirement", "--constraint"):
+                found.add(Path(parts[1]).name)
+        return found
+
+    def refresh_activation(self, name: str) -> None:
+        """Re-render a project's activation (its .env changed); no rebuild."""
+        record = self.store.find_name(name)
+        if record is None or record.kind != "project" or not record.env_key or not record.source:
+            return
+        spec = self._specs.get(name)
+        # A new name in .env changes the shell: the full warm reads the file and checks trust.
+        if spec is None or record.status == "blocked" or not self.gate.dotenv_allowed(record.source):
+            self.warm_in_background(name)
+            return
+        self._write_project_activation(record, spec)
+
+    # -- in use, remove, gc -----------------------------------------------------------------------
+
+    def in_use(self, env_key: str, *, leases: set[str] | None = None) -> str | None:
+        """Why ``env_key`` must stay (``referenced``, ``building``, ``leased``), or None."""
+        if self.store.names_of(env_key):
+            return "referenced"
+        if env_key in self.builder.busy or env_key in self._pins:
+            return "building"
+        if env_key in (gc.leased(self.settings.paths) if leases is None else leases):
+            return "leased"
+        return None
+
+    async def delete_env(self, env_key: str) -> bool:
+        """Delete an env nothing uses; the check and the unpublish are one step (no await between)."""
+        if self.in_use(env_key) is not None:
+            return False
+        trash = self.store.unpublish(env_key)
+        if trash is not None:
+            await asyncio.to_thread(gc.delete_paths, [trash])
+        return True
+
+    async def gc(self, *, dry_run: bool, older_than_days: float | None = None,
+                 cache_budget_bytes: int | None = None) -> dict[str, Any]:
+        """Remove unused envs not used for N days; prune the package cache to a budget (gc.py)."""
+        days = self.settings.gc_days if older_than_days is None else older_than_days
+        budget = self.settings.cache_budget_bytes if cache_budget_bytes is None else cache_budget_bytes
+        return await gc.collect(self.store, dry_run=dry_run, older_than_days=days, cache_budget_bytes=budget,
+                                in_use=self.in_use, pinned=self.builder.pinned_packages)
+
+    # -- activation (rendered when an env or a project changes; read by shells without us) -----
+
+    def _write_project_activation(self, record: NameRecord, spec: EnvSpec | None) -> None:
+        """Render a project's activation (variables, .env values) where its shell hook looks."""
+        prefix = self.store.find_env(record.env_key) if record.env_key else None
+        if record.source is None or prefix is None or record.env_key is None:
+            return
+        try:
+            if spec is None:  # .env edited, no spec in memory (e.g. after a restart): reuse the last render
+                activation.refresh_project_activation(self.settings.paths, record.source)
+            else:
+                activation.write_project_activation(self.settings.paths, record.source, record.name,
+                                                    record.env_key, prefix, spec.variables)
+        except OSError as exc:
+            log.error("cannot write the activation of project %s: %s", record.source, exc)
+
+    def write_name_activation(self, name: str, env_key: str,
+                              variables: Sequence[tuple[str, str]] | None = None) -> None:
+        """Render a name's activation into the store for `run` and cold starts.
+
+        ``variables`` None: a clone keeps those copied from its source, a lockfile env has none.
+        """
+        prefix, record, paths = self.store.find_env(env_key), self.store.find_name(name), self.settings.paths
+        if prefix is None or record is None:
+            return
+        if variables is None:
+            variables = activation.name_variables(paths, name) if record.kind == "clone" else ()
+        try:
+            activation.write_name_activation(paths, name, env_key, prefix, variables)
+        except OSError as exc:  # the env is ready; the next warm writes it again
+            log.error("cannot write the activation of env %r: %s", name, exc)
+
+
+def _ready(lock: Lock) -> Any:
+    """A ``locked()`` for a lock already known (lockfiles, clones): nothing to solve."""
+    async def locked() -> Lock:
+        return lock
+    return locked

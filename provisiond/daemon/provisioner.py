@@ -1,0 +1,330 @@
+"""Provisioner: the registry of named envs and projects, trust consent, export and clone.
+
+Warming a name into an env (solve, build, publish, activation) and deciding what is in use belong
+to ``lifecycle.Lifecycle``; this module turns requests into names and hands them over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from provisiond.config.settings import Settings
+from provisiond.daemon import trust
+from provisiond.daemon.gate import TrustGate, project_dir
+from provisiond.daemon.lifecycle import Lifecycle, spec_file_of
+from provisiond.domain.errors import BadRequestError, EnvNotFoundError
+from provisiond.domain.exports import export
+from provisiond.domain.lock import EnvKey, Lock
+from provisiond.domain.lockfiles import kind_of, load_lockfile
+from provisiond.domain.spec import EnvSpec, load_spec, read_spec
+from provisiond.engines.base import Engine
+from provisiond.shell import activation
+from provisiond.store.registry import NameRecord
+from provisiond.store.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EnvView:
+    """A named env as the API and CLI show it."""
+
+    name: str
+    kind: str
+    source: str | None
+    status: str
+    env_key: str | None
+    prefix: str | None
+    error: str | None
+    build_id: int | None
+    projects: tuple[str, ...] = ()
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "kind": self.kind, "source": self.source, "status": self.status,
+            "env_key": self.env_key, "prefix": self.prefix, "error": self.error,
+            "build_id": self.build_id, "projects": list(self.projects),
+        }
+
+
+# conda's rule (no '/', ' ', ':', '#'), plus what would break a file name, a URL or a shell word.
+_NAME = re.compile(r"[A-Za-z0-9_.+@=~-]{1,100}")
+
+
+def check_name(name: str) -> str:
+    """An env name usable as a file name, a URL segment and a conda name, or BadRequestError."""
+    if not _NAME.fullmatch(name) or name in (".", "..") or name.startswith("-"):
+        raise BadRequestError(f"{name[:120]!r} is not a valid env name",
+                              hint="use 1-100 letters, digits and . _ - + @ = ~, not starting with '-'")
+    return name
+
+
+def _as_name(text: str) -> str:
+    """``text`` made into a valid name (a directory called "My Project" becomes "My-Project")."""
+    name = re.sub(r"[^A-Za-z0-9_.+@=~-]+", "-", text).strip("-.")[:100] or "env"
+    return name if name not in (".", "..") else "env"
+
+
+class Provisioner:
+    """The core: names, projects and consent; never knows about HTTP or argv."""
+
+    def __init__(self, store: Store, engine: Engine, settings: Settings) -> None:
+        self.store = store
+        self.engine = engine
+        self.settings = settings
+        self.gate = TrustGate(store, settings)
+        self.lifecycle = Lifecycle(store, engine, settings, self.gate)
+        self.builder = self.lifecycle.builder
+        self.events = self.builder.events
+        # Set when projects are added or removed, so the watcher re-reads the set it watches.
+        self.projects_changed = self.lifecycle.projects_changed
+
+    def apply(self, settings: Settings) -> None:
+        """Run with reloaded settings (SIGHUP); ``reload.reloaded`` kept those that need a restart."""
+        self.settings = settings
+        self.gate.settings = settings
+        self.lifecycle.apply(settings)
+
+    async def close(self) -> None:
+        """Cancel background work and wait for it (builds in flight leave only `.building/` garbage).
+
+        Names being built keep their previous state; requests waiting get ShuttingDownError (503).
+        """
+        await self.lifecycle.close()
+
+    # -- names and projects -------------------------------------------------------------------
+
+    async def add_project(self, path: str, name: str | None = None, *, allow: bool = False) -> EnvView:
+        """Register a project directory (idempotent); its env is named by ``name``, the file, or the dir.
+
+        ``allow``: the user asked for it (``provisionctl watch``), which records consent for the
+        current content. Without it (the shell hook) only an allowed project is registered.
+        """
+        directory = project_dir(path)
+        spec_path = spec_file_of(directory)
+        existing = self.store.find_project(str(directory))
+        spec = None
+        if allow or existing is None:
+            spec = await read_spec(spec_path)
+            fp = await asyncio.to_thread(self.gate.fingerprint, spec, str(directory), "project")
+            if allow:
+                self.gate.consent(fp)
+            elif existing is None:
+                self.gate.check(None, fp, spec_path.name)
+        if existing is not None and (name is None or name == existing.name):
+            return self.view(existing.name)
+        if name is None:
+            name = self._implicit_name(spec.name if spec else None, directory)
+        else:
+            check_name(name)
+            taken = self.store.find_name(name)
+            if taken is not None and taken.source != str(directory):
+                raise BadRequestError(f"the name {name!r} is already used by {taken.source or 'another env'}",
+                                      hint="choose another name with --name")
+        with self.store.transaction():  # a rename is one change: never lose the registration halfway
+            if existing is not None:
+                self.store.remove_name(existing.name)
+            self.store.add_name(name, "project", str(directory))
+        if existing is not None:
+            activation.remove_name_activation(self.settings.paths, existing.name)
+        self.projects_changed.set()
+        log.info("watching project %s as %r", directory, name)
+        return self.view(name)
+
+    def _implicit_name(self, base: str | None, directory: Path) -> str:
+        """The file's ``name:`` (``base``), else the directory's; made unique when another project has
+        it (a second clone or worktree of the same repo registers from the shell hook, which shows
+        no errors)."""
+        base = _as_name(base or directory.name)
+        for candidate in (base, _as_name(f"{base}-{directory.name}"),
+                          _as_name(f"{base}-{hashlib.sha256(str(directory).encode()).hexdigest()[:8]}")):
+            taken = self.store.find_name(candidate)
+            if taken is None or taken.source == str(directory):
+                return candidate
+        raise BadRequestError(f"no free name for {directory}", hint="choose one with --name")
+
+    def remove(self, name_or_path: str) -> EnvView:
+        """Forget a name or a project (the env stays in the store for other names and GC)."""
+        record = self._lookup(name_or_path)
+        view = self.view(record.name)
+        self.store.remove_name(record.name)
+        self.lifecycle.forget(record.name)
+        activation.remove_name_activation(self.settings.paths, record.name)
+        if record.kind == "project":
+            self.projects_changed.set()
+            if record.source:
+                self.gate.clear(record.source)
+                activation.remove_project_activation(self.settings.paths, record.source)
+        return view
+
+    async def create(self, file: str, name: str | None = None, *, update: bool = False) -> EnvView:
+        """`conda env create -f FILE [-n NAME]`: a named env from an environment.yml or a lockfile.
+
+        A lockfile (@EXPLICIT, conda-lock.yml v1, pixi.lock) is installed without solving.
+        """
+        if "\0" in file:
+            raise BadRequestError(f"{file!r} is not a path")
+        path = Path(file).expanduser().resolve()
+        kind = kind_of(path)
+        spec = await read_spec(path) if kind == "spec" else None
+        name = name or (spec.name if spec else None)
+        if not name:
+            raise BadRequestError(f"{file}: the file has no 'name:'", hint="give one with -n NAME")
+        check_name(name)
+        taken = self.store.find_name(name)
+        if taken is not None and taken.kind == "project":
+            raise BadRequestError(f"the name {name!r} is already used by project {taken.source}",
+                                  hint="choose another name with -n NAME")
+        if spec is not None:
+            # `create -f FILE` is consent for that file's content.
+            self.gate.consent(await asyncio.to_thread(self.gate.fingerprint, spec, str(path), "file"))
+            self.store.add_name(name, "file", str(path))
+            await self.lifecycle.warm(self.store.get_name(name), update=update)
+            return self.view(name)
+        lock = await asyncio.to_thread(load_lockfile, path, self.engine.platform)
+        self.gate.consent(trust.lock_fingerprint(lock, str(path)))
+        self.store.add_name(name, "lock", str(path))
+        await self.lifecycle.install(self.store.get_name(name), lock)
+        return self.view(name)
+
+    def clone(self, source: str, target: str) -> EnvView:
+        """A new name for the same env_key: O(1), no file is copied."""
+        record = self._lookup(source)
+        if not record.env_key or self.store.find_env(record.env_key) is None:
+            raise BadRequestError(f"{record.name!r} has no built env to clone",
+                                  hint=f"run: provisionctl warm {record.name}")
+        check_name(target)
+        if self.store.find_name(target) is not None:
+            raise BadRequestError(f"the name {target!r} is already used", hint="choose another name")
+        self.store.add_name(target, "clone", record.name)
+        self.store.update_name(target, status="ready", env_key=record.env_key)
+        self.lifecycle.write_name_activation(target, record.env_key,
+                                             activation.name_variables(self.settings.paths, record.name))
+        return self.view(target)
+
+    async def remove_env(self, name_or_path: str) -> tuple[EnvView, bool]:
+        """Remove a name; delete its env only when nothing else uses it (``Lifecycle.in_use``).
+
+        A leased env (a running `provisionctl run`, cold-start or shell) is left to gc.
+        """
+        record = self._lookup(name_or_path)
+        view = self.remove(record.name)
+        return view, bool(record.env_key) and await self.lifecycle.delete_env(record.env_key or "")
+
+    def export(self, name_or_path: str, *, fmt: str = "yml", no_builds: bool = False,
+               from_history: bool = False) -> str:
+        """The env as environment.yml, @EXPLICIT or conda-lock text (see exports.py)."""
+        record = self._lookup(name_or_path)
+        lock = self.lock_of(record.name)
+        return export(lock, name=record.name, fmt=fmt, no_builds=no_builds, from_history=from_history,
+                      spec=self._spec_of(record), channel_alias=self.settings.channel_alias)
+
+    def _spec_of(self, record: NameRecord) -> EnvSpec | None:
+        """The spec a name was built from, if it still has one (clones follow their source)."""
+        seen = set()
+        while record.kind == "clone" and record.source and record.source not in seen:
+            seen.add(record.source)
+            found = self.store.find_name(record.source)
+            if found is None:
+                return None
+            record = found
+        if record.kind == "project" and record.source:
+            path = spec_file_of(Path(record.source))
+        elif record.kind == "file" and record.source:
+            path = Path(record.source)
+        else:
+            return None
+        return self.lifecycle.last_spec(record.name) or load_spec(path)
+
+    # -- warming (lifecycle.py) ----------------------------------------------------------------
+
+    async def warm(self, name_or_path: str, *, update: bool = False) -> EnvView:
+        """Make a named env (or a project, by path) ready; return it with its prefix."""
+        record = self._lookup(name_or_path)
+        await self.lifecycle.warm(record, update=update)
+        return self.view(record.name)
+
+    def warm_in_background(self, name: str) -> None:
+        self.lifecycle.warm_in_background(name)
+
+    def ready_prefix(self, name: str) -> str | None:
+        return self.lifecycle.ready_prefix(name)
+
+    def referenced_files(self, name: str) -> set[str]:
+        return self.lifecycle.referenced_files(name)
+
+    def refresh_activation(self, name: str) -> None:
+        self.lifecycle.refresh_activation(name)
+
+    def mark_gone(self, name: str) -> None:
+        """A project whose directory disappeared: keep its env, stop building it."""
+        self.store.update_name(name, status="gone", error="the project directory no longer exists")
+
+    async def gc(self, *, dry_run: bool, older_than_days: float | None = None,
+                 cache_budget_bytes: int | None = None) -> dict[str, Any]:
+        return await self.lifecycle.gc(dry_run=dry_run, older_than_days=older_than_days,
+                                       cache_budget_bytes=cache_budget_bytes)
+
+    # -- trust (gate.py) -------------------------------------------------------------------------
+
+    async def allow(self, path: str) -> dict[str, Any]:
+        """`provisionctl allow`: trust the current content of a project dir (or env file), then build it."""
+        target = self.gate.target(path)
+        if target.is_dir():
+            spec = await read_spec(spec_file_of(target))
+            fp = await asyncio.to_thread(self.gate.fingerprint, spec, str(target), "project")
+        elif kind_of(target) == "spec":
+            fp = await asyncio.to_thread(self.gate.fingerprint, await read_spec(target), str(target), "file")
+        else:
+            lock = await asyncio.to_thread(load_lockfile, target, self.engine.platform)
+            fp = trust.lock_fingerprint(lock, str(target))
+        self.gate.consent(fp)
+        if target.is_dir():
+            names = [(await self.add_project(str(target))).name]
+        else:
+            names = [r.name for r in self.store.list_names() if r.kind in ("file", "lock") and r.source == str(target)]
+        for name in names:
+            self.warm_in_background(name)
+        return {"path": str(target), "digest": fp.digest, "names": names}
+
+    def _lookup(self, name_or_path: str) -> NameRecord:
+        if "\0" in name_or_path or len(name_or_path) > 4096:
+            raise EnvNotFoundError(f"no env or project {name_or_path[:120]!r}")
+        record = self.store.find_name(name_or_path)
+        if record is not None:
+            return record
+        if "/" in name_or_path or name_or_path in (".", ".."):
+            directory = Path(name_or_path).expanduser().resolve()
+            if directory.is_file():
+                directory = directory.parent
+            record = self.store.find_project(str(directory))
+            if record is not None:
+                return record
+        raise EnvNotFoundError(f"no env or project {name_or_path!r}",
+                               hint="see: provisionctl list; register a project with: provisionctl watch DIR")
+
+    def view(self, name: str) -> EnvView:
+        record = self.store.get_name(name)
+        prefix = self.store.find_env(record.env_key) if record.env_key else None
+        projects: tuple[str, ...] = ()
+        if record.env_key:
+            projects = tuple(r.source for r in self.store.list_names("project")
+                             if r.env_key == record.env_key and r.source)
+        return EnvView(name=record.name, kind=record.kind, source=record.source, status=record.status,
+                       env_key=record.env_key, prefix=str(prefix) if prefix else None, error=record.error,
+                       build_id=record.build_id, projects=projects)
+
+    def list(self, kind: str | None = None) -> list[EnvView]:
+        return [self.view(r.name) for r in self.store.list_names(kind)]
+
+    def lock_of(self, name: str) -> Lock:
+        record = self.store.get_name(name)
+        if not record.env_key:
+            raise EnvNotFoundError(f"env {name!r} has not been built yet", hint=f"run: provisionctl warm {name}")
+        return self.store.read_lock(EnvKey(record.env_key))

@@ -1,0 +1,188 @@
+"""Garbage collection: unreferenced, unused envs and a package cache over its budget.
+
+An env is never removed while a name or project references it, a build is publishing it, or a
+live process holds a lease on it (``provisionctl run``, ``cold-start``, an active shell).
+Leases are files ``leases/<env_key>.<pid>``: a process takes one by creating it, and it lapses
+when that pid is gone, so a crashed holder never pins an env forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from provisiond.config import layout
+from provisiond.config.settings import Paths
+
+log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:  # `provisionctl run` takes leases: no sqlite3 import on its way to exec
+    from provisiond.store.store import Store
+
+
+def lease_path(paths: Paths, env_key: str, pid: int) -> Path:
+    """The lease file of ``env_key`` held by ``pid`` (scripts/cold-start writes the same name)."""
+    return Path(layout.lease(str(paths.home), env_key, pid))
+
+
+def take_lease(paths: Paths, env_key: str, pid: int | None = None) -> Path:
+    """Hold ``env_key`` for process ``pid`` (default: this one) until it exits."""
+    path = lease_path(paths, env_key, pid or os.getpid())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+    return path
+
+
+def leased(paths: Paths) -> set[str]:
+    """env_keys with a lease held by a live process; lapsed leases are removed."""
+    held: set[str] = set()
+    directory = paths.leases
+    if not directory.is_dir():
+        return held
+    for entry in directory.iterdir():
+        env_key, _, pid = entry.name.rpartition(".")
+        if pid.isdigit() and _alive(int(pid)):
+            held.add(env_key)
+        else:
+            entry.unlink(missing_ok=True)
+    return held
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class GcReport:
+    dry_run: bool
+    envs: list[dict[str, Any]] = field(default_factory=list)
+    packages: list[dict[str, Any]] = field(default_factory=list)
+    kept: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def freed_bytes(self) -> int:
+        freed: int = sum(e["bytes"] for e in self.envs) + sum(p["bytes"] for p in self.packages)
+        return freed
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"dry_run": self.dry_run, "envs": self.envs, "packages": self.packages, "kept": self.kept,
+                "freed_bytes": self.freed_bytes}
+
+
+def plan(store: Store, *, older_than_days: float, cache_budget_bytes: int | None,
+         in_use: Callable[..., str | None], pinned: Callable[[], set[str]]) -> GcReport:
+    """What a collection would remove (cheap reads only; sizes are computed in ``disk_usage``).
+
+    ``in_use(env_key, leases=...)`` is the lifecycle's one answer; ``pinned()`` names the cache
+    entries running builds link from.
+    """
+    report = GcReport(dry_run=True)
+    held = leased(store.paths)
+    cutoff = time.time() - older_than_days * 86400
+    for env in store.list_envs():
+        key = env["env_key"]
+        reason = in_use(key, leases=held) or ("recently used" if env["last_used"] > cutoff else None)
+        entry = {"env_key": key, "prefix": env["prefix"]}
+        if reason:
+            report.kept.append({**entry, "reason": reason})
+        else:
+            report.envs.append({**entry, "bytes": 0})
+    if cache_budget_bytes is not None:
+        report.packages = _over_budget(store.paths.pkgs, cache_budget_bytes, store.cache_last_used(), pinned())
+    return report
+
+
+async def collect(store: Store, *, dry_run: bool, older_than_days: float, cache_budget_bytes: int | None,
+                  in_use: Callable[..., str | None], pinned: Callable[[], set[str]]) -> dict[str, Any]:
+    """Plan, size, then (unless ``dry_run``) remove. Sizing yields to the loop, so the last check
+    (``in_use``, ``pinned``) and the unpublish happen together in one synchronous step after it;
+    the slow deletion of what was moved out of sight runs in a thread."""
+    import asyncio  # here: `provisionctl run` imports this module for its lease, and must start fast
+    report = plan(store, older_than_days=older_than_days, cache_budget_bytes=cache_budget_bytes,
+                  in_use=in_use, pinned=pinned)
+    await asyncio.to_thread(disk_usage, report, store.paths)
+    report.dry_run = dry_run
+    if dry_run:
+        return report.to_wire()
+    held = leased(store.paths)
+    still = {e["env_key"]: in_use(e["env_key"], leases=held) for e in report.envs}
+    report.kept += [{**e, "reason": still[e["env_key"]]} for e in report.envs if still[e["env_key"]]]
+    report.envs = [e for e in report.envs if not still[e["env_key"]]]
+    busy = pinned()
+    report.packages = [p for p in report.packages if p["package"] not in busy]
+    doomed = [p for p in (store.unpublish(e["env_key"]) for e in report.envs) if p is not None]
+    doomed += [t for t in (store.trash(Path(p["path"])) for p in report.packages) if t is not None]
+    await asyncio.to_thread(delete_paths, doomed)
+    log.info("gc freed %d bytes (%d envs, %d cached packages)", report.freed_bytes,
+             len(report.envs), len(report.packages))
+    return report.to_wire()
+
+
+def _over_budget(pkgs: Path, budget: int, last_used: dict[str, float], pinned: set[str]) -> list[dict[str, Any]]:
+    """Least recently linked cache entries to drop until the cache fits ``budget`` bytes.
+
+    Use is what builds recorded (``Store.touch_cache``); an entry no build recorded (an older
+    store's) counts by its mtime. Entries a running build links from are never dropped.
+    """
+    entries = []
+    for entry in pkgs.iterdir() if pkgs.is_dir() else ():
+        if entry.name.startswith(".") or entry.suffix == ".lock":
+            continue
+        used = last_used.get(entry.name, entry.stat().st_mtime)
+        entries.append((used, entry, _tree_bytes(entry, only_unshared=False)))
+    total = sum(size for _, _, size in entries)
+    dropped = []
+    for _, entry, size in sorted(entries, key=lambda e: e[0]):
+        if total <= budget:
+            break
+        if entry.name in pinned:
+            continue
+        dropped.append({"package": entry.name, "path": str(entry), "bytes": size})
+        total -= size
+    return dropped
+
+
+def _tree_bytes(path: Path, *, only_unshared: bool) -> int:
+    """Bytes under ``path``; with ``only_unshared``, only files whose deletion frees space (nlink 1)."""
+    if path.is_file():
+        st = path.stat()
+        return st.st_size if not only_unshared or st.st_nlink == 1 else 0
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(root, name))
+            except FileNotFoundError:
+                continue
+            if not only_unshared or st.st_nlink == 1:
+                total += st.st_size
+    return total
+
+
+def disk_usage(report: GcReport, paths: Paths) -> None:
+    """Fill in what removing each env frees: its files not hardlinked elsewhere, its lock and
+    activation (slow: call in a thread)."""
+    for env in report.envs:
+        key = env["env_key"]
+        env["bytes"] = sum(_tree_bytes(p, only_unshared=True) for p in (
+            Path(env["prefix"]), paths.locks / f"{key}.json", paths.activation / key) if p.exists())
+
+
+def delete_paths(paths: list[Path]) -> None:
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)

@@ -1,0 +1,1 @@
+"""Unit tests of provisiond.cli: argument parsing and rendering, in process."""

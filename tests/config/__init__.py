@@ -1,0 +1,1 @@
+"""Unit tests of provisiond.config: settings and their precedence."""

@@ -1,0 +1,1 @@
+"""Unit tests of provisiond.domain: spec, lock, lockfiles, urls, and real environment.yml files."""

@@ -1,0 +1,1 @@
+"""Tests of provisiond.testing: the local channel builder the other tests rely on."""
