@@ -170,19 +170,22 @@ def tuned(tmp_path: Path, short_dir: Path, engine: dict[str, str], **settings: s
     return daemon.start()
 
 
+def says(daemon: TunedDaemon, *args: str) -> str:
+    """What `hello` of the env that ``provisionctl ARGS --json`` made ready says."""
+    code, out, err = daemon.ctl(*args, "--json")
+    assert code == 0, err
+    return hello_says(json.loads(out)["prefix"])
+
+
 def test_solve_ttl_0_sees_a_new_version_without_update(tmp_path: Path, short_dir: Path,
                                                        engine: dict[str, str]) -> None:
     channel = growing_channel(tmp_path / "channel")
     daemon = tuned(tmp_path, short_dir, engine, solve_ttl="0")
     try:
         spec = env_file(tmp_path / "e.yml", "e", channel.as_uri(), "hello")
-        code, out, err = daemon.ctl("create", "-f", str(spec), "--json")
-        assert code == 0, err
-        assert hello_says(json.loads(out)["prefix"]) == "Hello 1.0"
+        assert says(daemon, "create", "-f", str(spec)) == "Hello 1.0"
         gain_hello_2(channel)
-        code, out, err = daemon.ctl("warm", "e", "--json")
-        assert code == 0, err
-        assert hello_says(json.loads(out)["prefix"]) == "Hello 2.0"
+        assert says(daemon, "warm", "e") == "Hello 2.0"
     finally:
         assert daemon.stop() == 0
 
@@ -193,15 +196,9 @@ def test_a_long_solve_ttl_keeps_the_answer_until_update(tmp_path: Path, short_di
     daemon = tuned(tmp_path, short_dir, engine, solve_ttl="3600")
     try:
         spec = env_file(tmp_path / "e.yml", "e", channel.as_uri(), "hello")
-        code, out, err = daemon.ctl("create", "-f", str(spec), "--json")
-        assert code == 0, err
-        assert hello_says(json.loads(out)["prefix"]) == "Hello 1.0"
+        assert says(daemon, "create", "-f", str(spec)) == "Hello 1.0"
         gain_hello_2(channel)
-        code, out, err = daemon.ctl("warm", "e", "--json")
-        assert code == 0, err
-        assert hello_says(json.loads(out)["prefix"]) == "Hello 1.0"
-        code, out, err = daemon.ctl("warm", "e", "--update", "--json")
-        assert code == 0, err
-        assert hello_says(json.loads(out)["prefix"]) == "Hello 2.0"
+        assert says(daemon, "warm", "e") == "Hello 1.0"
+        assert says(daemon, "warm", "e", "--update") == "Hello 2.0"
     finally:
         assert daemon.stop() == 0
