@@ -23,10 +23,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from provisiond.config.locations import SPEC_FILES
 from provisiond.config.settings import Settings
 from provisiond.daemon import trust
 from provisiond.daemon.builder import Builder, shared
+from provisiond.daemon.freshness import Freshness, spec_file_of
 from provisiond.daemon.gate import TrustGate
 from provisiond.domain.errors import (
     BlockedError,
@@ -49,15 +49,6 @@ from provisiond.store.store import Store
 log = logging.getLogger(__name__)
 
 
-def spec_file_of(directory: Path) -> Path:
-    """The environment file of a project directory."""
-    for name in SPEC_FILES:
-        if (directory / name).is_file():
-            return directory / name
-    raise SpecError(f"{directory}: no environment.yml in this directory",
-                    hint="create one, or point at the file with: provisionctl create -f FILE")
-
-
 class Lifecycle:
     """Warms names into envs, in order; owns builds, the solve cache's use, gc and activation writes."""
 
@@ -71,8 +62,7 @@ class Lifecycle:
         self._background: dict[str, asyncio.Task[Any]] = {}
         self._again: set[str] = set()
         self._specs: dict[str, EnvSpec] = {}
-        # name -> (inputs signature, env_key, spec_key) of its last good warm (see _unchanged).
-        self._fresh: dict[str, tuple[tuple[Any, ...], str, str]] = {}
+        self.fresh = Freshness(store, settings)
         self._generation: dict[str, int] = {}
         self._newest: dict[str, tuple[int, asyncio.Task[None]]] = {}
         self._pins: Counter[str] = Counter()  # env_keys a warm has published but not yet named
@@ -82,6 +72,7 @@ class Lifecycle:
 
     def apply(self, settings: Settings) -> None:
         self.settings = settings
+        self.fresh.settings = settings
         self.builder.apply(settings)
 
     async def close(self) -> None:
@@ -100,7 +91,7 @@ class Lifecycle:
     def forget(self, name: str) -> None:
         """``name`` was removed: drop what we remember of it."""
         self._specs.pop(name, None)
-        self._fresh.pop(name, None)
+        self.fresh.forget(name)
 
     # -- solving ------------------------------------------------------------------------------
 
@@ -145,7 +136,8 @@ class Lifecycle:
 
     async def warm(self, record: NameRecord, *, update: bool = False) -> None:
         """Make ``record``'s env ready; when a newer warm of the name supersedes this one, its outcome."""
-        if record.kind in ("project", "file") and not update and self._unchanged(record):
+        last = self._specs.get(record.name)
+        if record.kind in ("project", "file") and not update and self.fresh.unchanged(record, last):
             self.store.touch_env(record.env_key or "")
             return
         await self._newest_of(record.name, lambda generation: self._warm(record, generation, update))
@@ -184,7 +176,7 @@ class Lifecycle:
             return await self._warm_snapshot(record, generation)
         source = Path(record.source or "")
         # Taken before reading the file: an edit during the build must not pass for the built spec.
-        signature = self._inputs_signature(record)
+        signature = self.fresh.signature(record, self._specs.get(record.name))
         try:
             spec_file = spec_file_of(source) if record.kind == "project" else source
             spec = await read_spec(spec_file)
@@ -253,7 +245,7 @@ class Lifecycle:
         if spec is not None:
             self._specs[name] = spec
             if signature and key is not None:
-                self._fresh[name] = (signature, lock.env_key, key)
+                self.fresh.remember(name, signature, lock.env_key, key)
         if record.status == "gone":  # its directory is back: the watcher must watch it again
             self.projects_changed.set()
         self.write_name_activation(name, lock.env_key, spec.variables if spec is not None else None)
@@ -278,73 +270,9 @@ class Lifecycle:
             if not self._pins[env_key]:
                 del self._pins[env_key]
 
-    # -- the warm fast path -----------------------------------------------------------------------
-
-    def _inputs_signature(self, record: NameRecord) -> tuple[Any, ...]:
-        """stat() of the spec file, every file its pip section reaches (trust.reached_files) and a
-        project's `.env`.
-
-        Cheap change detection for the warm fast path. `.env` is in it because a warm after editing
-        `.env` must re-render the activation even before the watcher notices.
-        """
-        source = Path(record.source or "")
-        try:
-            spec_path = spec_file_of(source) if record.kind == "project" else source
-        except SpecError:
-            return ()
-        spec = self._specs.get(record.name)
-        files = [spec_path, *(Path(f) for f in sorted(trust.reached_files(spec)))] if spec else [spec_path]
-        signature: list[Any] = []
-        for f in files:
-            try:
-                st = f.stat()
-            except OSError:
-                return ()
-            signature.append((str(f), st.st_ino, st.st_size, st.st_mtime_ns))
-        if record.kind == "project":
-            try:
-                st = (source / ".env").stat()
-                signature.append((".env", st.st_ino, st.st_size, st.st_mtime_ns))
-            except OSError:
-                signature.append((".env", None))
-        return tuple(signature)
-
-    def _unchanged(self, record: NameRecord) -> bool:
-        """True when a ready env's inputs are untouched and its solve is still fresh: no parse, no solve.
-
-        This is the path of every `provisionctl warm` of a ready env; parsing YAML alone costs ms.
-        """
-        fresh = self._fresh.get(record.name)
-        if fresh is None or record.status != "ready" or record.env_key != fresh[1]:
-            return False
-        signature = self._inputs_signature(record)
-        if not signature or signature != fresh[0] or self.store.find_env(fresh[1]) is None:
-            return False
-        if not self._activation_written(record):
-            return False  # a write failed or the files were removed: the full warm writes them again
-        return self.store.cached_lock_age(fresh[2]) < self.settings.solve_ttl
-
-    def _activation_written(self, record: NameRecord) -> bool:
-        paths = self.settings.paths
-        names = activation.name_activation_dir(paths, record.name)
-        if names is not None and not (names / activation.NAME_TARGET).is_file():
-            return False
-        return record.kind != "project" or not record.source or \
-            (activation.project_activation_dir(paths, record.source) / activation.STAMP).is_file()
-
     def ready_prefix(self, name: str) -> str | None:
-        """The prefix of ``name`` if a warm would change nothing (see ``_unchanged``), else None."""
-        record = self.store.find_name(name)
-        if record is None or not record.env_key:
-            return None
-        if record.kind in ("project", "file") and not self._unchanged(record):
-            return None
-        if record.kind == "lock" or record.status != "ready":
-            return None
-        prefix = self.store.find_env(record.env_key)
-        if prefix is not None:
-            self.store.touch_env(record.env_key)
-        return str(prefix) if prefix else None
+        """The prefix of ``name`` if a warm would change nothing (freshness.py), else None."""
+        return self.fresh.ready_prefix(name, self._specs.get(name))
 
     # -- background work (the watcher, start-up, allow) ---------------------------------------------
 

@@ -1,0 +1,112 @@
+"""The warm fast path: which ready envs a warm would leave as they are, told without parsing YAML.
+
+Every `provisionctl warm NAME` of a ready env (and its raw-socket fast path in the CLI) asks this.
+A name's last good warm leaves a signature: ``stat()`` of its spec file, of every file its pip
+section reaches (``trust.reached_files``, the same files the trust fingerprint covers) and of a
+project's ``.env``. While that signature, the env, its activation files and the solve's age hold,
+nothing needs to run; anything else takes the full warm, which parses, checks trust and solves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from provisiond.config.locations import SPEC_FILES
+from provisiond.config.settings import Settings
+from provisiond.daemon import trust
+from provisiond.domain.errors import SpecError
+from provisiond.domain.spec import EnvSpec
+from provisiond.shell import activation
+from provisiond.store.registry import NameRecord
+from provisiond.store.store import Store
+
+
+def spec_file_of(directory: Path) -> Path:
+    """The environment file of a project directory."""
+    for name in SPEC_FILES:
+        if (directory / name).is_file():
+            return directory / name
+    raise SpecError(f"{directory}: no environment.yml in this directory",
+                    hint="create one, or point at the file with: provisionctl create -f FILE")
+
+
+class Freshness:
+    """Signatures of the last good warm of each name, and the questions they answer."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings  # replaced on SIGHUP (solve_ttl)
+        # name -> (inputs signature, env_key, spec_key) of its last good warm.
+        self._fresh: dict[str, tuple[tuple[Any, ...], str, str]] = {}
+
+    def remember(self, name: str, signature: tuple[Any, ...], env_key: str, spec_key: str) -> None:
+        self._fresh[name] = (signature, env_key, spec_key)
+
+    def forget(self, name: str) -> None:
+        self._fresh.pop(name, None)
+
+    def signature(self, record: NameRecord, spec: EnvSpec | None) -> tuple[Any, ...]:
+        """stat() of the spec file, every file its pip section reaches (trust.reached_files) and a
+        project's `.env`.
+
+        Cheap change detection for the warm fast path. `.env` is in it because a warm after editing
+        `.env` must re-render the activation even before the watcher notices.
+        """
+        source = Path(record.source or "")
+        try:
+            spec_path = spec_file_of(source) if record.kind == "project" else source
+        except SpecError:
+            return ()
+        files = [spec_path, *(Path(f) for f in sorted(trust.reached_files(spec)))] if spec else [spec_path]
+        signature: list[Any] = []
+        for f in files:
+            try:
+                st = f.stat()
+            except OSError:
+                return ()
+            signature.append((str(f), st.st_ino, st.st_size, st.st_mtime_ns))
+        if record.kind == "project":
+            try:
+                st = (source / ".env").stat()
+                signature.append((".env", st.st_ino, st.st_size, st.st_mtime_ns))
+            except OSError:
+                signature.append((".env", None))
+        return tuple(signature)
+
+    def unchanged(self, record: NameRecord, spec: EnvSpec | None) -> bool:
+        """True when a ready env's inputs are untouched and its solve is still fresh: no parse, no solve.
+
+        This is the path of every `provisionctl warm` of a ready env; parsing YAML alone costs ms.
+        """
+        fresh = self._fresh.get(record.name)
+        if fresh is None or record.status != "ready" or record.env_key != fresh[1]:
+            return False
+        signature = self.signature(record, spec)
+        if not signature or signature != fresh[0] or self.store.find_env(fresh[1]) is None:
+            return False
+        if not self._activation_written(record):
+            return False  # a write failed or the files were removed: the full warm writes them again
+        return self.store.cached_lock_age(fresh[2]) < self.settings.solve_ttl
+
+    def _activation_written(self, record: NameRecord) -> bool:
+        paths = self.settings.paths
+        names = activation.name_activation_dir(paths, record.name)
+        if names is not None and not (names / activation.NAME_TARGET).is_file():
+            return False
+        return record.kind != "project" or not record.source or \
+            (activation.project_activation_dir(paths, record.source) / activation.STAMP).is_file()
+
+    def ready_prefix(self, name: str, spec: EnvSpec | None) -> str | None:
+        """The prefix of ``name`` if a warm would change nothing (see ``unchanged``), else None."""
+        record = self.store.find_name(name)
+        if record is None or not record.env_key:
+            return None
+        if record.kind in ("project", "file") and not self.unchanged(record, spec):
+            return None
+        if record.kind == "lock" or record.status != "ready":
+            return None
+        prefix = self.store.find_env(record.env_key)
+        if prefix is not None:
+            self.store.touch_env(record.env_key)
+        return str(prefix) if prefix else None
