@@ -9,6 +9,8 @@ nothing needs to run; anything else takes the full warm, which parses, checks tr
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -60,12 +62,21 @@ class Freshness:
             return ()
         files = [spec_path, *(Path(f) for f in sorted(trust.reached_files(spec)))] if spec else [spec_path]
         signature: list[Any] = []
-        for f in files:
+        for i, f in enumerate(files):
             try:
                 st = f.stat()
-            except OSError:
-                return ()
+            except (OSError, ValueError):
+                if i == 0:
+                    return ()  # no spec file: nothing to say
+                signature.append((str(f), None))  # a reached file that is missing is a state too
+                continue
             signature.append((str(f), st.st_ino, st.st_size, st.st_mtime_ns))
+            if stat.S_ISDIR(st.st_mode):  # a find-links dir: a wheel replaced in place keeps its mtime
+                try:
+                    signature.append(tuple(sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns)
+                                                  for e in os.scandir(f))))
+                except OSError:
+                    signature.append(None)
         if record.kind == "project":
             try:
                 st = (source / ".env").stat()

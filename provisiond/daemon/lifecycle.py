@@ -89,9 +89,13 @@ class Lifecycle:
         return self._specs.get(name)
 
     def forget(self, name: str) -> None:
-        """``name`` was removed: drop what we remember of it."""
+        """``name`` was removed: drop what we remember of it (not its generation: a warm still in
+        flight must not commit under a name that comes back)."""
         self._specs.pop(name, None)
         self.fresh.forget(name)
+        newest = self._newest.get(name)
+        if newest is not None and newest[1].done():
+            del self._newest[name]
 
     # -- solving ------------------------------------------------------------------------------
 
@@ -144,7 +148,14 @@ class Lifecycle:
 
     async def install(self, record: NameRecord, lock: Lock) -> None:
         """Point ``record`` (a lockfile env) at ``lock``'s env, built if needed, as its newest warm."""
-        await self._newest_of(record.name, lambda generation: self._build(record, generation, _ready(lock)))
+        recheck = self._lock_recheck(record, lock)
+        await self._newest_of(record.name,
+                              lambda generation: self._build(record, generation, _ready(lock), recheck=recheck))
+
+    @staticmethod
+    def _lock_recheck(record: NameRecord, lock: Lock) -> tuple[Callable[[], trust.Fingerprint], str]:
+        source = record.source or ""
+        return partial(trust.lock_fingerprint, lock, source), Path(source).name
 
     async def _newest_of(self, name: str, start: Callable[[int], Coroutine[Any, Any, None]]) -> None:
         """Run ``start(generation)`` as the name's newest warm (the one path that takes a generation)
@@ -191,35 +202,41 @@ class Lifecycle:
         fingerprint = partial(self.gate.fingerprint, spec, record.source or "", record.kind)
         self.gate.check(record, await asyncio.to_thread(fingerprint), spec_file.name)
         await self._build(record, generation, lambda: self.resolve(spec, update=update), spec=spec,
-                          signature=signature, recheck=lambda: self.gate.check(record, fingerprint(), spec_file.name))
+                          signature=signature, recheck=(fingerprint, spec_file.name))
 
     async def _warm_snapshot(self, record: NameRecord, generation: int) -> None:
         """Clones and lockfile envs: re-read the lockfile if it is still there, else rebuild from our lock."""
         if record.kind == "lock" and record.source and Path(record.source).is_file():
             lock = await asyncio.to_thread(load_lockfile, Path(record.source), self.engine.platform)
-            fingerprint = trust.lock_fingerprint(lock, record.source)
-            check = partial(self.gate.check, record, fingerprint, Path(record.source).name)
-            check()
-            return await self._build(record, generation, _ready(lock), recheck=check)
+            recheck = self._lock_recheck(record, lock)
+            self.gate.check(record, recheck[0](), recheck[1])
+            return await self._build(record, generation, _ready(lock), recheck=recheck)
         if record.env_key and self.store.find_env(record.env_key) is None:
             return await self._build(record, generation, _ready(self.store.read_lock(record.env_key)))
         if record.env_key:
             self.write_name_activation(record.name, record.env_key)  # a no-op unless missing or stale
 
     async def _build(self, record: NameRecord, generation: int, locked: Any, *, spec: EnvSpec | None = None,
-                     signature: tuple[Any, ...] = (), recheck: Callable[[], None] | None = None) -> None:
-        """Solve (``locked()``), build, and re-point the name, unless a newer warm came meanwhile."""
+                     signature: tuple[Any, ...] = (),
+                     recheck: tuple[Callable[[], trust.Fingerprint], str] | None = None) -> None:
+        """Solve (``locked()``), build, and re-point the name, unless a newer warm came meanwhile.
+
+        ``recheck``: how to fingerprint the content again, and its file's name. A deny or a new
+        ``.env`` name may have come during the build: the fingerprint is taken again (in a thread),
+        and the check and the commit then run with no await between them.
+        """
         name = record.name
         self.store.update_name(name, status="building", error=None)
         try:
             lock = await locked()
             with self._pinned(lock.env_key):  # published, not yet named: gc must not take it
                 await self.builder.ensure(lock, name)
+                fingerprint = await asyncio.to_thread(recheck[0]) if recheck is not None else None
                 if not self._is_newest(name, generation):
                     log.info("warm of %r superseded by a newer one: %s not used", name, lock.env_key[:16])
                     return
-                if recheck is not None:  # a deny or a new .env name meanwhile: no await from here on
-                    recheck()
+                if fingerprint is not None and recheck is not None:
+                    self.gate.check(record, fingerprint, recheck[1])
                 self._commit(record, lock, spec, signature)
         except BlockedError:
             raise  # the gate has set the name's state and notice
@@ -298,6 +315,8 @@ class Lifecycle:
                     return
                 except ProvisionError as exc:
                     log.warning("background build of %r failed: %s", name, exc.message)
+                except Exception:  # a bug: say so, and keep warming the others
+                    log.exception("background build of %r failed", name)
                 if name not in self._again:
                     return
         finally:

@@ -28,6 +28,7 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import rattler
 
@@ -44,6 +45,8 @@ __all__ = ["Fingerprint", "blocked_message", "dotenv_part", "fingerprint", "lock
 SCHEME = 1
 _BUILD_FILES = ("pyproject.toml", "setup.py", "setup.cfg")
 MAX_INCLUDED = 1 << 20  # bytes of a .env or requirements file we read: more is not a real one
+MAX_HASHED = 64 << 20  # bytes of a local file hashed by content; larger ones count by size and mtime
+MAX_BACKEND_FILES = 1000  # *.py files of an in-tree build backend we hash
 # Names for what changed, as the hook's one line says them.
 _PART_NAMES = {"channels": "channels", "pip": "pip: section", "variables": "variables:", "dotenv": ".env names"}
 
@@ -162,10 +165,22 @@ def _build_files(directory: Path) -> set[str]:
         except (tomllib.TOMLDecodeError, AttributeError):
             backend = []
         for entry in backend if isinstance(backend, list) else []:
-            root = directory / str(entry)
-            if root.is_dir():
-                names.update(str(p) for p in sorted(root.rglob("*.py"))[:1000] if p.is_file())
+            root = (directory / str(entry)).resolve()
+            if root.is_dir() and root.is_relative_to(directory.resolve()):  # never outside the project
+                names.update(_python_files(root))
     return names
+
+
+def _python_files(root: Path) -> list[str]:
+    """The ``*.py`` files under an in-tree build backend, walked lazily: at most MAX_BACKEND_FILES,
+    no symlinked dirs, no VCS or node_modules."""
+    found: list[str] = []
+    for top, dirs, files in os.walk(root, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if d not in (".git", ".hg", ".svn", "node_modules", "__pycache__"))
+        found += [os.path.join(top, f) for f in sorted(files) if f.endswith(".py")]
+        if len(found) >= MAX_BACKEND_FILES:
+            return found[:MAX_BACKEND_FILES]
+    return found
 
 
 def _local_paths(line: str, here: Path | None) -> list[Path]:
@@ -201,19 +216,22 @@ def _local_paths(line: str, here: Path | None) -> list[Path]:
 
 def _as_local(target: str) -> Path | None:
     """``target`` as a local path, or None for a URL fetched over the network or a requirement name."""
-    vcs = target.startswith("git+file://")
-    for prefix in ("git+file://", "file://", "file:"):
-        if target.startswith(prefix):
-            target = target[len(prefix):]
-            break
-    else:
-        if "://" in target:
-            return None  # fetched: the pip line itself is in the fingerprint
-        if not target.startswith((".", "/", "~")) and "/" not in target:
-            return None  # a requirement name
+    target = target.split(";", 1)[0].strip().strip("'\"")  # an environment marker, quotes
+    vcs = target.startswith("git+file:")
+    if vcs:
+        target = target[len("git+"):]
+    if target.startswith("file:"):
+        url = urlparse(target)
+        if url.netloc not in ("", "localhost"):
+            return None  # file://host/...: not this machine
+        target = unquote(url.path)
+        if vcs and "@" in target:
+            target = target.rsplit("@", 1)[0]  # a VCS revision: `git+file:///repo@main`
+    elif "://" in target:
+        return None  # fetched: the pip line itself is in the fingerprint
+    elif not target.startswith((".", "/", "~")) and "/" not in target:
+        return None  # a requirement name
     target = target.split("#", 1)[0].split("[", 1)[0]
-    if "@" in target and (vcs or not target.startswith("/")):
-        target = target.rsplit("@", 1)[0]  # a VCS revision: `git+file:///repo@main`
     return Path(os.path.expanduser(target)) if target else None
 
 
@@ -245,28 +263,33 @@ def _dotenv_names(file: Path) -> list[str]:
 
 
 def _file_hash(file: str) -> str:
-    """sha256 of a regular file; a directory by its listing (names, sizes, mtimes); a FIFO or a
-    device is never opened for reading (a clone may ship ``x -> /dev/zero``)."""
+    """sha256 of a regular file (its size folded in); a directory by its listing (names, sizes,
+    mtimes). Never a FIFO or a device, and never more than the size fstat() gave: a clone may ship
+    ``x -> /dev/zero`` or ``x -> /proc/self/pagemap`` (a "regular" file of size 0 that reads for
+    minutes). A file over MAX_HASHED bytes (a large wheel) counts by its size, mtime and inode."""
     try:
-        st = os.stat(file)
-    except OSError:
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except (OSError, ValueError):  # ValueError: a NUL in the name
         return "missing"
-    if stat.S_ISDIR(st.st_mode):
-        try:
-            entries = sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(file))
-        except OSError:
-            return "unreadable"
-        return _hash(entries)
-    if not stat.S_ISREG(st.st_mode):
-        return "not a regular file"
-    digest = hashlib.sha256()
     try:
-        with open(file, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            entries = sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(fd))
+            return _hash(entries)
+        if not stat.S_ISREG(st.st_mode):
+            return "not a regular file"
+        if st.st_size > MAX_HASHED:
+            return _hash(["large", st.st_size, st.st_mtime_ns, st.st_ino])
+        digest = hashlib.sha256(f"{st.st_size}:".encode())
+        left = st.st_size
+        while left > 0 and (block := os.read(fd, min(left, 1 << 20))):
+            digest.update(block)
+            left -= len(block)
+        return digest.hexdigest()
     except OSError:
         return "unreadable"
-    return digest.hexdigest()
+    finally:
+        os.close(fd)
 
 
 def _hash(value: object) -> str:

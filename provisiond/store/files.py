@@ -44,16 +44,17 @@ def read_regular(path: str | os.PathLike[str], limit: int) -> bytes | None:
     as a FIFO or a symlink to ``/dev/zero``, which a plain read would block on, or read forever.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except (OSError, ValueError):  # ValueError: a NUL in the name
         return None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
             return None
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            data = f.read(limit + 1)
-        return data if len(data) <= limit else None
+        data = b""
+        while len(data) < st.st_size and (block := os.read(fd, st.st_size - len(data))):
+            data += block  # never past the size fstat() gave: /proc files claim 0 and read for minutes
+        return data
     except OSError:
         return None
     finally:

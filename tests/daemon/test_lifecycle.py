@@ -222,3 +222,21 @@ async def test_rotating_a_dotenv_value_after_a_failed_allowed_edit_keeps_trust(w
     p.refresh_activation("p")
     assert p.store.get_name("p").status == "failed"  # the previous env is still served, not blocked
     assert "A='2'" in (activation.project_activation_dir(p.settings.paths, directory) / "activate.bash").read_text()
+
+
+async def test_a_deny_during_a_lockfile_install_is_not_undone(world: World) -> None:
+    p = world.provisioner
+    lockfile = world.root / "env.txt"
+    lines = ["@EXPLICIT"]
+    for n in ("hello", "slow"):
+        f = f"{n}-1.0-fake_0.conda"
+        lines.append(f"{world.engine.channel}/linux-64/{f}#sha256:{hashlib.sha256(f.encode()).hexdigest()}")
+    lockfile.write_text("\n".join(lines) + "\n")
+    release = world.engine.hold("install", "slow")
+    create = asyncio.create_task(p.create(str(lockfile), name="L"))  # consent for this lock, then a build
+    await world.engine.started("install", "slow")
+    p.gate.deny(str(lockfile))
+    release.set()
+    with pytest.raises(BlockedError):
+        await create
+    assert p.store.get_name("L").status == "blocked"

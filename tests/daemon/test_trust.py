@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -138,3 +139,32 @@ def test_a_fifo_or_a_device_in_the_project_is_never_read(tmp_path: Path) -> None
     (directory / "requirements.txt").symlink_to("/dev/zero")  # a read would never end
     fp = fingerprint(load_spec(directory / "environment.yml"), str(directory), directory / ".env")
     assert fp.parts[f"file:{directory}/requirements.txt"] == "not a regular file"
+
+
+def test_a_proc_file_that_reads_forever_is_hashed_by_what_stat_says(tmp_path: Path) -> None:
+    """/proc/self/pagemap is a "regular" file of size 0 that reads ~256 GiB: never past st_size."""
+    directory = pip_project(tmp_path, "-e ./lib")
+    (directory / "lib" / "setup.py").unlink()
+    (directory / "lib" / "setup.py").symlink_to("/proc/self/pagemap")
+    (directory / ".env").symlink_to("/proc/self/pagemap")
+    _digest, parts = digest(directory)  # returned at all: it used to read for minutes
+    assert parts[f"file:{directory}/lib/setup.py"] == hashlib.sha256(b"0:").hexdigest()
+
+
+@pytest.mark.parametrize("backend", ['["/"]', '[".."]', '["../.."]'])
+def test_a_backend_path_outside_the_project_is_never_walked(tmp_path: Path, backend: str) -> None:
+    directory = pip_project(tmp_path / "p", "-e .")
+    (directory / "pyproject.toml").write_text(f'[build-system]\nbuild-backend = "b"\nbackend-path = {backend}\n')
+    (tmp_path / "outside.py").write_text("x = 1\n")
+    _digest, parts = digest(directory)
+    assert all(key[5:].startswith(str(directory)) for key in parts if key.startswith("file:")), parts
+
+
+def test_odd_requirement_lines_neither_fail_nor_read_strangers(tmp_path: Path) -> None:
+    directory = pip_project(tmp_path, "-r req.txt", f"lib @ file://localhost{tmp_path}/lib",
+                            "./lib; python_version < '3.99'")
+    (directory / "req.txt").write_bytes(b"-r other\0.txt\n./lib\0x\npkg @ https://example.org/x.whl\n")
+    before, parts = digest(directory)  # a NUL in a name used to raise ValueError (a 500)
+    (directory / "lib" / "setup.py").write_text("import os; os.system('id')\n")
+    assert digest(directory)[0] != before
+    assert not any("example.org" in key for key in parts)
