@@ -2,8 +2,8 @@
 
 Every `provisionctl warm NAME` of a ready env (and its raw-socket fast path in the CLI) asks this.
 A name's last good warm leaves a signature: ``stat()`` of its spec file, of every file its pip
-section reaches (``trust.reached_files``, the same files the trust fingerprint covers) and of a
-project's ``.env``. While that signature, the env, its activation files and the solve's age hold,
+section reached then (``trust.reached_files``, the files the trust fingerprint covers, computed by
+that warm off the loop) and of a project's ``.env``. While that signature, the env, its activation files and the solve's age hold,
 nothing needs to run; anything else takes the full warm, which parses, checks trust and solves.
 """
 
@@ -16,9 +16,7 @@ from typing import Any
 
 from provisiond.config.locations import SPEC_FILES
 from provisiond.config.settings import Settings
-from provisiond.daemon import trust
 from provisiond.domain.errors import SpecError
-from provisiond.domain.spec import EnvSpec
 from provisiond.shell import activation
 from provisiond.store.registry import NameRecord
 from provisiond.store.store import Store
@@ -41,16 +39,22 @@ class Freshness:
         self.settings = settings  # replaced on SIGHUP (solve_ttl)
         # name -> (inputs signature, env_key, spec_key) of its last good warm.
         self._fresh: dict[str, tuple[tuple[Any, ...], str, str]] = {}
+        # name -> the files its pip section reached at its last good warm (trust.reached_files,
+        # computed then, off the loop): the fast path only stat()s them, it never parses again.
+        self._files: dict[str, tuple[str, ...]] = {}
 
-    def remember(self, name: str, signature: tuple[Any, ...], env_key: str, spec_key: str) -> None:
+    def remember(self, name: str, signature: tuple[Any, ...], env_key: str, spec_key: str,
+                 files: tuple[str, ...]) -> None:
         self._fresh[name] = (signature, env_key, spec_key)
+        self._files[name] = files
 
     def forget(self, name: str) -> None:
         self._fresh.pop(name, None)
+        self._files.pop(name, None)
 
-    def signature(self, record: NameRecord, spec: EnvSpec | None) -> tuple[Any, ...]:
-        """stat() of the spec file, every file its pip section reaches (trust.reached_files) and a
-        project's `.env`.
+    def signature(self, record: NameRecord) -> tuple[Any, ...]:
+        """stat() of the spec file, every file its pip section reached at the last good warm (the
+        files the trust fingerprint covers) and a project's `.env`.
 
         Cheap change detection for the warm fast path. `.env` is in it because a warm after editing
         `.env` must re-render the activation even before the watcher notices.
@@ -60,7 +64,7 @@ class Freshness:
             spec_path = spec_file_of(source) if record.kind == "project" else source
         except SpecError:
             return ()
-        files = [spec_path, *(Path(f) for f in sorted(trust.reached_files(spec)))] if spec else [spec_path]
+        files = [spec_path, *(Path(f) for f in self._files.get(record.name, ()))]
         signature: list[Any] = []
         for i, f in enumerate(files):
             try:
@@ -85,7 +89,7 @@ class Freshness:
                 signature.append((".env", None))
         return tuple(signature)
 
-    def unchanged(self, record: NameRecord, spec: EnvSpec | None) -> bool:
+    def unchanged(self, record: NameRecord) -> bool:
         """True when a ready env's inputs are untouched and its solve is still fresh: no parse, no solve.
 
         This is the path of every `provisionctl warm` of a ready env; parsing YAML alone costs ms.
@@ -93,7 +97,7 @@ class Freshness:
         fresh = self._fresh.get(record.name)
         if fresh is None or record.status != "ready" or record.env_key != fresh[1]:
             return False
-        signature = self.signature(record, spec)
+        signature = self.signature(record)
         if not signature or signature != fresh[0] or self.store.find_env(fresh[1]) is None:
             return False
         if not self._activation_written(record):
@@ -108,12 +112,12 @@ class Freshness:
         return record.kind != "project" or not record.source or \
             (activation.project_activation_dir(paths, record.source) / activation.STAMP).is_file()
 
-    def ready_prefix(self, name: str, spec: EnvSpec | None) -> str | None:
+    def ready_prefix(self, name: str) -> str | None:
         """The prefix of ``name`` if a warm would change nothing (see ``unchanged``), else None."""
         record = self.store.find_name(name)
         if record is None or not record.env_key:
             return None
-        if record.kind in ("project", "file") and not self.unchanged(record, spec):
+        if record.kind in ("project", "file") and not self.unchanged(record):
             return None
         if record.kind == "lock" or record.status != "ready":
             return None

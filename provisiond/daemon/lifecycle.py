@@ -140,8 +140,7 @@ class Lifecycle:
 
     async def warm(self, record: NameRecord, *, update: bool = False) -> None:
         """Make ``record``'s env ready; when a newer warm of the name supersedes this one, its outcome."""
-        last = self._specs.get(record.name)
-        if record.kind in ("project", "file") and not update and self.fresh.unchanged(record, last):
+        if record.kind in ("project", "file") and not update and self.fresh.unchanged(record):
             self.store.touch_env(record.env_key or "")
             return
         await self._newest_of(record.name, lambda generation: self._warm(record, generation, update))
@@ -187,7 +186,7 @@ class Lifecycle:
             return await self._warm_snapshot(record, generation)
         source = Path(record.source or "")
         # Taken before reading the file: an edit during the build must not pass for the built spec.
-        signature = self.fresh.signature(record, self._specs.get(record.name))
+        signature = self.fresh.signature(record)
         try:
             spec_file = spec_file_of(source) if record.kind == "project" else source
             spec = await read_spec(spec_file)
@@ -199,10 +198,11 @@ class Lifecycle:
                 kept = " (the previous env stays active)" if record.env_key else ""
                 self.gate.notify(record, f"{exc.message}{kept}", f"provisionctl show {record.name}")
             raise
+        reached = tuple(sorted(await asyncio.to_thread(trust.reached_files, spec)))
         fingerprint = partial(self.gate.fingerprint, spec, record.source or "", record.kind)
         self.gate.check(record, await asyncio.to_thread(fingerprint), spec_file.name)
         await self._build(record, generation, lambda: self.resolve(spec, update=update), spec=spec,
-                          signature=signature, recheck=(fingerprint, spec_file.name))
+                          signature=(signature, reached), recheck=(fingerprint, spec_file.name))
 
     async def _warm_snapshot(self, record: NameRecord, generation: int) -> None:
         """Clones and lockfile envs: re-read the lockfile if it is still there, else rebuild from our lock."""
@@ -217,7 +217,7 @@ class Lifecycle:
             self.write_name_activation(record.name, record.env_key)  # a no-op unless missing or stale
 
     async def _build(self, record: NameRecord, generation: int, locked: Any, *, spec: EnvSpec | None = None,
-                     signature: tuple[Any, ...] = (),
+                     signature: tuple[tuple[Any, ...], tuple[str, ...]] = ((), ()),
                      recheck: tuple[Callable[[], trust.Fingerprint], str] | None = None) -> None:
         """Solve (``locked()``), build, and re-point the name, unless a newer warm came meanwhile.
 
@@ -254,15 +254,16 @@ class Lifecycle:
                                      f"provisionctl log {record.source or name}")
             raise
 
-    def _commit(self, record: NameRecord, lock: Lock, spec: EnvSpec | None, signature: tuple[Any, ...]) -> None:
+    def _commit(self, record: NameRecord, lock: Lock, spec: EnvSpec | None,
+                signature: tuple[tuple[Any, ...], tuple[str, ...]]) -> None:
         """Re-point the name at ``lock``'s published env, and write its activation."""
         name = record.name
         key = self.spec_key(spec) if spec is not None else None
         self.store.update_name(name, status="ready", error=None, env_key=lock.env_key, spec_key=key)
         if spec is not None:
             self._specs[name] = spec
-            if signature and key is not None:
-                self.fresh.remember(name, signature, lock.env_key, key)
+            if signature[0] and key is not None:  # (the inputs' stat()s, the files they reached)
+                self.fresh.remember(name, signature[0], lock.env_key, key, signature[1])
         if record.status == "gone":  # its directory is back: the watcher must watch it again
             self.projects_changed.set()
         self.write_name_activation(name, lock.env_key, spec.variables if spec is not None else None)
@@ -289,7 +290,7 @@ class Lifecycle:
 
     def ready_prefix(self, name: str) -> str | None:
         """The prefix of ``name`` if a warm would change nothing (freshness.py), else None."""
-        return self.fresh.ready_prefix(name, self._specs.get(name))
+        return self.fresh.ready_prefix(name)
 
     # -- background work (the watcher, start-up, allow) ---------------------------------------------
 
