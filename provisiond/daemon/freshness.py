@@ -3,8 +3,9 @@
 Every `provisionctl warm NAME` of a ready env (and its raw-socket fast path in the CLI) asks this.
 A name's last good warm leaves a signature: ``stat()`` of its spec file, of every file its pip
 section reached then (``trust.reached_files``, the files the trust fingerprint covers, computed by
-that warm off the loop) and of a project's ``.env``. While that signature, the env, its activation files and the solve's age hold,
-nothing needs to run; anything else takes the full warm, which parses, checks trust and solves.
+that warm off the loop) and of a project's ``.env``. While that signature, the env, its activation
+files and the solve's age hold, nothing needs to run; anything else takes the full warm, which
+parses, checks trust and solves.
 """
 
 from __future__ import annotations
