@@ -198,11 +198,11 @@ class Lifecycle:
                 kept = " (the previous env stays active)" if record.env_key else ""
                 self.gate.notify(record, f"{exc.message}{kept}", f"provisionctl show {record.name}")
             raise
-        reached = tuple(sorted(await asyncio.to_thread(trust.reached_files, spec)))
         fingerprint = partial(self.gate.fingerprint, spec, record.source or "", record.kind)
-        self.gate.check(record, await asyncio.to_thread(fingerprint), spec_file.name)
+        allowed = await asyncio.to_thread(fingerprint)
+        self.gate.check(record, allowed, spec_file.name)
         await self._build(record, generation, lambda: self.resolve(spec, update=update), spec=spec,
-                          signature=(signature, reached), recheck=(fingerprint, spec_file.name))
+                          signature=(signature, allowed.files), recheck=(fingerprint, spec_file.name))
 
     async def _warm_snapshot(self, record: NameRecord, generation: int) -> None:
         """Clones and lockfile envs: re-read the lockfile if it is still there, else rebuild from our lock."""

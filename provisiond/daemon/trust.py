@@ -64,6 +64,11 @@ class Fingerprint:
                              sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(payload.encode()).hexdigest()
 
+    @property
+    def files(self) -> tuple[str, ...]:
+        """The local files and directories it covers (``reached_files``), sorted."""
+        return tuple(sorted(key[len("file:"):] for key in self.parts if key.startswith("file:")))
+
 
 def fingerprint(spec: EnvSpec, path: str, dotenv: Path | None = None) -> Fingerprint:
     """The fingerprint of ``spec`` (parsed from a file) for the allowance keyed by ``path``.
