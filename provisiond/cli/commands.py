@@ -6,7 +6,8 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -280,43 +281,186 @@ def cmd_check(args: argparse.Namespace) -> Result:
 
 # -- argv --------------------------------------------------------------------------------------
 
-COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], Result], str]] = {
-    "watch": (cmd_watch, "register a project directory holding environment.yml and build it in the background "
+def args_watch(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", metavar="DIR", help="project directory")
+    p.add_argument("-n", "--name", help="env name (default: the file's name:, else the directory name)")
+    p.add_argument("--no-warm", action="store_true", help="register only; build on first warm")
+    p.add_argument("--if-allowed", action="store_true",
+                   help="what the shell hook runs: register only a project already allowed (or under "
+                        "trusted_prefixes); never records consent")
+
+
+def args_unwatch(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", metavar="NAME|DIR")
+
+
+def args_create(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-f", "--file", required=True,
+                   help="environment.yml, an @EXPLICIT file, conda-lock.yml or pixi.lock")
+    p.add_argument("-n", "--name", help="env name (default: the file's name:)")
+    p.add_argument("--update", action="store_true", help="re-solve even if a cached solve exists")
+
+
+def args_warm(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", metavar="NAME|PATH")
+    p.add_argument("--update", action="store_true", help="re-solve against fresh repodata")
+
+
+def args_show(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", metavar="NAME|PATH")
+    p.add_argument("--lock", action="store_true", help="include the resolved packages")
+
+
+def args_log(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", metavar="NAME|PATH|BUILD_ID")
+
+
+def args_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", metavar="NAME|PATH")
+    p.add_argument("--format", choices=("yml", "explicit", "conda-lock"), default="yml",
+                   help="environment.yml (default), @EXPLICIT, or conda-lock.yml v1")
+    p.add_argument("--explicit", dest="format", action="store_const", const="explicit",
+                   help="same as --format explicit (as in `conda list --explicit`)")
+    p.add_argument("--no-builds", action="store_true", help="name=version only (portable)")
+    p.add_argument("--from-history", action="store_true",
+                   help="only the specs asked for, with their channels")
+    p.add_argument("-f", "--file", help="write to FILE instead of stdout")
+
+
+def args_clone(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", metavar="SRC")
+    p.add_argument("target", metavar="DST")
+
+
+def args_remove(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", metavar="NAME|PATH")
+
+
+def args_gc(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dry-run", action="store_true", help="report what would be removed")
+    p.add_argument("--older-than", type=float, metavar="DAYS",
+                   help="remove unreferenced envs unused for DAYS (default: gc_days, 30)")
+    p.add_argument("--cache-budget", type=_size, metavar="SIZE",
+                   help="prune the package cache to SIZE, least recently used first (e.g. 20G)")
+
+
+def args_daemon(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=("install-units",))
+    p.add_argument("--dir", help="where to write the units (default: ~/.config/systemd/user)")
+
+
+def args_run(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", metavar="NAME|PATH")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+
+
+def args_bundle(p: argparse.ArgumentParser) -> None:
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.add_argument("-o", "--output", required=True, metavar="DIR|FILE.tar",
+                   help="a new directory, or a .tar / .tar.gz file")
+
+
+def args_unbundle(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", metavar="FILE.tar|DIR")
+    p.add_argument("--home", dest="into", metavar="H",
+                   help="the store to restore into (default: PROVISIOND_HOME); must be the "
+                        "path the bundle was built for")
+
+
+def args_check(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", metavar="FILE")
+
+
+def args_doctor(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--repair", action="store_true",
+                   help="fix what it found: move a broken state.db aside and rebuild it from the envs, "
+                        "locks and activation files; remove leftovers")
+
+
+def args_hook(p: argparse.ArgumentParser) -> None:
+    p.add_argument("shell", choices=("bash", "zsh", "fish"))
+
+
+def args_activate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", metavar="NAME|PATH")
+    p.add_argument("--shell", choices=("bash", "zsh", "fish", "sh", "json"),
+                   help="the shell to print for, or json for tools (default: from $SHELL, else sh)")
+
+
+def args_deactivate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shell", choices=("bash", "zsh", "fish", "sh"),
+                   help="the shell to print for (default: from $SHELL, else sh)")
+
+
+def _args_trust(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", metavar="PATH", nargs="?", default=".",
+                   help="a project directory (or a dir inside it), or an env's file (default: .)")
+
+
+args_allow = args_deny = _args_trust
+
+
+_HERE = __name__
+
+# name -> (the module holding cmd_NAME and args_NAME [and render_NAME], the one-line help).
+# A command's module is imported, and its arguments declared, only when that command runs.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "watch": (_HERE, "register a project directory holding environment.yml and build it in the background "
                          "(this allows its current content)"),
-    "unwatch": (cmd_unwatch, "forget a project (its env stays in the store for other users of it)"),
-    "allow": (cmd_allow, "trust a project's current environment.yml (channels, pip:, variables:) so the shell "
+    "unwatch": (_HERE, "forget a project (its env stays in the store for other users of it)"),
+    "allow": (_HERE, "trust a project's current environment.yml (channels, pip:, variables:) so the shell "
                          "hook builds and activates it; default: the project around the current directory"),
-    "deny": (cmd_deny, "revoke `allow`: the project stops building and its shells deactivate"),
-    "allowed": (cmd_allowed, "list allowed projects and env files, and the trusted_prefixes setting"),
-    "create": (cmd_create, "create a named env from an environment file, like `conda env create -f`"),
-    "warm": (cmd_warm, "make an env ready (solve, fetch, build) and print its prefix"),
-    "list": (cmd_list, "list envs: name, status, env_key, prefix, projects"),
-    "show": (cmd_show, "show one env (--lock: its resolved packages)"),
-    "status": (cmd_status, "daemon status: engine, store, builds in progress, failures"),
-    "log": (cmd_log, "print the build log of an env (NAME|PATH) or of a build id"),
-    "export": (cmd_export, "export an env: environment.yml (pinned or --no-builds or --from-history), "
+    "deny": (_HERE, "revoke `allow`: the project stops building and its shells deactivate"),
+    "allowed": (_HERE, "list allowed projects and env files, and the trusted_prefixes setting"),
+    "create": (_HERE, "create a named env from an environment file, like `conda env create -f`"),
+    "warm": (_HERE, "make an env ready (solve, fetch, build) and print its prefix"),
+    "list": (_HERE, "list envs: name, status, env_key, prefix, projects"),
+    "show": (_HERE, "show one env (--lock: its resolved packages)"),
+    "status": (_HERE, "daemon status: engine, store, builds in progress, failures"),
+    "log": (_HERE, "print the build log of an env (NAME|PATH) or of a build id"),
+    "export": (_HERE, "export an env: environment.yml (pinned or --no-builds or --from-history), "
                            "@EXPLICIT, or conda-lock.yml"),
-    "clone": (cmd_clone, "give an env a second name: O(1), no files copied"),
-    "remove": (cmd_remove, "remove a name; its env is deleted only if nothing else uses it"),
-    "gc": (cmd_gc, "remove envs nothing references or uses, and prune the package cache"),
-    "daemon": (cmd_daemon, "daemon set-up: `daemon install-units` writes the systemd user units"),
-    "run": (cmd_run, "run a command in an env: provisionctl run NAME|PATH -- CMD [ARGS...] "
+    "clone": (_HERE, "give an env a second name: O(1), no files copied"),
+    "remove": (_HERE, "remove a name; its env is deleted only if nothing else uses it"),
+    "gc": (_HERE, "remove envs nothing references or uses, and prune the package cache"),
+    "daemon": (_HERE, "daemon set-up: `daemon install-units` writes the systemd user units"),
+    "run": (_HERE, "run a command in an env: provisionctl run NAME|PATH -- CMD [ARGS...] "
                      "(no daemon needed once the env is ready)"),
-    "bundle": (cmd_bundle, "write what an image needs to cold-start envs (env, activation, lock, cold-start)"),
-    "unbundle": (cmd_unbundle, "restore a bundle into the store at the path it was built for"),
-    "doctor": (cmd_doctor, "check the store without the daemon (registry, envs, leftovers); --repair rebuilds "
+    "bundle": (_HERE, "write what an image needs to cold-start envs (env, activation, lock, cold-start)"),
+    "unbundle": (_HERE, "restore a bundle into the store at the path it was built for"),
+    "doctor": (_HERE, "check the store without the daemon (registry, envs, leftovers); --repair rebuilds "
                            "a broken registry from the disk (stop the daemon first)"),
-    "check": (cmd_check, "validate an environment file without the daemon (exit 65 on error)"),
-    "hook": (cmd_hook, "print the shell hook: eval \"$(provisionctl hook bash)\" in ~/.bashrc (zsh, fish too)"),
-    "activate": (cmd_activate, "print an activation script: eval \"$(provisionctl activate NAME|PATH)\""),
-    "deactivate": (cmd_deactivate, "print the script that undoes the active activation: "
+    "check": (_HERE, "validate an environment file without the daemon (exit 65 on error)"),
+    "hook": (_HERE, "print the shell hook: eval \"$(provisionctl hook bash)\" in ~/.bashrc (zsh, fish too)"),
+    "activate": (_HERE, "print an activation script: eval \"$(provisionctl activate NAME|PATH)\""),
+    "deactivate": (_HERE, "print the script that undoes the active activation: "
                                    "eval \"$(provisionctl deactivate)\""),
 }
 
 
-def parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", help="print JSON instead of text")
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The subcommand argv names, found without argparse (so only its parser is built)."""
+    skip = False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token in ("--socket", "--home"):
+            skip = True
+        elif token == "--":
+            return None
+        elif token in COMMANDS:
+            return token
+    return None
+
+
+def _module(command: str) -> Any:
+    import importlib
+
+    return importlib.import_module(COMMANDS[command][0])
+
+
+def parser(command: str | None = None) -> argparse.ArgumentParser:
+    """provisionctl's parser; with ``command``, only that subcommand is declared (the others cost ~2 ms each)."""
     p = argparse.ArgumentParser(
         prog="provisionctl",
         description="Control provisiond: register projects, build and inspect conda environments.",
@@ -329,79 +473,29 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--socket", help="daemon socket (env PROVISIOND_SOCKET)")
     p.add_argument("--home", help="store root, used to find the default socket (env PROVISIOND_HOME)")
     p.add_argument("--version", action="version", version=f"provisionctl {__version__}")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    common = argparse.ArgumentParser(add_help=False)  # the same flags after the subcommand
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON instead of text")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    cmds = {name: sub.add_parser(name, parents=[common], help=text, description=text)
-            for name, (_fn, text) in COMMANDS.items()}
-    cmds["watch"].add_argument("dir", metavar="DIR", help="project directory")
-    cmds["watch"].add_argument("-n", "--name", help="env name (default: the file's name:, else the directory name)")
-    cmds["watch"].add_argument("--no-warm", action="store_true", help="register only; build on first warm")
-    cmds["watch"].add_argument("--if-allowed", action="store_true",
-                               help="what the shell hook runs: register only a project already allowed (or under "
-                                    "trusted_prefixes); never records consent")
-    for verb in ("allow", "deny"):
-        cmds[verb].add_argument("path", metavar="PATH", nargs="?", default=".",
-                                help="a project directory (or a dir inside it), or an env's file (default: .)")
-    cmds["unwatch"].add_argument("target", metavar="NAME|DIR")
-    cmds["create"].add_argument("-f", "--file", required=True,
-                                help="environment.yml, an @EXPLICIT file, conda-lock.yml or pixi.lock")
-    cmds["create"].add_argument("-n", "--name", help="env name (default: the file's name:)")
-    cmds["create"].add_argument("--update", action="store_true", help="re-solve even if a cached solve exists")
-    cmds["warm"].add_argument("target", metavar="NAME|PATH")
-    cmds["warm"].add_argument("--update", action="store_true", help="re-solve against fresh repodata")
-    cmds["show"].add_argument("target", metavar="NAME|PATH")
-    cmds["show"].add_argument("--lock", action="store_true", help="include the resolved packages")
-    cmds["log"].add_argument("target", metavar="NAME|PATH|BUILD_ID")
-    cmds["export"].add_argument("target", metavar="NAME|PATH")
-    cmds["export"].add_argument("--format", choices=("yml", "explicit", "conda-lock"), default="yml",
-                                help="environment.yml (default), @EXPLICIT, or conda-lock.yml v1")
-    cmds["export"].add_argument("--explicit", dest="format", action="store_const", const="explicit",
-                                help="same as --format explicit (as in `conda list --explicit`)")
-    cmds["export"].add_argument("--no-builds", action="store_true", help="name=version only (portable)")
-    cmds["export"].add_argument("--from-history", action="store_true",
-                                help="only the specs asked for, with their channels")
-    cmds["export"].add_argument("-f", "--file", help="write to FILE instead of stdout")
-    cmds["clone"].add_argument("source", metavar="SRC")
-    cmds["clone"].add_argument("target", metavar="DST")
-    cmds["remove"].add_argument("target", metavar="NAME|PATH")
-    cmds["gc"].add_argument("--dry-run", action="store_true", help="report what would be removed")
-    cmds["gc"].add_argument("--older-than", type=float, metavar="DAYS",
-                            help="remove unreferenced envs unused for DAYS (default: gc_days, 30)")
-    cmds["gc"].add_argument("--cache-budget", type=_size, metavar="SIZE",
-                            help="prune the package cache to SIZE, least recently used first (e.g. 20G)")
-    cmds["daemon"].add_argument("action", choices=("install-units",))
-    cmds["daemon"].add_argument("--dir", help="where to write the units (default: ~/.config/systemd/user)")
-    cmds["run"].add_argument("target", metavar="NAME|PATH")
-    cmds["run"].add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
-    cmds["bundle"].add_argument("names", nargs="+", metavar="NAME")
-    cmds["bundle"].add_argument("-o", "--output", required=True, metavar="DIR|FILE.tar",
-                                help="a new directory, or a .tar / .tar.gz file")
-    cmds["unbundle"].add_argument("source", metavar="FILE.tar|DIR")
-    cmds["unbundle"].add_argument("--home", dest="into", metavar="H",
-                                  help="the store to restore into (default: PROVISIOND_HOME); must be the "
-                                       "path the bundle was built for")
-    cmds["check"].add_argument("file", metavar="FILE")
-    cmds["doctor"].add_argument("--repair", action="store_true",
-                                help="fix what it found: move a broken state.db aside and rebuild it from the envs, "
-                                     "locks and activation files; remove leftovers")
-    cmds["hook"].add_argument("shell", choices=("bash", "zsh", "fish"))
-    cmds["activate"].add_argument("target", metavar="NAME|PATH")
-    cmds["activate"].add_argument("--shell", choices=("bash", "zsh", "fish", "sh", "json"),
-                                  help="the shell to print for, or json for tools (default: from $SHELL, else sh)")
-    cmds["deactivate"].add_argument("--shell", choices=("bash", "zsh", "fish", "sh"),
-                                    help="the shell to print for (default: from $SHELL, else sh)")
+    for name, (_module_name, text) in COMMANDS.items():
+        if command is None or name == command:
+            declare = getattr(_module(name), f"args_{name}", None)  # none: the command takes no arguments
+            sub_parser = sub.add_parser(name, parents=[common], help=text, description=text)
+            if declare is not None:
+                declare(sub_parser)
     return p
-
 
 class LocalIOError(ProvisionError, code="io-error", http_status=500, exit_code=os.EX_IOERR):
     """provisionctl could not read or write a local file."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser(_command_in(argv)).parse_args(argv)
     try:
         args.settings = load_settings({"home": args.home, "socket": args.socket})
         try:
-            result = COMMANDS[args.command][0](args)
+            result = getattr(_module(args.command), f"cmd_{args.command}")(args)
         except OSError as exc:  # a file argument we cannot read or write (export -f DIR, ...)
             where = f"{exc.filename}: " if exc.filename else ""
             raise LocalIOError(f"{where}{exc.strerror or exc}") from None
@@ -412,7 +506,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if exc.hint:
             print(f"hint: {exc.hint}", file=sys.stderr)
         return exc.exit_code
-    print(json.dumps(result, indent=2) if args.json else render(args.command, result))
+    custom = getattr(_module(args.command), f"render_{args.command}", None)
+    print(json.dumps(result, indent=2) if args.json else (custom or partial(render, args.command))(result))
     if args.command == "doctor" and not result["ok"]:
         return 1  # like fsck: problems remain
     return 0
