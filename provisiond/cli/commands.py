@@ -94,6 +94,8 @@ def cmd_create(args: argparse.Namespace) -> Result:
 
     client, tty = _client(args), _shows_progress(args)
     body = {"file": str(Path(args.file).resolve()), "name": args.name, "update": args.update, "progress": bool(tty)}
+    if args.environment is not None:
+        body["environment"] = args.environment
     if tty is None:
         return client.post("/v1/envs", body)
     return with_progress(client, args.name, lambda: client.post("/v1/envs", body), tty=tty,
@@ -273,12 +275,6 @@ def cmd_doctor(args: argparse.Namespace) -> Result:
     return doctor(args.settings.paths, repair=args.repair)
 
 
-def cmd_check(args: argparse.Namespace) -> Result:
-    from provisiond.domain.spec import load_spec  # ruamel + rattler: only this command pays for them
-
-    return load_spec(args.file).to_wire()
-
-
 # -- argv --------------------------------------------------------------------------------------
 
 def args_watch(p: argparse.ArgumentParser) -> None:
@@ -299,6 +295,7 @@ def args_create(p: argparse.ArgumentParser) -> None:
                    help="environment.yml, an @EXPLICIT file, conda-lock.yml or pixi.lock")
     p.add_argument("-n", "--name", help="env name (default: the file's name:)")
     p.add_argument("--update", action="store_true", help="re-solve even if a cached solve exists")
+    p.add_argument("-e", "--environment", metavar="E", help="the environment of a pixi.lock (default: 'default')")
 
 
 def args_warm(p: argparse.ArgumentParser) -> None:
@@ -367,10 +364,6 @@ def args_unbundle(p: argparse.ArgumentParser) -> None:
                         "path the bundle was built for")
 
 
-def args_check(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", metavar="FILE")
-
-
 def args_doctor(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repair", action="store_true",
                    help="fix what it found: move a broken state.db aside and rebuild it from the envs, "
@@ -430,7 +423,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "unbundle": (_HERE, "restore a bundle into the store at the path it was built for"),
     "doctor": (_HERE, "check the store without the daemon (registry, envs, leftovers); --repair rebuilds "
                            "a broken registry from the disk (stop the daemon first)"),
-    "check": (_HERE, "validate an environment file without the daemon (exit 65 on error)"),
+    "check": ("provisiond.cli.check", "validate an environment file or a lockfile without the daemon "
+                                      "(exit 65 on error)"),
     "hook": (_HERE, "print the shell hook: eval \"$(provisionctl hook bash)\" in ~/.bashrc (zsh, fish too)"),
     "activate": (_HERE, "print an activation script: eval \"$(provisionctl activate NAME|PATH)\""),
     "deactivate": (_HERE, "print the script that undoes the active activation: "

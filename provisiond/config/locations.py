@@ -23,6 +23,7 @@ SPEC_FILES = ("environment.yml", "environment.yaml")
 # AF_UNIX paths are limited to 108 bytes (sun_path); leave room for the NUL.
 MAX_SOCKET_PATH = 100
 KEYS = ("home", "socket", "state", "engine", "micromamba_path", "max_builds", "solve_ttl", "channel_alias",
+        "default_channels",
         "watch_debounce_ms", "watch_step_ms", "gc_days", "cache_budget_bytes", "trusted_prefixes",
         "log_file",
         "max_connections", "read_timeout", "keep_builds", "keep_solves", "keep_solves_days",

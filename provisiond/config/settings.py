@@ -10,6 +10,7 @@ from typing import Any
 
 from provisiond.config import layout
 from provisiond.config.locations import Sources
+from provisiond.domain.channels import DEFAULT_CHANNELS
 from provisiond.domain.errors import ConfigError
 
 ENGINES = ("auto", "rattler", "micromamba")
@@ -93,6 +94,9 @@ class Settings:
     max_builds: int = 2
     solve_ttl: float = 3600.0
     channel_alias: str = "https://conda.anaconda.org/"
+    # What `defaults` in channels: means, and the channels of a file without `channels:` (conda's
+    # main and r). Empty: such a file is an error in `check` and cannot be solved.
+    default_channels: tuple[str, ...] = DEFAULT_CHANNELS
     # watchfiles: yield a batch after step_ms of quiet, at most debounce_ms after the first event.
     watch_debounce_ms: int = 1600
     watch_step_ms: int = 100
@@ -124,7 +128,8 @@ class Settings:
         from provisiond.domain.urls import mask
 
         return {"engine": self.engine, "max_builds": self.max_builds, "solve_ttl": self.solve_ttl,
-                "channel_alias": mask(self.channel_alias), "watch_debounce_ms": self.watch_debounce_ms,
+                "channel_alias": mask(self.channel_alias), "default_channels": [mask(c) for c in self.default_channels],
+                "watch_debounce_ms": self.watch_debounce_ms,
                 "watch_step_ms": self.watch_step_ms, "gc_days": self.gc_days,
                 "cache_budget_bytes": self.cache_budget_bytes, "trusted_prefixes": list(self.trusted_prefixes),
                 "keep_builds": self.keep_builds, "keep_solves": self.keep_solves,
@@ -144,7 +149,8 @@ def load_settings(
 
     Keys: ``home``, ``socket``, ``state`` (per-user activation and secrets), ``engine``,
     ``micromamba_path``, ``max_builds``, ``solve_ttl`` (seconds a solve stays cached),
-    ``channel_alias``, ``watch_debounce_ms``, ``watch_step_ms``, ``gc_days``, ``cache_budget_bytes``,
+    ``channel_alias``, ``default_channels`` (what ``defaults`` means: a TOML list of URLs or names, or
+    comma-separated in the environment; an empty list for none), ``watch_debounce_ms``, ``watch_step_ms``, ``gc_days``, ``cache_budget_bytes``,
     ``trusted_prefixes`` (a TOML list of directories, or ``:``-separated in the environment),
     ``log_file``, ``max_connections``, ``read_timeout``, ``keep_builds``, ``keep_solves``,
     ``keep_solves_days`` (what the registry keeps: retention.py), and the engine's
@@ -174,6 +180,9 @@ def load_settings(
     choice = pick("trusted_prefixes")
     if choice is not None:
         values["trusted_prefixes"] = _prefixes(*choice)
+    choice = pick("default_channels")
+    if choice is not None:
+        values["default_channels"] = _channel_list(*choice)
     if values.get("engine", "auto") not in ENGINES:
         raise ConfigError(
             f"engine={values['engine']!r}: unknown engine", hint=f"choose one of: {', '.join(ENGINES)}"
@@ -212,3 +221,14 @@ def _prefixes(raw: Any, source: str) -> tuple[str, ...]:
             raise ConfigError(f"trusted_prefixes: {item!r} ({source}) is not an absolute path")
         out.append(os.path.realpath(path))
     return tuple(out)
+
+
+def _channel_list(raw: Any, source: str) -> tuple[str, ...]:
+    """``default_channels``: a list (TOML) or a comma-separated string (environment, flag)."""
+    items = [i for i in raw.replace(",", " ").split()] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise ConfigError(f"default_channels={raw!r} ({source}): expected a list of channel URLs or names")
+    out = tuple(dict.fromkeys(i.strip().rstrip("/") for i in items if i.strip()))
+    if "defaults" in out:
+        raise ConfigError(f"default_channels ({source}): cannot contain 'defaults' itself")
+    return out

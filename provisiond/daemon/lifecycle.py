@@ -35,7 +35,7 @@ from provisiond.domain.errors import (
     ShuttingDownError,
     SpecError,
 )
-from provisiond.domain.lock import Lock
+from provisiond.domain.lock import Lock, LockFormatError
 from provisiond.domain.lockfiles import load_lockfile
 from provisiond.domain.spec import EnvSpec, read_spec, spec_key
 from provisiond.domain.urls import mask
@@ -207,7 +207,8 @@ class Lifecycle:
     async def _warm_snapshot(self, record: NameRecord, generation: int) -> None:
         """Clones and lockfile envs: re-read the lockfile if it is still there, else rebuild from our lock."""
         if record.kind == "lock" and record.source and Path(record.source).is_file():
-            lock = await asyncio.to_thread(load_lockfile, Path(record.source), self.engine.platform)
+            environment = self._lock_environment(record)
+            lock = await asyncio.to_thread(load_lockfile, Path(record.source), self.engine.platform, environment)
             recheck = self._lock_recheck(record, lock)
             self.gate.check(record, recheck[0](), recheck[1])
             return await self._build(record, generation, _ready(lock), recheck=recheck)
@@ -215,6 +216,13 @@ class Lifecycle:
             return await self._build(record, generation, _ready(self.store.read_lock(record.env_key)))
         if record.env_key:
             self.write_name_activation(record.name, record.env_key)  # a no-op unless missing or stale
+
+    def _lock_environment(self, record: NameRecord) -> str | None:
+        """The pixi.lock environment a lockfile env was created from: its built Lock's meta keeps it."""
+        try:
+            return self.store.read_lock(record.env_key).meta.get("environment") if record.env_key else None
+        except (EnvNotFoundError, LockFormatError, OSError):
+            return None
 
     async def _build(self, record: NameRecord, generation: int, locked: Any, *, spec: EnvSpec | None = None,
                      signature: tuple[tuple[Any, ...], tuple[str, ...]] = ((), ()),

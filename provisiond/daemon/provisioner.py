@@ -163,15 +163,19 @@ class Provisioner:
                 activation.remove_project_activation(self.settings.paths, record.source)
         return view
 
-    async def create(self, file: str, name: str | None = None, *, update: bool = False) -> EnvView:
+    async def create(self, file: str, name: str | None = None, *, update: bool = False,
+                     environment: str | None = None) -> EnvView:
         """`conda env create -f FILE [-n NAME]`: a named env from an environment.yml or a lockfile.
 
-        A lockfile (@EXPLICIT, conda-lock.yml v1, pixi.lock) is installed without solving.
+        A lockfile (@EXPLICIT, conda-lock.yml v1, pixi.lock) is installed without solving;
+        ``environment`` picks one of a pixi.lock's (the Lock's meta keeps it for later warms).
         """
         if "\0" in file:
             raise BadRequestError(f"{file!r} is not a path")
         path = Path(file).expanduser().resolve()
         kind = kind_of(path)
+        if environment is not None and kind == "spec":
+            raise BadRequestError(f"{file}: --environment is for pixi.lock files, not environment files")
         spec = await read_spec(path) if kind == "spec" else None
         name = name or (spec.name if spec else None)
         if not name:
@@ -187,7 +191,7 @@ class Provisioner:
             self.store.add_name(name, "file", str(path))
             await self.lifecycle.warm(self.store.get_name(name), update=update)
             return self.view(name)
-        lock = await asyncio.to_thread(load_lockfile, path, self.engine.platform)
+        lock = await asyncio.to_thread(load_lockfile, path, self.engine.platform, environment)
         self.gate.consent(trust.lock_fingerprint(lock, str(path)))
         self.store.add_name(name, "lock", str(path))
         await self.lifecycle.install(self.store.get_name(name), lock)

@@ -45,3 +45,31 @@ def short_channel(base_url: str, channel_alias: str) -> str:
     if base_url.startswith(channel_alias):
         return base_url[len(channel_alias):].strip("/")
     return mask(base_url.rstrip("/"))
+
+
+def canonical_url(url: str) -> str:
+    """The identity of an artifact URL, whatever its spelling (env_key, lockfiles.py).
+
+    ``HTTP://bob:tok@Conda.Anaconda.ORG:443/t/abc/conda-forge//linux-64/x%2By-1-0.conda`` and
+    ``https://conda.anaconda.org/conda-forge/linux-64/x+y-1-0.conda`` are one artifact: the scheme
+    (``http`` counts as ``https``), the host's case, a default port, credentials (userinfo and
+    ``/t/<token>/``), repeated ``/`` and percent-encoding do not change it. ``file://localhost/p`` is
+    ``file:///p``. Query and fragment (a hash in an @EXPLICIT line) are not part of it.
+    """
+    from urllib.parse import unquote
+
+    match = re.match(r"([a-zA-Z][a-zA-Z0-9+.-]*)://([^/?#]*)([^?#]*)", url.strip())
+    if match is None:
+        return unquote(url.strip())
+    scheme, authority, path = match[1].lower(), match[2].rpartition("@")[2].lower(), match[3]
+    if scheme == "http":
+        scheme = "https"
+    host, _, port = authority.partition(":")
+    if scheme == "https" and port in ("80", "443"):  # the default port of either spelling
+        authority = host
+    if scheme == "file" and authority == "localhost":
+        authority = ""
+    path = re.sub(r"/{2,}", "/", unquote(path))
+    if scheme != "file":
+        path = re.sub(r"/t/[^/]+(?=/)", "", path)
+    return f"{scheme}://{authority}{path}"

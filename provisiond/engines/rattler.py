@@ -42,13 +42,14 @@ from rattler.networking import (
 )
 
 from provisiond.config.settings import Settings
+from provisiond.domain.channels import with_defaults
 from provisiond.domain.errors import ChannelTimeoutError, EngineError, SolveError
 from provisiond.domain.events import BuildProgress
 from provisiond.domain.lock import Lock, Package
 from provisiond.domain.lockfiles import package_of
 from provisiond.domain.spec import EnvSpec
 from provisiond.domain.urls import mask, strip_credentials
-from provisiond.engines import virtual
+from provisiond.engines import repodata, virtual
 from provisiond.engines._watch import Reporter, cached, settle
 from provisiond.engines.base import OnLine
 from provisiond.store.credentials import Credentials
@@ -135,7 +136,8 @@ class RattlerEngine:
 
         Without credentials: those are kept by ``self.credentials`` for the downloads.
         """
-        channels = [self._clean(self.channel(c)) for c in spec.channels]
+        listed = with_defaults(spec.channels, spec.nodefaults, self.settings.default_channels)
+        channels = [self._clean(self.channel(c)) for c in listed]
         seen = {c.base_url for c in channels}
         for dep in spec.dependencies:
             pinned = rattler.MatchSpec(dep, strict=False).channel
@@ -196,6 +198,9 @@ class RattlerEngine:
             if "timed out" in text:
                 raise ChannelTimeoutError(f"a channel did not answer in time: {text}",
                                           hint=self._timeout_hint()) from None
+            if repodata.is_data_error(text):
+                raise repodata.data_error(text, [c.base_url for c in channels], subdirs,
+                                          self.settings.paths.repodata_cache) from None
             raise EngineError(f"cannot read channel repodata: {text}",
                               hint="check the channel URLs and your network") from None
         return Lock(

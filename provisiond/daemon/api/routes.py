@@ -163,7 +163,8 @@ async def create_env(request: web.Request) -> web.Response:
     if _bool(body, "progress"):
         detailed_progress.set(True)
     view = await request.app[PROVISIONER].create(
-        _path(body.get("file"), "file"), _str(body, "name", required=False), update=_bool(body, "update"))
+        _path(body.get("file"), "file"), _str(body, "name", required=False), update=_bool(body, "update"),
+        environment=_str(body, "environment", required=False))
     return web.json_response(view.to_wire(), status=201)
 
 
