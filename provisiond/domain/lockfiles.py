@@ -249,7 +249,10 @@ def parse_pixi(path: Path, platform: str, environment: str | None = None) -> Loc
 def _pixi_pypi(package: Any, path: Path, text: str) -> PipPackage:
     """A pixi.lock PyPI entry as a pip pin: by URL and sha256, or a local project by its path."""
     location = str(package.location)
-    sha = package.hashes.sha256 if package.hashes is not None else None
+    try:
+        sha = package.hashes.sha256 if package.hashes is not None else None
+    except AttributeError:  # rattler's PackageHashes of an entry without hashes (a local project)
+        sha = None
     digest = sha.hex() if isinstance(sha, bytes) else sha
     if "://" in location and not location.startswith("file:"):
         return PipPackage(name=str(package.name), version=str(package.version), url=location, sha256=digest)

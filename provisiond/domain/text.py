@@ -21,6 +21,9 @@ def decode(data: bytes, source: str) -> str:
     Anything else that is not UTF-8 is a ``SpecError`` at its line and column.
     """
     encoding = next((name for bom, name in _BOMS if data.startswith(bom)), "utf-8")
+    if encoding == "utf-8" and b"\0" in data[:4096]:
+        raise SpecError(f"{source}:1:1: NUL bytes: UTF-16 or UTF-32 text without a byte-order mark",
+                        hint="save the file as UTF-8")
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as exc:

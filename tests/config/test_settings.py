@@ -62,3 +62,26 @@ def test_api_limits_are_settings(tmp_path: Path) -> None:
     for key, value in (("MAX_CONNECTIONS", "0"), ("READ_TIMEOUT", "0"), ("READ_TIMEOUT", "nan"), ("READ_TIMEOUT", "inf")):
         with pytest.raises(ConfigError, match=key.lower()):
             load_settings({}, {f"PROVISIOND_{key}": value}, none)
+
+
+def test_default_channels_setting(tmp_path: Path) -> None:
+    from provisiond.domain.errors import ConfigError
+
+    none = tmp_path / "none.toml"
+    assert load_settings({}, {}, none).default_channels == ("https://repo.anaconda.com/pkgs/main",
+                                                            "https://repo.anaconda.com/pkgs/r")
+    config = tmp_path / "c.toml"
+    config.write_text('default_channels = ["https://mirror.example/main/", "conda-forge"]\n')
+    s = load_settings({}, {}, config)
+    assert s.default_channels == ("https://mirror.example/main", "conda-forge")
+    assert s.to_wire()["default_channels"] == ["https://mirror.example/main", "conda-forge"]
+    env = {"PROVISIOND_DEFAULT_CHANNELS": "https://a.example/x, https://b.example/y"}
+    assert load_settings({}, env, config).default_channels == ("https://a.example/x", "https://b.example/y")
+    config.write_text("default_channels = []\n")
+    assert load_settings({}, {}, config).default_channels == ()
+    config.write_text('default_channels = ["defaults"]\n')
+    with pytest.raises(ConfigError, match="cannot contain 'defaults'"):
+        load_settings({}, {}, config)
+    config.write_text("default_channels = 3\n")
+    with pytest.raises(ConfigError, match="expected a list"):
+        load_settings({}, {}, config)
