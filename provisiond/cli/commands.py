@@ -241,7 +241,9 @@ def cmd_activate(args: argparse.Namespace) -> Result:
         if script is not None:
             return {"script": script}
     facts = activation.load_env_facts(paths, view["env_key"], view["prefix"])
-    return {"script": activation.render_activation(activation.Activation(name=view["name"], facts=facts), shell)}
+    variables = activation.name_variables(paths, view["name"])  # a file env's `variables:`, as `run` exports them
+    act = activation.Activation(name=view["name"], facts=facts, variables=variables)
+    return {"script": activation.render_activation(act, shell)}
 
 
 def cmd_deactivate(args: argparse.Namespace) -> Result:

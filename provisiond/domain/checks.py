@@ -109,4 +109,4 @@ def _pixi_targets(path: Path, problems: list[str]) -> list[tuple[str | None, str
     except Exception as exc:  # rattler raises its own exception types for every parse failure
         problems.append(f"{path}: cannot read pixi.lock: {exc}")
         return []
-    return [(name, p.name) for name, env in lockfile.environments() for p in env.platforms()]
+    return sorted((name, p.name) for name, env in lockfile.environments() for p in env.platforms())

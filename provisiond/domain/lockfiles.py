@@ -230,7 +230,7 @@ def parse_pixi(path: Path, platform: str, environment: str | None = None) -> Loc
     name = environment or "default"
     env = lockfile.environment(name)
     if env is None:
-        names = ", ".join(n for n, _ in lockfile.environments()) or "none"
+        names = ", ".join(sorted(n for n, _ in lockfile.environments())) or "none"
         raise SpecError(f"{path}: no environment {name!r} (it has: {names})",
                         hint="choose one with --environment E")
     locked = next((p for p in env.platforms() if p.name == platform), None)
@@ -268,6 +268,11 @@ def _pixi_pypi(package: Any, path: Path, text: str) -> PipPackage:
                       editable=str(local) if entry else None)
 
 
+def _channel_of(url: str, subdir: str) -> str:
+    marker = f"/{subdir}/"
+    return url[: url.rindex(marker) + 1] if marker in url else ""
+
+
 def _channels(packages: list[Package]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(p.channel for p in packages))
 
@@ -288,7 +293,8 @@ def package_of(record: rattler.RepoDataRecord) -> Package:
         build=str(record.build),
         build_number=record.build_number,
         subdir=record.subdir,
-        channel=record.channel or "",
+        # pixi.lock records carry no channel: the URL's, as package_from_url finds it
+        channel=record.channel or _channel_of(record.url, record.subdir),
         url=record.url,
         file_name=record.file_name,
         sha256=record.sha256.hex() if record.sha256 else None,
