@@ -234,12 +234,11 @@ def parse_pixi(path: Path, platform: str, environment: str | None = None) -> Loc
         raise SpecError(f"{path}: no environment {name!r} (it has: {names})",
                         hint="choose one with --environment E")
     locked = next((p for p in env.platforms() if p.name == platform), None)
-    records = env.conda_repodata_records_for_platform(locked) if locked is not None else None
-    if locked is None or records is None:
+    if locked is None:
         found = ", ".join(p.name for p in env.platforms()) or "no platform"
         raise PlatformError(f"{path}: environment {name!r} is locked for {found}, not {platform}",
                             hint=f"re-lock with: pixi lock (with {platform} in the workspace's platforms)")
-    packages = [package_of(r) for r in records]
+    packages = [package_of(r) for r in env.conda_repodata_records_for_platform(locked) or ()]
     text = path.read_text(errors="replace") if env.pypi_packages_for_platform(locked) else ""
     pip = tuple(_pixi_pypi(p, path, text) for p in env.pypi_packages_for_platform(locked) or ())
     return Lock(platform=platform, packages=tuple(packages), channels=_channels(packages), engine="pixi", pip=pip,
