@@ -14,13 +14,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
+import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 from typing import Any
 
 from provisiond.config.settings import Settings
@@ -99,16 +103,36 @@ class Lifecycle:
 
     # -- solving ------------------------------------------------------------------------------
 
-    def spec_key(self, spec: EnvSpec) -> str:
-        """The solve-cache key: the spec plus everything of this daemon that changes its answer."""
+    def spec_key(self, spec: EnvSpec, contents: Mapping[str, str] | None = None) -> str:
+        """The solve-cache key: the spec plus everything of this daemon that changes its answer.
+
+        ``contents``: the digests of the local projects the pip section installs (``local_contents``),
+        so that editing one re-resolves and makes a new env.
+        """
         engine = self.engine
         key = spec_key(spec, engine.platform, engine.virtual_packages(), channels=engine.channel_urls(spec),
                        engine=engine.version(), pip=resolver_settings() if spec.pip else ())
+        if contents:
+            key = hashlib.sha256(f"{key}\0{json.dumps(sorted(contents.items()))}".encode()).hexdigest()
         return inputs_key(spec, key) if spec.pip else key  # an edited -r file must re-resolve
 
-    async def resolve(self, spec: EnvSpec, *, update: bool = False) -> Lock:
+    @staticmethod
+    def local_contents(spec: EnvSpec) -> tuple[dict[str, str], tuple[str, ...]]:
+        """Local project dir -> content digest (trust.project_content), and the files they cover.
+
+        Reads files: call it in a thread.
+        """
+        contents, files = {}, []
+        for directory, editable in trust.local_projects(spec).items():
+            contents[directory], covered = trust.project_content(directory, editable)
+            files += covered
+        return contents, tuple(files)
+
+    async def resolve(self, spec: EnvSpec, *, update: bool = False, contents: Mapping[str, str] | None = None) -> Lock:
         """The spec's lock: from the solve cache unless expired or ``update``; one solve per spec_key."""
-        key = self.spec_key(spec)
+        if contents is None:
+            contents = (await asyncio.to_thread(self.local_contents, spec))[0] if spec.pip else {}
+        key = self.spec_key(spec, contents)
         if not update:
             cached = self.store.cached_lock(key, self.settings.solve_ttl)
             if cached is not None:
@@ -118,12 +142,12 @@ class Lifecycle:
             if self._closing:
                 raise ShuttingDownError("provisiond is shutting down: no new solves",
                                         hint="run the command again once provisiond is back")
-            task = asyncio.create_task(self._solve(key, spec, update))
+            task = asyncio.create_task(self._solve(key, spec, update, contents))
             self._solves[key] = task
             task.add_done_callback(lambda _t: self._solves.pop(key, None))
         return await shared(task)
 
-    async def _solve(self, key: str, spec: EnvSpec, update: bool) -> Lock:
+    async def _solve(self, key: str, spec: EnvSpec, update: bool, contents: Mapping[str, str]) -> Lock:
         started = time.perf_counter()
         # Repodata older than the solve TTL is checked again: a channel's new versions show up.
         lock = await self.engine.solve(spec, refresh=update, max_age=self.settings.solve_ttl)
@@ -131,6 +155,7 @@ class Lifecycle:
             lock = await resolve_pip(spec, lock, uv=find_uv(), cache_dir=self.settings.paths.uv_cache,
                                      virtual_packages=self.engine.virtual_packages(), refresh=update,
                                      on_line=lambda line: log.debug("pip: %s", mask(line)))
+            lock = _with_contents(lock, contents)
         self.store.cache_lock(key, lock)
         log.info("solved %s: %d packages in %.1f ms (env %s)", spec.source or "spec", len(lock.packages),
                  (time.perf_counter() - started) * 1000, lock.env_key[:16])
@@ -201,8 +226,11 @@ class Lifecycle:
         fingerprint = partial(self.gate.fingerprint, spec, record.source or "", record.kind)
         allowed = await asyncio.to_thread(fingerprint)
         self.gate.check(record, allowed, spec_file.name)
-        await self._build(record, generation, lambda: self.resolve(spec, update=update), spec=spec,
-                          signature=(signature, allowed.files), recheck=(fingerprint, spec_file.name))
+        # Local pip projects (`./mypkg`, `-e .`) are keyed by content; their files join the fast path's stat()s.
+        contents, covered = await asyncio.to_thread(self.local_contents, spec) if spec.pip else ({}, ())
+        files = tuple(dict.fromkeys((*allowed.files, *covered)))
+        await self._build(record, generation, lambda: self.resolve(spec, update=update, contents=contents), spec=spec,
+                          signature=(signature, files), recheck=(fingerprint, spec_file.name), contents=contents)
 
     async def _warm_snapshot(self, record: NameRecord, generation: int) -> None:
         """Clones and lockfile envs: re-read the lockfile if it is still there, else rebuild from our lock."""
@@ -226,7 +254,8 @@ class Lifecycle:
 
     async def _build(self, record: NameRecord, generation: int, locked: Any, *, spec: EnvSpec | None = None,
                      signature: tuple[tuple[Any, ...], tuple[str, ...]] = ((), ()),
-                     recheck: tuple[Callable[[], trust.Fingerprint], str] | None = None) -> None:
+                     recheck: tuple[Callable[[], trust.Fingerprint], str] | None = None,
+                     contents: Mapping[str, str] | None = None) -> None:
         """Solve (``locked()``), build, and re-point the name, unless a newer warm came meanwhile.
 
         ``recheck``: how to fingerprint the content again, and its file's name. A deny or a new
@@ -245,7 +274,7 @@ class Lifecycle:
                     return
                 if fingerprint is not None and recheck is not None:
                     self.gate.check(record, fingerprint, recheck[1])
-                self._commit(record, lock, spec, signature)
+                self._commit(record, lock, spec, signature, contents)
         except BlockedError:
             raise  # the gate has set the name's state and notice
         except (asyncio.CancelledError, ShuttingDownError):
@@ -263,10 +292,10 @@ class Lifecycle:
             raise
 
     def _commit(self, record: NameRecord, lock: Lock, spec: EnvSpec | None,
-                signature: tuple[tuple[Any, ...], tuple[str, ...]]) -> None:
+                signature: tuple[tuple[Any, ...], tuple[str, ...]], contents: Mapping[str, str] | None) -> None:
         """Re-point the name at ``lock``'s published env, and write its activation."""
         name = record.name
-        key = self.spec_key(spec) if spec is not None else None
+        key = self.spec_key(spec, contents) if spec is not None else None
         self.store.update_name(name, status="ready", error=None, env_key=lock.env_key, spec_key=key)
         if spec is not None:
             self._specs[name] = spec
@@ -422,3 +451,16 @@ def _ready(lock: Lock) -> Any:
     async def locked() -> Lock:
         return lock
     return locked
+
+
+def _with_contents(lock: Lock, contents: Mapping[str, str]) -> Lock:
+    """``lock`` with each local-project pip pin carrying its directory's content digest (part of env_key)."""
+    if not contents:
+        return lock
+    pins = []
+    for pin in lock.pip:
+        parts = urlsplit(pin.url)
+        path = unquote(parts.path) if parts.scheme == "file" and not parts.fragment else None
+        digest = contents.get(path) if path else None
+        pins.append(dataclasses.replace(pin, content=digest) if digest and not pin.sha256 else pin)
+    return dataclasses.replace(lock, pip=tuple(pins))

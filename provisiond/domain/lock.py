@@ -66,13 +66,18 @@ class PipPackage:
     url: str  # wheel, sdist or archive URL; ``git+URL@commit``; or the file:// URL of a local directory
     sha256: str | None = None  # of the artifact at ``url``; None for VCS checkouts and local directories
     editable: str | None = None  # absolute path of a ``-e`` project: it makes the env project-specific
+    # A local project directory's content digest (daemon/trust.py: project_content): editing its code
+    # makes another env. None for everything else.
+    content: str | None = None
 
     @property
     def identity(self) -> str:
-        """What names the installed content in env_key: the hash, else the editable path, else the URL."""
+        """What names the installed content in env_key: the hash, else the editable path, else the URL
+        (and a local project's content digest)."""
         if self.sha256:
             return f"sha256:{self.sha256}"
-        return f"-e {self.editable}" if self.editable else self.url
+        where = f"-e {self.editable}" if self.editable else self.url
+        return f"{where} content:{self.content}" if self.content else where
 
     @property
     def requirement(self) -> str:
