@@ -150,7 +150,8 @@ def load_settings(
     Keys: ``home``, ``socket``, ``state`` (per-user activation and secrets), ``engine``,
     ``micromamba_path``, ``max_builds``, ``solve_ttl`` (seconds a solve stays cached),
     ``channel_alias``, ``default_channels`` (what ``defaults`` means: a TOML list of URLs or names, or
-    comma-separated in the environment; an empty list for none), ``watch_debounce_ms``, ``watch_step_ms``, ``gc_days``, ``cache_budget_bytes``,
+    comma-separated in the environment; an empty list for none),
+    ``watch_debounce_ms``, ``watch_step_ms``, ``gc_days``, ``cache_budget_bytes``,
     ``trusted_prefixes`` (a TOML list of directories, or ``:``-separated in the environment),
     ``log_file``, ``max_connections``, ``read_timeout``, ``keep_builds``, ``keep_solves``,
     ``keep_solves_days`` (what the registry keeps: retention.py), and the engine's

@@ -24,8 +24,8 @@ from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from provisiond.config.settings import Settings
 from provisiond.daemon import trust
@@ -122,7 +122,8 @@ class Lifecycle:
 
         Reads files: call it in a thread.
         """
-        contents, files = {}, []
+        contents: dict[str, str] = {}
+        files: list[str] = []
         for directory, editable in trust.local_projects(spec).items():
             contents[directory], covered = trust.project_content(directory, editable)
             files += covered

@@ -11,8 +11,14 @@ from typing import Any
 
 from provisiond.domain.channels import with_defaults
 from provisiond.domain.errors import SpecError
-from provisiond.domain.lockfiles import (explicit_platform, kind_of_text, parse_conda_lock, parse_explicit, parse_pixi,
-                                         read_lockfile)
+from provisiond.domain.lockfiles import (
+    explicit_platform,
+    kind_of_text,
+    parse_conda_lock,
+    parse_explicit,
+    parse_pixi,
+    read_lockfile,
+)
 from provisiond.domain.spec import load_spec
 
 FORMATS = {"explicit": "@EXPLICIT", "conda-lock": "conda-lock v1", "pixi": "pixi.lock"}

@@ -262,7 +262,8 @@ def _pixi_pypi(package: Any, path: Path, text: str) -> PipPackage:
                         f"but {local} does not exist", hint="run from the checkout the lock belongs to")
     if local.is_file():  # a local wheel or sdist: by its hash when the lock has one
         return PipPackage(name=str(package.name), version=str(package.version), url=local.as_uri(), sha256=digest)
-    entry = re.search(rf"^[ ]*- pypi: {re.escape(location)}[ ]*\n(?:[ ]{{3,}}\S.*\n)*?[ ]{{3,}}editable: true\b", text, re.M)
+    entry = re.search(rf"^[ ]*- pypi: {re.escape(location)}[ ]*\n(?:[ ]{{3,}}\S.*\n)*?[ ]{{3,}}editable: true\b",
+                      text, re.M)
     return PipPackage(name=str(package.name), version="", url=local.as_uri(),
                       editable=str(local) if entry else None)
 

@@ -48,7 +48,7 @@ def pixi_lock(extra_env: bool = False, pypi: str = "") -> str:
         out += ["  small:", "    channels:", f"      - url: {CF}/", "    packages:", "      linux-64:",
                 f"        - conda: {urls[0]}"]
     out.append("packages:")
-    for (s, f, md5, sha), url in zip(PACKAGES, urls, strict=True):
+    for (_s, _f, md5, sha), url in zip(PACKAGES, urls, strict=True):
         out += [f"  - conda: {url}", f"    sha256: {sha}", f"    md5: {md5}", "    size: 100"]
     if pypi:
         out += [f"  - pypi: {pypi}", "    name: mypkg", "    version: 0.1.0", "    editable: true"]
@@ -121,13 +121,13 @@ def test_pixi_environment_is_chosen(tmp_path: Path) -> None:
     with pytest.raises(PlatformError, match="environment 'default' is locked for linux-64, not osx-arm64"):
         load_lockfile(tmp_path / "pixi.lock", "osx-arm64")
     (tmp_path / "spec.txt").write_text(explicit_md5())
-    with pytest.raises(SpecError, match="--environment is for pixi.lock files"):
+    with pytest.raises(SpecError, match=r"--environment is for pixi\.lock files"):
         load_lockfile(tmp_path / "spec.txt", "linux-64", "small")
 
 
 def test_pixi_local_project_is_an_editable_install_of_its_path(tmp_path: Path) -> None:
     (tmp_path / "pixi.lock").write_text(pixi_lock(pypi="./mypkg"))
-    with pytest.raises(SpecError, match="PyPI package mypkg is the local project './mypkg'.*does not exist"):
+    with pytest.raises(SpecError, match=r"PyPI package mypkg is the local project '\./mypkg'.*does not exist"):
         load_lockfile(tmp_path / "pixi.lock", "linux-64")
     (tmp_path / "mypkg").mkdir()
     lock = load_lockfile(tmp_path / "pixi.lock", "linux-64")
