@@ -40,7 +40,7 @@ from provisiond.domain.errors import (
     SpecError,
 )
 from provisiond.domain.lock import Lock, LockFormatError
-from provisiond.domain.lockfiles import load_lockfile
+from provisiond.domain.lockfiles import load_lockfile, trusted_lock
 from provisiond.domain.spec import EnvSpec, read_spec, spec_key
 from provisiond.domain.urls import mask
 from provisiond.engines.base import Engine
@@ -177,10 +177,9 @@ class Lifecycle:
         await self._newest_of(record.name,
                               lambda generation: self._build(record, generation, _ready(lock), recheck=recheck))
 
-    @staticmethod
-    def _lock_recheck(record: NameRecord, lock: Lock) -> tuple[Callable[[], trust.Fingerprint], str]:
+    def _lock_recheck(self, record: NameRecord, lock: Lock) -> tuple[Callable[[], trust.Fingerprint], str]:
         source = record.source or ""
-        return partial(trust.lock_fingerprint, lock, source), Path(source).name
+        return partial(lock_fingerprint, Path(source), self.engine.platform, lock), Path(source).name
 
     async def _newest_of(self, name: str, start: Callable[[int], Coroutine[Any, Any, None]]) -> None:
         """Run ``start(generation)`` as the name's newest warm (the one path that takes a generation)
@@ -236,7 +235,7 @@ class Lifecycle:
     async def _warm_snapshot(self, record: NameRecord, generation: int) -> None:
         """Clones and lockfile envs: re-read the lockfile if it is still there, else rebuild from our lock."""
         if record.kind == "lock" and record.source and Path(record.source).is_file():
-            environment = self._lock_environment(record)
+            environment = self.lock_environment(record)
             lock = await asyncio.to_thread(load_lockfile, Path(record.source), self.engine.platform, environment)
             recheck = self._lock_recheck(record, lock)
             self.gate.check(record, recheck[0](), recheck[1])
@@ -246,7 +245,7 @@ class Lifecycle:
         if record.env_key:
             self.write_name_activation(record.name, record.env_key)  # a no-op unless missing or stale
 
-    def _lock_environment(self, record: NameRecord) -> str | None:
+    def lock_environment(self, record: NameRecord) -> str | None:
         """The pixi.lock environment a lockfile env was created from: its built Lock's meta keeps it."""
         try:
             return self.store.read_lock(record.env_key).meta.get("environment") if record.env_key else None
@@ -465,3 +464,8 @@ def _with_contents(lock: Lock, contents: Mapping[str, str]) -> Lock:
         digest = contents.get(path) if path else None
         pins.append(dataclasses.replace(pin, content=digest) if digest and not pin.sha256 else pin)
     return dataclasses.replace(lock, pip=tuple(pins))
+
+
+def lock_fingerprint(path: Path, platform: str, lock: Lock) -> trust.Fingerprint:
+    """A lockfile's trust fingerprint: a pixi.lock's covers all its environments (``trusted_lock``)."""
+    return trust.lock_fingerprint(trusted_lock(path, platform, lock), str(path))

@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from provisiond.config.settings import Settings
-from provisiond.daemon import trust
 from provisiond.daemon.gate import TrustGate, project_dir
-from provisiond.daemon.lifecycle import Lifecycle, spec_file_of
+from provisiond.daemon.lifecycle import Lifecycle, lock_fingerprint, spec_file_of
 from provisiond.domain.errors import BadRequestError, EnvNotFoundError
 from provisiond.domain.exports import export
 from provisiond.domain.lock import EnvKey, Lock
@@ -192,7 +191,7 @@ class Provisioner:
             await self.lifecycle.warm(self.store.get_name(name), update=update)
             return self.view(name)
         lock = await asyncio.to_thread(load_lockfile, path, self.engine.platform, environment)
-        self.gate.consent(trust.lock_fingerprint(lock, str(path)))
+        self.gate.consent(await asyncio.to_thread(lock_fingerprint, path, self.engine.platform, lock))
         self.store.add_name(name, "lock", str(path))
         await self.lifecycle.install(self.store.get_name(name), lock)
         return self.view(name)
@@ -286,8 +285,11 @@ class Provisioner:
         elif kind_of(target) == "spec":
             fp = await asyncio.to_thread(self.gate.fingerprint, await read_spec(target), str(target), "file")
         else:
-            lock = await asyncio.to_thread(load_lockfile, target, self.engine.platform)
-            fp = trust.lock_fingerprint(lock, str(target))
+            # A pixi.lock's default environment may not exist: then its first one (the fingerprint covers all).
+            environment = next((self.lifecycle.lock_environment(r) for r in self.store.list_names("lock")
+                                if r.source == str(target)), None)
+            lock = await asyncio.to_thread(load_lockfile, target, self.engine.platform, environment)
+            fp = await asyncio.to_thread(lock_fingerprint, target, self.engine.platform, lock)
         self.gate.consent(fp)
         if target.is_dir():
             names = [(await self.add_project(str(target))).name]

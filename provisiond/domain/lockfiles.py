@@ -245,6 +245,28 @@ def parse_pixi(path: Path, platform: str, environment: str | None = None) -> Loc
                 meta={"environment": name} if environment else {})
 
 
+def trusted_lock(path: Path, platform: str, lock: Lock) -> Lock:
+    """What the trust gate fingerprints of a lockfile: ``lock`` itself, but for a pixi.lock the union of
+    its environments locked for ``platform``, so that envs made from its environments share one allowance."""
+    if lock.engine != "pixi":
+        return lock
+    import rattler
+
+    try:
+        names = sorted(name for name, _env in rattler.LockFile.from_path(path).environments())
+    except Exception:  # the file changed or went away since: the lock at hand is what is installed
+        return lock
+    packages, pip = {p.url: p for p in lock.packages}, set(lock.pip)
+    for name in names:
+        try:
+            other = parse_pixi(path, platform, name)
+        except SpecError:
+            continue  # an environment for other platforms only
+        packages.update((p.url, p) for p in other.packages)
+        pip.update(other.pip)
+    return Lock(platform=platform, packages=tuple(packages.values()), engine="pixi", pip=tuple(pip))
+
+
 def _pixi_pypi(package: Any, path: Path, text: str) -> PipPackage:
     """A pixi.lock PyPI entry as a pip pin: by URL and sha256, or a local project by its path."""
     location = str(package.location)

@@ -55,6 +55,11 @@ def test_three_lockfile_formats_give_one_env(daemon: Daemon, channel: Path, tmp_
         [packages[0]["name"]]
     # The environment is remembered: a warm re-reads the lock for the same environment.
     assert ctl_json(daemon, "warm", "small")["env_key"] == small["env_key"]
+    # One allowance covers all of a pixi.lock's environments: creating `small` did not block `from-pixi`.
+    assert ctl_json(daemon, "warm", "from-pixi")["env_key"] == base["env_key"]
+    ctl_json(daemon, "allow", str(pixi))
+    assert ctl_json(daemon, "warm", "small")["env_key"] == small["env_key"]
+    assert ctl_json(daemon, "warm", "from-pixi")["env_key"] == base["env_key"]
     code, _out, err = daemon.ctl("create", "-f", str(pixi), "-n", "nope", "--environment", "gpu")
     assert code == 65 and "no environment 'gpu' (it has: default, small)" in err
 
