@@ -17,6 +17,7 @@ from provisiond.domain.lockfiles import (
     parse_conda_lock,
     parse_explicit,
     parse_pixi,
+    read_conda_lock,
     read_lockfile,
 )
 from provisiond.domain.spec import load_spec
@@ -53,6 +54,7 @@ def describe(path: Path, environment: str | None = None) -> dict[str, Any]:
         raise SpecError(f"{path}: not a lockfile")
     targets: list[tuple[str | None, str]] = []
     problems: list[str] = []
+    data: dict[str, Any] | None = None
     if kind == "explicit":
         platform = explicit_platform(text)
         subdirs = sorted({m.group(1) for m in _SUBDIR.finditer(text)} - {"noarch"})
@@ -60,7 +62,12 @@ def describe(path: Path, environment: str | None = None) -> dict[str, Any]:
             problems.append(f"{path}: packages of several platforms ({', '.join(subdirs)}) in one @EXPLICIT file")
         targets = [(None, platform or (subdirs[0] if subdirs else "noarch"))]
     elif kind == "conda-lock":
-        targets = [(None, p) for p in _conda_lock_platforms(text, str(path), problems)]
+        try:
+            data = read_conda_lock(text, str(path))  # once: a large file takes seconds to load
+        except SpecError as exc:
+            problems.append(exc.message)
+        else:
+            targets = [(None, p) for p in _conda_lock_platforms(data, str(path), problems)]
     else:
         targets = _pixi_targets(path, problems)
         if environment is not None:
@@ -73,7 +80,7 @@ def describe(path: Path, environment: str | None = None) -> dict[str, Any]:
             if kind == "explicit":
                 lock = parse_explicit(text, str(path), platform)
             elif kind == "conda-lock":
-                lock = parse_conda_lock(text, str(path), platform)
+                lock = parse_conda_lock(text, str(path), platform, data)
             else:
                 lock = parse_pixi(path, platform, environment)
         except SpecError as exc:
@@ -87,15 +94,7 @@ def describe(path: Path, environment: str | None = None) -> dict[str, Any]:
             "packages": environments, "problems": problems}
 
 
-def _conda_lock_platforms(text: str, source: str, problems: list[str]) -> list[str]:
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
-
-    try:
-        data = YAML(typ="safe").load(text)
-    except YAMLError as exc:
-        problems.append(f"{source}: not valid YAML: {exc}")
-        return []
+def _conda_lock_platforms(data: dict[str, Any], source: str, problems: list[str]) -> list[str]:
     metadata = data.get("metadata") if isinstance(data, dict) else None
     platforms = metadata.get("platforms") if isinstance(metadata, dict) else None
     if not isinstance(platforms, list) or not platforms:

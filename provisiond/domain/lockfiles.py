@@ -165,8 +165,8 @@ def parse_explicit(text: str, source: str, platform: str) -> Lock:
     return Lock(platform=platform, packages=tuple(packages), channels=_channels(packages), engine="explicit")
 
 
-def parse_conda_lock(text: str, source: str, platform: str) -> Lock:
-    """conda-lock.yml version 1: the `manager: conda` packages of one platform."""
+def read_conda_lock(text: str, source: str) -> dict[str, Any]:
+    """The YAML of a conda-lock v1 file, checked for its version and package list."""
     from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
 
@@ -176,6 +176,13 @@ def parse_conda_lock(text: str, source: str, platform: str) -> Lock:
         raise SpecError(f"{source}: not valid YAML: {exc}") from None
     if not isinstance(data, dict) or data.get("version") != 1 or not isinstance(data.get("package"), list):
         raise SpecError(f"{source}: not a conda-lock version 1 file", hint="conda-lock >= 1.0 writes version: 1")
+    return data
+
+
+def parse_conda_lock(text: str, source: str, platform: str, data: dict[str, Any] | None = None) -> Lock:
+    """conda-lock.yml version 1: the `manager: conda` packages of one platform (``data``: already read)."""
+    if data is None:
+        data = read_conda_lock(text, source)
     metadata = data.get("metadata") or {}
     platforms = metadata.get("platforms") if isinstance(metadata, dict) else None
     if not isinstance(platforms, list):

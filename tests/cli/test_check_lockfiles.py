@@ -50,6 +50,10 @@ def test_a_broken_lockfile_exits_65_with_its_problems(tmp_path: Path, capsys: py
     bad.write_text(conda_lock_sha256().replace("platform: linux-64", "platform: osx-64", 1))
     code, answer = run(capsys, str(bad))
     assert code == 65 and "packages for osx-64, which metadata.platforms does not list" in answer["error"]["message"]
+    broken = tmp_path / "broken-lock.yml"
+    broken.write_text("version: 1\npackage: [\n")
+    code, answer = run(capsys, str(broken))
+    assert code == 65 and "not valid YAML" in answer["error"]["message"]
     assert cli.main(["check", str(tmp_path / "pixi.lock"), "-e", "x"]) == 65  # no such file: still 65
 
 
