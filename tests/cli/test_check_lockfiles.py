@@ -82,3 +82,15 @@ def test_check_real_lockfiles(capsys: pytest.CaptureFixture[str], name: str, fmt
     linux = [p for p in report["packages"] if p["platform"] == "linux-64"]
     if count is not None:
         assert linux[0]["conda"] == count
+
+
+def test_check_of_real_world_environment_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "environment.yml"
+    f.write_bytes("name: ps\r\nchannels:\r\n  - defaults\r\ndependencies:\r\n  - python=3.11\r\n".encode("utf-16"))
+    code, report = run(capsys, str(f))
+    assert code == 0 and report["name"] == "ps"
+    assert report["resolved_channels"] == ["https://repo.anaconda.com/pkgs/main", "https://repo.anaconda.com/pkgs/r"]
+    f.write_text("name: x\ndependencies:\n<<<<<<< HEAD\n  - numpy\n=======\n  - scipy\n>>>>>>> main\n")
+    code, answer = run(capsys, str(f))
+    assert code == 65 and answer["error"]["message"].endswith("environment.yml:3:1: unresolved merge conflict "
+                                                              "(a '<<<<<<<' marker)")

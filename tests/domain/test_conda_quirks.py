@@ -12,6 +12,7 @@ from provisiond.domain.channels import DEFAULT_CHANNELS, local_channel, null_fie
 from provisiond.domain.checks import check_spec
 from provisiond.domain.errors import PlatformError, SpecError
 from provisiond.domain.spec import load_spec, parse_spec
+from tests.conftest import SHARED, needs_shared
 
 EXPORT = "name: ps\nchannels:\n  - conda-forge\ndependencies:\n  - python=3.11\nvariables:\n  MODE: é\n"
 
@@ -107,3 +108,14 @@ def test_null_repodata_fields_are_found() -> None:
     assert null_field({"packages.conda": {"a-1-0.conda": {**good, "version": None}}}) == ("a-1-0.conda", "version")
     assert null_field({"packages": {"a-1-0.tar.bz2": {**good, "depends": ["x", None]}}}) == \
         ("a-1-0.tar.bz2", "an item of depends")
+
+
+@needs_shared
+def test_real_files_without_channels_get_the_default_channels_warning() -> None:
+    envyml = SHARED / "data" / "envyml"
+    without = [f for f in sorted(envyml.glob("*.yml")) if "channels:" not in f.read_text(errors="replace")]
+    assert len(without) >= 2  # gprMax's conda_env.yml and a repo2docker test file
+    for f in without:
+        report = check_spec(f, DEFAULT_CHANNELS)
+        assert report["resolved_channels"] == list(DEFAULT_CHANNELS)
+        assert any("no 'channels:'" in w for w in report["warnings"]), f
