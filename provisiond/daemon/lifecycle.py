@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import json
 import logging
@@ -25,13 +24,13 @@ from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from provisiond.config.settings import Settings
 from provisiond.daemon import trust
 from provisiond.daemon.builder import Builder, shared
 from provisiond.daemon.freshness import Freshness, spec_file_of
 from provisiond.daemon.gate import TrustGate
+from provisiond.daemon.inputs import local_contents, lock_fingerprint, with_contents
 from provisiond.domain.errors import (
     BlockedError,
     EnvNotFoundError,
@@ -40,7 +39,7 @@ from provisiond.domain.errors import (
     SpecError,
 )
 from provisiond.domain.lock import Lock, LockFormatError
-from provisiond.domain.lockfiles import load_lockfile, trusted_lock
+from provisiond.domain.lockfiles import load_lockfile
 from provisiond.domain.spec import EnvSpec, read_spec, spec_key
 from provisiond.domain.urls import mask
 from provisiond.engines.base import Engine
@@ -106,7 +105,7 @@ class Lifecycle:
     def spec_key(self, spec: EnvSpec, contents: Mapping[str, str] | None = None) -> str:
         """The solve-cache key: the spec plus everything of this daemon that changes its answer.
 
-        ``contents``: the digests of the local projects the pip section installs (``local_contents``),
+        ``contents``: the digests of the local projects the pip section installs (``inputs.local_contents``),
         so that editing one re-resolves and makes a new env.
         """
         engine = self.engine
@@ -116,23 +115,10 @@ class Lifecycle:
             key = hashlib.sha256(f"{key}\0{json.dumps(sorted(contents.items()))}".encode()).hexdigest()
         return inputs_key(spec, key) if spec.pip else key  # an edited -r file must re-resolve
 
-    @staticmethod
-    def local_contents(spec: EnvSpec) -> tuple[dict[str, str], tuple[str, ...]]:
-        """Local project dir -> content digest (trust.project_content), and the files they cover.
-
-        Reads files: call it in a thread.
-        """
-        contents: dict[str, str] = {}
-        files: list[str] = []
-        for directory, editable in trust.local_projects(spec).items():
-            contents[directory], covered = trust.project_content(directory, editable)
-            files += covered
-        return contents, tuple(files)
-
     async def resolve(self, spec: EnvSpec, *, update: bool = False, contents: Mapping[str, str] | None = None) -> Lock:
         """The spec's lock: from the solve cache unless expired or ``update``; one solve per spec_key."""
         if contents is None:
-            contents = (await asyncio.to_thread(self.local_contents, spec))[0] if spec.pip else {}
+            contents = (await asyncio.to_thread(local_contents, spec))[0] if spec.pip else {}
         key = self.spec_key(spec, contents)
         if not update:
             cached = self.store.cached_lock(key, self.settings.solve_ttl)
@@ -156,7 +142,7 @@ class Lifecycle:
             lock = await resolve_pip(spec, lock, uv=find_uv(), cache_dir=self.settings.paths.uv_cache,
                                      virtual_packages=self.engine.virtual_packages(), refresh=update,
                                      on_line=lambda line: log.debug("pip: %s", mask(line)))
-            lock = _with_contents(lock, contents)
+            lock = with_contents(lock, contents)
         self.store.cache_lock(key, lock)
         log.info("solved %s: %d packages in %.1f ms (env %s)", spec.source or "spec", len(lock.packages),
                  (time.perf_counter() - started) * 1000, lock.env_key[:16])
@@ -227,7 +213,7 @@ class Lifecycle:
         allowed = await asyncio.to_thread(fingerprint)
         self.gate.check(record, allowed, spec_file.name)
         # Local pip projects (`./mypkg`, `-e .`) are keyed by content; their files join the fast path's stat()s.
-        contents, covered = await asyncio.to_thread(self.local_contents, spec) if spec.pip else ({}, ())
+        contents, covered = await asyncio.to_thread(local_contents, spec) if spec.pip else ({}, ())
         files = tuple(dict.fromkeys((*allowed.files, *covered)))
         await self._build(record, generation, lambda: self.resolve(spec, update=update, contents=contents), spec=spec,
                           signature=(signature, files), recheck=(fingerprint, spec_file.name), contents=contents)
@@ -238,7 +224,7 @@ class Lifecycle:
             environment = self.lock_environment(record)
             lock = await asyncio.to_thread(load_lockfile, Path(record.source), self.engine.platform, environment)
             recheck = self._lock_recheck(record, lock)
-            self.gate.check(record, recheck[0](), recheck[1])
+            self.gate.check(record, await asyncio.to_thread(recheck[0]), recheck[1])  # a pixi.lock: parsed again
             return await self._build(record, generation, _ready(lock), recheck=recheck)
         if record.env_key and self.store.find_env(record.env_key) is None:
             return await self._build(record, generation, _ready(self.store.read_lock(record.env_key)))
@@ -451,21 +437,3 @@ def _ready(lock: Lock) -> Any:
     async def locked() -> Lock:
         return lock
     return locked
-
-
-def _with_contents(lock: Lock, contents: Mapping[str, str]) -> Lock:
-    """``lock`` with each local-project pip pin carrying its directory's content digest (part of env_key)."""
-    if not contents:
-        return lock
-    pins = []
-    for pin in lock.pip:
-        parts = urlsplit(pin.url)
-        path = unquote(parts.path) if parts.scheme == "file" and not parts.fragment else None
-        digest = contents.get(path) if path else None
-        pins.append(dataclasses.replace(pin, content=digest) if digest and not pin.sha256 else pin)
-    return dataclasses.replace(lock, pip=tuple(pins))
-
-
-def lock_fingerprint(path: Path, platform: str, lock: Lock) -> trust.Fingerprint:
-    """A lockfile's trust fingerprint: a pixi.lock's covers all its environments (``trusted_lock``)."""
-    return trust.lock_fingerprint(trusted_lock(path, platform, lock), str(path))

@@ -16,7 +16,8 @@ from typing import Any
 
 from provisiond.config.settings import Settings
 from provisiond.daemon.gate import TrustGate, project_dir
-from provisiond.daemon.lifecycle import Lifecycle, lock_fingerprint, spec_file_of
+from provisiond.daemon.inputs import lock_fingerprint
+from provisiond.daemon.lifecycle import Lifecycle, spec_file_of
 from provisiond.domain.errors import BadRequestError, EnvNotFoundError
 from provisiond.domain.exports import export
 from provisiond.domain.lock import EnvKey, Lock
