@@ -36,7 +36,10 @@ def render_check(result: dict[str, Any]) -> str:
     if "format" not in result:
         from provisiond.cli.render import render_spec
 
-        return render_spec(result)
+        text = render_spec(result)
+        if result.get("resolved_channels") is not None and result["resolved_channels"] != result["channels"]:
+            text += "\n# channels, as solved: " + ", ".join(result["resolved_channels"] or ["none"])
+        return text
     lines = [f"# {result['file']}: ok, {result['format']}"]
     if result["environments"]:
         lines.append(f"environments: {', '.join(result['environments'])}")

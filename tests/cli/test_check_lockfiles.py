@@ -90,6 +90,9 @@ def test_check_of_real_world_environment_files(tmp_path: Path, capsys: pytest.Ca
     code, report = run(capsys, str(f))
     assert code == 0 and report["name"] == "ps"
     assert report["resolved_channels"] == ["https://repo.anaconda.com/pkgs/main", "https://repo.anaconda.com/pkgs/r"]
+    assert cli.main(["check", str(f)]) == 0
+    assert "# channels, as solved: https://repo.anaconda.com/pkgs/main, https://repo.anaconda.com/pkgs/r" in \
+        capsys.readouterr().out
     f.write_text("name: x\ndependencies:\n<<<<<<< HEAD\n  - numpy\n=======\n  - scipy\n>>>>>>> main\n")
     code, answer = run(capsys, str(f))
     assert code == 65 and answer["error"]["message"].endswith("environment.yml:3:1: unresolved merge conflict "
