@@ -23,6 +23,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from provisiond.config.channels import effective_spec
 from provisiond.config.settings import Settings
 from provisiond.daemon import trust
 from provisiond.daemon.builder import Builder, shared
@@ -30,9 +31,12 @@ from provisiond.daemon.freshness import Freshness, spec_file_of
 from provisiond.daemon.gate import TrustGate
 from provisiond.domain.errors import (
     BlockedError,
+    EngineError,
     EnvNotFoundError,
+    OfflineError,
     ProvisionError,
     ShuttingDownError,
+    SolveError,
     SpecError,
 )
 from provisiond.domain.lock import Lock
@@ -42,7 +46,7 @@ from provisiond.domain.urls import mask
 from provisiond.engines.base import Engine
 from provisiond.engines.pip import find_uv, inputs_key, resolve_pip, resolver_settings
 from provisiond.shell import activation
-from provisiond.store import gc
+from provisiond.store import conda_envs, gc
 from provisiond.store.registry import NameRecord
 from provisiond.store.store import Store
 
@@ -101,6 +105,7 @@ class Lifecycle:
 
     def spec_key(self, spec: EnvSpec) -> str:
         """The solve-cache key: the spec plus everything of this daemon that changes its answer."""
+        spec = effective_spec(spec, self.settings)  # .condarc's channels (config/channels.py)
         engine = self.engine
         key = spec_key(spec, engine.platform, engine.virtual_packages(), channels=engine.channel_urls(spec),
                        engine=engine.version(), pip=resolver_settings() if spec.pip else ())
@@ -108,6 +113,7 @@ class Lifecycle:
 
     async def resolve(self, spec: EnvSpec, *, update: bool = False) -> Lock:
         """The spec's lock: from the solve cache unless expired or ``update``; one solve per spec_key."""
+        spec = effective_spec(spec, self.settings)
         key = self.spec_key(spec)
         if not update:
             cached = self.store.cached_lock(key, self.settings.solve_ttl)
@@ -126,7 +132,13 @@ class Lifecycle:
     async def _solve(self, key: str, spec: EnvSpec, update: bool) -> Lock:
         started = time.perf_counter()
         # Repodata older than the solve TTL is checked again: a channel's new versions show up.
-        lock = await self.engine.solve(spec, refresh=update, max_age=self.settings.solve_ttl)
+        try:
+            lock = await self.engine.solve(spec, refresh=update, max_age=self.settings.solve_ttl)
+        except (EngineError, SolveError) as exc:
+            if not self.settings.offline or isinstance(exc, OfflineError):
+                raise
+            raise OfflineError(f"offline, with cached repodata only: {exc.message}",
+                               hint="connect and set offline = false (or start provisiond without --offline)") from exc
         if spec.pip:
             lock = await resolve_pip(spec, lock, uv=find_uv(), cache_dir=self.settings.paths.uv_cache,
                                      virtual_packages=self.engine.virtual_packages(), refresh=update,
@@ -270,6 +282,7 @@ class Lifecycle:
         if record.kind == "project" and record.source:
             self._write_project_activation(self.store.get_name(name), spec)
             self.gate.clear(record.source)
+        conda_envs.sync(self.settings, self.store.list_names())  # ~/.conda/environments.txt
 
     def _keep_state(self, before: NameRecord) -> None:
         """A warm stopped by shutdown is not the name's failure: it keeps the state it had."""

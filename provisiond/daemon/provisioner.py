@@ -25,6 +25,7 @@ from provisiond.domain.lockfiles import kind_of, load_lockfile
 from provisiond.domain.spec import EnvSpec, load_spec, read_spec
 from provisiond.engines.base import Engine
 from provisiond.shell import activation
+from provisiond.store import conda_envs
 from provisiond.store.registry import NameRecord
 from provisiond.store.store import Store
 
@@ -161,6 +162,7 @@ class Provisioner:
             if record.source:
                 self.gate.clear(record.source)
                 activation.remove_project_activation(self.settings.paths, record.source)
+        conda_envs.sync(self.settings, self.store.list_names())  # ~/.conda/environments.txt
         return view
 
     async def create(self, file: str, name: str | None = None, *, update: bool = False) -> EnvView:

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 # names with channel_alias and builds its HTTP clients with the timeouts) and the log file
 # (SIGHUP reopens the same path).
 NEEDS_RESTART = ("engine", "micromamba_path", "channel_alias", "connect_timeout", "fetch_timeout",
-                 "solve_timeout", "log_file")
+                 "solve_timeout", "log_file", "offline", "proxy_servers", "ssl_verify")
 
 
 def _restart_only(settings: Settings) -> dict[str, Any]:
