@@ -259,7 +259,9 @@ def _conda_values(pick: Any, environ: Mapping[str, str], conda_config: bool) -> 
                 raise ConfigError(f"{key}={raw!r} ({source}): expected a list of strings")
             items = [i.rstrip("/") or i for i in items if i]
             if key == "pkgs_dirs":
-                items = [os.path.abspath(os.path.expanduser(os.path.expandvars(i))) for i in items]
+                home = environ.get("HOME") or os.path.expanduser("~")
+                items = [os.path.abspath(home + i[1:] if i.startswith("~") else os.path.expandvars(i))
+                         for i in items]
             values[key] = tuple(dict.fromkeys(items))
     if "pkgs_dirs" not in values and conda_config:
         values["pkgs_dirs"] = condarc.default_pkgs_dirs(environ)
