@@ -59,7 +59,8 @@ def _yml(name: str, channels: Sequence[str], deps: Sequence[str], pip: Sequence[
     it. No ``prefix:``: an export is for another machine."""
     from ruamel.yaml import YAML
 
-    doc: dict[str, Any] = {"name": name, "channels": [mask(c) for c in channels] + (["nodefaults"] if nodefaults else [])}
+    listed = [mask(c) for c in channels] + (["nodefaults"] if nodefaults else [])
+    doc: dict[str, Any] = {"name": name, "channels": listed}
     dependencies: list[Any] = [mask(d) for d in deps]
     if pip:
         dependencies.append({"pip": [mask(p) for p in pip]})
