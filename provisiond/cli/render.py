@@ -137,7 +137,7 @@ def render(command: str, result: Result) -> str:
         lines += [f"kept env {k['env_key'][:16]}: {k['reason']}" for k in result["kept"]]
         return "\n".join([*lines, f"{verb} {_human(result['freed_bytes'])}"])
     if command == "daemon":
-        return "\n".join([*(f"wrote {u}" for u in result["units"]),
+        return "\n".join([*(f"wrote {u}" for u in result["units"]), f"socket: {result.get('socket')}",
                           "enable with: systemctl --user daemon-reload && "
                           "systemctl --user enable --now provisiond.socket"])
     if command == "log":

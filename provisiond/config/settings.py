@@ -164,6 +164,8 @@ def load_settings(
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
     config_file: Path | None = None,
+    *,
+    read_condarc: bool = True,
 ) -> Settings:
     """Build Settings. Precedence: CLI flag (``overrides``) > ``PROVISIOND_*`` env > TOML file > default.
 
@@ -187,7 +189,8 @@ def load_settings(
     sources = Sources(overrides, environ, str(config_file) if config_file else None)
     conda_choice = sources.pick("conda_config")
     conda_config = _bool(*conda_choice) if conda_choice else True
-    conda = condarc.layer(environ) if conda_config else {}
+    # provisionctl needs only the paths: it passes read_condarc=False, and pays no YAML parser.
+    conda = condarc.layer(environ) if conda_config and read_condarc else {}
     origin: dict[str, str] = {}
 
     def pick(key: str) -> tuple[Any, str] | None:

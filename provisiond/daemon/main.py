@@ -36,6 +36,8 @@ async def serve(settings: Settings, *, environ: Mapping[str, str] | None = None,
 
     environ = os.environ if environ is None else environ
     inherited = systemd.listen_socket(environ)
+    if inherited is not None and (warning := systemd.check_inherited(inherited, settings.paths.socket)):
+        log.warning("%s", warning)
     loop = asyncio.get_running_loop()
     stop, hangup = asyncio.Event(), asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
