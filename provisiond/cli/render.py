@@ -93,6 +93,8 @@ def _setting_sources(settings: Result) -> list[str]:
             value = ", ".join(value) or "(none)"
         elif isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items()) or "(none)"
+        elif isinstance(value, bool):
+            value = str(value).lower()
         lines.append(f"  {key}: {value} (from {source})")
     if settings.get("offline"):
         lines.append("  offline: solving from cached repodata, installing cached packages only")

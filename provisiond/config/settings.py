@@ -140,7 +140,8 @@ class Settings:
         """The settings in effect, as ``/v1/status`` shows them (after a SIGHUP reload, the new ones)."""
         from provisiond.domain.urls import mask
 
-        return {"engine": self.engine, "max_builds": self.max_builds, "solve_ttl": self.solve_ttl,
+        return {"home": str(self.paths.home), "socket": str(self.paths.socket), "state": str(self.paths.state),
+                "engine": self.engine, "max_builds": self.max_builds, "solve_ttl": self.solve_ttl,
                 "channel_alias": mask(self.channel_alias), "watch_debounce_ms": self.watch_debounce_ms,
                 "watch_step_ms": self.watch_step_ms, "gc_days": self.gc_days,
                 "cache_budget_bytes": self.cache_budget_bytes, "trusted_prefixes": list(self.trusted_prefixes),

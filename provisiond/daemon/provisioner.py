@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from provisiond.config.channels import effective_spec
 from provisiond.config.settings import Settings
 from provisiond.daemon import trust
 from provisiond.daemon.gate import TrustGate, project_dir
@@ -224,8 +225,11 @@ class Provisioner:
         """The env as environment.yml, @EXPLICIT or conda-lock text (see exports.py)."""
         record = self._lookup(name_or_path)
         lock = self.lock_of(record.name)
+        spec = self._spec_of(record)
+        if spec is not None:  # the channels it was solved with, .condarc's included (config/channels.py)
+            spec = effective_spec(spec, self.settings)
         return export(lock, name=record.name, fmt=fmt, no_builds=no_builds, from_history=from_history,
-                      spec=self._spec_of(record), channel_alias=self.settings.channel_alias)
+                      spec=spec, channel_alias=self.settings.channel_alias)
 
     def _spec_of(self, record: NameRecord) -> EnvSpec | None:
         """The spec a name was built from, if it still has one (clones follow their source)."""
