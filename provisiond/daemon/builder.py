@@ -125,7 +125,8 @@ class Builder:
         if settings.offline and seeded.missing:
             shown = ", ".join(seeded.missing[:5]) + (f" and {len(seeded.missing) - 5} more" if len(seeded.missing) > 5
                                                      else "")
-            raise OfflineError(f"offline: {len(seeded.missing)} packages are in no package cache: {shown}",
+            verb = "is" if len(seeded.missing) == 1 else "are"
+            raise OfflineError(f"offline: {shown} {verb} in no package cache",
                                hint="connect and set offline = false (or start provisiond without --offline); "
                                     f"caches searched: ours and {', '.join(settings.pkgs_dirs) or 'no other'}")
 

@@ -205,8 +205,7 @@ def test_offline_solves_from_cached_repodata(tmp_path: Path, short_dir: Path, ch
             f"name: p\nchannels: [{url.rstrip('/')}]\ndependencies: [hello 1.0]\n")
         code, _, err = d.ctl("create", "-f", str(project / "environment.yml"), "-n", "older")
         assert code == 75, err
-        assert "offline: 2 packages are in no package cache: hello-1.0-0" in err or \
-            "offline: 1 packages are in no package cache: hello-1.0-0" in err
+        assert "offline: hello-1.0-0 is in no package cache" in err
         (project / "environment.yml").write_text("name: p\nchannels: [http://127.0.0.1:9/nowhere]\n"
                                                  "dependencies: [hello]\n")
         code, _, err = d.ctl("create", "-f", str(project / "environment.yml"), "-n", "unknown")

@@ -103,6 +103,7 @@ def _install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, config: str,
     listen = next(line.split("=", 1)[1] for line in unit.splitlines() if line.startswith("ListenStream="))
     service = (tmp_path / "user" / ".config" / "systemd" / "user" / "provisiond.service").read_text()
     assert f"--socket {listen}\n" in service  # the daemon is told the same path
+    assert "@" not in unit.replace("@...@", "") and "@" not in service.replace("@...@", "")  # every placeholder filled
     ours = Sources(None, dict(os.environ)).socket()
     assert answer["socket"] == ours
     return listen, ours
