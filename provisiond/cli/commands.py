@@ -495,7 +495,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser(_command_in(argv)).parse_args(argv)
     try:
-        args.settings = load_settings({"home": args.home, "socket": args.socket}, read_condarc=False)
+        args.settings = load_settings({"home": args.home, "socket": args.socket})
         try:
             result = getattr(_module(args.command), f"cmd_{args.command}")(args)
         except OSError as exc:  # a file argument we cannot read or write (export -f DIR, ...)

@@ -104,6 +104,7 @@ def layer(environ: Mapping[str, str], system_root: str = "/") -> dict[str, tuple
 
     A single value: the last source wins. A list: the last source's items first, duplicates dropped.
     A map: merged, the last source winning per key. ``where from`` names every source that gave it.
+    With no ``pkgs_dirs`` anywhere, the usual caches of conda, mamba and pixi.
     """
     merged: dict[str, tuple[Any, str]] = {}
     sources = [(path, _read(path)) for path in search_path(environ, system_root)]
@@ -127,4 +128,6 @@ def layer(environ: Mapping[str, str], system_root: str = "/") -> dict[str, tuple
                     merged[key] = ({**old, **value}, f"{origin}, {was}")
                     continue
             merged[key] = (value, origin)
+    if "pkgs_dirs" not in merged:
+        merged["pkgs_dirs"] = (list(default_pkgs_dirs(environ)), "conda's usual caches")
     return merged

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from provisiond.config import condarc, layout
+from provisiond.config import layout
 from provisiond.config.locations import Sources
 from provisiond.domain.errors import ConfigError
 
@@ -166,7 +166,7 @@ def load_settings(
     environ: Mapping[str, str] | None = None,
     config_file: Path | None = None,
     *,
-    read_condarc: bool = True,
+    conda_layer: Callable[[Mapping[str, str]], Mapping[str, tuple[Any, str]]] | None = None,
 ) -> Settings:
     """Build Settings. Precedence: CLI flag (``overrides``) > ``PROVISIOND_*`` env > TOML file > default.
 
@@ -183,15 +183,16 @@ def load_settings(
     conda's keys (``channels``, ``channel_alias``, ``default_channels``, ``custom_channels``,
     ``channel_priority``, ``pkgs_dirs``, ``ssl_verify``, ``proxy_servers``, ``offline``) have one more
     layer between the TOML file and the default: conda's own ``.condarc`` files and ``CONDA_*``
-    variables (``condarc.layer``), unless ``conda_config`` is false. ``environments_txt`` is true
+    variables, read by ``conda_layer`` (the daemon passes ``condarc.layer``; provisionctl, which
+    needs only the paths, passes nothing and pays for no YAML parser), unless ``conda_config`` is
+    false. ``environments_txt`` is true
     (``~/.conda/environments.txt``), false, or a file. ``Settings.sources`` says where each came from.
     """
     environ = os.environ if environ is None else environ
     sources = Sources(overrides, environ, str(config_file) if config_file else None)
     conda_choice = sources.pick("conda_config")
     conda_config = _bool(*conda_choice) if conda_choice else True
-    # provisionctl needs only the paths: it passes read_condarc=False, and pays no YAML parser.
-    conda = condarc.layer(environ) if conda_config and read_condarc else {}
+    conda = conda_layer(environ) if conda_config and conda_layer is not None else {}
     origin: dict[str, str] = {}
 
     def pick(key: str) -> tuple[Any, str] | None:
@@ -237,7 +238,7 @@ def load_settings(
             raise ConfigError(f"{key}={values[key]}: must be a positive number of seconds")
     if not values.get("channel_alias", "/").endswith("/"):
         values["channel_alias"] += "/"
-    values.update(_conda_values(pick, environ, conda_config))
+    values.update(_conda_values(pick, environ))
     for key in ("home", "socket", "state", "log_file", "conda_config"):
         choice = sources.pick(key)
         if choice is not None:
@@ -251,7 +252,7 @@ def load_settings(
 _PRIORITIES = ("strict", "flexible", "disabled")
 
 
-def _conda_values(pick: Any, environ: Mapping[str, str], conda_config: bool) -> dict[str, Any]:
+def _conda_values(pick: Any, environ: Mapping[str, str]) -> dict[str, Any]:
     """conda's keys, checked: lists as tuples, maps as sorted pairs (Settings stays comparable)."""
     values: dict[str, Any] = {}
     for key in ("channels", "default_channels", "pkgs_dirs"):
@@ -267,8 +268,6 @@ def _conda_values(pick: Any, environ: Mapping[str, str], conda_config: bool) -> 
                 items = [os.path.abspath(home + i[1:] if i.startswith("~") else os.path.expandvars(i))
                          for i in items]
             values[key] = tuple(dict.fromkeys(items))
-    if "pkgs_dirs" not in values and conda_config:
-        values["pkgs_dirs"] = condarc.default_pkgs_dirs(environ)
     for key in ("custom_channels", "proxy_servers"):
         choice = pick(key)
         if choice is not None:

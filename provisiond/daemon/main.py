@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 
 from provisiond import __version__
+from provisiond.config import condarc
 from provisiond.config.settings import Settings, load_settings
 from provisiond.domain.errors import ProvisionError
 
@@ -72,8 +73,8 @@ async def serve(settings: Settings, *, environ: Mapping[str, str] | None = None,
                     # (systemd's Restart=on-failure brings it back).
                     async with asyncio.TaskGroup() as tg:
                         tg.create_task(watcher.run(stop))
-                        reloads = tg.create_task(reload_on(
-                            hangup, settings, load or (lambda: load_settings(environ=environ)), apply))
+                        reload = load or (lambda: load_settings(environ=environ, conda_layer=condarc.layer))
+                        reloads = tg.create_task(reload_on(hangup, settings, reload, apply))
                         # Files may have changed while we were down: a warm of an unchanged
                         # file is a cache lookup, so check every project.
                         for record in store.list_names("project"):
@@ -160,13 +161,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = {"home": args.home, "socket": args.socket, "engine": args.engine,
                  "max_builds": args.max_builds, "log_file": args.log_file, "offline": args.offline}
     try:
-        settings = load_settings(overrides)
+        settings = load_settings(overrides, conda_layer=condarc.layer)
         network_environ(settings, os.environ)
         if settings.log_file:
             from provisiond.daemon.logfile import log_to_file
 
             log_to_file(settings.log_file, [_MaskCredentials()])
-        asyncio.run(serve(settings, load=lambda: load_settings(overrides)))
+        asyncio.run(serve(settings, load=lambda: load_settings(overrides, conda_layer=condarc.layer)))
     except ProvisionError as exc:
         log.error("%s%s", exc.message, f"\nhint: {exc.hint}" if exc.hint else "")
         return exc.exit_code

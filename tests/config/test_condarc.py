@@ -8,7 +8,7 @@ import pytest
 
 from provisiond.config import condarc
 from provisiond.config.channels import effective_spec
-from provisiond.config.settings import load_settings
+from provisiond.config.settings import Settings, load_settings
 from provisiond.domain.errors import ConfigError
 from provisiond.domain.spec import parse_spec
 
@@ -17,6 +17,11 @@ from provisiond.domain.spec import parse_spec
 def home(tmp_path: Path) -> Path:
     (tmp_path / "home").mkdir()
     return tmp_path / "home"
+
+
+def load(env: dict[str, str], **kw: object) -> Settings:
+    """Settings as the daemon loads them: with conda's layer."""
+    return load_settings(environ=env, conda_layer=condarc.layer, **kw)  # type: ignore[arg-type]
 
 
 def environ(home: Path, **extra: str) -> dict[str, str]:
@@ -44,39 +49,40 @@ def test_condarc_precedence_condarc_then_env_then_our_config(tmp_path: Path, hom
     explicit = tmp_path / "ci.condarc"
     explicit.write_text("channels: [bioconda]\nchannel_priority: flexible\n")
     # ~/.condarc alone
-    s = load_settings(environ=environ(home))
+    s = load(environ(home))
     assert s.channels == ("conda-forge",) and s.channel_alias == "https://user.example/"
     assert s.channel_priority == "strict" and s.sources["channels"] == str(home / ".condarc")
     # $CONDARC comes last among the files: it wins a value and goes first in a list (conda merges lists)
-    s = load_settings(environ=environ(home, CONDARC=str(explicit)))
+    s = load(environ(home, CONDARC=str(explicit)))
     assert s.channels == ("bioconda", "conda-forge") and s.channel_priority == "flexible"
     assert s.sources["channel_priority"] == str(explicit)
     # CONDA_* variables over every file
-    s = load_settings(environ=environ(home, CONDARC=str(explicit), CONDA_CHANNEL_PRIORITY="disabled",
+    s = load(environ(home, CONDARC=str(explicit), CONDA_CHANNEL_PRIORITY="disabled",
                                       CONDA_OFFLINE="true"))
     assert s.channel_priority == "disabled" and s.offline and s.sources["offline"] == "env CONDA_*"
     # provisiond's own config file overrides conda's, its environment the file, a flag everything
     toml = tmp_path / "config.toml"
     toml.write_text('channel_alias = "https://ours.example/"\nchannels = ["ours"]\noffline = false\n')
     env = environ(home, CONDARC=str(explicit), CONDA_OFFLINE="true", PROVISIOND_CONFIG=str(toml))
-    s = load_settings(environ=env)
+    s = load(env)
     assert s.channel_alias == "https://ours.example/" and s.channels == ("ours",) and not s.offline
     assert s.sources["channel_alias"] == str(toml) and s.channel_priority == "flexible"
-    s = load_settings(environ={**env, "PROVISIOND_CHANNELS": "a,b"}, overrides={"offline": True})
+    s = load({**env, "PROVISIOND_CHANNELS": "a,b"}, overrides={"offline": True})
     assert s.channels == ("a", "b") and s.sources["channels"] == "env" and s.offline
     assert s.sources["offline"] == "flag"
 
 
 def test_conda_config_false_ignores_condarc(home: Path) -> None:
     (home / ".condarc").write_text("channels: [conda-forge]\npkgs_dirs: [/opt/conda/pkgs]\n")
-    s = load_settings(environ=environ(home, PROVISIOND_CONDA_CONFIG="false", CONDA_OFFLINE="1"))
+    s = load(environ(home, PROVISIOND_CONDA_CONFIG="false", CONDA_OFFLINE="1"))
     assert s.channels == () and s.pkgs_dirs == () and not s.offline and not s.conda_config
 
 
 def test_pkgs_dirs_from_conda_pkgs_dirs_and_defaults(home: Path) -> None:
-    s = load_settings(environ=environ(home))
-    assert str(home / ".conda/pkgs") in s.pkgs_dirs and "pkgs_dirs" not in s.sources  # the usual caches
-    s = load_settings(environ=environ(home, CONDA_PKGS_DIRS="~/a, /b/pkgs/"))
+    s = load(environ(home))
+    assert str(home / ".conda/pkgs") in s.pkgs_dirs and s.sources["pkgs_dirs"] == "conda's usual caches"
+    assert load_settings(environ=environ(home)).pkgs_dirs == ()  # provisionctl's load: no conda layer
+    s = load(environ(home, CONDA_PKGS_DIRS="~/a, /b/pkgs/"))
     assert s.pkgs_dirs == (str(home / "a"), "/b/pkgs")
 
 
@@ -85,26 +91,26 @@ def test_maps_and_checks(tmp_path: Path, home: Path) -> None:
     bundle.write_text("-----BEGIN CERTIFICATE-----\n")
     (home / ".condarc").write_text(f"custom_channels:\n  internal: https://conda.corp.example/\n"
                                    f"proxy_servers:\n  https: http://proxy:3128\nssl_verify: {bundle}\n")
-    s = load_settings(environ=environ(home))
+    s = load(environ(home))
     assert dict(s.custom_channels) == {"internal": "https://conda.corp.example"}
     assert dict(s.proxy_servers) == {"https": "http://proxy:3128"} and s.ssl_verify == str(bundle)
     assert s.to_wire()["custom_channels"] == {"internal": "https://conda.corp.example"}
     (home / ".condarc").write_text("channel_priority: sometimes\n")
     with pytest.raises(ConfigError, match=r"channel_priority='sometimes' \(.*\.condarc\)"):
-        load_settings(environ=environ(home))
+        load(environ(home))
     (home / ".condarc").write_text("channels: conda-forge: [oops\n")
     with pytest.raises(ConfigError, match=r"\.condarc: cannot read conda's configuration"):
-        load_settings(environ=environ(home))
+        load(environ(home))
     (home / ".condarc").write_text("ssl_verify: /no/such/bundle.pem\n")
     with pytest.raises(ConfigError, match="neither true, false nor a CA bundle"):
-        load_settings(environ=environ(home))
+        load(environ(home))
 
 
 def test_environments_txt_setting(tmp_path: Path, home: Path) -> None:
-    assert load_settings(environ=environ(home)).environments_txt == home / ".conda/environments.txt"
-    assert load_settings(environ=environ(home, PROVISIOND_ENVIRONMENTS_TXT="false")).environments_txt is None
+    assert load(environ(home)).environments_txt == home / ".conda/environments.txt"
+    assert load(environ(home, PROVISIOND_ENVIRONMENTS_TXT="false")).environments_txt is None
     other = tmp_path / "envs.txt"
-    assert load_settings(environ=environ(home, PROVISIOND_ENVIRONMENTS_TXT=str(other))).environments_txt == other
+    assert load(environ(home, PROVISIOND_ENVIRONMENTS_TXT=str(other))).environments_txt == other
 
 
 def test_effective_spec_adds_condarc_channels(tmp_path: Path, home: Path) -> None:
@@ -112,7 +118,7 @@ def test_effective_spec_adds_condarc_channels(tmp_path: Path, home: Path) -> Non
                                    "default_channels: [https://repo.example/main]\n"
                                    "custom_channels: {internal: 'https://conda.corp.example'}\n"
                                    "channel_priority: flexible\n")
-    settings = load_settings(environ=environ(home))
+    settings = load(environ(home))
     spec = parse_spec("channels: [conda-forge]\ndependencies: [python]\n", source="e.yml")
     got = effective_spec(spec, settings)
     assert got.channels == ("conda-forge", "https://repo.example/main",
@@ -121,5 +127,5 @@ def test_effective_spec_adds_condarc_channels(tmp_path: Path, home: Path) -> Non
     assert effective_spec(got, settings) == got  # stable: it is part of the solve key
     alone = parse_spec("channels: [conda-forge, nodefaults]\ndependencies: [python]\n", source="e.yml")
     assert effective_spec(alone, settings).channels == ("conda-forge",)
-    plain = load_settings(environ=environ(home, PROVISIOND_CONDA_CONFIG="false"))
+    plain = load(environ(home, PROVISIOND_CONDA_CONFIG="false"))
     assert effective_spec(spec, plain) is spec
