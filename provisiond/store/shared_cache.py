@@ -72,9 +72,12 @@ def _same(package: Package, hashes: tuple[str | None, str | None]) -> bool:
     return bool(package.md5 and md5 and package.md5.lower() == md5.lower())
 
 
-def find(dirs: Sequence[str], package: Package) -> Path | None:
-    """The first complete entry of ``package`` in the caches ``dirs`` with the same hashes."""
+def find(dirs: Sequence[str], package: Package, listing: dict[str, set[str]] | None = None) -> Path | None:
+    """The first complete entry of ``package`` in the caches ``dirs`` with the same hashes
+    (``listing``: each dir's names, read once per build instead of a stat per package and dir)."""
     for d in dirs:
+        if listing is not None and package.dist not in listing.get(d, ()):
+            continue
         entry = Path(d) / package.dist
         hashes = _hashes_of(entry)
         if hashes is not None and _same(package, hashes):
@@ -133,11 +136,19 @@ def seed(pkgs: Path, dirs: Sequence[str], packages: Sequence[Package]) -> Seeded
     """
     result = Seeded()
     ours = str(pkgs.resolve()) if pkgs.exists() else str(pkgs)
-    dirs = [d for d in dirs if os.path.isdir(d) and os.path.realpath(d) != ours]
+    listing: dict[str, set[str]] = {}
+    for d in dirs:
+        if os.path.realpath(d) == ours:
+            continue
+        try:
+            listing[d] = set(os.listdir(d))
+        except OSError:  # absent, or not ours to read
+            continue
+    dirs = list(listing)
     for package in packages:
         if in_our_cache(pkgs, package):
             continue
-        entry = find(dirs, package) if package.sha256 else None
+        entry = find(dirs, package, listing) if package.sha256 and dirs else None
         if entry is not None:
             try:
                 pkgs.mkdir(parents=True, exist_ok=True)
