@@ -119,7 +119,8 @@ class Builder:
         settings = self.settings
         if not settings.pkgs_dirs and not settings.offline:
             return
-        seeded = await asyncio.to_thread(shared_cache.seed, settings.paths.pkgs, settings.pkgs_dirs, lock.packages)
+        seeded = await asyncio.to_thread(shared_cache.seed, settings.paths.pkgs, settings.pkgs_dirs, lock.packages,
+                                         offline=settings.offline)
         for dist, cache in sorted(seeded.linked.items()):
             on_line(f"linked {dist} from {cache}")
         if settings.offline and seeded.missing:

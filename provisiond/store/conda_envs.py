@@ -11,10 +11,10 @@ or moves it.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from provisiond.config import layout
 from provisiond.config.settings import Settings
 from provisiond.store.files import write_atomic
 from provisiond.store.registry import NameRecord
@@ -23,9 +23,9 @@ log = logging.getLogger(__name__)
 
 
 def prefixes(settings: Settings, names: Iterable[NameRecord]) -> list[str]:
-    """The prefixes of ``names`` that point at an env on disk, each once, sorted."""
-    found = {str(settings.paths.prefix(n.env_key)) for n in names if n.env_key}
-    return sorted(p for p in found if os.path.isdir(os.path.join(p, "conda-meta")))
+    """The prefixes of ``names`` that point at an env, each once, sorted (no stat: a name's env is
+    published before the name points at it, and gc keeps every env a name points at)."""
+    return sorted({layout.prefix(str(settings.paths.home), n.env_key) for n in names if n.env_key})
 
 
 def merged(text: str, envs_dir: str, ours: list[str]) -> str:

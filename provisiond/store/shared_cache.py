@@ -43,7 +43,7 @@ class Seeded:
 
 def in_our_cache(pkgs: Path, package: Package) -> bool:
     """True when our cache holds ``package`` extracted, as rattler leaves it."""
-    return (pkgs / package.dist / "info" / "index.json").is_file()
+    return os.path.isfile(os.path.join(pkgs, package.dist, "info", "index.json"))
 
 
 def _hashes_of(entry: Path) -> tuple[str | None, str | None] | None:
@@ -128,11 +128,12 @@ def _seed_one(pkgs: Path, package: Package, entry: Path) -> bool:
         os.close(fd)
 
 
-def seed(pkgs: Path, dirs: Sequence[str], packages: Sequence[Package]) -> Seeded:
+def seed(pkgs: Path, dirs: Sequence[str], packages: Sequence[Package], *, offline: bool = False) -> Seeded:
     """Link into ``pkgs`` every package of ``packages`` that it lacks and one of ``dirs`` holds.
 
-    ``missing``: remote packages that neither our cache nor ``dirs`` hold (an offline build
-    cannot install them). Never raises for a foreign cache: an unreadable one is skipped.
+    ``offline``: also list in ``missing`` the remote packages that neither our cache nor ``dirs``
+    hold (an offline build cannot install them); otherwise a package no other cache has costs a
+    set lookup, not a stat. Never raises for a foreign cache: an unreadable one is skipped.
     """
     result = Seeded()
     ours = str(pkgs.resolve()) if pkgs.exists() else str(pkgs)
@@ -146,6 +147,8 @@ def seed(pkgs: Path, dirs: Sequence[str], packages: Sequence[Package]) -> Seeded
             continue
     dirs = list(listing)
     for package in packages:
+        if not offline and not any(package.dist in names for names in listing.values()):
+            continue  # nobody else has it: the engine fetches it as usual
         if in_our_cache(pkgs, package):
             continue
         entry = find(dirs, package, listing) if package.sha256 and dirs else None
@@ -157,7 +160,7 @@ def seed(pkgs: Path, dirs: Sequence[str], packages: Sequence[Package]) -> Seeded
                 continue
             except OSError as exc:
                 log.warning("could not link %s from %s: %s", package.dist, entry.parent, exc)
-        if not package.url.startswith("file:"):
+        if offline and not package.url.startswith("file:"):
             result.missing.append(package.dist)
     if result.linked:
         log.info("linked %d packages from other caches: %s", len(result.linked),

@@ -58,8 +58,9 @@ def test_seed_links_a_conda_entry_and_leaves_it_untouched(tmp_path: Path) -> Non
 def test_seed_ignores_other_builds_and_incomplete_entries(tmp_path: Path) -> None:
     theirs, ours = tmp_path / "conda-pkgs", tmp_path / "ours"
     entry(theirs, {"sha256": hashlib.sha256(b"other").hexdigest()})
-    seeded = shared_cache.seed(ours, [str(theirs)], [package()])
+    seeded = shared_cache.seed(ours, [str(theirs)], [package()], offline=True)
     assert seeded.linked == {} and seeded.missing == ["a-1-0"] and not (ours / "a-1-0").exists()
+    assert shared_cache.seed(ours, [str(theirs)], [package()]).missing == []  # online: the engine fetches it
     half, _ = tmp_path / "half", entry(tmp_path / "half", {"sha256": SHA}, complete=False)
     assert shared_cache.seed(ours, [str(half)], [package()]).linked == {}
     # md5 when the lock has no sha256 is not enough for rattler's lock file: left to the engine
@@ -67,7 +68,7 @@ def test_seed_ignores_other_builds_and_incomplete_entries(tmp_path: Path) -> Non
     entry(md5_only, {"md5": "abc"})
     assert shared_cache.seed(ours, [str(md5_only)], [package(sha256=None, md5="abc")]).linked == {}
     # a local channel's package is never "missing" (offline builds copy it from the channel)
-    assert shared_cache.seed(ours, [], [package(url="file:///c/linux-64/a-1-0.conda")]).missing == []
+    assert shared_cache.seed(ours, [], [package(url="file:///c/linux-64/a-1-0.conda")], offline=True).missing == []
 
 
 def test_seed_reads_a_rattler_cache(tmp_path: Path) -> None:
