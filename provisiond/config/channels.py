@@ -29,9 +29,14 @@ def effective_spec(spec: EnvSpec, settings: Settings) -> EnvSpec:
     return dataclasses.replace(spec, channels=tuple(channels), channel_priority=priority)
 
 
+# What `defaults` stands for when default_channels is not set (conda/base/constants.py, DEFAULT_CHANNELS_UNIX).
+CONDA_DEFAULT_CHANNELS = ("https://repo.anaconda.com/pkgs/main", "https://repo.anaconda.com/pkgs/r")
+
+
 def _resolve(channel: str, settings: Settings) -> list[str]:
-    if channel == "defaults" and settings.default_channels:
-        return [c for d in settings.default_channels for c in _resolve(d, settings) if d != "defaults"]
+    if channel == "defaults":
+        defaults = settings.default_channels or CONDA_DEFAULT_CHANNELS
+        return [c for d in defaults if d != "defaults" for c in _resolve(d, settings)]
     if "://" in channel or channel.startswith(("/", ".", "~")):
         return [channel]
     custom = dict(settings.custom_channels)

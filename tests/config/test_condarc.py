@@ -129,3 +129,7 @@ def test_effective_spec_adds_condarc_channels(tmp_path: Path, home: Path) -> Non
     assert effective_spec(alone, settings).channels == ("conda-forge",)
     plain = load(environ(home, PROVISIOND_CONDA_CONFIG="false"))
     assert effective_spec(spec, plain) is spec
+    # `defaults` with no default_channels anywhere: conda's own (repo.anaconda.com main and r)
+    named = parse_spec("channels: [conda-forge, defaults]\ndependencies: [python]\n", source="e.yml")
+    assert effective_spec(named, plain).channels == ("conda-forge", "https://repo.anaconda.com/pkgs/main",
+                                                     "https://repo.anaconda.com/pkgs/r")
