@@ -49,7 +49,7 @@ def reloaded(current: Settings, load: Callable[[], Settings]) -> Settings:
                                   **{key: getattr(current, key) for key in NEEDS_RESTART})
     changes = [f"{field.name} {getattr(current, field.name)} -> {getattr(applied, field.name)}"
                for field in dataclasses.fields(Settings)
-               if getattr(current, field.name) != getattr(applied, field.name)]
+               if field.compare and getattr(current, field.name) != getattr(applied, field.name)]
     log.info("reloaded settings (%s): %s", applied.config_file or "no config file",
              ", ".join(changes) or "nothing changed")
     return applied
