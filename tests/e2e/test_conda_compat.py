@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -212,3 +213,20 @@ def test_offline_solves_from_cached_repodata(tmp_path: Path, short_dir: Path, ch
         assert code == 75 and "offline, with cached repodata only" in err, err
     finally:
         assert d.stop() == 0
+
+
+def test_sighup_rereads_condarc(env_daemon: Daemon, channel: Path) -> None:
+    import signal
+
+    home = Path(env_daemon.base_env["HOME"])
+    (home / ".condarc").write_text("channel_priority: strict\n")
+    env_daemon.start()
+    assert env_daemon.client.get("/v1/status")["settings"]["channel_priority"] == "strict"
+    (home / ".condarc").write_text(f"channel_priority: flexible\nchannels: [{channel.as_uri()}]\n")
+    assert env_daemon.proc is not None
+    env_daemon.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 60
+    while (settings := env_daemon.client.get("/v1/status")["settings"])["channel_priority"] != "flexible":
+        assert time.monotonic() < deadline, f"SIGHUP did not re-read .condarc: {settings}"
+        time.sleep(0.05)
+    assert settings["channels"] == [channel.as_uri()] and settings["sources"]["channels"] == str(home / ".condarc")
