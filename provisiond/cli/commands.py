@@ -188,12 +188,14 @@ def cmd_gc(args: argparse.Namespace) -> Result:
 def cmd_daemon(args: argparse.Namespace) -> Result:
     import shutil
 
+    from provisiond.config.units import unit_dir
     from provisiond.daemon.systemd import install_units
 
     exe = shutil.which("provisiond") or str(Path(sys.executable).with_name("provisiond"))
-    directory = Path(args.dir).expanduser() if args.dir else \
-        Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "systemd" / "user"
-    return {"units": [str(p) for p in install_units(exe, directory)], "exe": exe}
+    directory = Path(args.dir).expanduser() if args.dir else Path(unit_dir(os.environ))
+    socket = str(args.settings.paths.socket)  # the one provisionctl uses: the units listen there
+    return {"units": [str(p) for p in install_units(exe, directory, socket, os.environ)], "exe": exe,
+            "socket": socket}
 
 
 def _shell(args: argparse.Namespace) -> str:

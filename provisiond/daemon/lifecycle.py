@@ -25,6 +25,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from provisiond.config.channels import effective_spec
 from provisiond.config.settings import Settings
 from provisiond.daemon import trust
 from provisiond.daemon.builder import Builder, shared
@@ -33,9 +34,12 @@ from provisiond.daemon.gate import TrustGate
 from provisiond.daemon.inputs import local_contents, lock_fingerprint, with_contents
 from provisiond.domain.errors import (
     BlockedError,
+    EngineError,
     EnvNotFoundError,
+    OfflineError,
     ProvisionError,
     ShuttingDownError,
+    SolveError,
     SpecError,
 )
 from provisiond.domain.lock import Lock, LockFormatError
@@ -45,7 +49,7 @@ from provisiond.domain.urls import mask
 from provisiond.engines.base import Engine
 from provisiond.engines.pip import find_uv, inputs_key, resolve_pip, resolver_settings
 from provisiond.shell import activation
-from provisiond.store import gc
+from provisiond.store import conda_envs, gc
 from provisiond.store.registry import NameRecord
 from provisiond.store.store import Store
 
@@ -108,6 +112,7 @@ class Lifecycle:
         ``contents``: the digests of the local projects the pip section installs (``inputs.local_contents``),
         so that editing one re-resolves and makes a new env.
         """
+        spec = effective_spec(spec, self.settings)  # .condarc's channels (config/channels.py)
         engine = self.engine
         key = spec_key(spec, engine.platform, engine.virtual_packages(), channels=engine.channel_urls(spec),
                        engine=engine.version(), pip=resolver_settings() if spec.pip else ())
@@ -117,6 +122,7 @@ class Lifecycle:
 
     async def resolve(self, spec: EnvSpec, *, update: bool = False, contents: Mapping[str, str] | None = None) -> Lock:
         """The spec's lock: from the solve cache unless expired or ``update``; one solve per spec_key."""
+        spec = effective_spec(spec, self.settings)
         if contents is None:
             contents = (await asyncio.to_thread(local_contents, spec))[0] if spec.pip else {}
         key = self.spec_key(spec, contents)
@@ -137,7 +143,13 @@ class Lifecycle:
     async def _solve(self, key: str, spec: EnvSpec, update: bool, contents: Mapping[str, str]) -> Lock:
         started = time.perf_counter()
         # Repodata older than the solve TTL is checked again: a channel's new versions show up.
-        lock = await self.engine.solve(spec, refresh=update, max_age=self.settings.solve_ttl)
+        try:
+            lock = await self.engine.solve(spec, refresh=update, max_age=self.settings.solve_ttl)
+        except (EngineError, SolveError) as exc:
+            if not self.settings.offline or isinstance(exc, OfflineError):
+                raise
+            raise OfflineError(f"offline, with cached repodata only: {exc.message}",
+                               hint="connect and set offline = false (or start provisiond without --offline)") from exc
         if spec.pip:
             lock = await resolve_pip(spec, lock, uv=find_uv(), cache_dir=self.settings.paths.uv_cache,
                                      virtual_packages=self.engine.virtual_packages(), refresh=update,
@@ -293,6 +305,7 @@ class Lifecycle:
         if record.kind == "project" and record.source:
             self._write_project_activation(self.store.get_name(name), spec)
             self.gate.clear(record.source)
+        conda_envs.sync(self.settings, self.store.list_names())  # ~/.conda/environments.txt
 
     def _keep_state(self, before: NameRecord) -> None:
         """A warm stopped by shutdown is not the name's failure: it keeps the state it had."""

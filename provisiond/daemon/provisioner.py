@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from provisiond.config.channels import effective_spec
 from provisiond.config.settings import Settings
 from provisiond.daemon.gate import TrustGate, project_dir
 from provisiond.daemon.inputs import lock_fingerprint
@@ -25,6 +26,7 @@ from provisiond.domain.lockfiles import kind_of, load_lockfile
 from provisiond.domain.spec import EnvSpec, load_spec, read_spec
 from provisiond.engines.base import Engine
 from provisiond.shell import activation
+from provisiond.store import conda_envs
 from provisiond.store.registry import NameRecord
 from provisiond.store.store import Store
 
@@ -161,6 +163,7 @@ class Provisioner:
             if record.source:
                 self.gate.clear(record.source)
                 activation.remove_project_activation(self.settings.paths, record.source)
+        conda_envs.sync(self.settings, self.store.list_names())  # ~/.conda/environments.txt
         return view
 
     async def create(self, file: str, name: str | None = None, *, update: bool = False,
@@ -226,8 +229,11 @@ class Provisioner:
         """The env as environment.yml, @EXPLICIT or conda-lock text (see exports.py)."""
         record = self._lookup(name_or_path)
         lock = self.lock_of(record.name)
+        spec = self._spec_of(record)
+        if spec is not None:  # the channels it was solved with, .condarc's included (config/channels.py)
+            spec = effective_spec(spec, self.settings)
         return export(lock, name=record.name, fmt=fmt, no_builds=no_builds, from_history=from_history,
-                      spec=self._spec_of(record), channel_alias=self.settings.channel_alias)
+                      spec=spec, channel_alias=self.settings.channel_alias)
 
     def _spec_of(self, record: NameRecord) -> EnvSpec | None:
         """The spec a name was built from, if it still has one (clones follow their source)."""

@@ -81,6 +81,10 @@ class ChannelTimeoutError(EngineError, code="channel-timeout", http_status=504, 
     the message names the channel, the hint the setting."""
 
 
+class OfflineError(EngineError, code="offline", http_status=503, exit_code=os.EX_TEMPFAIL):
+    """Offline mode (``offline`` setting, ``--offline``) and something is not cached: repodata or packages."""
+
+
 class ConfigError(ProvisionError, code="bad-config", http_status=500, exit_code=os.EX_CONFIG):
     """A setting that cannot be used (bad path, unknown engine, unreadable config file)."""
 

@@ -217,7 +217,9 @@ class MicromambaEngine:
                  "--platform", self.platform, "--log-level", "error"]
         if self.settings.channel_alias != DEFAULT_CHANNEL_ALIAS:  # for `channel::pkg` names
             argv += ["--channel-alias", self.settings.channel_alias]
-        if refresh or max_age <= 0:
+        if self.settings.offline:  # the `offline` setting: cached repodata only
+            argv += ["--offline"]
+        elif refresh or max_age <= 0:
             argv += ["--repodata-ttl", "0"]
         elif max_age != float("inf"):
             argv += ["--repodata-ttl", str(max(2, int(max_age)))]  # 1 would mean "cache headers"

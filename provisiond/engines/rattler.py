@@ -113,7 +113,9 @@ class RattlerEngine:
             return Client(middlewares, timeout=timeout)
 
         repodata = client(max(1, math.ceil(self._stall_limit)))
-        gateway = rattler.Gateway(cache_dir=self.settings.paths.repodata_cache, client=repodata)
+        # Offline (the `offline` setting): repodata comes from the on-disk cache only, however old.
+        config = rattler.SourceConfig(cache_action="force-cache-only") if self.settings.offline else None
+        gateway = rattler.Gateway(cache_dir=self.settings.paths.repodata_cache, client=repodata, default_config=config)
         return client(PACKAGE_REQUEST_LIMIT), gateway
 
     @functools.cached_property

@@ -39,8 +39,10 @@ class DaemonProcess:
                 *self.args]
 
     def environ(self) -> dict[str, str]:
-        """No user config file; per-user state in our own dir."""
-        return {**self.base_env, "PROVISIOND_CONFIG": str(self.home.parent / "none.toml"),
+        """No user config file, no .condarc; per-user state and conda's environments.txt in our own dir."""
+        return {"PROVISIOND_CONDA_CONFIG": "false",
+                "PROVISIOND_ENVIRONMENTS_TXT": str(self.home.parent / "conda" / "environments.txt"),
+                **self.base_env, "PROVISIOND_CONFIG": str(self.home.parent / "none.toml"),
                 "PROVISIOND_STATE": str(self.state)}
 
     def start(self, timeout: float = 60) -> DaemonProcess:
