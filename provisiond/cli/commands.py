@@ -435,6 +435,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "activate": (_HERE, "print an activation script: eval \"$(provisionctl activate NAME|PATH)\""),
     "deactivate": (_HERE, "print the script that undoes the active activation: "
                                    "eval \"$(provisionctl deactivate)\""),
+    "kernels": ("provisiond.cli.jupyter", "list the Jupyter kernelspecs written for envs holding ipykernel"),
 }
 
 

@@ -47,6 +47,7 @@ async def serve(settings: Settings, *, environ: Mapping[str, str] | None = None,
             retention.prune(store, settings, orphan_logs=True)
             engine = engine_for(settings, environ)
             provisioner = Provisioner(store, engine, settings)
+            provisioner.lifecycle.kernels.sync()  # names removed, envs rebuilt or settings changed while down
             info = {"version": __version__, "engine": engine.name, "engine_version": engine.version(),
                     "platform": engine.platform, "store": str(settings.paths.home),
                     "socket": str(settings.paths.socket)}

@@ -133,6 +133,7 @@ class Provisioner:
             self.store.add_name(name, "project", str(directory))
         if existing is not None:
             activation.remove_name_activation(self.settings.paths, existing.name)
+            self.lifecycle.kernels.withdraw(existing.name)
         self.projects_changed.set()
         log.info("watching project %s as %r", directory, name)
         return self.view(name)

@@ -221,6 +221,12 @@ async def export_env(request: web.Request) -> web.Response:
     return web.Response(text=text, content_type="text/plain")
 
 
+@routes.get("/v1/kernels")
+async def list_kernels(request: web.Request) -> web.Response:
+    """The Jupyter kernelspecs written for ready envs holding ipykernel (daemon/kernels.py)."""
+    return web.json_response(request.app[PROVISIONER].lifecycle.kernels.listing())
+
+
 @routes.post("/v1/gc")
 async def collect_garbage(request: web.Request) -> web.Response:
     body = await read_json(request)
