@@ -436,6 +436,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "deactivate": (_HERE, "print the script that undoes the active activation: "
                                    "eval \"$(provisionctl deactivate)\""),
     "kernels": ("provisiond.cli.jupyter", "list the Jupyter kernelspecs written for envs holding ipykernel"),
+    "audit": ("provisiond.cli.audit", "match the packages of live envs against an OSV vulnerability database "
+                                      "(--fail-on SEVERITY: exit 1 when a finding reaches it)"),
 }
 
 
@@ -511,5 +513,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(json.dumps(result, indent=2) if args.json else (custom or partial(render, args.command))(result))
     if args.command == "doctor" and not result["ok"]:
         return 1  # like fsck: problems remain
-    return 0
+    status = getattr(_module(args.command), f"exit_{args.command}", None)  # a result that is a failure
+    return status(result) if status is not None else 0
 

@@ -67,6 +67,7 @@ async def serve(settings: Settings, *, environ: Mapping[str, str] | None = None,
                     # (systemd's Restart=on-failure brings it back).
                     async with asyncio.TaskGroup() as tg:
                         tg.create_task(watcher.run(stop))
+                        tg.create_task(provisioner.auditor.watch(stop))  # re-audits when the OSV db changes
                         reloads = tg.create_task(reload_on(
                             hangup, settings, load or (lambda: load_settings(environ=environ)), apply))
                         # Files may have changed while we were down: a warm of an unchanged

@@ -227,6 +227,17 @@ async def list_kernels(request: web.Request) -> web.Response:
     return web.json_response(request.app[PROVISIONER].lifecycle.kernels.listing())
 
 
+@routes.get("/v1/audit")
+async def audit(request: web.Request) -> web.Response:
+    """Findings of the live envs (``?env=NAME|PATH`` one of them) against the OSV database
+    (``?db=PATH`` another one), optionally of one ``?package=NAME``."""
+    p, query = request.app[PROVISIONER], request.query
+    target = p.find(_target(query["env"], "env")) if "env" in query else None
+    db = _path(query["db"], "db") if "db" in query else None
+    package = _text(query["package"], "package") if "package" in query else None
+    return web.json_response(await p.auditor.report(target=target, db=db, package=package))
+
+
 @routes.post("/v1/gc")
 async def collect_garbage(request: web.Request) -> web.Response:
     body = await read_json(request)
