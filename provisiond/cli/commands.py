@@ -436,6 +436,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "deactivate": (_HERE, "print the script that undoes the active activation: "
                                    "eval \"$(provisionctl deactivate)\""),
     "kernels": ("provisiond.cli.jupyter", "list the Jupyter kernelspecs written for envs holding ipykernel"),
+    "sbom": ("provisiond.cli.sbom", "write an SBOM of an env: CycloneDX (default) or SPDX JSON, with purls, hashes "
+                                    "and licenses"),
     "audit": ("provisiond.cli.audit", "match the packages of live envs against an OSV vulnerability database "
                                       "(--fail-on SEVERITY: exit 1 when a finding reaches it)"),
 }

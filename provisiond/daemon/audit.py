@@ -100,11 +100,16 @@ def load_database(path: Path) -> Database:
 
 
 def _records(path: Path) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) of each record: ``*.json`` in a directory or one level below it (a folder per
+    ecosystem), or in a zip. Never deeper: a mistyped ``--db /`` must not walk the whole disk."""
     if path.is_dir():
-        for file in sorted(path.rglob("*.json")):
+        for file in sorted([*path.glob("*.json"), *path.glob("*/*.json")]):
             if file.is_file() and file.stat().st_size <= MAX_RECORD_BYTES:
                 yield str(file.relative_to(path)), file.read_bytes()
         return
+    if not path.is_file():  # a FIFO or a device would block or never end
+        raise AuditDatabaseError(f"{path}: neither a directory nor a regular file",
+                                 hint="a directory or a zip of OSV JSON records")
     try:
         with zipfile.ZipFile(path) as zf:
             for info in zf.infolist():

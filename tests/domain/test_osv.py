@@ -69,7 +69,7 @@ def test_git_ranges_and_unreadable_versions_match_nothing() -> None:
 
 
 def test_not_a_record_is_a_clear_error() -> None:
-    with pytest.raises(AuditDatabaseError, match="x.json: not an OSV record"):
+    with pytest.raises(AuditDatabaseError, match=r"x\.json: not an OSV record"):
         parse_record(["a list"], "x.json")
 
 

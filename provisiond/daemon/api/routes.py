@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -13,7 +14,7 @@ from aiohttp import web
 
 from provisiond.daemon.api.request import INFO, PROVISIONER, read_json
 from provisiond.daemon.builder import detailed_progress
-from provisiond.domain.errors import BadRequestError
+from provisiond.domain.errors import BadRequestError, EnvNotFoundError
 from provisiond.domain.urls import mask
 
 routes = web.RouteTableDef()
@@ -179,6 +180,23 @@ async def env_lock(request: web.Request) -> web.Response:
     lock = request.app[PROVISIONER].lock_of(request.match_info["name"])
     # The store keeps locks without channel credentials (docs/store.md); masked for older stores.
     return web.Response(text=mask(json.dumps(lock.to_wire())), content_type="application/json")
+
+
+@routes.get("/v1/envs/{name}/sbom")
+async def env_sbom(request: web.Request) -> web.Response:
+    """The env as a CycloneDX 1.6 (default) or SPDX 2.3 JSON document (``?format=cyclonedx|spdx``)."""
+    from provisiond.daemon.sbom import build
+
+    p = request.app[PROVISIONER]
+    record = p.find(_name(request))
+    prefix = p.store.find_env(record.env_key) if record.env_key else None
+    if prefix is None or not record.env_key:
+        raise EnvNotFoundError(f"env {record.name!r} has not been built yet",
+                               hint=f"run: provisionctl warm {record.name}")
+    lock = p.store.read_lock(record.env_key)
+    text = await asyncio.to_thread(build, record, lock, prefix, request.query.get("format", "cyclonedx"),
+                                   p.settings.channel_alias)
+    return web.Response(text=text, content_type="application/json")
 
 
 @routes.post("/v1/envs/{name}/warm")
