@@ -61,7 +61,7 @@ def render_audit(result: dict[str, Any]) -> str:
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
         envs = len({f["env"] for f in findings})
-        lines.append(f"{len(findings)} findings in {envs} of {result['envs']} envs")
+        lines.append(f"{len(findings)} finding{'s' if len(findings) != 1 else ''} in {envs} of {result['envs']} envs")
     else:
         lines.append(f"no known vulnerabilities in {result['envs']} envs")
     lines.append(f"database: {db['path']} ({db['advisories']} advisories, {db['withdrawn']} withdrawn skipped"
