@@ -38,7 +38,8 @@ PREFIX = "provisiond-"
 # redirection must not end the script (dash). `exec` keeps the pid, so the lease lasts exactly as
 # long as the kernel.
 LAUNCH = ('true 2>/dev/null >"$1.$$"; '
-          'if [ ! -f "$2" ]; then echo "provisiond: $2 is gone: the env was removed" >&2; exit 127; fi; '
+          'if [ ! -f "$2" ]; then echo "provisiond: no activation at $2 (the env was removed, or its project '
+          'is blocked): see provisionctl kernels" >&2; exit 127; fi; '
           '. "$2"; shift 2; exec "$@"')
 LOGOS = ("logo-32x32.png", "logo-64x64.png", "logo-svg.svg")
 _UNSAFE = re.compile(r"[^a-z0-9._-]+")
@@ -69,6 +70,13 @@ class Kernels:
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
         self.settings = settings
+        self._ipykernel: dict[str, bool] = {}  # per env_key: an env never changes
+
+    def _has_ipykernel(self, env_key: str) -> bool:
+        found = self._ipykernel.get(env_key)
+        if found is None:
+            found = self._ipykernel[env_key] = has_ipykernel(self.store, env_key)
+        return found
 
     @property
     def directory(self) -> Path | None:
@@ -157,7 +165,7 @@ class Kernels:
         written = {k["name"] for k in kernels}
         without = sorted(r.name for r in self.store.list_names()
                          if r.env_key and r.name not in written and self.store.find_env(r.env_key) is not None
-                         and not has_ipykernel(self.store, r.env_key))
+                         and not self._has_ipykernel(r.env_key))
         return {"enabled": self.settings.kernels, "directory": str(directory) if directory else None,
                 "kernels": sorted(kernels, key=lambda k: k["kernel"]), "without_ipykernel": without}
 
@@ -165,10 +173,10 @@ class Kernels:
 
     def _spec(self, record: NameRecord) -> dict[str, Any] | None:
         """The kernel.json of a name whose env is published and holds ipykernel, else None."""
-        if not record.env_key:
+        if not record.env_key or record.status == "blocked":
             return None
         prefix = self.store.find_env(record.env_key)
-        if prefix is None or not has_ipykernel(self.store, record.env_key):
+        if prefix is None or not self._has_ipykernel(record.env_key):
             return None
         paths = self.settings.paths
         if record.kind == "project" and record.source:  # with the project's variables: and .env values

@@ -65,6 +65,7 @@ class Lifecycle:
         self._specs: dict[str, EnvSpec] = {}
         self.fresh = Freshness(store, settings)
         self.kernels = Kernels(store, settings)  # Jupyter kernelspecs follow the names (kernels.py)
+        gate.on_block = self.kernels.withdraw  # nothing of a blocked project runs, its kernel neither
         self._generation: dict[str, int] = {}
         self._newest: dict[str, tuple[int, asyncio.Task[None]]] = {}
         self._pins: Counter[str] = Counter()  # env_keys a warm has published but not yet named

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -159,6 +160,17 @@ def test_kernel_follows_rebuilds_and_goes_with_its_name(daemon: Daemon, kchannel
     del daemon.base_env["PROVISIOND_KERNELS"]
     daemon.start()
     assert spec_file.is_file()
+
+    # A denied project runs nothing, its kernel neither; allowed again, the kernel is back.
+    code, _, err = daemon.ctl("deny", str(project))
+    assert code == 0, err
+    assert not (jupyter_env / "kernels" / "provisiond-nlp-exp").exists()
+    assert daemon.ctl("allow", str(project))[0] == 0
+    daemon.wait_for("nlp-exp", lambda v: v["status"] == "ready")
+    deadline = time.monotonic() + 60
+    while not spec_file.is_file():
+        assert time.monotonic() < deadline, "the kernel did not come back after allow"
+        time.sleep(0.05)
 
     # remove: its spec goes; a user's own kernel beside ours is never touched.
     mine = jupyter_env / "kernels" / "provisiond-mine"
