@@ -471,7 +471,8 @@ def parser(command: str | None = None) -> argparse.ArgumentParser:
         description="Control provisiond: register projects, build and inspect conda environments.",
         epilog="Examples:\n  provisionctl watch ~/work/nlp\n  provisionctl warm nlp-exp\n"
                "  provisionctl create -f other/environment.yml -n tools\n  provisionctl list --json\n\n"
-               "Exit codes: 0 ok, 1 doctor found problems, 65 bad environment file, 66 no such env, "
+               "Exit codes: 0 ok, 1 doctor found problems or an audit finding reached --fail-on, "
+               "65 bad environment file, 66 no such env, "
                "69 daemon not running, 70 engine failure, 78 bad configuration or registry.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -80,7 +80,12 @@ def load_database(path: Path) -> Database:
     if sig is None:
         raise AuditDatabaseError(f"{path}: no such OSV database", hint="a directory or a zip of OSV JSON records")
     advisories, invalid, withdrawn = [], [], 0
-    for origin, raw in _records(path):
+    try:
+        records = list(_records(path))
+    except OSError as exc:  # replaced or removed while being read
+        raise AuditDatabaseError(f"{path}: cannot read the OSV database: {exc.strerror or exc}",
+                                 hint="the next change of the file is read again") from None
+    for origin, raw in records:
         try:
             advisory = parse_record(json.loads(raw), origin)
         except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
@@ -255,6 +260,9 @@ class Auditor:
         except ProvisionError as exc:
             log.warning("audit: %s", exc.message)
             return
+        except Exception:  # a bug: say so, and keep the daemon serving (the next change tries again)
+            log.exception("audit of the live envs failed")
+            return
         findings = result["findings"]
         envs = sorted({f["env"] for f in findings})
         log.info("audit: %d findings in %d of %d envs against %s (%d advisories)%s", len(findings), len(envs),
@@ -278,12 +286,16 @@ class Auditor:
                 if watched is None:
                     await restart.wait()
                     continue
-                async for changes in awatch(watched, watch_filter=None, stop_event=restart,
-                                            recursive=path.is_dir(), debounce=self.settings.watch_debounce_ms,
-                                            step=self.settings.watch_step_ms, ignore_permission_denied=True):
-                    if any(Path(changed) == path or path in Path(changed).parents for _c, changed in changes):
-                        log.info("OSV database %s changed: auditing every env again", path)
-                        await self.refresh()
+                try:
+                    async for changes in awatch(watched, watch_filter=None, stop_event=restart,
+                                                recursive=path.is_dir(), debounce=self.settings.watch_debounce_ms,
+                                                step=self.settings.watch_step_ms, ignore_permission_denied=True):
+                        if any(Path(changed) == path or path in Path(changed).parents for _c, changed in changes):
+                            log.info("OSV database %s changed: auditing every env again", path)
+                            await self.refresh()
+                except (OSError, RuntimeError) as exc:  # no inotify watch left, say: requests still see changes
+                    log.warning("cannot watch the OSV database %s (%s): it is read again when asked", path, exc)
+                    await restart.wait()
             finally:
                 waiter.cancel()
                 await asyncio.gather(waiter, return_exceptions=True)

@@ -103,12 +103,12 @@ class Kernels:
         if directory is None:
             return None
         record = self.store.find_name(name)
-        spec = self._spec(record) if record is not None else None
-        if spec is None:
-            self.withdraw(name)
-            return None
         target = directory / kernel_name(name)
         try:
+            spec = self._spec(record) if record is not None else None
+            if spec is None:
+                self.withdraw(name)
+                return None
             if not self._ours_or_free(target):
                 log.warning("kernel %s: %s exists and is not provisiond's for this store; left alone",
                             name, target)
