@@ -7,6 +7,7 @@ The env's python is the host's CPython (``venv_python_pkg``), and ipykernel come
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -18,6 +19,11 @@ import pytest
 from provisiond.testing.channel import Pkg, build_channel, hello_pkg
 from provisiond.testing.python import venv_python_pkg
 from tests.conftest import Daemon, write_project
+
+# Real kernels, ipykernel's 29 wheels installed by uv, daemon restarts: ~15 s on a quiet machine,
+# but the two tests took 148 s together at a load average of 12 on 2 cores. Not a timing
+# assertion: room so that a busy CI machine does not hit the suite's 120 s per test.
+pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="session")
@@ -160,6 +166,18 @@ def test_kernel_follows_rebuilds_and_goes_with_its_name(daemon: Daemon, kchannel
     del daemon.base_env["PROVISIOND_KERNELS"]
     daemon.start()
     assert spec_file.is_file()
+
+    # The setting changed while the daemon runs (SIGHUP): the specs go, and come back.
+    config = daemon.home.parent / "none.toml"  # the daemon's PROVISIOND_CONFIG
+    for value, present in (("false", False), ("true", True)):
+        config.write_text(f"kernels = {value}\n")
+        assert daemon.proc is not None
+        daemon.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 60
+        while spec_file.is_file() is not present:
+            assert time.monotonic() < deadline, f"kernels = {value} was not applied"
+            time.sleep(0.05)
+    config.unlink()
 
     # A denied project runs nothing, its kernel neither; allowed again, the kernel is back.
     code, _, err = daemon.ctl("deny", str(project))
