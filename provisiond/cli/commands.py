@@ -433,6 +433,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "activate": (_HERE, "print an activation script: eval \"$(provisionctl activate NAME|PATH)\""),
     "deactivate": (_HERE, "print the script that undoes the active activation: "
                                    "eval \"$(provisionctl deactivate)\""),
+    "kernels": ("provisiond.cli.jupyter", "list the Jupyter kernelspecs written for envs holding ipykernel"),
+    "sbom": ("provisiond.cli.sbom", "write an SBOM of an env: CycloneDX (default) or SPDX JSON, with purls, hashes "
+                                    "and licenses"),
+    "audit": ("provisiond.cli.audit", "match the packages of live envs against an OSV vulnerability database "
+                                      "(--fail-on SEVERITY: exit 1 when a finding reaches it)"),
 }
 
 
@@ -464,7 +469,8 @@ def parser(command: str | None = None) -> argparse.ArgumentParser:
         description="Control provisiond: register projects, build and inspect conda environments.",
         epilog="Examples:\n  provisionctl watch ~/work/nlp\n  provisionctl warm nlp-exp\n"
                "  provisionctl create -f other/environment.yml -n tools\n  provisionctl list --json\n\n"
-               "Exit codes: 0 ok, 1 doctor found problems, 65 bad environment file, 66 no such env, "
+               "Exit codes: 0 ok, 1 doctor found problems or an audit finding reached --fail-on, "
+               "65 bad environment file, 66 no such env, "
                "69 daemon not running, 70 engine failure, 78 bad configuration or registry.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -508,5 +514,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(json.dumps(result, indent=2) if args.json else (custom or partial(render, args.command))(result))
     if args.command == "doctor" and not result["ok"]:
         return 1  # like fsck: problems remain
-    return 0
+    status = getattr(_module(args.command), f"exit_{args.command}", None)  # a result that is a failure
+    return status(result) if status is not None else 0
 

@@ -30,7 +30,8 @@ KEYS = ("home", "socket", "state", "engine", "micromamba_path", "max_builds", "s
         "connect_timeout", "fetch_timeout", "solve_timeout",
         # conda's keys (.condarc maps onto them: config/condarc.py), and whether to read .condarc at all
         "channels", "default_channels", "custom_channels", "channel_priority", "pkgs_dirs", "ssl_verify",
-        "proxy_servers", "offline", "conda_config", "environments_txt")
+        "proxy_servers", "offline", "conda_config", "environments_txt",
+        "kernels", "jupyter_data_dir", "audit_db")
 
 
 def _user_dir(environ: Mapping[str, str], xdg: str, fallback: str, kind: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,6 +121,13 @@ class Settings:
     fetch_timeout: float = 30.0
     solve_timeout: float = 600.0
     config_file: Path | None = None
+    # Jupyter kernelspecs for ready envs holding ipykernel (daemon/kernels.py), written into
+    # jupyter_data_dir/kernels; None (Settings built by hand, as in tests) writes none.
+    kernels: bool = True
+    jupyter_data_dir: Path | None = None
+    # The OSV database `provisionctl audit` and GET /v1/audit match envs against: a directory or a
+    # zip of OSV JSON records (daemon/audit.py); None: only --db.
+    audit_db: Path | None = None
     # None: log to stderr (the journal under systemd). A file is reopened on SIGHUP (logrotate).
     log_file: Path | None = None
     # conda's keys, from .condarc unless set here (config/condarc.py, docs/configuration.md):
@@ -161,6 +169,9 @@ class Settings:
                 "ssl_verify": self.ssl_verify, "proxy_servers": {k: mask(v) for k, v in self.proxy_servers},
                 "offline": self.offline, "conda_config": self.conda_config,
                 "environments_txt": str(self.environments_txt) if self.environments_txt else None,
+                "kernels": self.kernels,
+                "jupyter_data_dir": str(self.jupyter_data_dir) if self.jupyter_data_dir else None,
+                "audit_db": str(self.audit_db) if self.audit_db else None,
                 "sources": dict(self.sources)}
 
 
@@ -181,7 +192,9 @@ def load_settings(
     ``trusted_prefixes`` (a TOML list of directories, or ``:``-separated in the environment),
     ``log_file``, ``max_connections``, ``read_timeout``, ``keep_builds``, ``keep_solves``,
     ``keep_solves_days`` (what the registry keeps: retention.py), and the engine's
-    ``connect_timeout``, ``fetch_timeout`` and ``solve_timeout`` (seconds; see docs/configuration.md).
+    ``connect_timeout``, ``fetch_timeout`` and ``solve_timeout`` (seconds; see docs/configuration.md);
+    ``kernels`` (write Jupyter kernelspecs, default true), ``jupyter_data_dir`` (where: else found as
+    jupyter_core finds it) and ``audit_db`` (the OSV database of ``provisionctl audit``).
     In the TOML file the engine keys may also be written as an ``[engine]`` table
     (``engine.name``, ``engine.micromamba_path``). Paths are resolved by ``locations.Sources``.
 
@@ -251,10 +264,30 @@ def load_settings(
         choice = sources.pick(key)
         if choice is not None:
             origin[key] = choice[1]
-    log_file = sources.path("log_file")
+    choice = pick("kernels")
+    if choice is not None:
+        values["kernels"] = _bool(*choice, key="kernels")
+    log_file, audit_db = sources.path("log_file"), sources.path("audit_db")
     return Settings(paths=paths, config_file=Path(sources.file) if sources.from_file else None,
                     log_file=Path(log_file) if log_file else None, conda_config=conda_config,
+                    jupyter_data_dir=Path(jupyter_data_dir(sources)), audit_db=Path(audit_db) if audit_db else None,
                     sources=origin, **values)
+
+
+def jupyter_data_dir(sources: Sources) -> str:
+    """The user's Jupyter data dir, as jupyter_core finds it: the ``jupyter_data_dir`` setting, else
+    ``JUPYTER_DATA_DIR``, else ``~/Library/Jupyter`` on macOS, else ``$XDG_DATA_HOME/jupyter``
+    (``~/.local/share/jupyter``)."""
+    configured = sources.path("jupyter_data_dir")
+    if configured:
+        return configured
+    environ = sources.environ
+    if environ.get("JUPYTER_DATA_DIR"):
+        return os.path.abspath(os.path.expanduser(environ["JUPYTER_DATA_DIR"]))
+    home = environ.get("HOME") or os.path.expanduser("~")
+    if sys.platform == "darwin" and not environ.get("JUPYTER_PLATFORM_DIRS"):
+        return os.path.join(home, "Library", "Jupyter")
+    return os.path.join(environ.get("XDG_DATA_HOME") or os.path.join(home, ".local", "share"), "jupyter")
 
 
 _PRIORITIES = ("strict", "flexible", "disabled")
@@ -314,7 +347,7 @@ def _conda_values(pick: Any, environ: Mapping[str, str]) -> dict[str, Any]:
     return values
 
 
-def _bool(raw: Any, source: str) -> bool:
+def _bool(raw: Any, source: str, key: str = "") -> bool:
     if isinstance(raw, bool):
         return raw
     text = str(raw).strip().lower()
@@ -322,7 +355,7 @@ def _bool(raw: Any, source: str) -> bool:
         return True
     if text in ("0", "false", "no", "off", ""):
         return False
-    raise ConfigError(f"{raw!r} ({source}): expected true or false")
+    raise ConfigError(f"{key + '=' if key else ''}{raw!r} ({source}): expected true or false")
 
 
 def _prefixes(raw: Any, source: str) -> tuple[str, ...]:

@@ -32,6 +32,7 @@ from provisiond.daemon.builder import Builder, shared
 from provisiond.daemon.freshness import Freshness, spec_file_of
 from provisiond.daemon.gate import TrustGate
 from provisiond.daemon.inputs import local_contents, lock_fingerprint, with_contents
+from provisiond.daemon.kernels import Kernels
 from provisiond.domain.errors import (
     BlockedError,
     EngineError,
@@ -70,6 +71,8 @@ class Lifecycle:
         self._again: set[str] = set()
         self._specs: dict[str, EnvSpec] = {}
         self.fresh = Freshness(store, settings)
+        self.kernels = Kernels(store, settings)  # Jupyter kernelspecs follow the names (kernels.py)
+        gate.on_block = self.kernels.withdraw  # nothing of a blocked project runs, its kernel neither
         self._generation: dict[str, int] = {}
         self._newest: dict[str, tuple[int, asyncio.Task[None]]] = {}
         self._pins: Counter[str] = Counter()  # env_keys a warm has published but not yet named
@@ -81,6 +84,7 @@ class Lifecycle:
         self.settings = settings
         self.fresh.settings = settings
         self.builder.apply(settings)
+        self.kernels.apply(settings)
 
     async def close(self) -> None:
         """Cancel background work and wait for it; names being built keep their previous state."""
@@ -100,6 +104,7 @@ class Lifecycle:
         flight must not commit under a name that comes back)."""
         self._specs.pop(name, None)
         self.fresh.forget(name)
+        self.kernels.withdraw(name)
         newest = self._newest.get(name)
         if newest is not None and newest[1].done():
             del self._newest[name]
@@ -409,8 +414,11 @@ class Lifecycle:
         """Remove unused envs not used for N days; prune the package cache to a budget (gc.py)."""
         days = self.settings.gc_days if older_than_days is None else older_than_days
         budget = self.settings.cache_budget_bytes if cache_budget_bytes is None else cache_budget_bytes
-        return await gc.collect(self.store, dry_run=dry_run, older_than_days=days, cache_budget_bytes=budget,
-                                in_use=self.in_use, pinned=self.builder.pinned_packages)
+        report = await gc.collect(self.store, dry_run=dry_run, older_than_days=days, cache_budget_bytes=budget,
+                                  in_use=self.in_use, pinned=self.builder.pinned_packages)
+        if not dry_run:
+            self.kernels.sync()  # a spec whose env went goes too
+        return report
 
     # -- activation (rendered when an env or a project changes; read by shells without us) -----
 
@@ -443,6 +451,7 @@ class Lifecycle:
             activation.write_name_activation(paths, name, env_key, prefix, variables)
         except OSError as exc:  # the env is ready; the next warm writes it again
             log.error("cannot write the activation of env %r: %s", name, exc)
+        self.kernels.publish(name)  # the same kernel name, now pointing at this prefix
 
 
 def _ready(lock: Lock) -> Any:

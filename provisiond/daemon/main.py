@@ -51,6 +51,7 @@ async def serve(settings: Settings, *, environ: Mapping[str, str] | None = None,
             conda_envs.sync(settings, store.list_names())  # names removed or gone while we were down
             engine = engine_for(settings, environ)
             provisioner = Provisioner(store, engine, settings)
+            provisioner.lifecycle.kernels.sync()  # names removed, envs rebuilt or settings changed while down
             info = {"version": __version__, "engine": engine.name, "engine_version": engine.version(),
                     "platform": engine.platform, "store": str(settings.paths.home),
                     "socket": str(settings.paths.socket)}
@@ -73,6 +74,7 @@ async def serve(settings: Settings, *, environ: Mapping[str, str] | None = None,
                     # (systemd's Restart=on-failure brings it back).
                     async with asyncio.TaskGroup() as tg:
                         tg.create_task(watcher.run(stop))
+                        tg.create_task(provisioner.auditor.watch(stop))  # re-audits when the OSV db changes
                         reload = load or (lambda: load_settings(environ=environ, conda_layer=condarc.layer))
                         reloads = tg.create_task(reload_on(hangup, settings, reload, apply))
                         # Files may have changed while we were down: a warm of an unchanged

@@ -16,6 +16,7 @@ from typing import Any
 
 from provisiond.config.channels import effective_spec
 from provisiond.config.settings import Settings
+from provisiond.daemon.audit import Auditor
 from provisiond.daemon.gate import TrustGate, project_dir
 from provisiond.daemon.inputs import lock_fingerprint
 from provisiond.daemon.lifecycle import Lifecycle, spec_file_of
@@ -84,6 +85,7 @@ class Provisioner:
         self.lifecycle = Lifecycle(store, engine, settings, self.gate)
         self.builder = self.lifecycle.builder
         self.events = self.builder.events
+        self.auditor = Auditor(store, settings)  # OSV audit of the live envs (audit.py)
         # Set when projects are added or removed, so the watcher re-reads the set it watches.
         self.projects_changed = self.lifecycle.projects_changed
 
@@ -92,6 +94,7 @@ class Provisioner:
         self.settings = settings
         self.gate.settings = settings
         self.lifecycle.apply(settings)
+        self.auditor.apply(settings)
 
     async def close(self) -> None:
         """Cancel background work and wait for it (builds in flight leave only `.building/` garbage).
@@ -135,6 +138,7 @@ class Provisioner:
             self.store.add_name(name, "project", str(directory))
         if existing is not None:
             activation.remove_name_activation(self.settings.paths, existing.name)
+            self.lifecycle.kernels.withdraw(existing.name)
         self.projects_changed.set()
         log.info("watching project %s as %r", directory, name)
         return self.view(name)
@@ -305,6 +309,10 @@ class Provisioner:
         for name in names:
             self.warm_in_background(name)
         return {"path": str(target), "digest": fp.digest, "names": names}
+
+    def find(self, name_or_path: str) -> NameRecord:
+        """The name record of a name, or of a project by its path; EnvNotFoundError otherwise."""
+        return self._lookup(name_or_path)
 
     def _lookup(self, name_or_path: str) -> NameRecord:
         if "\0" in name_or_path or len(name_or_path) > 4096:

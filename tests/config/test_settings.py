@@ -85,3 +85,28 @@ def test_default_channels_setting(tmp_path: Path) -> None:
     config.write_text("default_channels = 3\n")
     with pytest.raises(ConfigError, match="expected a list"):
         load_settings({}, {}, config)
+def test_jupyter_data_dir_is_found_as_jupyter_core_finds_it(tmp_path: Path) -> None:
+    none = tmp_path / "none.toml"
+    home = {"HOME": str(tmp_path), "PROVISIOND_SOCKET": "/tmp/pvd-unused.sock"}
+    assert load_settings({}, home, none).jupyter_data_dir == tmp_path / ".local/share/jupyter"
+    xdg = {**home, "XDG_DATA_HOME": str(tmp_path / "xdg")}
+    assert load_settings({}, xdg, none).jupyter_data_dir == tmp_path / "xdg/jupyter"
+    explicit = {**xdg, "JUPYTER_DATA_DIR": str(tmp_path / "jd")}
+    assert load_settings({}, explicit, none).jupyter_data_dir == tmp_path / "jd"
+    config = tmp_path / "config.toml"
+    config.write_text(f'jupyter_data_dir = "{tmp_path / "cfg"}"\nkernels = false\naudit_db = "~/osv.zip"\n')
+    s = load_settings({}, explicit, config)
+    assert (s.jupyter_data_dir, s.kernels) == (tmp_path / "cfg", False)
+    assert s.audit_db == Path("~/osv.zip").expanduser()
+    assert load_settings({}, home, none).kernels is True and load_settings({}, home, none).audit_db is None
+
+
+@pytest.mark.parametrize(("raw", "value"), [("0", False), ("off", False), ("no", False), ("1", True), ("TRUE", True)])
+def test_kernels_flag_from_the_environment(tmp_path: Path, raw: str, value: bool) -> None:
+    env = {"PROVISIOND_KERNELS": raw, "PROVISIOND_SOCKET": "/tmp/pvd-unused.sock"}
+    assert load_settings({}, env, tmp_path / "none.toml").kernels is value
+
+
+def test_kernels_flag_that_is_not_a_boolean_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"kernels='maybe' \(env\): expected true or false"):
+        load_settings({}, {"PROVISIOND_KERNELS": "maybe", "PROVISIOND_SOCKET": "/tmp/x.sock"}, tmp_path / "none.toml")
