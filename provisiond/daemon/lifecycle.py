@@ -14,6 +14,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import time
 from collections import Counter
@@ -62,7 +64,7 @@ class Lifecycle:
         self._background: dict[str, asyncio.Task[Any]] = {}
         self._again: set[str] = set()
         self._specs: dict[str, EnvSpec] = {}
-        self.fresh = Freshness(store, settings)
+        self.fresh = Freshness(store, settings, _context(engine, settings))
         self._generation: dict[str, int] = {}
         self._newest: dict[str, tuple[int, asyncio.Task[None]]] = {}
         self._pins: Counter[str] = Counter()  # env_keys a warm has published but not yet named
@@ -407,6 +409,13 @@ class Lifecycle:
             activation.write_name_activation(paths, name, env_key, prefix, variables)
         except OSError as exc:  # the env is ready; the next warm writes it again
             log.error("cannot write the activation of env %r: %s", name, exc)
+
+
+def _context(engine: Engine, settings: Settings) -> str:
+    """What a persisted signature is valid under: the engine, its platform and the settings."""
+    text = json.dumps([engine.name, engine.version(), engine.platform, [str(v) for v in engine.virtual_packages()],
+                       settings.to_wire()], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _ready(lock: Lock) -> Any:

@@ -68,11 +68,9 @@ async def serve(settings: Settings, *, environ: Mapping[str, str] | None = None,
                         tg.create_task(watcher.run(stop))
                         reloads = tg.create_task(reload_on(
                             hangup, settings, load or (lambda: load_settings(environ=environ)), apply))
-                        # Files may have changed while we were down: a warm of an unchanged
-                        # file is a cache lookup, so check every project.
-                        for record in store.list_names("project"):
-                            if record.status != "gone":
-                                provisioner.warm_in_background(record.name)
+                        # Files may have changed while we were down: check every project,
+                        # yielding to requests between them.
+                        tg.create_task(provisioner.check_projects())
                         await stop.wait()
                         reloads.cancel()
                     log.info("shutting down")
