@@ -9,8 +9,8 @@ Versions (docs/store.md, "The registry"):
 - 4: + ``fresh``: each name's change-detection signature (a restart re-parses nothing unchanged), and
   ``sizes``: the bytes of each env and package-cache entry, measured once (gc reads them).
 
-An unversioned store is placed by its tables (``fresh``: 4, ``cache_use``: 3, ``trust``: 2, else 1), then every later step
-runs, each in its own transaction with its ``user_version``. A version above ``VERSION`` was written
+An unversioned store is placed by its tables (``fresh``: 4, ``cache_use``: 3, ``trust``: 2, else 1), then
+every later step runs, each in its own transaction with its ``user_version``. A version above ``VERSION`` was written
 by a newer provisiond and is refused, so is a file that is not a readable SQLite database: never an
 empty start over a store that has envs (``provisionctl doctor`` rebuilds it from the disk).
 """
