@@ -115,6 +115,8 @@ class Settings:
     connect_timeout: float = 10.0
     fetch_timeout: float = 30.0
     solve_timeout: float = 600.0
+    # Activation puts "(name) " before the shell's prompt, as conda's changeps1 (restored on leave).
+    changeps1: bool = True
     config_file: Path | None = None
     # None: log to stderr (the journal under systemd). A file is reopened on SIGHUP (logrotate).
     log_file: Path | None = None
@@ -130,7 +132,7 @@ class Settings:
                 "keep_builds": self.keep_builds, "keep_solves": self.keep_solves,
                 "keep_solves_days": self.keep_solves_days,
                 "connect_timeout": self.connect_timeout, "fetch_timeout": self.fetch_timeout,
-                "solve_timeout": self.solve_timeout,
+                "solve_timeout": self.solve_timeout, "changeps1": self.changeps1,
                 "config_file": str(self.config_file) if self.config_file else None,
                 "log_file": str(self.log_file) if self.log_file else None}
 
@@ -147,7 +149,7 @@ def load_settings(
     ``channel_alias``, ``watch_debounce_ms``, ``watch_step_ms``, ``gc_days``, ``cache_budget_bytes``,
     ``trusted_prefixes`` (a TOML list of directories, or ``:``-separated in the environment),
     ``log_file``, ``max_connections``, ``read_timeout``, ``keep_builds``, ``keep_solves``,
-    ``keep_solves_days`` (what the registry keeps: retention.py), and the engine's
+    ``keep_solves_days`` (what the registry keeps: retention.py), ``changeps1`` (the prompt), and the engine's
     ``connect_timeout``, ``fetch_timeout`` and ``solve_timeout`` (seconds; see docs/configuration.md).
     In the TOML file the engine keys may also be written as an ``[engine]`` table
     (``engine.name``, ``engine.micromamba_path``). Paths are resolved by ``locations.Sources``.
@@ -162,7 +164,7 @@ def load_settings(
                          ("watch_step_ms", int), ("gc_days", float), ("cache_budget_bytes", int),
                          ("max_connections", int), ("read_timeout", float), ("keep_builds", int),
                          ("keep_solves", int), ("keep_solves_days", float), ("connect_timeout", float),
-                         ("fetch_timeout", float), ("solve_timeout", float)):
+                         ("fetch_timeout", float), ("solve_timeout", float), ("changeps1", _bool)):
         choice = pick(key)
         if choice is None:
             continue
@@ -170,7 +172,8 @@ def load_settings(
         try:
             values[key] = convert(raw)
         except (TypeError, ValueError):
-            raise ConfigError(f"{key}={raw!r} ({source}): expected {convert.__name__}") from None
+            what = "true or false" if convert is _bool else convert.__name__
+            raise ConfigError(f"{key}={raw!r} ({source}): expected {what}") from None
     choice = pick("trusted_prefixes")
     if choice is not None:
         values["trusted_prefixes"] = _prefixes(*choice)
@@ -195,6 +198,18 @@ def load_settings(
     log_file = sources.path("log_file")
     return Settings(paths=paths, config_file=Path(sources.file) if sources.from_file else None,
                     log_file=Path(log_file) if log_file else None, **values)
+
+
+def _bool(raw: Any) -> bool:
+    """A TOML boolean, or true/false, yes/no, on/off, 1/0 from the environment or a flag."""
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
 
 
 def _prefixes(raw: Any, source: str) -> tuple[str, ...]:

@@ -387,10 +387,12 @@ class Lifecycle:
             return
         try:
             if spec is None:  # .env edited, no spec in memory (e.g. after a restart): reuse the last render
-                activation.refresh_project_activation(self.settings.paths, record.source)
+                activation.refresh_project_activation(self.settings.paths, record.source,
+                                                      prompt=self.settings.changeps1)
             else:
                 activation.write_project_activation(self.settings.paths, record.source, record.name,
-                                                    record.env_key, prefix, spec.variables)
+                                                    record.env_key, prefix, spec.variables,
+                                                    prompt=self.settings.changeps1)
         except OSError as exc:
             log.error("cannot write the activation of project %s: %s", record.source, exc)
 
@@ -406,7 +408,8 @@ class Lifecycle:
         if variables is None:
             variables = activation.name_variables(paths, name) if record.kind == "clone" else ()
         try:
-            activation.write_name_activation(paths, name, env_key, prefix, variables)
+            activation.write_name_activation(paths, name, env_key, prefix, variables, prompt=self.settings.changeps1,
+                                             project=record.source if record.kind == "project" else None)
         except OSError as exc:  # the env is ready; the next warm writes it again
             log.error("cannot write the activation of env %r: %s", name, exc)
 

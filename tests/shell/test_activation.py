@@ -201,17 +201,26 @@ def test_shell_control_variables_never_reach_a_script(built: Built, tmp_path: Pa
     project = tmp_path / "p"
     project.mkdir()
     (project / ".env").write_text("PROMPT_COMMAND=id\nLD_PRELOAD=/tmp/evil.so\nfish_function_path=/tmp\nKEPT=1\n")
+    variables = [("BASH_ENV", "/tmp/x"), ("PS1", "$(id)"), ("ZDOTDIR", "/tmp"), ("OWN", "yes")]
     with caplog.at_level(logging.WARNING):
-        activation.write_project_activation(built.paths, project, "p", built.env_key, built.prefix,
-                                            [("BASH_ENV", "/tmp/x"), ("PS1", "$(id)"), ("ZDOTDIR", "/tmp"),
-                                             ("OWN", "yes")])
+        activation.write_project_activation(built.paths, project, "p", built.env_key, built.prefix, variables,
+                                            prompt=False)
     data = json.loads(activation.read_project_activation(built.paths, project, "json") or "{}")
     assert {"KEPT", "OWN"} <= set(data["set"])
     for name in ("PROMPT_COMMAND", "LD_PRELOAD", "fish_function_path", "BASH_ENV", "PS1", "ZDOTDIR"):
         assert name not in data["set"]
         assert f"{name!r} ignored: it controls the shell" in caplog.text
         for shell in ("bash", "zsh", "fish", "sh"):
-            assert name not in (activation.read_project_activation(built.paths, project, shell) or "")
+            script = activation.read_project_activation(built.paths, project, shell) or ""
+            if name == "PS1":  # the deactivation part restores a prompt modifier: never an assignment of it
+                assert "PS1=" not in script.replace("PS1=$_PROVISIOND_PS1_OLD", "").replace("PS1=${PS1#", "")
+            else:
+                assert name not in script
+    # With it, the prompt gets "(p) " and nothing of the refused values.
+    activation.write_project_activation(built.paths, project, "p", built.env_key, built.prefix, variables)
+    for shell in ("bash", "zsh", "fish", "sh"):
+        script = activation.read_project_activation(built.paths, project, shell) or ""
+        assert "(p) " in script and "$(id)" not in script and "/tmp/x" not in script
 
 
 def test_json_form_has_what_a_tool_needs(built: Built, tmp_path: Path) -> None:
