@@ -10,6 +10,7 @@ __provisiond_state=@STATE@
 __provisiond_ctl=(@CTL@)
 __provisiond_pwd=
 __provisiond_pending=
+__provisiond_applied=
 __provisiond_asked=$'\n'
 __provisiond_noticed=$'\n'
 
@@ -85,7 +86,10 @@ __provisiond_enter() {
     __provisiond_pending=
     __provisiond_notice "$dir"  # a failed rebuild: the previous env stays active, and we say why
     { read -r gen <"$base/@STAMP@"; } 2>/dev/null
-    [[ ${_PROVISIOND_PROJECT-} == "$dir" && -n $gen && $gen == "${_PROVISIOND_GEN-}" ]] && return 0
+    # Active already, and applied in this shell (a child shell inherits the variables, not the prompt).
+    [[ ${_PROVISIOND_PROJECT-} == "$dir" && -n $gen && $gen == "${_PROVISIOND_GEN-}" &&
+      $gen == "$__provisiond_applied" ]] && return 0
+    __provisiond_applied=$gen
     # The script deactivates whatever is active first.
     # shellcheck source=/dev/null
     . "$base/activate.bash"

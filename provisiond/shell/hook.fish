@@ -10,6 +10,7 @@ set -g __provisiond_state @STATE@
 set -g __provisiond_ctl @CTL@
 set -g __provisiond_pwd
 set -g __provisiond_pending
+set -g __provisiond_applied
 set -g __provisiond_asked
 set -g __provisiond_noticed
 
@@ -84,9 +85,12 @@ function __provisiond_hook --on-event fish_prompt --on-variable PWD
         set -g __provisiond_pending
         __provisiond_notice $dir # a failed rebuild: the previous env stays active, and we say why
         read -l line <"$base/@STAMP@"; and set gen $line
+        # Active already, and applied in this shell (a child shell inherits the variables, not the prompt).
         if test "$_PROVISIOND_PROJECT" = "$dir"; and test -n "$gen"; and test "$gen" = "$_PROVISIOND_GEN"
+            and test "$gen" = "$__provisiond_applied"
             return 0
         end
+        set -g __provisiond_applied $gen
         # The script deactivates whatever is active first.
         source "$base/activate.fish"
         return 0

@@ -9,7 +9,7 @@
 typeset -g __provisiond_state=@STATE@
 typeset -ga __provisiond_ctl
 __provisiond_ctl=(@CTL@)
-typeset -g __provisiond_pwd= __provisiond_pending= __provisiond_dir=
+typeset -g __provisiond_pwd= __provisiond_pending= __provisiond_dir= __provisiond_applied=
 typeset -g __provisiond_asked=$'\n' __provisiond_noticed=$'\n'
 
 __provisiond_deactivate() {
@@ -82,7 +82,10 @@ __provisiond_hook() {
     __provisiond_pending=
     __provisiond_notice "$dir"  # a failed rebuild: the previous env stays active, and we say why
     { read -r gen <"$base/@STAMP@"; } 2>/dev/null
-    [[ ${_PROVISIOND_PROJECT-} == "$dir" && -n $gen && $gen == "${_PROVISIOND_GEN-}" ]] && return 0
+    # Active already, and applied in this shell (a child shell inherits the variables, not the prompt).
+    [[ ${_PROVISIOND_PROJECT-} == "$dir" && -n $gen && $gen == "${_PROVISIOND_GEN-}" &&
+      $gen == "$__provisiond_applied" ]] && return 0
+    __provisiond_applied=$gen
     # The script deactivates whatever is active first.
     . "$base/activate.zsh"
     return 0

@@ -200,11 +200,18 @@ def test_the_prompt_in_a_real_terminal(tmp_path: Path, shell: str, columns: int)
         tmux.type("echo inside-2")
         screen = tmux.wait_for("(nlp-exp) $", timeout=20)
         assert any(line.startswith("(nlp-exp) $ echo inside-2") for line in screen), screen
+        if shell != "fish":  # a child shell inherits the env's variables, not the prompt: the hook puts it back
+            tmux.type(f"{SHELL_START[shell]}")
+            tmux.type(f"{PROMPT_SETUP[shell]}; {source} {shlex.quote(str(hook))}; clear")
+            tmux.type("echo child-3")
+            screen = tmux.wait_for("child-3")
+            assert any("(nlp-exp) $ echo child-3" in line for line in screen), screen
+            tmux.type("exit")
         tmux.type("cd /; clear")
-        tmux.type("echo outside-3")
-        screen = tmux.wait_for("outside-3")
+        tmux.type("echo outside-4")
+        screen = tmux.wait_for("outside-4")
         assert "(nlp-exp)" not in "\n".join(screen)
-        assert any(line.startswith("$ echo outside-3") for line in screen), screen
+        assert any(line.startswith("$ echo outside-4") for line in screen), screen
         assert all(len(line) <= columns for line in screen)
     finally:
         subprocess.run([*tmux.base, "kill-server"], capture_output=True, timeout=30)
