@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from functools import partial
 from typing import TYPE_CHECKING
 
+from provisiond.shell.undo import FISH_PROMPT_RESTORE, POSIX_PROMPT_RESTORE, prompt_set, undo_call, undo_function
+
 if TYPE_CHECKING:  # hooks.py imports this module on every shell start: no dataclasses for it
     from provisiond.shell.model import Activation
 
@@ -33,58 +35,6 @@ _SAVE_LOCAL = {
     "sh": ":",  # POSIX sh cannot tell, nor un-export: such a variable comes back exported
 }
 _UNEXPORT = {"bash": 'export -n "${__pvd_v?}"', "zsh": 'typeset -g +x "$__pvd_v"', "sh": ":"}
-
-# The prompt: "(name) " went before PS1, which is saved in _PROVISIOND_PS1_OLD and the result in
-# _PROVISIOND_PS1 (shell variables, never exported: a child shell has its own prompt). Restored
-# exactly when PS1 is still ours; a prompt changed meanwhile only loses the modifier, as with conda.
-_POSIX_PROMPT_RESTORE = """\
-if [ -n "${_PROVISIOND_PS1+x}" ]; then
-  if [ "${PS1-}" = "$_PROVISIOND_PS1" ]; then
-    if [ -n "${_PROVISIOND_PS1_OLD+x}" ]; then PS1=$_PROVISIOND_PS1_OLD; else unset -v PS1; fi
-  else
-    case ${PS1-} in "${CONDA_PROMPT_MODIFIER-}"?*) PS1=${PS1#"${CONDA_PROMPT_MODIFIER-}"} ;; esac
-  fi
-  unset -v _PROVISIOND_PS1 _PROVISIOND_PS1_OLD
-fi
-"""
-
-_POSIX_PROMPT_SET = """\
-if [ -n "${PS1+x}" ]; then _PROVISIOND_PS1_OLD=$PS1; else unset -v _PROVISIOND_PS1_OLD; fi
-PS1=@MODIFIER@"${PS1-}"
-_PROVISIOND_PS1=$PS1"""
-
-# fish has a function, not a variable: fish_prompt is copied to __provisiond_fish_prompt and replaced by
-# one that prints the modifier first (with $status kept for the original). Copied back on leave,
-# unless the prompt was replaced meanwhile (then only our copy goes).
-_FISH_PROMPT_RESTORE = """\
-if set -q _PROVISIOND_PS1
-    if functions -q __provisiond_fish_prompt
-        set -l __pvd_d (functions -Dv fish_prompt)
-        if test "$__pvd_d[5]" = 'provisiond prompt'
-            functions -e fish_prompt
-            functions -c __provisiond_fish_prompt fish_prompt
-        end
-        functions -e __provisiond_fish_prompt __provisiond_status
-    end
-    set -eg _PROVISIOND_PS1
-end
-"""
-
-_FISH_PROMPT_SET = """\
-if functions -q fish_prompt
-    functions -e __provisiond_fish_prompt
-    functions -c fish_prompt __provisiond_fish_prompt
-    function __provisiond_status
-        return $argv[1]
-    end
-    function fish_prompt --description 'provisiond prompt'
-        set -l __pvd_status $status
-        printf '%s' @MODIFIER@
-        __provisiond_status $__pvd_status
-        __provisiond_fish_prompt
-    end
-    set -g _PROVISIOND_PS1 1
-end"""
 
 _POSIX_DEACTIVATE = """\
 if [ -n "${_PROVISIOND_ACTIVE+x}" ]; then
@@ -210,12 +160,19 @@ def source_lines(shell: str, scripts: Iterable[str]) -> str:
 
 
 def deactivate_body(shell: str) -> str:
-    """The generic code that undoes the activation recorded in ``_PROVISIOND_*`` variables."""
+    """Undo the active activation: its own straight-line ``__provisiond_undo`` when this shell defined
+    it (undo.py), else the generic code that reads the ``_PROVISIOND_*`` variables."""
     if shell == "fish":
-        return _FISH_PROMPT_RESTORE + _FISH_DEACTIVATE.replace("@BOOKKEEPING@", " ".join(BOOKKEEPING))
+        generic = FISH_PROMPT_RESTORE + _FISH_DEACTIVATE.replace("@BOOKKEEPING@", " ".join(BOOKKEEPING))
+        return undo_call(shell) + _indent(generic, "    ") + "end\n"
     flavour = _flavour(shell)
-    return _POSIX_PROMPT_RESTORE + _POSIX_DEACTIVATE.replace("@UNEXPORT@", _UNEXPORT[flavour]) \
+    generic = POSIX_PROMPT_RESTORE + _POSIX_DEACTIVATE.replace("@UNEXPORT@", _UNEXPORT[flavour]) \
         .replace("@BOOKKEEPING@", " ".join(BOOKKEEPING))
+    return undo_call(shell) + _indent(generic, "  ") + "fi\n"
+
+
+def _indent(text: str, by: str) -> str:
+    return "".join(by + line if line.strip() else line for line in text.splitlines(keepends=True))
 
 
 def deactivate_script(shell: str) -> str:
@@ -235,7 +192,8 @@ def activate_script(act: Activation, shell: str) -> str:
     body = _fish_body(act, names, scripts) if shell == "fish" else _posix_body(act, shell, names, scripts)
     if shell in ("bash", "sh"):
         # Values are literal on purpose ($ must not expand); activate.d scripts live in the prefix.
-        head += "# shellcheck disable=SC2016,SC1091\n"
+        # The undo restores saved values by name: shellcheck takes a quoted value for code (SC2089/SC2090).
+        head += "# shellcheck disable=SC2016,SC1091,SC2089,SC2090\n"
     return head + _wrap(shell, deactivate_body(shell) + body)
 
 
@@ -278,12 +236,14 @@ def _posix_body(act: Activation, shell: str, names: list[str], scripts: tuple[st
                  '_PROVISIOND_VARS _PROVISIOND_LOCAL="${__pvd_local# }"')
     lines.append(f"export _PROVISIOND_PROJECT={q(act.project)}" if act.project else "unset -v _PROVISIOND_PROJECT")
     if act.prompt:
-        lines.append(_POSIX_PROMPT_SET.replace("@MODIFIER@", q(act.env()["CONDA_PROMPT_MODIFIER"])))
+        lines.append(prompt_set(shell, q(act.env()["CONDA_PROMPT_MODIFIER"])))
     leases = _leases_dir(act)
     # A lease for gc while this shell lives (a builtin redirection: no process).
     lines.append(f'[ -d {q(leases)} ] && true >{q(leases)}"/{act.facts.env_key}.$$"')
     lines.append(source_lines(shell, scripts).rstrip("\n"))
     lines.append("unset -v __pvd_local __pvd_rest __pvd_v __pvd_lvl" + (" __pvd_attr" if flavour == "bash" else ""))
+    lines.append(undo_function(shell, names, act.facts.deactivate["sh"], prompt=act.prompt, generation=act.generation,
+                               unexport=_UNEXPORT[flavour], bookkeeping=BOOKKEEPING, q=q).rstrip("\n"))
     return "\n".join(line for line in lines if line) + "\n"
 
 
@@ -299,7 +259,9 @@ def _fish_body(act: Activation, names: list[str], scripts: tuple[str, ...]) -> s
               'set -gx _PROVISIOND_LOCAL "$__pvd_local"',
               f"set -gx _PROVISIOND_PROJECT {q(act.project)}" if act.project else "set -eg _PROVISIOND_PROJECT",
               f'test -d {q(_leases_dir(act))}; and true >{q(_leases_dir(act))}"/{act.facts.env_key}.$fish_pid"',
-              _FISH_PROMPT_SET.replace("@MODIFIER@", q(act.env()["CONDA_PROMPT_MODIFIER"])) if act.prompt else "",
+              prompt_set("fish", q(act.env()["CONDA_PROMPT_MODIFIER"])) if act.prompt else "",
               source_lines("fish", scripts).rstrip("\n"),
-              "set -eg __pvd_vars __pvd_local __pvd_v __pvd_lvl"]
+              "set -eg __pvd_vars __pvd_local __pvd_v __pvd_lvl",
+              undo_function("fish", names, act.facts.deactivate["fish"], prompt=act.prompt, generation=act.generation,
+                            unexport=":", bookkeeping=BOOKKEEPING, q=q).rstrip("\n")]
     return "\n".join(line for line in lines if line) + "\n"

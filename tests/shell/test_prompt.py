@@ -161,15 +161,17 @@ class Tmux:
     def screen(self) -> list[str]:
         return [line.rstrip() for line in self("capture-pane", "-p", "-t", "t").splitlines() if line.strip()]
 
-    def wait_for(self, marker: str, timeout: float = 20) -> list[str]:
-        """The screen once a line holding ``marker`` has appeared (interactive shells answer when they do)."""
+    def prompt_after(self, marker: str, timeout: float = 20) -> tuple[str, list[str]]:
+        """Type ``echo MARKER`` and return the prompt that follows its output (and the screen): the
+        shell's prompt in the state the previous commands left."""
+        self.type(f"echo {marker}")
         deadline = time.monotonic() + timeout
         while True:
             screen = self.screen()
-            if any(marker in line for line in screen):
-                return screen
+            if marker in screen and screen.index(marker) + 1 < len(screen):
+                return screen[screen.index(marker) + 1], screen
             if time.monotonic() > deadline:
-                raise AssertionError(f"{marker!r} never appeared; screen:\n" + "\n".join(screen))
+                raise AssertionError(f"no prompt after {marker!r}; screen:\n" + "\n".join(screen))
             time.sleep(0.05)
 
 
@@ -193,25 +195,20 @@ def test_the_prompt_in_a_real_terminal(tmp_path: Path, shell: str, columns: int)
          " ".join([*env, SHELL_START[shell]]))
     try:
         source = "source" if shell == "fish" else "."
-        tmux.type(f"{PROMPT_SETUP[shell]}; {source} {shlex.quote(str(hook))}; clear")
-        tmux.type("echo ready-1")
-        tmux.wait_for("ready-1")
+        tmux.type(f"{PROMPT_SETUP[shell]}; {source} {shlex.quote(str(hook))}")
+        assert tmux.prompt_after("ready-1")[0] == "$"
         tmux.type(f"cd {shlex.quote(str(project))}")
-        tmux.type("echo inside-2")
-        screen = tmux.wait_for("(nlp-exp) $", timeout=20)
-        assert any(line.startswith("(nlp-exp) $ echo inside-2") for line in screen), screen
+        prompt, screen = tmux.prompt_after("inside-2")
+        assert prompt == "(nlp-exp) $", screen
         if shell != "fish":  # a child shell inherits the env's variables, not the prompt: the hook puts it back
-            tmux.type(f"{SHELL_START[shell]}")
-            tmux.type(f"{PROMPT_SETUP[shell]}; {source} {shlex.quote(str(hook))}; clear")
-            tmux.type("echo child-3")
-            screen = tmux.wait_for("child-3")
-            assert any("(nlp-exp) $ echo child-3" in line for line in screen), screen
+            tmux.type(SHELL_START[shell])
+            tmux.type(f"{PROMPT_SETUP[shell]}; {source} {shlex.quote(str(hook))}")
+            prompt, screen = tmux.prompt_after("child-3")
+            assert prompt == "(nlp-exp) $", screen
             tmux.type("exit")
-        tmux.type("cd /; clear")
-        tmux.type("echo outside-4")
-        screen = tmux.wait_for("outside-4")
-        assert "(nlp-exp)" not in "\n".join(screen)
-        assert any(line.startswith("$ echo outside-4") for line in screen), screen
+        tmux.type("cd /")
+        prompt, screen = tmux.prompt_after("outside-4")
+        assert prompt == "$", screen  # exactly the prompt from before
         assert all(len(line) <= columns for line in screen)
     finally:
         subprocess.run([*tmux.base, "kill-server"], capture_output=True, timeout=30)
