@@ -18,6 +18,16 @@ __provisiond_deactivate() {
 @DEACTIVATE@
 }
 
+# Leaves the active env: by the activation's own straight-line undo when this shell ran it
+# (shell/undo.py), else by the generic code above (a child shell, a `provisionctl activate` elsewhere).
+__provisiond_leave() {
+  if [[ -n ${__provisiond_undo_gen-} && $__provisiond_undo_gen == "${_PROVISIOND_GEN-}" ]]; then
+    __provisiond_undo
+  else
+    __provisiond_deactivate
+  fi
+}
+
 # Sets __provisiond_dir to the nearest dir at or above $PWD holding an environment file, or ''.
 __provisiond_find() {
   local d=$PWD
@@ -63,7 +73,7 @@ __provisiond_update() {
   dir=$__provisiond_dir
   if [[ -z $dir ]]; then
     __provisiond_pending=
-    [[ -n ${_PROVISIOND_PROJECT-} ]] && __provisiond_deactivate
+    [[ -n ${_PROVISIOND_PROJECT-} ]] && __provisiond_leave
     return 0
   fi
   __provisiond_enter "$dir"
@@ -96,7 +106,7 @@ __provisiond_enter() {
     return 0
   fi
   # No env for this project (yet): leave the previous one (it is not this project's).
-  [[ -n ${_PROVISIOND_PROJECT-} ]] && __provisiond_deactivate
+  [[ -n ${_PROVISIOND_PROJECT-} ]] && __provisiond_leave
   __provisiond_pending=$dir
   if [[ -f $base/@NOTICE@ ]]; then
     __provisiond_notice "$dir"  # blocked or failing: the daemon already knows, nothing to ask

@@ -18,6 +18,16 @@ function __provisiond_deactivate
 @DEACTIVATE@
 end
 
+# Leaves the active env: by the activation's own straight-line undo when this shell ran it
+# (shell/undo.py), else by the generic code above (a child shell, a `provisionctl activate` elsewhere).
+function __provisiond_leave
+    if set -q __provisiond_undo_gen; and test -n "$__provisiond_undo_gen"; and test "$__provisiond_undo_gen" = "$_PROVISIOND_GEN"
+        __provisiond_undo
+    else
+        __provisiond_deactivate
+    end
+end
+
 # Prints the nearest dir at or above $PWD holding an environment file (builtins only: no fork).
 function __provisiond_find
     set -l d $PWD
@@ -69,7 +79,7 @@ function __provisiond_hook --on-event fish_prompt --on-variable PWD
     set -l dir (__provisiond_find)
     if test -z "$dir"
         set -g __provisiond_pending
-        set -q _PROVISIOND_PROJECT; and __provisiond_deactivate
+        set -q _PROVISIOND_PROJECT; and __provisiond_leave
         return 0
     end
     set -l base "$__provisiond_state$dir/@LEAF@"
@@ -96,7 +106,7 @@ function __provisiond_hook --on-event fish_prompt --on-variable PWD
         return 0
     end
     # No env for this project (yet): leave the previous one (it is not this project's).
-    set -q _PROVISIOND_PROJECT; and __provisiond_deactivate
+    set -q _PROVISIOND_PROJECT; and __provisiond_leave
     set -g __provisiond_pending $dir
     if test -f "$base/@NOTICE@"
         __provisiond_notice $dir # blocked or failing: the daemon already knows, nothing to ask

@@ -17,6 +17,16 @@ __provisiond_deactivate() {
 @DEACTIVATE@
 }
 
+# Leaves the active env: by the activation's own straight-line undo when this shell ran it
+# (shell/undo.py), else by the generic code above (a child shell, a `provisionctl activate` elsewhere).
+__provisiond_leave() {
+  if [[ -n ${__provisiond_undo_gen-} && $__provisiond_undo_gen == "${_PROVISIOND_GEN-}" ]]; then
+    __provisiond_undo
+  else
+    __provisiond_deactivate
+  fi
+}
+
 # Sets __provisiond_dir to the nearest dir at or above $PWD holding an environment file, or ''.
 __provisiond_find() {
   emulate -L zsh
@@ -66,7 +76,7 @@ __provisiond_hook() {
   dir=$__provisiond_dir
   if [[ -z $dir ]]; then
     __provisiond_pending=
-    [[ -n ${_PROVISIOND_PROJECT-} ]] && __provisiond_deactivate
+    [[ -n ${_PROVISIOND_PROJECT-} ]] && __provisiond_leave
     return 0
   fi
   base=$__provisiond_state$dir/@LEAF@
@@ -91,7 +101,7 @@ __provisiond_hook() {
     return 0
   fi
   # No env for this project (yet): leave the previous one (it is not this project's).
-  [[ -n ${_PROVISIOND_PROJECT-} ]] && __provisiond_deactivate
+  [[ -n ${_PROVISIOND_PROJECT-} ]] && __provisiond_leave
   __provisiond_pending=$dir
   if [[ -f $base/@NOTICE@ ]]; then
     __provisiond_notice "$dir"  # blocked or failing: the daemon already knows, nothing to ask
