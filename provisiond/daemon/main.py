@@ -29,7 +29,7 @@ async def serve(settings: Settings, *, environ: Mapping[str, str] | None = None,
     from provisiond.daemon.api.app import make_app, serving
     from provisiond.daemon.provisioner import Provisioner
     from provisiond.daemon.reload import reload_on
-    from provisiond.daemon.watcher import ProjectWatcher
+    from provisiond.daemon.watcher import ProjectWatcher, prepare
     from provisiond.engines.choose import engine_for
     from provisiond.store import retention
     from provisiond.store.store import Store
@@ -51,6 +51,7 @@ async def serve(settings: Settings, *, environ: Mapping[str, str] | None = None,
                     "platform": engine.platform, "store": str(settings.paths.home),
                     "socket": str(settings.paths.socket)}
             try:
+                await prepare()  # before the socket: the first requests must not wait for an import
                 async with serving(make_app(provisioner, info), settings.paths.socket, inherited):
                     log.info("provisiond %s listening on %s (store %s, engine %s)", __version__,
                              settings.paths.socket, settings.paths.home, info["engine_version"])
