@@ -471,3 +471,46 @@ def test_cold_start_spells_the_store_layout_of_layout_py() -> None:
     for spelled in (f"/{layout.ACTIVATION}/{layout.NAMES}", f"/{layout.NAME_TARGET}", f"/{layout.LEASES}/",
                     f"/{layout.MARKER}"):
         assert spelled in script, spelled
+
+
+def test_activate_by_name_fast_path_reads_the_store_without_the_daemon(built: Built, user_state: Paths,
+                                                                      tmp_path: Path) -> None:
+    """`activate NAME` of a ready env is answered from the name's files in the store (a project's name:
+    from its project's files), with no daemon, no argparse and no json; what the slow path prints."""
+    import subprocess
+    import sys
+
+    tools = tmp_path / "tools.yml"
+    tools.write_text((built.project / "environment.yml").read_text() + "variables:\n  TOOLS_MODE: fast\n")
+    code, _, err = built.daemon.ctl("create", "-f", str(tools), "-n", "tools-fast")
+    assert code == 0, err
+    env = {**os.environ, "PROVISIOND_HOME": str(built.paths.home), "PROVISIOND_STATE": str(built.paths.state)}
+
+    def fast(name: str, shell: str) -> subprocess.CompletedProcess[str]:
+        probe = (
+            "import sys\n"
+            "from provisiond.cli import entry as ctl\n"
+            f"code = ctl._fast_activate(['--socket', {str(tmp_path / 'no.sock')!r}, 'activate', {name!r}, "
+            f"'--shell', {shell!r}])\n"
+            "sys.stdout.flush()\n"
+            "heavy = [m for m in ('argparse', 'json', 'pathlib', 'provisiond.cli.commands') if m in sys.modules]\n"
+            "assert not heavy, heavy\n"
+            "sys.exit(3 if code is None else code)\n"
+        )
+        return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
+
+    for shell in ("bash", "zsh", "fish", "sh"):
+        answer = fast("tools-fast", shell)
+        assert answer.returncode == 0, answer.stderr
+        code, slow, err = built.daemon.ctl("--home", str(built.paths.home), "activate", "tools-fast", "--shell", shell)
+        assert code == 0, err
+        assert answer.stdout == slow  # the same script both ways, with the file's `variables:`
+        assert "TOOLS_MODE" in answer.stdout and "(tools-fast) " in answer.stdout
+    # A project's name: the project's activation, .env values included (the state dir, not the store).
+    (built.project / ".env").write_text("PROJECT_SECRET=fast\n")
+    activation.write_project_activation(user_state, built.project, "hello-env", built.env_key, built.prefix)
+    answer = fast("hello-env", "bash")
+    assert answer.returncode == 0, answer.stderr
+    assert answer.stdout == activation.read_project_activation(user_state, built.project, "bash")
+    assert "PROJECT_SECRET='fast'" in answer.stdout
+    assert fast("no-such-env", "bash").returncode == 3  # declined: cli.main asks the daemon and says why
