@@ -34,6 +34,7 @@ def test_defaults_come_from_platformdirs(tmp_path: Path) -> None:
     ({}, {"PROVISIOND_MAX_BUILDS": "many"}, "", "max_builds='many' (env): expected int"),
     ({}, {}, "home = [", "config.toml"),
     ({"socket": "/" + "s" * 120}, {}, "", "Unix sockets allow"),
+    ({}, {"PROVISIOND_CHANGEPS1": "maybe"}, "", "changeps1='maybe' (env): expected true or false"),
 ])
 def test_bad_settings_name_key_and_source(tmp_path: Path, overrides: dict, env: dict, text: str, needle: str) -> None:
     config = tmp_path / "config.toml"
@@ -62,3 +63,13 @@ def test_api_limits_are_settings(tmp_path: Path) -> None:
     for key, value in (("MAX_CONNECTIONS", "0"), ("READ_TIMEOUT", "0"), ("READ_TIMEOUT", "nan"), ("READ_TIMEOUT", "inf")):
         with pytest.raises(ConfigError, match=key.lower()):
             load_settings({}, {f"PROVISIOND_{key}": value}, none)
+
+
+def test_changeps1_is_on_by_default_and_off_from_the_file_or_the_environment(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("changeps1 = false\n")
+    base = {"PROVISIOND_HOME": str(tmp_path)}
+    assert load_settings({}, base, tmp_path / "none.toml").changeps1 is True
+    assert load_settings({}, base, config).changeps1 is False
+    assert load_settings({}, {**base, "PROVISIOND_CHANGEPS1": "1"}, config).changeps1 is True
+    assert load_settings({}, {**base, "PROVISIOND_CHANGEPS1": "off"}, tmp_path / "none.toml").changeps1 is False
