@@ -164,6 +164,12 @@ def main() -> int:
                    "status_ms": timed([*CTL, "--home", str(d.home), "--socket", str(d.socket), "status"], rounds, denv),
                    "list_request_ms": request_ms(d.client, "/v1/envs", rounds),
                    "status_request_ms": request_ms(d.client, "/v1/status", rounds)}
+            if size == sizes[0]:  # activate's fast paths: a name (the store's file), a path (the state dir's)
+                ctl = [*CTL, "--home", str(d.home), "--socket", str(d.socket)]
+                result["activate_name_ms"] = timed([*ctl, "activate", "proj0000",
+                                                    "--shell", "bash"], rounds, denv)
+                result["activate_path_ms"] = timed([*ctl, "activate", str(ws / "work" / "proj0000"), "--shell",
+                                                    "bash"], rounds, denv)
             row["list_vs_pass"] = round(row["list_ms"] / baseline, 2)
             row["status_vs_pass"] = round(row["status_ms"] / baseline, 2)
             rows.append(row)
@@ -189,6 +195,10 @@ def table(r: dict) -> str:
         ok = max(at300["list_vs_pass"], at300["status_vs_pass"]) <= TARGET_VS_PASS
         out.append(f"target: list and status at 300 names <= {TARGET_VS_PASS}x python -c pass: "
                    f"{'ok' if ok else 'MISS'}")
+    if "activate_name_ms" in r:
+        out.append(f"provisionctl activate NAME: {r['activate_name_ms']:.1f} ms "
+                   f"({r['activate_name_ms'] / r['python_pass_ms']:.2f}x pass); activate PATH: "
+                   f"{r['activate_path_ms']:.1f} ms ({r['activate_path_ms'] / r['python_pass_ms']:.2f}x pass)")
     out.append("")
     for key, label in (("restart_0_projects", "restart, 0 projects"),
                        ("restart_300_projects", "restart, 300 projects (signatures kept)"),

@@ -507,10 +507,14 @@ def test_activate_by_name_fast_path_reads_the_store_without_the_daemon(built: Bu
         assert answer.stdout == slow  # the same script both ways, with the file's `variables:`
         assert "TOOLS_MODE" in answer.stdout and "(tools-fast) " in answer.stdout
     # A project's name: the project's activation, .env values included (the state dir, not the store).
-    (built.project / ".env").write_text("PROJECT_SECRET=fast\n")
-    activation.write_project_activation(user_state, built.project, "hello-env", built.env_key, built.prefix)
-    answer = fast("hello-env", "bash")
+    # (A project the daemon does not watch: its files are only what this test writes.)
+    project = write_project(tmp_path / "fast-project", Path("/nonexistent-channel"), ["hello"])
+    (project / ".env").write_text("PROJECT_SECRET=fast\n")
+    activation.write_project_activation(user_state, project, "fast-project", built.env_key, built.prefix)
+    activation.write_name_activation(user_state, "fast-project", built.env_key, built.prefix, project=str(project))
+    answer = fast("fast-project", "bash")
     assert answer.returncode == 0, answer.stderr
-    assert answer.stdout == activation.read_project_activation(user_state, built.project, "bash")
+    assert answer.stdout == activation.read_project_activation(user_state, project, "bash")
     assert "PROJECT_SECRET='fast'" in answer.stdout
+    activation.remove_name_activation(user_state, "fast-project")
     assert fast("no-such-env", "bash").returncode == 3  # declined: cli.main asks the daemon and says why
