@@ -112,3 +112,27 @@ async def test_start_up_checks_yield_to_requests(tmp_path: Path) -> None:
             assert check.result() == (0, 300)  # never warmed: every project goes to the background
         finally:
             await p.close()
+
+
+async def test_a_restart_with_changeps1_off_renders_each_project_again(tmp_path: Path) -> None:
+    """A changed setting makes the kept signatures stale: the start-up check warms every project,
+    which renders its activation without the prompt modifier."""
+    from provisiond.shell import activation
+
+    directory = write(tmp_path / "work" / "p", "p", ["hello"])
+    with opened(tmp_path) as (store, paths):
+        first = Provisioner(store, FakeEngine(), Settings(paths=paths))
+        await first.add_project(str(directory), allow=True)
+        await first.warm("p")
+        await first.close()
+    assert "(p) " in (activation.read_project_activation(paths, directory, "bash") or "")
+    with opened(tmp_path) as (store, paths):
+        second = Provisioner(store, FakeEngine(), Settings(paths=paths, changeps1=False))
+        try:
+            assert await second.check_projects() == (0, 1)
+            await second.warm("p")
+            script = activation.read_project_activation(paths, directory, "bash") or ""
+            assert "PS1=" not in script.replace("PS1=$_PROVISIOND_PS1_OLD", "").replace("PS1=${PS1#", "")
+            assert "_PROVISIOND_PS1=$PS1" not in script
+        finally:
+            await second.close()
