@@ -242,9 +242,15 @@ def cmd_activate(args: argparse.Namespace) -> Result:
         script = activation.read_project_activation(paths, view["source"], shell)
         if script is not None:
             return {"script": script}
+    directory = activation.name_activation_dir(paths, view["name"])
+    if directory is not None and activation.target_of_name(paths, view["name"]) == (view["env_key"], view["prefix"]):
+        try:  # what the fast path prints (cli/entry.py): the name's script, with its `variables:`
+            return {"script": (directory / f"activate.{shell}").read_text(encoding="utf-8")}
+        except FileNotFoundError:
+            pass  # a store from before these files: rendered here
     facts = activation.load_env_facts(paths, view["env_key"], view["prefix"])
     variables = activation.name_variables(paths, view["name"])  # a file env's `variables:`, as `run` exports them
-    act = activation.Activation(name=view["name"], facts=facts, variables=variables)
+    act = activation.Activation(name=view["name"], facts=facts, variables=variables, prompt=args.settings.changeps1)
     return {"script": activation.render_activation(act, shell)}
 
 

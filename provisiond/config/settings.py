@@ -120,6 +120,8 @@ class Settings:
     connect_timeout: float = 10.0
     fetch_timeout: float = 30.0
     solve_timeout: float = 600.0
+    # Activation puts "(name) " before the shell's prompt, as conda's changeps1 (restored on leave).
+    changeps1: bool = True
     config_file: Path | None = None
     # Jupyter kernelspecs for ready envs holding ipykernel (daemon/kernels.py), written into
     # jupyter_data_dir/kernels; None (Settings built by hand, as in tests) writes none.
@@ -159,7 +161,7 @@ class Settings:
                 "keep_builds": self.keep_builds, "keep_solves": self.keep_solves,
                 "keep_solves_days": self.keep_solves_days,
                 "connect_timeout": self.connect_timeout, "fetch_timeout": self.fetch_timeout,
-                "solve_timeout": self.solve_timeout,
+                "solve_timeout": self.solve_timeout, "changeps1": self.changeps1,
                 "config_file": str(self.config_file) if self.config_file else None,
                 "log_file": str(self.log_file) if self.log_file else None,
                 "channels": [mask(c) for c in self.channels],
@@ -191,7 +193,7 @@ def load_settings(
     ``watch_debounce_ms``, ``watch_step_ms``, ``gc_days``, ``cache_budget_bytes``,
     ``trusted_prefixes`` (a TOML list of directories, or ``:``-separated in the environment),
     ``log_file``, ``max_connections``, ``read_timeout``, ``keep_builds``, ``keep_solves``,
-    ``keep_solves_days`` (what the registry keeps: retention.py), and the engine's
+    ``keep_solves_days`` (what the registry keeps: retention.py), ``changeps1`` (the prompt), and the engine's
     ``connect_timeout``, ``fetch_timeout`` and ``solve_timeout`` (seconds; see docs/configuration.md);
     ``kernels`` (write Jupyter kernelspecs, default true), ``jupyter_data_dir`` (where: else found as
     jupyter_core finds it) and ``audit_db`` (the OSV database of ``provisionctl audit``).
@@ -226,7 +228,7 @@ def load_settings(
                          ("watch_step_ms", int), ("gc_days", float), ("cache_budget_bytes", int),
                          ("max_connections", int), ("read_timeout", float), ("keep_builds", int),
                          ("keep_solves", int), ("keep_solves_days", float), ("connect_timeout", float),
-                         ("fetch_timeout", float), ("solve_timeout", float)):
+                         ("fetch_timeout", float), ("solve_timeout", float), ("changeps1", _truth)):
         choice = pick(key)
         if choice is None:
             continue
@@ -234,7 +236,8 @@ def load_settings(
         try:
             values[key] = convert(raw)
         except (TypeError, ValueError):
-            raise ConfigError(f"{key}={raw!r} ({source}): expected {convert.__name__}") from None
+            what = "true or false" if convert is _truth else convert.__name__
+            raise ConfigError(f"{key}={raw!r} ({source}): expected {what}") from None
     choice = pick("trusted_prefixes")
     if choice is not None:
         values["trusted_prefixes"] = _prefixes(*choice)
@@ -348,6 +351,14 @@ def _conda_values(pick: Any, environ: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _bool(raw: Any, source: str, key: str = "") -> bool:
+    try:
+        return _truth(raw)
+    except ValueError:
+        raise ConfigError(f"{key + '=' if key else ''}{raw!r} ({source}): expected true or false") from None
+
+
+def _truth(raw: Any) -> bool:
+    """A TOML boolean, or true/false, yes/no, on/off, 1/0 (or empty) from the environment or a flag."""
     if isinstance(raw, bool):
         return raw
     text = str(raw).strip().lower()
@@ -355,7 +366,7 @@ def _bool(raw: Any, source: str, key: str = "") -> bool:
         return True
     if text in ("0", "false", "no", "off", ""):
         return False
-    raise ConfigError(f"{key + '=' if key else ''}{raw!r} ({source}): expected true or false")
+    raise ValueError(raw)
 
 
 def _prefixes(raw: Any, source: str) -> tuple[str, ...]:

@@ -70,7 +70,7 @@ class Lifecycle:
         self._background: dict[str, asyncio.Task[Any]] = {}
         self._again: set[str] = set()
         self._specs: dict[str, EnvSpec] = {}
-        self.fresh = Freshness(store, settings)
+        self.fresh = Freshness(store, settings, _context(engine, settings))
         self.kernels = Kernels(store, settings)  # Jupyter kernelspecs follow the names (kernels.py)
         gate.on_block = self.kernels.withdraw  # nothing of a blocked project runs, its kernel neither
         self._generation: dict[str, int] = {}
@@ -429,10 +429,12 @@ class Lifecycle:
             return
         try:
             if spec is None:  # .env edited, no spec in memory (e.g. after a restart): reuse the last render
-                activation.refresh_project_activation(self.settings.paths, record.source)
+                activation.refresh_project_activation(self.settings.paths, record.source,
+                                                      prompt=self.settings.changeps1)
             else:
                 activation.write_project_activation(self.settings.paths, record.source, record.name,
-                                                    record.env_key, prefix, spec.variables)
+                                                    record.env_key, prefix, spec.variables,
+                                                    prompt=self.settings.changeps1)
         except OSError as exc:
             log.error("cannot write the activation of project %s: %s", record.source, exc)
 
@@ -448,10 +450,18 @@ class Lifecycle:
         if variables is None:
             variables = activation.name_variables(paths, name) if record.kind == "clone" else ()
         try:
-            activation.write_name_activation(paths, name, env_key, prefix, variables)
+            activation.write_name_activation(paths, name, env_key, prefix, variables, prompt=self.settings.changeps1,
+                                             project=record.source if record.kind == "project" else None)
         except OSError as exc:  # the env is ready; the next warm writes it again
             log.error("cannot write the activation of env %r: %s", name, exc)
         self.kernels.publish(name)  # the same kernel name, now pointing at this prefix
+
+
+def _context(engine: Engine, settings: Settings) -> str:
+    """What a persisted signature is valid under: the engine, its platform and the settings."""
+    text = json.dumps([engine.name, engine.version(), engine.platform, [str(v) for v in engine.virtual_packages()],
+                       settings.to_wire()], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _ready(lock: Lock) -> Any:

@@ -30,7 +30,7 @@ async def serve(settings: Settings, *, environ: Mapping[str, str] | None = None,
     from provisiond.daemon.api.app import make_app, serving
     from provisiond.daemon.provisioner import Provisioner
     from provisiond.daemon.reload import reload_on
-    from provisiond.daemon.watcher import ProjectWatcher
+    from provisiond.daemon.watcher import ProjectWatcher, prepare
     from provisiond.engines.choose import engine_for
     from provisiond.store import conda_envs, retention
     from provisiond.store.store import Store
@@ -56,6 +56,7 @@ async def serve(settings: Settings, *, environ: Mapping[str, str] | None = None,
                     "platform": engine.platform, "store": str(settings.paths.home),
                     "socket": str(settings.paths.socket)}
             try:
+                await prepare()  # before the socket: the first requests must not wait for an import
                 async with serving(make_app(provisioner, info), settings.paths.socket, inherited):
                     log.info("provisiond %s listening on %s (store %s, engine %s)", __version__,
                              settings.paths.socket, settings.paths.home, info["engine_version"])
@@ -77,11 +78,9 @@ async def serve(settings: Settings, *, environ: Mapping[str, str] | None = None,
                         tg.create_task(provisioner.auditor.watch(stop))  # re-audits when the OSV db changes
                         reload = load or (lambda: load_settings(environ=environ, conda_layer=condarc.layer))
                         reloads = tg.create_task(reload_on(hangup, settings, reload, apply))
-                        # Files may have changed while we were down: a warm of an unchanged
-                        # file is a cache lookup, so check every project.
-                        for record in store.list_names("project"):
-                            if record.status != "gone":
-                                provisioner.warm_in_background(record.name)
+                        # Files may have changed while we were down: check every project,
+                        # yielding to requests between them.
+                        tg.create_task(provisioner.check_projects())
                         await stop.wait()
                         reloads.cancel()
                     log.info("shutting down")

@@ -74,6 +74,12 @@ def _as_name(text: str) -> str:
     return name if name not in (".", "..") else "env"
 
 
+def _view(record: NameRecord, prefix: str | None, projects: tuple[str, ...]) -> EnvView:
+    return EnvView(name=record.name, kind=record.kind, source=record.source, status=record.status,
+                   env_key=record.env_key, prefix=prefix, error=record.error, build_id=record.build_id,
+                   projects=projects)
+
+
 class Provisioner:
     """The core: names, projects and consent; never knows about HTTP or argv."""
 
@@ -267,6 +273,25 @@ class Provisioner:
     def warm_in_background(self, name: str) -> None:
         self.lifecycle.warm_in_background(name)
 
+    async def check_projects(self) -> tuple[int, int]:
+        """At start-up: files may have changed while we were down, so look at every project.
+
+        An unchanged one (its persisted signature still holds: ``stat()`` only) costs nothing; the
+        others are warmed in the background. The loop is yielded to after each project, so requests
+        are answered while hundreds are checked. Returns (unchanged, warmed).
+        """
+        unchanged = warmed = 0
+        for record in self.store.list_names("project"):
+            if record.status != "gone":
+                if self.lifecycle.fresh.unchanged(record):
+                    unchanged += 1
+                else:
+                    warmed += 1
+                    self.warm_in_background(record.name)
+            await asyncio.sleep(0)
+        log.info("start-up check of %d projects: %d unchanged, %d warming", unchanged + warmed, unchanged, warmed)
+        return unchanged, warmed
+
     def ready_prefix(self, name: str) -> str | None:
         return self.lifecycle.ready_prefix(name)
 
@@ -333,16 +358,30 @@ class Provisioner:
     def view(self, name: str) -> EnvView:
         record = self.store.get_name(name)
         prefix = self.store.find_env(record.env_key) if record.env_key else None
-        projects: tuple[str, ...] = ()
-        if record.env_key:
-            projects = tuple(r.source for r in self.store.list_names("project")
-                             if r.env_key == record.env_key and r.source)
-        return EnvView(name=record.name, kind=record.kind, source=record.source, status=record.status,
-                       env_key=record.env_key, prefix=str(prefix) if prefix else None, error=record.error,
-                       build_id=record.build_id, projects=projects)
+        projects = tuple(self.store.projects_of(record.env_key)) if record.env_key else ()
+        return _view(record, str(prefix) if prefix else None, projects)
 
     def list(self, kind: str | None = None) -> list[EnvView]:
-        return [self.view(r.name) for r in self.store.list_names(kind)]
+        """Every name (of ``kind``) as ``view`` shows it, in one pass: two queries and a stat per env."""
+        records = self.store.list_names()
+        prefixes = self.store.env_prefixes()
+        projects: dict[str, list[str]] = {}
+        for r in records:  # ordered by name, as view()'s query orders them
+            if r.kind == "project" and r.env_key and r.source:
+                projects.setdefault(r.env_key, []).append(r.source)
+        present: dict[str, str | None] = {}
+        views = []
+        for r in records:
+            if kind is not None and r.kind != kind:
+                continue
+            prefix = None
+            if r.env_key:
+                if r.env_key not in present:
+                    found = prefixes.get(r.env_key)
+                    present[r.env_key] = found if found is not None and Path(found).is_dir() else None
+                prefix = present[r.env_key]
+            views.append(_view(r, prefix, tuple(projects.get(r.env_key, ())) if r.env_key else ()))
+        return views
 
     def lock_of(self, name: str) -> Lock:
         record = self.store.get_name(name)

@@ -34,7 +34,10 @@ def test_defaults_come_from_platformdirs(tmp_path: Path) -> None:
     ({}, {"PROVISIOND_MAX_BUILDS": "many"}, "", "max_builds='many' (env): expected int"),
     ({}, {}, "home = [", "config.toml"),
     ({"socket": "/" + "s" * 120}, {}, "", "Unix sockets allow"),
+    ({}, {"PROVISIOND_CHANGEPS1": "maybe"}, "", "changeps1='maybe' (env): expected true or false"),
 ])
+
+
 def test_bad_settings_name_key_and_source(tmp_path: Path, overrides: dict, env: dict, text: str, needle: str) -> None:
     config = tmp_path / "config.toml"
     config.write_text(text)
@@ -85,6 +88,8 @@ def test_default_channels_setting(tmp_path: Path) -> None:
     config.write_text("default_channels = 3\n")
     with pytest.raises(ConfigError, match="expected a list"):
         load_settings({}, {}, config)
+
+
 def test_jupyter_data_dir_is_found_as_jupyter_core_finds_it(tmp_path: Path) -> None:
     none = tmp_path / "none.toml"
     home = {"HOME": str(tmp_path), "PROVISIOND_SOCKET": "/tmp/pvd-unused.sock"}
@@ -102,6 +107,8 @@ def test_jupyter_data_dir_is_found_as_jupyter_core_finds_it(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize(("raw", "value"), [("0", False), ("off", False), ("no", False), ("1", True), ("TRUE", True)])
+
+
 def test_kernels_flag_from_the_environment(tmp_path: Path, raw: str, value: bool) -> None:
     env = {"PROVISIOND_KERNELS": raw, "PROVISIOND_SOCKET": "/tmp/pvd-unused.sock"}
     assert load_settings({}, env, tmp_path / "none.toml").kernels is value
@@ -110,3 +117,13 @@ def test_kernels_flag_from_the_environment(tmp_path: Path, raw: str, value: bool
 def test_kernels_flag_that_is_not_a_boolean_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"kernels='maybe' \(env\): expected true or false"):
         load_settings({}, {"PROVISIOND_KERNELS": "maybe", "PROVISIOND_SOCKET": "/tmp/x.sock"}, tmp_path / "none.toml")
+
+
+def test_changeps1_is_on_by_default_and_off_from_the_file_or_the_environment(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("changeps1 = false\n")
+    base = {"PROVISIOND_HOME": str(tmp_path)}
+    assert load_settings({}, base, tmp_path / "none.toml").changeps1 is True
+    assert load_settings({}, base, config).changeps1 is False
+    assert load_settings({}, {**base, "PROVISIOND_CHANGEPS1": "1"}, config).changeps1 is True
+    assert load_settings({}, {**base, "PROVISIOND_CHANGEPS1": "off"}, tmp_path / "none.toml").changeps1 is False
