@@ -279,21 +279,52 @@ def _exchange(socket_path: str, request: bytes) -> tuple[bytes | None, int | Non
 
 
 def run() -> None:
-    """Console entry point. `check` imports rattler, which can crash at exit: leave via os._exit."""
-    code = _fast_warm(sys.argv[1:])
-    if code is None:
-        code = _fast_activate(sys.argv[1:])
-    if code is None:
-        code = _fast_run(sys.argv[1:])
-    if code is None:
-        code = _hook_watch(sys.argv[1:])
-    if code is None:
-        from provisiond.cli.commands import main
+    """Console entry point. `check` imports rattler, which can crash at exit: leave via os._exit.
 
-        code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    Ctrl-C prints one line, never a traceback (``warm`` and ``create`` say first that the build
+    goes on in the daemon); a reader that goes away (``| head``) ends the output quietly.
+    """
+    try:
+        code = _fast_warm(sys.argv[1:])
+        if code is None:
+            code = _fast_activate(sys.argv[1:])
+        if code is None:
+            code = _fast_run(sys.argv[1:])
+        if code is None:
+            code = _hook_watch(sys.argv[1:])
+        if code is None:
+            from provisiond.cli.commands import main
+
+            code = main()
+    except KeyboardInterrupt:
+        code = 130  # 128 + SIGINT, as a shell reports it
+        _quiet_write(sys.stderr, "\nprovisionctl: interrupted\n")
+    except BrokenPipeError:
+        code = 141  # 128 + SIGPIPE: what `cmd | head` reports for a C program
+    except SystemExit as exc:  # argparse: --help, a usage error
+        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
+    _quiet_flush(sys.stdout)
+    _quiet_flush(sys.stderr)
     os._exit(code)
+
+
+def _quiet_write(stream: object, text: str) -> None:
+    try:
+        stream.write(text)  # type: ignore[attr-defined]  # a text stream
+    except (OSError, ValueError):
+        pass
+
+
+def _quiet_flush(stream: object) -> None:
+    """Flush, and forget what a closed pipe could not take (it would raise again at exit)."""
+    try:
+        stream.flush()  # type: ignore[attr-defined]  # a text stream
+    except (OSError, ValueError):
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, stream.fileno())  # type: ignore[attr-defined]
+        except (OSError, ValueError):
+            pass
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from provisiond.domain.lockfiles import kind_of, load_lockfile
 from provisiond.domain.spec import EnvSpec, load_spec, read_spec
 from provisiond.engines.base import Engine
 from provisiond.shell import activation
+from provisiond.store.files import write_atomic
 from provisiond.store.registry import NameRecord
 from provisiond.store.store import Store
 
@@ -163,14 +165,19 @@ class Provisioner:
                 activation.remove_project_activation(self.settings.paths, record.source)
         return view
 
-    async def create(self, file: str, name: str | None = None, *, update: bool = False) -> EnvView:
+    async def create(self, file: str, name: str | None = None, *, update: bool = False,
+                     content: str | None = None, force: bool = False) -> EnvView:
         """`conda env create -f FILE [-n NAME]`: a named env from an environment.yml or a lockfile.
 
-        A lockfile (@EXPLICIT, conda-lock.yml v1, pixi.lock) is installed without solving.
+        A lockfile (@EXPLICIT, conda-lock.yml v1, pixi.lock) is installed without solving. With
+        ``content`` (a file only the client can read, such as ``<(...)``), the text is kept in the
+        store (``sources/<sha256>/``) and the name follows that copy. An existing named env is
+        replaced only with ``force``; a failure leaves no new name behind and gives an existing one
+        back its file (its env, still served, was never replaced).
         """
         if "\0" in file:
             raise BadRequestError(f"{file!r} is not a path")
-        path = Path(file).expanduser().resolve()
+        path = self._keep(file, content) if content is not None else Path(file).expanduser().resolve()
         kind = kind_of(path)
         spec = await read_spec(path) if kind == "spec" else None
         name = name or (spec.name if spec else None)
@@ -181,17 +188,40 @@ class Provisioner:
         if taken is not None and taken.kind == "project":
             raise BadRequestError(f"the name {name!r} is already used by project {taken.source}",
                                   hint="choose another name with -n NAME")
-        if spec is not None:
-            # `create -f FILE` is consent for that file's content.
-            self.gate.consent(await asyncio.to_thread(self.gate.fingerprint, spec, str(path), "file"))
-            self.store.add_name(name, "file", str(path))
-            await self.lifecycle.warm(self.store.get_name(name), update=update)
+        if taken is not None and not force:
+            raise BadRequestError(f"an env named {name!r} exists already (from {taken.source})",
+                                  hint="replace it with --force (it is served until the new one is ready), "
+                                       "or choose another name with -n NAME")
+        try:
+            if spec is not None:
+                # `create -f FILE` is consent for that file's content.
+                self.gate.consent(await asyncio.to_thread(self.gate.fingerprint, spec, str(path), "file"))
+                self.store.add_name(name, "file", str(path))
+                await self.lifecycle.warm(self.store.get_name(name), update=update)
+                return self.view(name)
+            lock = await asyncio.to_thread(load_lockfile, path, self.engine.platform)
+            self.gate.consent(trust.lock_fingerprint(lock, str(path)))
+            self.store.add_name(name, "lock", str(path))
+            await self.lifecycle.install(self.store.get_name(name), lock)
             return self.view(name)
-        lock = await asyncio.to_thread(load_lockfile, path, self.engine.platform)
-        self.gate.consent(trust.lock_fingerprint(lock, str(path)))
-        self.store.add_name(name, "lock", str(path))
-        await self.lifecycle.install(self.store.get_name(name), lock)
-        return self.view(name)
+        except BaseException:
+            if taken is None:
+                if self.store.find_name(name) is not None:
+                    self.remove(name)
+            else:
+                self.store.add_name(name, taken.kind, taken.source)  # its file back; its env was kept
+            raise
+
+    def _keep(self, file: str, content: str) -> Path:
+        """Store the text of a file the client sent; its path (same text, same path)."""
+        base = os.path.basename(file)
+        # The lockfile kinds are told by name first (kind_of); anything else is read by its content.
+        keep = base if base == "pixi.lock" or base.endswith(("-lock.yml", "-lock.yaml")) else "environment.yml"
+        path = self.settings.paths.home / "sources" / hashlib.sha256(content.encode()).hexdigest()[:32] / keep
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, content, 0o644)
+        return path
 
     def clone(self, source: str, target: str) -> EnvView:
         """A new name for the same env_key: O(1), no file is copied."""

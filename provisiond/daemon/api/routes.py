@@ -24,6 +24,9 @@ _BUILD_ID = re.compile(r"[0-9]{1,19}")  # ASCII digits: str.isdigit() also accep
 _NAME_MAX, _PATH_MAX = 255, 4096  # bytes, as Linux counts them (ENAMETOOLONG past either)
 
 
+_CONTENT_MAX = 16 << 20  # an environment file or lockfile sent as text (create -f <(...))
+
+
 def _str(body: dict[str, Any], key: str, *, required: bool = True) -> str | None:
     value = body.get(key)
     if value is None and not required:
@@ -162,8 +165,14 @@ async def create_env(request: web.Request) -> web.Response:
     body = await read_json(request)
     if _bool(body, "progress"):
         detailed_progress.set(True)
+    content = body.get("content")
+    if content is not None and (not isinstance(content, str) or len(content) > _CONTENT_MAX or "\0" in content):
+        raise BadRequestError("'content' must be the file's text (no NUL, at most 16 MiB)")
+    # With the content sent, `file` only names it (a pipe such as /dev/fd/63 that only the CLI can read).
+    file = _text(body.get("file"), "file") if content is not None else _path(body.get("file"), "file")
     view = await request.app[PROVISIONER].create(
-        _path(body.get("file"), "file"), _str(body, "name", required=False), update=_bool(body, "update"))
+        file, _str(body, "name", required=False), update=_bool(body, "update"), content=content,
+        force=_bool(body, "force"))
     return web.json_response(view.to_wire(), status=201)
 
 
