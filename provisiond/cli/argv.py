@@ -61,12 +61,13 @@ class Args:
 
 
 class _Option:
-    __slots__ = ("action", "choices", "const", "default", "dest", "nargs", "required", "type")
+    __slots__ = ("action", "choices", "const", "default", "dest", "metavar", "nargs", "required", "type")
 
     def __init__(self, dest: str, kw: dict[str, Any]) -> None:
         self.dest = kw.get("dest") or dest
         self.action = kw.get("action", "store")
         self.nargs = kw.get("nargs")
+        self.metavar = kw.get("metavar")
         self.const = kw.get("const")
         self.choices = kw.get("choices")
         self.type: Callable[[str], Any] | None = kw.get("type")
