@@ -22,8 +22,17 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from typing import Any
 
-REMAINDER = "..."  # argparse.REMAINDER
-SUPPRESS = "==SUPPRESS=="  # argparse.SUPPRESS
+REMAINDER = "..."  # argparse.REMAINDER (compared with ==)
+SUPPRESS = "==SUPPRESS=="  # argparse.SUPPRESS, which argparse compares with `is`: use suppress(parser)
+
+
+def suppress(parser: Any) -> str:
+    """argparse.SUPPRESS for an argparse parser (it checks identity), SUPPRESS for ours."""
+    if isinstance(parser, Parser):
+        return SUPPRESS
+    import argparse
+
+    return argparse.SUPPRESS
 
 
 class Fallback(Exception):
@@ -120,7 +129,7 @@ class Parser:
             raise Fallback
         values: dict[str, Any] = {}
         for option in {id(o): o for o in self.options.values()}.values():
-            if option.default != SUPPRESS:
+            if option.default is not SUPPRESS:
                 values[option.dest] = option.default
         seen: set[str] = set()
         words: list[str] = []
@@ -216,7 +225,7 @@ class Parser:
 def declare_globals(p: Any, *, top: bool) -> None:
     """The options every command takes: all of them before its name (``top``); --json, -q and -v
     after it too (``--socket``/``--home`` only before: ``unbundle --home`` means another thing)."""
-    hide: dict[str, Any] = {} if top else {"default": SUPPRESS}
+    hide: dict[str, Any] = {} if top else {"default": suppress(p)}
     if top:
         p.add_argument("--socket", help="daemon socket (env PROVISIOND_SOCKET)")
         p.add_argument("--home", help="store root, used to find the default socket (env PROVISIOND_HOME)")

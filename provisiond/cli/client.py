@@ -58,9 +58,7 @@ class Client:
     def _send(self, sock: Any, method: str, path: str, body: dict[str, Any] | None,
               query: dict[str, str] | None) -> None:
         if query:
-            from urllib.parse import urlencode
-
-            path = f"{path}?{urlencode(query)}"
+            path = f"{path}?{'&'.join(f'{segment(k)}={segment(v)}' for k, v in query.items())}"
         payload = jsontext.dumps(body).encode() if body is not None else b""
         head = (f"{method} {path} HTTP/1.1\r\nHost: provisiond\r\nConnection: close\r\n"
                 f"Content-Length: {len(payload)}\r\n")
@@ -196,8 +194,10 @@ def _dechunk_stream(reader: Any) -> Iterator[bytes]:
         reader.readline()
 
 
-def segment(name: str) -> str:
-    """A name as one URL path segment."""
-    from urllib.parse import quote
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
-    return quote(name, safe="")
+
+def segment(name: str) -> str:
+    """A name as one URL path segment: ``urllib.parse.quote(name, safe="")``, without its imports
+    (re, ipaddress: ~8 ms)."""
+    return "".join(chr(b) if b in _UNRESERVED else f"%{b:02X}" for b in name.encode("utf-8"))

@@ -63,7 +63,7 @@ def args_completion(p: argparse.ArgumentParser) -> None:
     p.add_argument("--complete", type=int, metavar="N",
                    help="what the scripts run at each Tab: the candidates for word N of the words after --")
     p.add_argument("shell", choices=SHELLS, help="the shell to print the script for (eval it; fish: | source)")
-    p.add_argument("words", nargs=cli_argv.REMAINDER, help=cli_argv.SUPPRESS)
+    p.add_argument("words", nargs=cli_argv.REMAINDER, help=cli_argv.suppress(p))
 
 
 def cmd_completion(args: argparse.Namespace) -> dict[str, object]:
