@@ -130,7 +130,7 @@ class Parser:
         values: dict[str, Any] = {}
         for option in {id(o): o for o in self.options.values()}.values():
             if option.default is not SUPPRESS:
-                values[option.dest] = option.default
+                values.setdefault(option.dest, option.default)  # the first declaration of a dest wins
         seen: set[str] = set()
         words: list[str] = []
         rest: list[str] | None = None  # a REMAINDER positional's words, once it started

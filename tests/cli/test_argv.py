@@ -15,7 +15,7 @@ SAME = [
     ["--socket", "/tmp/s", "--home", "/tmp/h", "status"], ["--socket=/tmp/s", "status", "--json"],
     ["warm", "x", "--update"], ["show", "x", "--lock"], ["create", "-f", "env.yml", "-n", "t", "--force"],
     ["create", "--file=env.yml", "--name", "t"], ["export", "x", "--format", "explicit", "-f", "out.txt"],
-    ["export", "x", "--explicit", "--no-builds"], ["clone", "a", "b"], ["gc", "--cache-budget", "20G", "--dry-run"],
+    ["export", "x"], ["export", "x", "--explicit", "--no-builds"], ["clone", "a", "b"], ["gc", "--cache-budget", "20G", "--dry-run"],
     ["gc", "--older-than", "3.5"], ["bundle", "a", "b", "-o", "out.tar"], ["unbundle", "x.tar", "--home", "/h"],
     ["allow"], ["allow", "some/dir"], ["activate", "x", "--shell", "fish"], ["deactivate"], ["hook", "zsh"],
     ["daemon", "install-units", "--dir", "d"], ["watch", "d", "--no-warm", "-n", "nm"], ["doctor", "--repair"],
