@@ -127,9 +127,9 @@ def _file_body(file: str) -> dict[str, str]:
     other (``<(...)``, a FIFO, /dev/stdin) by its text: the daemon cannot open the CLI's pipes."""
     import stat
 
-    real = os.path.realpath(file)
+    real = os.path.realpath(file)  # /dev/fd/63 resolves to "/proc/PID/fd/pipe:[N]": stat the name given
     try:
-        if stat.S_ISREG(os.stat(real).st_mode):
+        if stat.S_ISREG(os.stat(file).st_mode):
             return {"file": real}
     except OSError:
         pass  # the daemon says what is wrong with the path

@@ -303,7 +303,8 @@ def run() -> None:
         code = 141  # 128 + SIGPIPE: what `cmd | head` reports for a C program
     except SystemExit as exc:  # argparse: --help, a usage error
         code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
-    _quiet_flush(sys.stdout)
+    if not _quiet_flush(sys.stdout) and code == 0:
+        code = 141  # the reader went away before the output was all written
     _quiet_flush(sys.stderr)
     os._exit(code)
 
@@ -315,8 +316,8 @@ def _quiet_write(stream: object, text: str) -> None:
         pass
 
 
-def _quiet_flush(stream: object) -> None:
-    """Flush, and forget what a closed pipe could not take (it would raise again at exit)."""
+def _quiet_flush(stream: object) -> bool:
+    """Flush; False (and what a closed pipe could not take forgotten) when the reader is gone."""
     try:
         stream.flush()  # type: ignore[attr-defined]  # a text stream
     except (OSError, ValueError):
@@ -325,6 +326,8 @@ def _quiet_flush(stream: object) -> None:
             os.dup2(devnull, stream.fileno())  # type: ignore[attr-defined]
         except (OSError, ValueError):
             pass
+        return False
+    return True
 
 
 if __name__ == "__main__":
