@@ -76,7 +76,7 @@ def cmd_completion(args: argparse.Namespace) -> dict[str, object]:
 def render_completion(result: dict[str, object]) -> str:
     if "script" in result:
         return str(result["script"]).rstrip("\n")
-    return "\n".join(result["candidates"])  # type: ignore[call-overload]  # a list of str
+    return "\n".join(str(c) for c in result["candidates"])  # type: ignore[attr-defined]  # a list
 
 
 def candidates(args: argparse.Namespace, index: int, words: list[str]) -> list[str]:
@@ -115,8 +115,8 @@ def candidates(args: argparse.Namespace, index: int, words: list[str]) -> list[s
         if skip:
             skip = False
         elif word.startswith("-"):
-            option = parser.options.get(word)
-            skip = option is not None and option.action == "store"
+            given = parser.options.get(word)
+            skip = given is not None and given.action == "store"
         else:
             position += 1
     positional = _positional(parser, position)

@@ -29,7 +29,7 @@ def test_loads_is_json_loads(value: object) -> None:
 
 
 def test_keys_tuples_and_unknown_types_as_json_has_them() -> None:
-    value = {1: (1, 2), True: None, 2.5: [], None: {}}
+    value = {1: (1, 2), False: None, 2.5: [], None: {}}
     assert jsontext.dumps(value, indent=2) == json.dumps(value, indent=2)
     with pytest.raises(TypeError):
         jsontext.dumps({"a": object()})
