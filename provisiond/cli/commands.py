@@ -486,6 +486,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check": (_HERE, "validate an environment file without the daemon (exit 65 on error)"),
     "hook": (_HERE, "print the shell hook: eval \"$(provisionctl hook bash)\" in ~/.bashrc (zsh, fish too)"),
     "activate": (_HERE, "print an activation script: eval \"$(provisionctl activate NAME|PATH)\""),
+    "cancel": ("provisiond.cli.cancel", "stop the builds of a name (what Ctrl-C during warm leaves running)"),
     "completion": ("provisiond.cli.completion", "print shell completion for bash, zsh or fish: "
                                                 "eval \"$(provisionctl completion bash)\""),
     "deactivate": (_HERE, "print the script that undoes the active activation: "

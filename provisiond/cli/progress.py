@@ -43,7 +43,7 @@ def interrupted(name: str | None) -> BuildContinues:
                               hint="see it with: provisionctl status")
     return BuildContinues(f"interrupted; provisiond goes on building {name} in the background",
                           hint=f"follow it: provisionctl warm {name} (or: provisionctl log {name}); "
-                               "cancel it: stop provisiond (builds in flight are dropped; nothing changes)")
+                               f"cancel it: provisionctl cancel {name}")
 
 
 def with_progress(client: Client, name: str | None, request: Callable[[], Any], *, tty: bool,

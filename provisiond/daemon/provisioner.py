@@ -223,6 +223,13 @@ class Provisioner:
             write_atomic(path, content, 0o644)
         return path
 
+    def cancel(self, name_or_path: str) -> list[int]:
+        """Stop the running builds of a name (``provisionctl cancel``): the ids of those stopped."""
+        record = self._lookup(name_or_path)
+        running = [b for b in self.store.list_builds("running")
+                   if b.name == record.name or (record.build_id is not None and b.id == record.build_id)]
+        return [b.id for b in running if self.lifecycle.builder.cancel(b.env_key)]
+
     def clone(self, source: str, target: str) -> EnvView:
         """A new name for the same env_key: O(1), no file is copied."""
         record = self._lookup(source)

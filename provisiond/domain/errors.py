@@ -101,6 +101,10 @@ class ShuttingDownError(ProvisionError, code="shutting-down", http_status=503, e
     its previous state. Retry once it is back (systemd's socket starts it again)."""
 
 
+class BuildCancelledError(ProvisionError, code="build-cancelled", http_status=409, exit_code=os.EX_TEMPFAIL):
+    """`provisionctl cancel NAME` stopped the build this request waited for; nothing was replaced."""
+
+
 class BusyError(ProvisionError, code="busy", http_status=503, exit_code=os.EX_TEMPFAIL):
     """The daemon has as many connections open as it allows (``max_connections``)."""
 

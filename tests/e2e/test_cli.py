@@ -121,7 +121,7 @@ def test_ctrl_c_during_warm_says_the_build_goes_on(daemon: Daemon, channel: Path
         assert proc.returncode == 130
         assert "Traceback" not in err and "KeyboardInterrupt" not in err
         assert "provisionctl: interrupted; provisiond goes on building slow in the background" in err
-        assert "hint: follow it: provisionctl warm slow" in err and "cancel it:" in err
+        assert "hint: follow it: provisionctl warm slow" in err and "cancel it: provisionctl cancel slow" in err
         done = ctl(daemon, "warm", "slow")  # the build went on: this warm joins or finds it
         assert done.returncode == 0 and Path(done.stdout.strip(), "bin", "hello").exists()
 
@@ -155,3 +155,43 @@ def test_warm_and_show_dot_walk_up_from_a_subdirectory(daemon: Daemon, channel: 
     assert [e["name"] for e in daemon.client.get("/v1/envs")["envs"]] == ["walker"]  # no project for src/pkg
     outside = ctl(daemon, "show", str(tmp_path))
     assert outside.returncode == os.EX_NOINPUT and "no environment.yml in this directory or above" in outside.stderr
+
+
+def test_cancel_stops_the_build_and_replaces_nothing(daemon: Daemon, channel: Path, tmp_path: Path) -> None:
+    release = threading.Event()
+    held: list[str] = []
+
+    def before_get(path: str) -> None:
+        if path.endswith((".conda", ".tar.bz2")) and not release.is_set():
+            held.append(path)
+            release.wait(60)
+
+    with serve_directory(channel, before_get) as url:
+        project = tmp_path / "p"
+        project.mkdir()
+        (project / "environment.yml").write_text(f"name: slow\nchannels:\n  - {url}\ndependencies:\n  - hello\n")
+        env = {**daemon.environ(), "PROVISIOND_SOCKET": str(daemon.socket)}
+        proc = subprocess.Popen([*CTL, "warm", str(project)], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while not held:
+                assert time.monotonic() < deadline and proc.poll() is None, "the download never started"
+                time.sleep(0.05)
+            cancel = ctl(daemon, "cancel", "slow")
+            assert cancel.returncode == 0, cancel.stderr
+            assert cancel.stdout.startswith("slow: cancelled build ") and "the env it had stays" in cancel.stdout
+            _out, err = proc.communicate(timeout=60)
+        finally:
+            release.set()
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == os.EX_TEMPFAIL, err
+        assert "the build of slow was cancelled" in err and "Traceback" not in err
+        view = daemon.client.get("/v1/envs/slow")
+        assert view["prefix"] is None
+        builds = daemon.client.get("/v1/builds")["builds"]
+        assert [b["status"] for b in builds] == ["cancelled"]
+        assert ctl(daemon, "cancel", "slow").stdout.strip() == "slow: no build running, nothing to cancel"
+        again = ctl(daemon, "warm", "slow")
+        assert again.returncode == 0 and Path(again.stdout.strip(), "bin", "hello").exists()

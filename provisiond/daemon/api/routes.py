@@ -212,6 +212,13 @@ async def clone_env(request: web.Request) -> web.Response:
     return web.json_response(view.to_wire(), status=201)
 
 
+@routes.post("/v1/envs/{name}/cancel")
+async def cancel_builds(request: web.Request) -> web.Response:
+    await read_json(request)
+    name = _name(request)
+    return web.json_response({"name": name, "cancelled": request.app[PROVISIONER].cancel(name)})
+
+
 @routes.delete("/v1/envs/{name}")
 async def remove_env(request: web.Request) -> web.Response:
     view, deleted = await request.app[PROVISIONER].remove_env(_name(request))
