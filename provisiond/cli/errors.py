@@ -30,7 +30,7 @@ def report(exc: ProvisionError, *, as_json: bool, verbose: int) -> int:
         print(jsontext.dumps({"error": exc.to_wire()}, indent=2))
     err = sys.stderr
     if verbose:
-        line, more = exc.message, False
+        line, more = exc.message.rstrip(), False
     else:
         line, more = summary(exc.message)
     print(f"provisionctl: {line}", file=err)
