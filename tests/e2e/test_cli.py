@@ -195,3 +195,23 @@ def test_cancel_stops_the_build_and_replaces_nothing(daemon: Daemon, channel: Pa
         assert ctl(daemon, "cancel", "slow").stdout.strip() == "slow: no build running, nothing to cancel"
         again = ctl(daemon, "warm", "slow")
         assert again.returncode == 0 and Path(again.stdout.strip(), "bin", "hello").exists()
+
+
+HEAVY = {"argparse", "json", "re", "enum", "socket", "pathlib", "typing", "dataclasses", "urllib.parse",
+         "threading", "ruamel.yaml", "rattler", "aiohttp"}
+
+
+def test_everyday_commands_import_nothing_heavy(daemon: Daemon, channel: Path, tmp_path: Path) -> None:
+    """What keeps them within 1.5x of `python -c pass` (benchmarks/bench_cli.py measures it)."""
+    project = write_project(tmp_path / "p", channel, ["hello"], name="light")
+    (project / "src").mkdir()
+    assert daemon.ctl("warm", str(project))[0] == 0
+    env = {**daemon.environ(), "PROVISIOND_SOCKET": str(daemon.socket), "PYTHONPROFILEIMPORTTIME": "1"}
+    for argv in (["--version"], ["list"], ["list", "--json"], ["status", "-v"], ["show", "light"],
+                 ["show", str(project / "src")], ["-q", "warm", "light"], ["remove", "nothing-here"],
+                 ["completion", "--complete", "2", "bash", "--", "provisionctl", "show", "li"]):
+        proc = subprocess.run([*CTL, *argv], env=env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode in (0, os.EX_NOINPUT), proc.stderr
+        imported = {line.split("|")[2].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+        assert "provisiond.cli.commands" in imported or argv == ["--version"]
+        assert not imported & HEAVY, (argv, imported & HEAVY)
