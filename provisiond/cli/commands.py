@@ -139,11 +139,30 @@ def _file_body(file: str) -> dict[str, str]:
     return {"file": real}
 
 
+def _name_in(body: dict[str, str]) -> str | None:
+    """The ``name:`` of an environment file, read without a YAML parser: which build the progress
+    line follows when there is no ``-n`` (a wrong guess only means no progress line)."""
+    try:
+        if "content" in body:
+            text = body["content"][:65536]
+        else:
+            with open(body["file"], encoding="utf-8", errors="replace") as f:
+                text = f.read(65536)
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("name:"):
+            value = line[5:].split(" #", 1)[0].strip().strip("\"'")
+            return value or None
+    return None
+
+
 def cmd_create(args: argparse.Namespace) -> Result:
     client = _client(args)
     body = {**_file_body(args.file), "name": args.name, "update": args.update, "force": args.force,
             "progress": bool(_shows_progress(args))}
-    return _build(client, args.name, lambda: client.post("/v1/envs", body), args)
+    name = args.name or (_name_in(body) if _shows_progress(args) is not None else None)
+    return _build(client, name, lambda: client.post("/v1/envs", body), args)
 
 
 def cmd_warm(args: argparse.Namespace) -> Result:

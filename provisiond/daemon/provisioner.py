@@ -19,7 +19,7 @@ from provisiond.config.settings import Settings
 from provisiond.daemon import trust
 from provisiond.daemon.gate import TrustGate, project_dir
 from provisiond.daemon.lifecycle import Lifecycle, spec_file_of
-from provisiond.domain.errors import BadRequestError, EnvNotFoundError
+from provisiond.domain.errors import BadRequestError, BlockedError, EnvNotFoundError
 from provisiond.domain.exports import export
 from provisiond.domain.lock import EnvKey, Lock
 from provisiond.domain.lockfiles import kind_of, load_lockfile
@@ -204,9 +204,10 @@ class Provisioner:
             self.store.add_name(name, "lock", str(path))
             await self.lifecycle.install(self.store.get_name(name), lock)
             return self.view(name)
-        except BaseException:
+        except BaseException as exc:
             if taken is None:
-                if self.store.find_name(name) is not None:
+                # A deny while it built keeps the name, blocked: `allow FILE` builds it then.
+                if self.store.find_name(name) is not None and not isinstance(exc, BlockedError):
                     self.remove(name)
             else:
                 self.store.add_name(name, taken.kind, taken.source)  # its file back; its env was kept

@@ -82,7 +82,9 @@ def test_a_failed_create_leaves_no_name_and_an_existing_one_keeps_its_env(daemon
     assert "tools" not in [e["name"] for e in daemon.client.get("/v1/envs")["envs"]]
 
     good = write_project(tmp_path / "good", channel, ["hello"], name="tools") / "environment.yml"
-    assert ctl(daemon, "create", "-f", str(good)).returncode == 0
+    created = ctl(daemon, "create", "-f", str(good))
+    assert created.returncode == 0
+    assert "tools: " in created.stderr and "packages resolved" in created.stderr  # progress, by the file's name:
     before = daemon.client.get("/v1/envs/tools")
     assert ctl(daemon, "create", "-f", str(bad), "--force").returncode == os.EX_DATAERR
     after = daemon.client.get("/v1/envs/tools")
