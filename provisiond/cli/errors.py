@@ -12,14 +12,17 @@ if TYPE_CHECKING:
 
 def summary(message: str) -> tuple[str, bool]:
     """The message's first line (with the next one when it only introduces it, as in "cannot be
-    solved:"), and whether anything was left out."""
+    solved:"; with the last "Caused by:" of a chain), and whether anything was left out."""
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     if len(lines) <= 1:
         return (lines[0] if lines else message), False
     head, used = lines[0], 1
     if head.endswith(":"):
         head, used = f"{head} {lines[1].removeprefix('Caused by: ')}", 2
-    return head, len(lines) > used
+    causes = [line.removeprefix("Caused by: ") for line in lines[used:] if line.startswith("Caused by: ")]
+    if causes:  # a chain (rattler's network errors): what failed, then the root cause
+        head = f"{head}: {causes[-1]}"
+    return head, len(lines) > used + (1 if causes else 0)
 
 
 def report(exc: ProvisionError, *, as_json: bool, verbose: int) -> int:
