@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from provisiond.cli import errors
 from provisiond.cli import commands as cli
+from provisiond.cli import errors
 
 NETWORK = """cannot read channel repodata: Request failed after 3 retries
 Caused by: error sending request for url (http://127.0.0.1:1/nope/linux-64/repodata_shards.msgpack.zst)
