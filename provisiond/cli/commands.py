@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 
 def _client(args: argparse.Namespace) -> Client:
-    return Client(args.socket_path())
+    socket_path = getattr(args, "socket_path", None)  # argv.Args; a plain Namespace brings its settings
+    return Client(socket_path() if socket_path is not None else args.settings.paths.socket)
 
 
 def _looks_like_path(target: str) -> bool:
