@@ -1,20 +1,24 @@
 """A tiny client for the daemon: HTTP/1.1 over AF_UNIX on a raw socket.
 
 provisionctl imports only this on its way to the socket. It does not use ``http.client``
-(16 ms of imports: email, ssl), aiohttp, ruamel or rattler, so a command costs about as much as
-starting Python. The daemon answers every request with Content-Length or chunked encoding and
-closes the connection (we send ``Connection: close``).
+(16 ms of imports: email, ssl), ``socket`` (enum, selectors: 3 ms), ``json`` (re: 6 ms), aiohttp,
+ruamel or rattler, so a command costs about as much as starting Python. The daemon answers every
+request with Content-Length or chunked encoding and closes the connection (we send
+``Connection: close``).
 """
 
 from __future__ import annotations
 
-import json
-import socket
-from collections.abc import Iterator
-from typing import Any
+import _socket  # the C module: `socket` would pull in enum and selectors
 
+from provisiond.cli import jsontext
 from provisiond.config.peers import trusted, untrusted_message
 from provisiond.domain.errors import ConfigError, DaemonUnavailableError, ProvisionError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
 _CRASH_HINT = "check its log (journalctl --user -u provisiond)"
 
@@ -26,8 +30,8 @@ class Client:
         self.socket_path = str(socket_path)
         self.timeout = timeout
 
-    def _connect(self) -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    def _connect(self) -> Any:
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
             sock.connect(self.socket_path)
@@ -55,13 +59,11 @@ class Client:
             raise ConfigError(message, hint=hint)
         return sock
 
-    def _send(self, sock: socket.socket, method: str, path: str, body: dict[str, Any] | None,
+    def _send(self, sock: Any, method: str, path: str, body: dict[str, Any] | None,
               query: dict[str, str] | None) -> None:
         if query:
-            from urllib.parse import urlencode
-
-            path = f"{path}?{urlencode(query)}"
-        payload = json.dumps(body).encode() if body is not None else b""
+            path = f"{path}?{'&'.join(f'{segment(k)}={segment(v)}' for k, v in query.items())}"
+        payload = jsontext.dumps(body).encode() if body is not None else b""
         head = (f"{method} {path} HTTP/1.1\r\nHost: provisiond\r\nConnection: close\r\n"
                 f"Content-Length: {len(payload)}\r\n")
         if body is not None:
@@ -83,12 +85,12 @@ class Client:
         status, headers, data = _parse(b"".join(chunks))
         if status >= 400:
             try:
-                error = json.loads(data)["error"]
+                error = jsontext.loads(data)["error"]
             except (ValueError, KeyError, TypeError):
                 raise ProvisionError(f"provisiond failed ({status})", hint=_CRASH_HINT) from None
             raise ProvisionError.from_wire(error)
         if headers.get("content-type", "").startswith("application/json"):
-            return json.loads(data)
+            return jsontext.loads(data)
         return data.decode("utf-8", errors="replace")
 
     def stream(self, path: str) -> Iterator[str]:
@@ -96,7 +98,7 @@ class Client:
         sock = self._connect()
         try:
             self._send(sock, "GET", path, None, None)
-            reader = sock.makefile("rb")
+            reader = _Reader(sock)
             status_line = reader.readline()
             status = int(status_line.split()[1]) if status_line.count(b" ") >= 1 else 0
             headers = {}
@@ -105,7 +107,7 @@ class Client:
                 headers[key.strip().lower()] = value.strip()
             body = _dechunk_stream(reader) if headers.get("transfer-encoding") == "chunked" else iter(reader)
             if status >= 400:
-                error = json.loads(b"".join(body))["error"]
+                error = jsontext.loads(b"".join(body))["error"]
                 raise ProvisionError.from_wire(error)
             pending = b""
             for piece in body:
@@ -124,6 +126,39 @@ class Client:
 
     def delete(self, path: str, /, **query: str) -> Any:
         return self.request("DELETE", path, query=query or None)
+
+
+class _Reader:
+    """``readline`` and ``read`` on a raw socket (``_socket`` objects have no ``makefile``)."""
+
+    def __init__(self, sock: Any) -> None:
+        self.sock, self.buffer, self.eof = sock, b"", False
+
+    def _fill(self) -> bool:
+        if self.eof:
+            return False
+        data = self.sock.recv(65536)
+        self.eof = not data
+        self.buffer += data
+        return bool(data)
+
+    def readline(self) -> bytes:
+        while b"\n" not in self.buffer and self._fill():
+            pass
+        end = self.buffer.find(b"\n") + 1 or len(self.buffer)
+        line, self.buffer = self.buffer[:end], self.buffer[end:]
+        return line
+
+    def read(self, size: int) -> bytes:
+        while len(self.buffer) < size and self._fill():
+            pass
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        return data
+
+    def __iter__(self) -> Iterator[bytes]:
+        while self.buffer or self._fill():
+            data, self.buffer = self.buffer, b""
+            yield data
 
 
 def _parse(raw: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -163,8 +198,10 @@ def _dechunk_stream(reader: Any) -> Iterator[bytes]:
         reader.readline()
 
 
-def segment(name: str) -> str:
-    """A name as one URL path segment."""
-    from urllib.parse import quote
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
-    return quote(name, safe="")
+
+def segment(name: str) -> str:
+    """A name as one URL path segment: ``urllib.parse.quote(name, safe="")``, without its imports
+    (re, ipaddress: ~8 ms)."""
+    return "".join(chr(b) if b in _UNRESERVED else f"%{b:02X}" for b in name.encode("utf-8"))

@@ -2,31 +2,50 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
-from collections.abc import Sequence
-from functools import partial
-from pathlib import Path
-from typing import Any
 
 from provisiond import __version__
+from provisiond.cli import argv as cli_argv
 from provisiond.cli.client import Client, segment
-from provisiond.cli.render import render
-from provisiond.config.settings import Settings, load_settings
 from provisiond.domain.errors import EnvNotFoundError, ProvisionError
 
-Result = Any
+# Every command starts this module: what it imports at the top, each command pays (typing, argparse,
+# json, pathlib and dataclasses cost 2-10 ms each, against ~11 ms for Python itself). Import inside
+# the command that needs it.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
+    Result = Any
 
 
 def _client(args: argparse.Namespace) -> Client:
-    settings: Settings = args.settings
-    return Client(settings.paths.socket)
+    socket_path = getattr(args, "socket_path", None)  # argv.Args; a plain Namespace brings its settings
+    return Client(socket_path() if socket_path is not None else args.settings.paths.socket)
 
 
 def _looks_like_path(target: str) -> bool:
     return "/" in target or target in (".", "..") or (os.path.exists(target) and not target.isidentifier())
+
+
+def _project_dir(path: str) -> str:
+    """The project a path means: the nearest directory at or above it holding an environment file
+    (as ``run .`` and ``activate .`` find it), by its real path; a file stays that file."""
+    from provisiond.config.locations import SPEC_FILES
+
+    real = os.path.realpath(path)
+    if os.path.isfile(real):
+        return real
+    directory = real
+    while not any(os.path.isfile(os.path.join(directory, f)) for f in SPEC_FILES):
+        if directory == "/":
+            raise EnvNotFoundError(f"{path}: no environment.yml in this directory or above",
+                                   hint="give a project directory, or an env's NAME (provisionctl list)")
+        directory = os.path.dirname(directory)
+    return directory
 
 
 def _project_name(client: Client, target: str, *, allow: bool = False) -> str:
@@ -37,12 +56,12 @@ def _project_name(client: Client, target: str, *, allow: bool = False) -> str:
     """
     if not _looks_like_path(target):
         return target
-    view = client.post("/v1/projects", {"path": str(Path(target).resolve()), "warm": False, "allow": allow})
+    view = client.post("/v1/projects", {"path": _project_dir(target), "warm": False, "allow": allow})
     return str(view["name"])
 
 
 def cmd_watch(args: argparse.Namespace) -> Result:
-    return _client(args).post("/v1/projects", {"path": str(Path(args.dir).resolve()), "name": args.name,
+    return _client(args).post("/v1/projects", {"path": os.path.realpath(args.dir), "name": args.name,
                                                "warm": not args.no_warm, "allow": not args.if_allowed})
 
 
@@ -51,7 +70,7 @@ def _trust_target(path: str) -> str:
     from provisiond.shell import activation
 
     if os.path.isfile(path):
-        return str(Path(path).resolve())  # the daemon knows whether it is a project's or a named env's
+        return os.path.realpath(path)  # the daemon knows whether it is a project's or a named env's
     project = activation.find_project_dir(path)
     if project is None:
         raise EnvNotFoundError(f"{path}: no environment.yml in this directory or above",
@@ -72,7 +91,7 @@ def cmd_allowed(args: argparse.Namespace) -> Result:
 
 
 def cmd_unwatch(args: argparse.Namespace) -> Result:
-    target = str(Path(args.target).resolve()) if _looks_like_path(args.target) else args.target
+    target = os.path.realpath(args.target) if _looks_like_path(args.target) else args.target
     return _client(args).delete("/v1/projects", project=target)
 
 
@@ -85,32 +104,75 @@ def _progress_delay() -> float:
 
 
 def _shows_progress(args: argparse.Namespace) -> bool | None:
-    """True: a bar (stderr is a terminal); False: plain lines; None: quiet (--json)."""
-    return None if args.json else sys.stderr.isatty()
+    """True: a bar (stderr is a terminal); False: plain lines; None: quiet (--json, -q)."""
+    return None if args.json or args.quiet else sys.stderr.isatty()
+
+
+def _build(client: Client, name: str | None, request: Callable[[], Result], args: argparse.Namespace) -> Result:
+    """Run a blocking warm/create, with progress unless quiet; Ctrl-C says the build goes on."""
+    tty = _shows_progress(args)
+    if tty is None:
+        try:
+            return request()
+        except KeyboardInterrupt:
+            from provisiond.cli.progress import interrupted
+
+            raise interrupted(name) from None
+    from provisiond.cli.progress import with_progress
+
+    return with_progress(client, name, request, tty=tty, quiet_for=_progress_delay())
+
+
+def _file_body(file: str) -> dict[str, str]:
+    """A regular file goes by path (the daemon reads it, and a file env follows later edits); any
+    other (``<(...)``, a FIFO, /dev/stdin) by its text: the daemon cannot open the CLI's pipes."""
+    import stat
+
+    real = os.path.realpath(file)  # /dev/fd/63 resolves to "/proc/PID/fd/pipe:[N]": stat the name given
+    try:
+        if stat.S_ISREG(os.stat(file).st_mode):
+            return {"file": real}
+    except OSError:
+        pass  # the daemon says what is wrong with the path
+    else:
+        with open(file, encoding="utf-8") as f:
+            return {"file": file, "content": f.read()}
+    return {"file": real}
+
+
+def _name_in(body: dict[str, str]) -> str | None:
+    """The ``name:`` of an environment file, read without a YAML parser: which build the progress
+    line follows when there is no ``-n`` (a wrong guess only means no progress line)."""
+    try:
+        if "content" in body:
+            text = body["content"][:65536]
+        else:
+            with open(body["file"], encoding="utf-8", errors="replace") as f:
+                text = f.read(65536)
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("name:"):
+            value = line[5:].split(" #", 1)[0].strip().strip("\"'")
+            return value or None
+    return None
 
 
 def cmd_create(args: argparse.Namespace) -> Result:
-    from provisiond.cli.progress import with_progress
-
-    client, tty = _client(args), _shows_progress(args)
-    body = {"file": str(Path(args.file).resolve()), "name": args.name, "update": args.update, "progress": bool(tty)}
+    client = _client(args)
+    body = {**_file_body(args.file), "name": args.name, "update": args.update, "force": args.force,
+            "progress": bool(_shows_progress(args))}
     if args.environment is not None:
         body["environment"] = args.environment
-    if tty is None:
-        return client.post("/v1/envs", body)
-    return with_progress(client, args.name, lambda: client.post("/v1/envs", body), tty=tty,
-                         quiet_for=_progress_delay())
+    name = args.name or (_name_in(body) if _shows_progress(args) is not None else None)
+    return _build(client, name, lambda: client.post("/v1/envs", body), args)
 
 
 def cmd_warm(args: argparse.Namespace) -> Result:
-    client, tty = _client(args), _shows_progress(args)
+    client = _client(args)
     name = _project_name(client, args.target, allow=True)
-    path, body = f"/v1/envs/{segment(name)}/warm", {"update": args.update, "progress": bool(tty)}
-    if tty is None:
-        return client.post(path, body)
-    from provisiond.cli.progress import with_progress
-
-    return with_progress(client, name, lambda: client.post(path, body), tty=tty, quiet_for=_progress_delay())
+    path, body = f"/v1/envs/{segment(name)}/warm", {"update": args.update, "progress": bool(_shows_progress(args))}
+    return _build(client, name, lambda: client.post(path, body), args)
 
 
 def cmd_list(args: argparse.Namespace) -> Result:
@@ -150,8 +212,10 @@ def cmd_export(args: argparse.Namespace) -> Result:
         query["from_history"] = "1"
     text = client.get(f"/v1/envs/{segment(name)}/export", **query)
     if args.file:
+        from pathlib import Path
+
         Path(args.file).write_text(text)
-        return {"name": name, "format": args.format, "file": str(Path(args.file).resolve())}
+        return {"name": name, "format": args.format, "file": os.path.realpath(args.file)}
     return {"name": name, "format": args.format, "text": text}
 
 
@@ -173,6 +237,8 @@ def _size(text: str) -> int:
     try:
         return int(float(number) * units[unit])
     except (ValueError, KeyError):
+        import argparse
+
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 500M, 20G)") from None
 
 
@@ -187,6 +253,7 @@ def cmd_gc(args: argparse.Namespace) -> Result:
 
 def cmd_daemon(args: argparse.Namespace) -> Result:
     import shutil
+    from pathlib import Path
 
     from provisiond.config.units import unit_dir
     from provisiond.daemon.systemd import install_units
@@ -267,12 +334,16 @@ def cmd_run(args: argparse.Namespace) -> Result:
 
 
 def cmd_bundle(args: argparse.Namespace) -> Result:
+    from pathlib import Path
+
     from provisiond.store.bundle import bundle
 
     return bundle(args.settings.paths, args.names, Path(args.output))
 
 
 def cmd_unbundle(args: argparse.Namespace) -> Result:
+    from pathlib import Path
+
     from provisiond.store.unbundle import unbundle
 
     home = Path(os.path.abspath(args.into)) if args.into else args.settings.paths.home
@@ -306,6 +377,8 @@ def args_create(p: argparse.ArgumentParser) -> None:
     p.add_argument("-n", "--name", help="env name (default: the file's name:)")
     p.add_argument("--update", action="store_true", help="re-solve even if a cached solve exists")
     p.add_argument("-e", "--environment", metavar="E", help="the environment of a pixi.lock (default: 'default')")
+    p.add_argument("--force", action="store_true",
+                   help="replace an env of that name (served until the new one is ready; kept if this fails)")
 
 
 def args_warm(p: argparse.ArgumentParser) -> None:
@@ -358,7 +431,7 @@ def args_daemon(p: argparse.ArgumentParser) -> None:
 
 def args_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", metavar="NAME|PATH")
-    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+    p.add_argument("cmd", nargs=cli_argv.REMAINDER, metavar="-- CMD [ARGS...]")
 
 
 def args_bundle(p: argparse.ArgumentParser) -> None:
@@ -437,6 +510,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                       "(exit 65 on error)"),
     "hook": (_HERE, "print the shell hook: eval \"$(provisionctl hook bash)\" in ~/.bashrc (zsh, fish too)"),
     "activate": (_HERE, "print an activation script: eval \"$(provisionctl activate NAME|PATH)\""),
+    "cancel": ("provisiond.cli.cancel", "stop the builds of a name (what Ctrl-C during warm leaves running)"),
+    "completion": ("provisiond.cli.completion", "print shell completion for bash, zsh or fish: "
+                                                "eval \"$(provisionctl completion bash)\""),
     "deactivate": (_HERE, "print the script that undoes the active activation: "
                                    "eval \"$(provisionctl deactivate)\""),
     "kernels": ("provisiond.cli.jupyter", "list the Jupyter kernelspecs written for envs holding ipykernel"),
@@ -447,45 +523,46 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _command_in(argv: Sequence[str]) -> str | None:
-    """The subcommand argv names, found without argparse (so only its parser is built)."""
+def _command_in(argv: Sequence[str]) -> int | None:
+    """The index of the subcommand in argv, found without argparse (so only its parser is built)."""
     skip = False
-    for token in argv:
+    for i, token in enumerate(argv):
         if skip:
             skip = False
         elif token in ("--socket", "--home"):
             skip = True
-        elif token == "--":
-            return None
-        elif token in COMMANDS:
-            return token
+        elif token == "--" or not token.startswith("-"):
+            return i if token in COMMANDS else None
     return None
 
 
 def _module(command: str) -> Any:
-    import importlib
-
-    return importlib.import_module(COMMANDS[command][0])
+    name = COMMANDS[command][0]
+    __import__(name)  # importlib itself costs ~0.5 ms
+    return sys.modules[name]
 
 
 def parser(command: str | None = None) -> argparse.ArgumentParser:
-    """provisionctl's parser; with ``command``, only that subcommand is declared (the others cost ~2 ms each)."""
+    """provisionctl's argparse parser; with ``command``, only that subcommand is declared (the others
+    cost ~2 ms each). Only help, errors and unusual forms get here: argv.py reads the usual ones."""
+    import argparse
+
     p = argparse.ArgumentParser(
         prog="provisionctl",
         description="Control provisiond: register projects, build and inspect conda environments.",
         epilog="Examples:\n  provisionctl watch ~/work/nlp\n  provisionctl warm nlp-exp\n"
                "  provisionctl create -f other/environment.yml -n tools\n  provisionctl list --json\n\n"
+               "--json, -q and -v go before or after the command. Shell completion: "
+               "provisionctl completion bash|zsh|fish\n\n"
                "Exit codes: 0 ok, 1 doctor found problems or an audit finding reached --fail-on, "
                "65 bad environment file, 66 no such env, "
                "69 daemon not running, 70 engine failure, 78 bad configuration or registry.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--socket", help="daemon socket (env PROVISIOND_SOCKET)")
-    p.add_argument("--home", help="store root, used to find the default socket (env PROVISIOND_HOME)")
+    cli_argv.declare_globals(p, top=True)
     p.add_argument("--version", action="version", version=f"provisionctl {__version__}")
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
     common = argparse.ArgumentParser(add_help=False)  # the same flags after the subcommand
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON instead of text")
+    cli_argv.declare_globals(common, top=False)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_module_name, text) in COMMANDS.items():
         if command is None or name == command:
@@ -495,29 +572,74 @@ def parser(command: str | None = None) -> argparse.ArgumentParser:
                 declare(sub_parser)
     return p
 
+
+def parse(argv: Sequence[str]) -> Any:
+    """argv as a namespace (an ``argv.Args``): by argv.py when it can, else by argparse, which also
+    prints help and usage errors (SystemExit). After a REMAINDER argument's ``--`` (``run NAME --
+    CMD``), nothing is parsed: the words go to it as they are."""
+    argv = list(argv)
+    at = _command_in(argv)
+    if at is None:
+        if "--version" in argv and all(t.startswith("-") for t in argv):
+            print(f"provisionctl {__version__}")
+            raise SystemExit(0)
+        return parser().parse_args(argv, namespace=cli_argv.Args())  # help, or argparse's usage error
+    command, top, rest = argv[at], argv[:at], argv[at + 1:]
+    light = cli_argv.Parser()
+    cli_argv.declare_globals(light, top=False)
+    declare = getattr(_module(command), f"args_{command}", None)
+    if declare is not None:
+        declare(light)
+    remainder = next((p.dest for p in light.positionals if p.nargs == cli_argv.REMAINDER), None)
+    passthrough = None
+    if remainder is not None and "--" in rest:
+        passthrough = rest[rest.index("--") + 1:]
+        rest = rest[:rest.index("--")]
+        # Before the --, options are options (run NAME --json -- CMD): the REMAINDER takes nothing.
+        light.positionals = [p for p in light.positionals if p.nargs != cli_argv.REMAINDER]
+    try:
+        if "--version" in top:
+            raise cli_argv.Fallback
+        top_parser = cli_argv.Parser()
+        cli_argv.declare_globals(top_parser, top=True)
+        args = top_parser.parse(top, cli_argv.Args(command=command))
+        light.parse(rest, args)
+    except cli_argv.Fallback:
+        args = parser(command).parse_args([*top, command, *rest], namespace=cli_argv.Args())
+    if passthrough is not None:
+        setattr(args, remainder, passthrough)  # type: ignore[arg-type]  # not None: found above
+    return args
+
+
 class LocalIOError(ProvisionError, code="io-error", http_status=500, exit_code=os.EX_IOERR):
     """provisionctl could not read or write a local file."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser(_command_in(argv)).parse_args(argv)
+    args = parse(sys.argv[1:] if argv is None else argv)
     try:
-        args.settings = load_settings({"home": args.home, "socket": args.socket})
         try:
             result = getattr(_module(args.command), f"cmd_{args.command}")(args)
         except OSError as exc:  # a file argument we cannot read or write (export -f DIR, ...)
             where = f"{exc.filename}: " if exc.filename else ""
             raise LocalIOError(f"{where}{exc.strerror or exc}") from None
     except ProvisionError as exc:
-        if args.json:
-            print(json.dumps({"error": exc.to_wire()}, indent=2))
-        print(f"provisionctl: {exc.message}", file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
-        return exc.exit_code
-    custom = getattr(_module(args.command), f"render_{args.command}", None)
-    print(json.dumps(result, indent=2) if args.json else (custom or partial(render, args.command))(result))
+        from provisiond.cli.errors import report
+
+        return report(exc, as_json=args.json, verbose=args.verbose or 0)
+    from provisiond.cli import jsontext
+
+    if args.json:
+        text = jsontext.dumps(result, indent=2)
+    else:
+        custom = getattr(_module(args.command), f"render_{args.command}", None)
+        if custom is None:
+            from provisiond.cli.render import render
+
+            text = render(args.command, result)
+        else:
+            text = custom(result)
+    print(text)
     if args.command == "doctor" and not result["ok"]:
         return 1  # like fsck: problems remain
     status = getattr(_module(args.command), f"exit_{args.command}", None)  # a result that is a failure

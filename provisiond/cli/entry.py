@@ -241,7 +241,7 @@ def _hook_watch(argv: list[str]) -> int | None:
     except Exception as exc:
         sys.stderr.write(f"provisiond: {getattr(exc, 'message', exc)}\n")
         return 0
-    import json
+    from provisiond.cli import jsontext as json  # the json package costs ~6 ms (re, enum)
 
     body = json.dumps({"path": os.path.realpath(directory), "allow": False}).encode()
     answer = _post(path, "/v1/projects", body)
@@ -322,21 +322,55 @@ def _exchange(socket_path: str, request: bytes) -> tuple[bytes | None, int | Non
 
 
 def run() -> None:
-    """Console entry point. `check` imports rattler, which can crash at exit: leave via os._exit."""
-    code = _fast_warm(sys.argv[1:])
-    if code is None:
-        code = _fast_activate(sys.argv[1:])
-    if code is None:
-        code = _fast_run(sys.argv[1:])
-    if code is None:
-        code = _hook_watch(sys.argv[1:])
-    if code is None:
-        from provisiond.cli.commands import main
+    """Console entry point. `check` imports rattler, which can crash at exit: leave via os._exit.
 
-        code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    Ctrl-C prints one line, never a traceback (``warm`` and ``create`` say first that the build
+    goes on in the daemon); a reader that goes away (``| head``) ends the output quietly.
+    """
+    try:
+        code = _fast_warm(sys.argv[1:])
+        if code is None:
+            code = _fast_activate(sys.argv[1:])
+        if code is None:
+            code = _fast_run(sys.argv[1:])
+        if code is None:
+            code = _hook_watch(sys.argv[1:])
+        if code is None:
+            from provisiond.cli.commands import main
+
+            code = main()
+    except KeyboardInterrupt:
+        code = 130  # 128 + SIGINT, as a shell reports it
+        _quiet_write(sys.stderr, "\nprovisionctl: interrupted\n")
+    except BrokenPipeError:
+        code = 141  # 128 + SIGPIPE: what `cmd | head` reports for a C program
+    except SystemExit as exc:  # argparse: --help, a usage error
+        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
+    if not _quiet_flush(sys.stdout) and code == 0:
+        code = 141  # the reader went away before the output was all written
+    _quiet_flush(sys.stderr)
     os._exit(code)
+
+
+def _quiet_write(stream: object, text: str) -> None:
+    try:
+        stream.write(text)  # type: ignore[attr-defined]  # a text stream
+    except (OSError, ValueError):
+        pass
+
+
+def _quiet_flush(stream: object) -> bool:
+    """Flush; False (and what a closed pipe could not take forgotten) when the reader is gone."""
+    try:
+        stream.flush()  # type: ignore[attr-defined]  # a text stream
+    except (OSError, ValueError):
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, stream.fileno())  # type: ignore[attr-defined]
+        except (OSError, ValueError):
+            pass
+        return False
+    return True
 
 
 if __name__ == "__main__":

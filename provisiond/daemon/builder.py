@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TextIO, TypeVar
 
 from provisiond.config.settings import Settings
-from provisiond.domain.errors import OfflineError, ProvisionError, ShuttingDownError
+from provisiond.domain.errors import BuildCancelledError, OfflineError, ProvisionError, ShuttingDownError
 from provisiond.domain.events import BuildEvents
 from provisiond.domain.lock import Lock
 from provisiond.domain.urls import mask
@@ -107,6 +107,7 @@ class Builder:
         self._locks: dict[str, Lock] = {}  # env_key -> lock of each running build (its cache pins)
         self._slots = _Slots(settings.max_builds)
         self._closing = False
+        self._cancelling: set[str] = set()  # env_keys whose build a user cancelled
 
     def apply(self, settings: Settings) -> None:
         """Run with reloaded settings (SIGHUP); a lower ``max_builds`` lets running builds finish."""
@@ -139,6 +140,18 @@ class Builder:
     def pinned_packages(self) -> set[str]:
         """Package-cache entries (``pkgs/<name>-<version>-<build>``) that running builds link from."""
         return {p.dist for lock in self._locks.values() for p in lock.packages}
+
+    def cancel(self, env_key: str) -> bool:
+        """Stop the build of ``env_key`` (``provisionctl cancel``); False when none is running.
+
+        Its callers get ``BuildCancelledError``; like a failed build it replaces nothing.
+        """
+        task = self._builds.get(env_key)
+        if task is None or task.done():
+            return False
+        self._cancelling.add(env_key)
+        task.cancel()
+        return True
 
     async def close(self) -> None:
         """Cancel builds in flight and wait (they leave only `.building/` garbage for the sweep)."""
@@ -226,10 +239,15 @@ class Builder:
                 on_line(f"published {prefix} in {time.perf_counter() - started:.2f}s")
             except BaseException as exc:
                 error = exc if isinstance(exc, asyncio.CancelledError) else (self.store.disk_full(exc) or exc)
+                if isinstance(exc, asyncio.CancelledError) and env_key in self._cancelling and not self._closing:
+                    error = BuildCancelledError(f"the build of {name or env_key[:16]} was cancelled "
+                                                "(provisionctl cancel); nothing was replaced",
+                                                hint=f"build it again with: provisionctl warm {name or 'NAME'}")
+                self._cancelling.discard(env_key)
                 await self._end(build.id, error, on_line, build_dir, target if in_place else None)
-                progress.emit("cancelled" if isinstance(error, asyncio.CancelledError) else "failed",
-                              error=_message(error))  # always: followers of the stream must not wait
-                if isinstance(error, ProvisionError) and not error.hint:
+                progress.emit("cancelled" if isinstance(error, asyncio.CancelledError | BuildCancelledError)
+                              else "failed", error=_message(error))  # always: followers must not wait
+                if isinstance(error, ProvisionError) and not error.hint:  # (a cancel has its own)
                     error.hint = f"see the build log: {build.log}"
                 if error is exc:
                     raise
@@ -254,7 +272,7 @@ class Builder:
                    build_dir: Path | None, in_place: Path | None) -> None:
         """A failed or cancelled build: say why, clean its directories, end its row. Nothing here may
         fail in turn (the disk may be full): what cannot be recorded is logged."""
-        status = "cancelled" if isinstance(error, asyncio.CancelledError) else "failed"
+        status = "cancelled" if isinstance(error, asyncio.CancelledError | BuildCancelledError) else "failed"
         message = _message(error)
         try:
             on_line(f"build {status}: {message}")

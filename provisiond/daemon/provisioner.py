@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from provisiond.daemon.audit import Auditor
 from provisiond.daemon.gate import TrustGate, project_dir
 from provisiond.daemon.inputs import lock_fingerprint
 from provisiond.daemon.lifecycle import Lifecycle, spec_file_of
-from provisiond.domain.errors import BadRequestError, EnvNotFoundError
+from provisiond.domain.errors import BadRequestError, BlockedError, EnvNotFoundError
 from provisiond.domain.exports import export
 from provisiond.domain.lock import EnvKey, Lock
 from provisiond.domain.lockfiles import kind_of, load_lockfile
@@ -28,6 +29,7 @@ from provisiond.domain.spec import EnvSpec, load_spec, read_spec
 from provisiond.engines.base import Engine
 from provisiond.shell import activation
 from provisiond.store import conda_envs
+from provisiond.store.files import write_atomic
 from provisiond.store.registry import NameRecord
 from provisiond.store.store import Store
 
@@ -177,15 +179,20 @@ class Provisioner:
         return view
 
     async def create(self, file: str, name: str | None = None, *, update: bool = False,
-                     environment: str | None = None) -> EnvView:
+                     environment: str | None = None, content: str | None = None,
+                     force: bool = False) -> EnvView:
         """`conda env create -f FILE [-n NAME]`: a named env from an environment.yml or a lockfile.
 
         A lockfile (@EXPLICIT, conda-lock.yml v1, pixi.lock) is installed without solving;
-        ``environment`` picks one of a pixi.lock's (the Lock's meta keeps it for later warms).
+        ``environment`` picks one of a pixi.lock's (the Lock's meta keeps it for later warms). With
+        ``content`` (a file only the client can read, such as ``<(...)``), the text is kept in the
+        store (``sources/<sha256>/``) and the name follows that copy. An existing named env is
+        replaced only with ``force``; a failure leaves no new name behind and gives an existing one
+        back its file (its env, still served, was never replaced).
         """
         if "\0" in file:
             raise BadRequestError(f"{file!r} is not a path")
-        path = Path(file).expanduser().resolve()
+        path = self._keep(file, content) if content is not None else Path(file).expanduser().resolve()
         kind = kind_of(path)
         if environment is not None and kind == "spec":
             raise BadRequestError(f"{file}: --environment is for pixi.lock files, not environment files")
@@ -198,17 +205,48 @@ class Provisioner:
         if taken is not None and taken.kind == "project":
             raise BadRequestError(f"the name {name!r} is already used by project {taken.source}",
                                   hint="choose another name with -n NAME")
-        if spec is not None:
-            # `create -f FILE` is consent for that file's content.
-            self.gate.consent(await asyncio.to_thread(self.gate.fingerprint, spec, str(path), "file"))
-            self.store.add_name(name, "file", str(path))
-            await self.lifecycle.warm(self.store.get_name(name), update=update)
+        if taken is not None and not force:
+            raise BadRequestError(f"an env named {name!r} exists already (from {taken.source})",
+                                  hint="replace it with --force (it is served until the new one is ready), "
+                                       "or choose another name with -n NAME")
+        try:
+            if spec is not None:
+                # `create -f FILE` is consent for that file's content.
+                self.gate.consent(await asyncio.to_thread(self.gate.fingerprint, spec, str(path), "file"))
+                self.store.add_name(name, "file", str(path))
+                await self.lifecycle.warm(self.store.get_name(name), update=update)
+                return self.view(name)
+            lock = await asyncio.to_thread(load_lockfile, path, self.engine.platform, environment)
+            self.gate.consent(await asyncio.to_thread(lock_fingerprint, path, self.engine.platform, lock))
+            self.store.add_name(name, "lock", str(path))
+            await self.lifecycle.install(self.store.get_name(name), lock)
             return self.view(name)
-        lock = await asyncio.to_thread(load_lockfile, path, self.engine.platform, environment)
-        self.gate.consent(await asyncio.to_thread(lock_fingerprint, path, self.engine.platform, lock))
-        self.store.add_name(name, "lock", str(path))
-        await self.lifecycle.install(self.store.get_name(name), lock)
-        return self.view(name)
+        except BaseException as exc:
+            if taken is None:
+                # A deny while it built keeps the name, blocked: `allow FILE` builds it then.
+                if self.store.find_name(name) is not None and not isinstance(exc, BlockedError):
+                    self.remove(name)
+            else:
+                self.store.add_name(name, taken.kind, taken.source)  # its file back; its env was kept
+            raise
+
+    def _keep(self, file: str, content: str) -> Path:
+        """Store the text of a file the client sent; its path (same text, same path)."""
+        base = os.path.basename(file)
+        # The lockfile kinds are told by name first (kind_of); anything else is read by its content.
+        keep = base if base == "pixi.lock" or base.endswith(("-lock.yml", "-lock.yaml")) else "environment.yml"
+        path = self.settings.paths.home / "sources" / hashlib.sha256(content.encode()).hexdigest()[:32] / keep
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, content, 0o644)
+        return path
+
+    def cancel(self, name_or_path: str) -> list[int]:
+        """Stop the running builds of a name (``provisionctl cancel``): the ids of those stopped."""
+        record = self._lookup(name_or_path)
+        running = [b for b in self.store.list_builds("running")
+                   if b.name == record.name or (record.build_id is not None and b.id == record.build_id)]
+        return [b.id for b in running if self.lifecycle.builder.cancel(b.env_key)]
 
     def clone(self, source: str, target: str) -> EnvView:
         """A new name for the same env_key: O(1), no file is copied."""

@@ -80,3 +80,22 @@ def test_local_file_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFi
     assert cli.main(["--socket", str(blocker / "x.sock"), "list"]) == os.EX_UNAVAILABLE
     err = capsys.readouterr().err
     assert err.startswith("provisionctl: cannot connect to ") and "Traceback" not in err
+
+
+def test_the_demo_runs_every_step_of_the_readme_walkthrough() -> None:
+    repo = Path(__file__).resolve().parents[2]
+    readme = (repo / "README.md").read_text()
+    walkthrough = readme.split("## Five-minute walkthrough", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    steps = {line.split()[1] for line in walkthrough.splitlines() if line.startswith("provisionctl ")}
+    steps |= {"hook"} if "provisionctl hook bash" in walkthrough else set()
+    assert {"watch", "warm", "list", "create", "check", "hook", "allow", "export", "run"} <= steps
+    demo = (repo / "scripts" / "demo").read_text()
+    ran = {line.split()[1] for line in demo.splitlines() if line.startswith("provisionctl ")}
+    ran |= {"hook"} if 'eval "$(provisionctl hook bash)"' in demo else set()
+    assert steps <= ran, f"the demo skips {steps - ran}"
+
+
+def test_the_readme_says_how_to_put_provisionctl_on_path() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    setup = readme.split("## Set-up", 1)[1].split("## ", 1)[0]
+    assert 'export PATH="$PWD/.venv/bin:$PATH"' in setup and "provisionctl completion" in setup

@@ -200,7 +200,7 @@ async def test_create_f_of_a_lockfile_during_its_warm_answers_both(world: World)
     release = world.engine.hold("install", "slow")
     warm = asyncio.create_task(p.warm("L"))
     await world.engine.started("install", "slow")
-    create = asyncio.create_task(p.create(str(lockfile), name="L"))  # a newer generation of L
+    create = asyncio.create_task(p.create(str(lockfile), name="L", force=True))  # a newer generation of L
     await asyncio.sleep(0)
     release.set()
     created, warmed = await asyncio.wait_for(asyncio.gather(create, warm), 30)  # used to spin the loop

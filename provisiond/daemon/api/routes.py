@@ -25,6 +25,9 @@ _BUILD_ID = re.compile(r"[0-9]{1,19}")  # ASCII digits: str.isdigit() also accep
 _NAME_MAX, _PATH_MAX = 255, 4096  # bytes, as Linux counts them (ENAMETOOLONG past either)
 
 
+_CONTENT_MAX = 16 << 20  # an environment file or lockfile sent as text (create -f <(...))
+
+
 def _str(body: dict[str, Any], key: str, *, required: bool = True) -> str | None:
     value = body.get(key)
     if value is None and not required:
@@ -163,9 +166,14 @@ async def create_env(request: web.Request) -> web.Response:
     body = await read_json(request)
     if _bool(body, "progress"):
         detailed_progress.set(True)
+    content = body.get("content")
+    if content is not None and (not isinstance(content, str) or len(content) > _CONTENT_MAX or "\0" in content):
+        raise BadRequestError("'content' must be the file's text (no NUL, at most 16 MiB)")
+    # With the content sent, `file` only names it (a pipe such as /dev/fd/63 that only the CLI can read).
+    file = _text(body.get("file"), "file") if content is not None else _path(body.get("file"), "file")
     view = await request.app[PROVISIONER].create(
-        _path(body.get("file"), "file"), _str(body, "name", required=False), update=_bool(body, "update"),
-        environment=_str(body, "environment", required=False))
+        file, _str(body, "name", required=False), update=_bool(body, "update"), content=content,
+        force=_bool(body, "force"), environment=_str(body, "environment", required=False))
     return web.json_response(view.to_wire(), status=201)
 
 
@@ -220,6 +228,13 @@ async def clone_env(request: web.Request) -> web.Response:
     body = await read_json(request)
     view = request.app[PROVISIONER].clone(_name(request), _str(body, "target") or "")
     return web.json_response(view.to_wire(), status=201)
+
+
+@routes.post("/v1/envs/{name}/cancel")
+async def cancel_builds(request: web.Request) -> web.Response:
+    await read_json(request)
+    name = _name(request)
+    return web.json_response({"name": name, "cancelled": request.app[PROVISIONER].cancel(name)})
 
 
 @routes.delete("/v1/envs/{name}")
