@@ -65,7 +65,7 @@ def test_pixi_pypi_packages_are_installed_by_their_hashes(daemon: Daemon, pychan
     bad = tmp_path / "bad" / "pixi.lock"
     bad.parent.mkdir()
     bad.write_text(pixi_text(conda, [f"{wheel.as_uri()} tinylib 1.0 {'0' * 64}"]))
-    code, _out, err = daemon.ctl("create", "-f", str(bad), "-n", "bad")
+    code, _out, err = daemon.ctl("-v", "create", "-f", str(bad), "-n", "bad")  # -v: the whole error
     assert code == 70 and "hash" in err.lower()
 
 
