@@ -116,6 +116,12 @@ class Settings:
     fetch_timeout: float = 30.0
     solve_timeout: float = 600.0
     config_file: Path | None = None
+    # OCI registries (docs/registry.md): the docker-style auth file with the logins (None: docker's,
+    # podman's, then ~/.docker/config.json), hosts reached over plain HTTP, and channel mirrors
+    # (channel base URL -> oci://HOST/REPO in conda-forge's layout).
+    registry_auth_file: Path | None = None
+    insecure_registries: tuple[str, ...] = ()
+    mirrors: tuple[tuple[str, str], ...] = ()
     # None: log to stderr (the journal under systemd). A file is reopened on SIGHUP (logrotate).
     log_file: Path | None = None
 
@@ -132,7 +138,10 @@ class Settings:
                 "connect_timeout": self.connect_timeout, "fetch_timeout": self.fetch_timeout,
                 "solve_timeout": self.solve_timeout,
                 "config_file": str(self.config_file) if self.config_file else None,
-                "log_file": str(self.log_file) if self.log_file else None}
+                "log_file": str(self.log_file) if self.log_file else None,
+                "registry_auth_file": str(self.registry_auth_file) if self.registry_auth_file else None,
+                "insecure_registries": list(self.insecure_registries),
+                "mirrors": {channel: mask(repo) for channel, repo in self.mirrors}}
 
 
 def load_settings(
@@ -192,9 +201,38 @@ def load_settings(
             raise ConfigError(f"{key}={values[key]}: must be a positive number of seconds")
     if not values.get("channel_alias", "/").endswith("/"):
         values["channel_alias"] += "/"
-    log_file = sources.path("log_file")
+    choice = pick("insecure_registries")
+    if choice is not None:
+        raw, source = choice
+        items = raw.split(",") if isinstance(raw, str) else raw
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise ConfigError(f"insecure_registries={raw!r} ({source}): expected a list of HOST[:PORT]")
+        values["insecure_registries"] = tuple(i.strip().lower() for i in items if i.strip())
+    choice = pick("mirrors")
+    if choice is not None:
+        values["mirrors"] = _mirrors(*choice)
+    log_file, auth_file = sources.path("log_file"), sources.path("registry_auth_file")
     return Settings(paths=paths, config_file=Path(sources.file) if sources.from_file else None,
-                    log_file=Path(log_file) if log_file else None, **values)
+                    log_file=Path(log_file) if log_file else None,
+                    registry_auth_file=Path(auth_file) if auth_file else None, **values)
+
+
+def _mirrors(raw: Any, source: str) -> tuple[tuple[str, str], ...]:
+    """Channel -> OCI mirror: a TOML table, or ``CHANNEL=oci://HOST/REPO`` pairs separated by spaces."""
+    if isinstance(raw, str):
+        pairs = [item.split("=", 1) for item in raw.split() if item]
+        if not all(len(p) == 2 for p in pairs):
+            raise ConfigError(f"mirrors={raw!r} ({source}): expected CHANNEL=oci://HOST/REPO pairs")
+        raw = dict(pairs)
+    if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+        raise ConfigError(f"mirrors ({source}): expected a table of channel URL = \"oci://HOST/REPO\"")
+    out = []
+    for channel, mirror in raw.items():
+        if not mirror.startswith("oci://"):
+            raise ConfigError(f"mirrors: {channel} = {mirror!r} ({source}): a mirror is an oci://HOST/REPO URL",
+                              hint="e.g. oci://ghcr.io/channel-mirrors/conda-forge")
+        out.append((channel.rstrip("/") + "/", mirror.rstrip("/")))
+    return tuple(out)
 
 
 def _prefixes(raw: Any, source: str) -> tuple[str, ...]:

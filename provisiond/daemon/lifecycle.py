@@ -182,7 +182,7 @@ class Lifecycle:
         return self._generation.get(name) == generation
 
     async def _warm(self, record: NameRecord, generation: int, update: bool) -> None:
-        if record.kind in ("clone", "lock"):
+        if record.kind in ("clone", "lock", "oci"):  # oci: pulled from a registry (daemon/oci)
             return await self._warm_snapshot(record, generation)
         source = Path(record.source or "")
         # Taken before reading the file: an edit during the build must not pass for the built spec.

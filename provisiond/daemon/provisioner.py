@@ -7,12 +7,13 @@ to ``lifecycle.Lifecycle``; this module turns requests into names and hands them
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from provisiond.config.settings import Settings
 from provisiond.daemon import trust
@@ -27,6 +28,9 @@ from provisiond.engines.base import Engine
 from provisiond.shell import activation
 from provisiond.store.registry import NameRecord
 from provisiond.store.store import Store
+
+if TYPE_CHECKING:
+    from provisiond.daemon.oci.ops import Transfers
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +88,13 @@ class Provisioner:
         self.events = self.builder.events
         # Set when projects are added or removed, so the watcher re-reads the set it watches.
         self.projects_changed = self.lifecycle.projects_changed
+
+    @functools.cached_property
+    def oci(self) -> Transfers:
+        """push, pull and image (daemon/oci): made on first use."""
+        from provisiond.daemon.oci.ops import Transfers
+
+        return Transfers(self)
 
     def apply(self, settings: Settings) -> None:
         """Run with reloaded settings (SIGHUP); ``reload.reloaded`` kept those that need a restart."""

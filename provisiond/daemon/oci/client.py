@@ -1,0 +1,371 @@
+"""A small async client of the OCI distribution spec (v1.1), on aiohttp.
+
+Why not a library: the maintained OCI clients for Python (oras-py, opencontainers) are built on
+``requests`` and would block the daemon's loop or need a thread per blob; aiohttp is already ours.
+What it does (https://github.com/opencontainers/distribution-spec/blob/main/spec.md):
+
+- blobs: ``HEAD`` to check existence, ``GET`` streamed into a file with the digest checked on the
+  way, uploads monolithic (``POST`` + ``PUT ?digest=``) or chunked (``PATCH`` with
+  ``Content-Range``, then ``PUT``), and cross-repository mounts (``POST ?mount=&from=``; a registry
+  that answers 202 instead gives an upload session we use);
+- manifests: ``GET`` (the digest checked when the reference is one) and ``PUT``;
+- auth: a 401's ``WWW-Authenticate`` challenge decides. ``Basic`` sends the login; ``Bearer``
+  fetches a token for the repository's scope at the realm (with the login, if any) and caches it
+  per scope. Credentials never reach a log line, an error message or the store.
+
+localhost and 127.0.0.0/8 are reached over plain HTTP, like docker and skopeo; any other host over
+HTTPS unless the caller asks for ``plain_http`` (or ``insecure``: HTTPS without verifying the
+certificate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urljoin
+
+import aiohttp
+
+from provisiond.daemon.oci.auth import Login, Logins
+from provisiond.domain.oci import (
+    MANIFEST_TYPES,
+    DigestMismatchError,
+    Reference,
+    RegistryAuthError,
+    RegistryError,
+    digest_of,
+    is_loopback,
+)
+
+log = logging.getLogger(__name__)
+
+OnBytes = Callable[[int], None]
+CHUNK = 1 << 20  # read/write granularity
+DEFAULT_CHUNK_SIZE = 32 << 20  # blobs larger than this are uploaded in chunks of this size
+_CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
+
+
+@dataclass
+class Stats:
+    """What one operation asked of the registry (the tests and the progress events read it)."""
+
+    requests: int = 0
+    bytes_up: int = 0
+    bytes_down: int = 0
+    by_method: dict[str, int] = field(default_factory=dict)
+
+
+class Registry:
+    """One registry endpoint (host[:port]) and the logins and tokens for it."""
+
+    def __init__(self, session: aiohttp.ClientSession, ref: Reference, logins: Logins, *,
+                 plain_http: bool = False, insecure: bool = False, timeout: float = 300.0) -> None:
+        self.session = session
+        self.endpoint = ref.endpoint
+        self.registry = ref.registry
+        self.scheme = "http" if plain_http or is_loopback(ref.registry) else "https"
+        self.ssl: bool = not insecure
+        self.logins = logins
+        self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=timeout)
+        self._tokens: dict[str, str] = {}  # scope -> bearer token
+        self._basic = False  # the registry asked for Basic: send it on every request
+        self.stats = Stats()
+
+    def url(self, path: str) -> str:
+        return f"{self.scheme}://{self.endpoint}{path}"
+
+    # -- requests and auth ------------------------------------------------------------------------
+
+    async def request(self, method: str, url: str, repository: str, *, push: bool = False,
+                      headers: dict[str, str] | None = None, data: Any = None,
+                      ok: tuple[int, ...] = (200,)) -> aiohttp.ClientResponse:
+        """One request, authenticated as the registry's challenge asks; raises unless its status is in ``ok``.
+
+        ``data`` may be bytes or a callable returning a fresh body (a retry after a 401 re-sends it).
+        """
+        scope = f"repository:{repository}:{'pull,push' if push else 'pull'}"
+        for attempt in range(2):
+            auth = self._authorization(scope)
+            body = data() if callable(data) else data
+            try:
+                response = await self.session.request(
+                    method, url, headers={**(headers or {}), **auth}, data=body, ssl=self.ssl,
+                    timeout=self.timeout, allow_redirects=method in ("GET", "HEAD"))
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                raise RegistryError(f"registry {self.registry}: {method} failed: {_reason(exc)}",
+                                    hint=self._hint()) from None
+            self.stats.requests += 1
+            self.stats.by_method[method] = self.stats.by_method.get(method, 0) + 1
+            log.debug("registry %s: %s %s -> %d", self.registry, method, url.split("?")[0], response.status)
+            if response.status == 401 and attempt == 0 and await self._answer(response, scope):
+                continue
+            if response.status in ok:
+                return response
+            if response.status == 401 and auth:
+                response.release()
+                login = self.logins.find(self.registry)
+                who = f" of user {login.username!r}" if login is not None and login.username != "<token>" else ""
+                raise RegistryAuthError(f"registry {self.registry} refused the login{who} ({method} {repository})",
+                                        hint=self._login_hint())
+            await self._fail(response, method, url, repository)
+        raise AssertionError("unreachable")
+
+    def _authorization(self, scope: str) -> dict[str, str]:
+        token = self._tokens.get(scope) or self._tokens.get(scope.replace(":pull,push", ":*"))
+        if token:
+            return {"Authorization": f"Bearer {token}"}
+        if self._basic:
+            login = self.logins.find(self.registry)
+            if login is not None:
+                return {"Authorization": login.basic()}
+        return {}
+
+    async def _answer(self, response: aiohttp.ClientResponse, scope: str) -> bool:
+        """Prepare credentials for a 401's challenge; False when we have nothing new to offer."""
+        header = response.headers.get("WWW-Authenticate", "")
+        response.release()
+        kind = header.split(" ", 1)[0].lower()
+        login = self.logins.find(self.registry)
+        if kind == "basic":
+            if self._basic:
+                return False  # it refused the login we sent
+            if login is None:
+                raise RegistryAuthError(f"registry {self.registry} asks for a login, and none is configured for it",
+                                        hint=self._login_hint())
+            self._basic = True
+            return True
+        if kind == "bearer":
+            params = dict(_CHALLENGE.findall(header))
+            if not params.get("realm"):
+                raise RegistryAuthError(f"registry {self.registry}: a Bearer challenge without a realm")
+            self._tokens[scope] = await self._token(params, scope, login)
+            return True
+        return False
+
+    async def _token(self, params: dict[str, str], scope: str, login: Login | None) -> str:
+        query = {"scope": params.get("scope") or scope}
+        if params.get("service"):
+            query["service"] = params["service"]
+        headers = {}
+        if login is not None and login.identity_token:
+            query.update(grant_type="refresh_token", refresh_token=login.identity_token)
+        elif login is not None:
+            headers["Authorization"] = login.basic()
+        url = params["realm"] + ("&" if "?" in params["realm"] else "?") + urlencode(query)
+        try:
+            async with self.session.get(url, headers=headers, ssl=self.ssl, timeout=self.timeout) as response:
+                self.stats.requests += 1
+                if response.status in (401, 403):
+                    raise RegistryAuthError(f"registry {self.registry}: the token service refused "
+                                            + ("our login" if login else "an anonymous request"),
+                                            hint=self._login_hint())
+                if response.status != 200:
+                    raise RegistryError(f"registry {self.registry}: the token service answered {response.status}")
+                payload = await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            raise RegistryError(f"registry {self.registry}: cannot get a token: {_reason(exc)}") from None
+        token = payload.get("token") or payload.get("access_token") if isinstance(payload, dict) else None
+        if not isinstance(token, str) or not token:
+            raise RegistryError(f"registry {self.registry}: the token service sent no token")
+        return token
+
+    async def _fail(self, response: aiohttp.ClientResponse, method: str, url: str, repository: str) -> None:
+        status = response.status
+        try:
+            text = (await response.text())[:2000]
+        except (aiohttp.ClientError, UnicodeDecodeError):
+            text = ""
+        finally:
+            response.release()
+        detail = _error_text(text)
+        what = f"registry {self.registry}: {method} {repository}: {status}{': ' + detail if detail else ''}"
+        if status in (401, 403):
+            raise RegistryAuthError(what, hint=self._login_hint())
+        raise RegistryError(what, hint=self._hint())
+
+    def _login_hint(self) -> str:
+        return (f"log in with `docker login {self.registry}` (or `skopeo login`), or point the "
+                "registry_auth_file setting at a docker config.json with a login for it")
+
+    def _hint(self) -> str:
+        if self.scheme == "https" and not is_loopback(self.registry):
+            return "check the reference and the network; a registry without TLS needs --plain-http"
+        return "check the reference, and that the registry is running"
+
+    # -- blobs ----------------------------------------------------------------------------------
+
+    def _blob(self, repository: str, digest: str) -> str:
+        return self.url(f"/v2/{repository}/blobs/{digest}")
+
+    async def has_blob(self, repository: str, digest: str) -> bool:
+        response = await self.request("HEAD", self._blob(repository, digest), repository, ok=(200, 404))
+        response.release()
+        return response.status == 200
+
+    async def mount(self, repository: str, digest: str, source: str) -> str | None:
+        """Mount ``digest`` from ``source`` (same registry): None when done, else an upload URL to use."""
+        query = urlencode({"mount": digest, "from": source})
+        response = await self.request("POST", self.url(f"/v2/{repository}/blobs/uploads/?{query}"), repository,
+                                      push=True, ok=(201, 202))
+        response.release()
+        if response.status == 201:
+            return None
+        return self._location(response)
+
+    async def start_upload(self, repository: str) -> str:
+        response = await self.request("POST", self.url(f"/v2/{repository}/blobs/uploads/"), repository,
+                                      push=True, ok=(202,))
+        response.release()
+        return self._location(response)
+
+    def _location(self, response: aiohttp.ClientResponse) -> str:
+        location = response.headers.get("Location")
+        if not location:
+            raise RegistryError(f"registry {self.registry}: an upload session without a Location")
+        return urljoin(self.url("/"), location)
+
+    async def upload(self, repository: str, digest: str, source: Path | bytes, size: int, *,
+                     location: str | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                     on_bytes: OnBytes | None = None) -> None:
+        """Upload one blob: monolithic up to ``chunk_size`` bytes, else in chunks."""
+        location = location or await self.start_upload(repository)
+        if size > chunk_size:
+            start = 0
+            for chunk in _chunks(source, chunk_size):
+                end = start + len(chunk)
+                response = await self.request(
+                    "PATCH", location, repository, push=True, data=chunk, ok=(202,),
+                    headers={"Content-Type": "application/octet-stream", "Content-Length": str(len(chunk)),
+                             "Content-Range": f"{start}-{end - 1}"})
+                response.release()
+                location = self._location(response)
+                start = end
+                self.stats.bytes_up += len(chunk)
+                if on_bytes:
+                    on_bytes(len(chunk))
+            body: Any = b""
+        else:
+            body = (lambda: _stream(source, on_bytes)) if isinstance(source, Path) else source
+            if isinstance(source, bytes) and on_bytes:
+                on_bytes(size)
+            self.stats.bytes_up += size
+        sep = "&" if "?" in location else "?"
+        response = await self.request("PUT", f"{location}{sep}{urlencode({'digest': digest})}", repository,
+                                      push=True, data=body, ok=(201,),
+                                      headers={"Content-Type": "application/octet-stream",
+                                               "Content-Length": str(0 if size > chunk_size else size)})
+        response.release()
+
+    async def fetch_blob(self, repository: str, digest: str, dest: Path, *, on_bytes: OnBytes | None = None) -> int:
+        """Stream a blob into ``dest``; DigestMismatchError (and no file) when its bytes do not match."""
+        response = await self.request("GET", self._blob(repository, digest), repository)
+        sha, size = hashlib.sha256(), 0
+        try:
+            with dest.open("wb") as f:
+                async for chunk in response.content.iter_chunked(CHUNK):
+                    sha.update(chunk)
+                    await asyncio.to_thread(f.write, chunk) if len(chunk) >= CHUNK else f.write(chunk)
+                    size += len(chunk)
+                    if on_bytes:
+                        on_bytes(len(chunk))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            dest.unlink(missing_ok=True)
+            raise RegistryError(f"registry {self.registry}: blob {digest[:19]} broke off: {_reason(exc)}") from None
+        finally:
+            response.release()
+        self.stats.bytes_down += size
+        if "sha256:" + sha.hexdigest() != digest:
+            dest.unlink(missing_ok=True)
+            raise DigestMismatchError(f"{self.registry}/{repository}: blob {digest} has the wrong content "
+                                      f"(its bytes hash to sha256:{sha.hexdigest()})",
+                                      hint="the registry's copy is corrupt: push the env again")
+        return size
+
+    async def blob_bytes(self, repository: str, digest: str, limit: int = 64 << 20) -> bytes:
+        response = await self.request("GET", self._blob(repository, digest), repository)
+        try:
+            data = await response.content.read(limit + 1)
+        finally:
+            response.release()
+        if len(data) > limit:
+            raise RegistryError(f"registry {self.registry}: blob {digest} is larger than {limit} bytes")
+        if digest_of(data) != digest:
+            raise DigestMismatchError(f"{self.registry}/{repository}: blob {digest} has the wrong content",
+                                      hint="the registry's copy is corrupt: push again")
+        self.stats.bytes_down += len(data)
+        return data
+
+    # -- manifests ------------------------------------------------------------------------------
+
+    async def manifest(self, repository: str, reference: str, accept: tuple[str, ...] = MANIFEST_TYPES
+                       ) -> tuple[bytes, str, str]:
+        """(bytes, media type, digest) of a manifest; a digest reference is checked against the bytes."""
+        response = await self.request("GET", self.url(f"/v2/{repository}/manifests/{reference}"), repository,
+                                      headers={"Accept": ", ".join(accept)}, ok=(200, 404))
+        try:
+            if response.status == 404:
+                raise RegistryError(f"{self.registry}/{repository}:{reference}: no such manifest",
+                                    hint="check the reference (list tags with: skopeo list-tags)")
+            data = await response.content.read(16 << 20)
+            media = response.headers.get("Content-Type", "").split(";")[0].strip()
+        finally:
+            response.release()
+        digest = digest_of(data)
+        if reference.startswith("sha256:") and digest != reference:
+            raise DigestMismatchError(f"{self.registry}/{repository}@{reference}: the manifest has the wrong content")
+        return data, media, digest
+
+    async def put_manifest(self, repository: str, reference: str, data: bytes, media_type: str) -> str:
+        response = await self.request("PUT", self.url(f"/v2/{repository}/manifests/{reference}"), repository,
+                                      push=True, data=data, ok=(201, 200),
+                                      headers={"Content-Type": media_type})
+        response.release()
+        return response.headers.get("Docker-Content-Digest") or digest_of(data)
+
+
+@asynccontextmanager
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP session for one operation (its connections end with it)."""
+    connector = aiohttp.TCPConnector(limit=8)
+    async with aiohttp.ClientSession(connector=connector, auto_decompress=False, trust_env=True) as s:
+        yield s
+
+
+def _chunks(source: Path | bytes, size: int) -> Any:
+    if isinstance(source, bytes):
+        for start in range(0, len(source), size):
+            yield source[start:start + size]
+        return
+    with source.open("rb") as f:
+        while chunk := f.read(size):
+            yield chunk
+
+
+async def _stream(path: Path, on_bytes: OnBytes | None) -> AsyncIterator[bytes]:
+    with path.open("rb") as f:
+        while chunk := await asyncio.to_thread(f.read, CHUNK):
+            if on_bytes:
+                on_bytes(len(chunk))
+            yield chunk
+
+
+def _error_text(text: str) -> str:
+    """The registry's error codes and messages (``{"errors": [{"code", "message"}]}``), short."""
+    import json
+
+    try:
+        errors = json.loads(text).get("errors") or []
+        return "; ".join(f"{e.get('code', '')} {e.get('message', '')}".strip() for e in errors)[:300]
+    except (ValueError, AttributeError):
+        return text.strip().splitlines()[0][:200] if text.strip() else ""
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__

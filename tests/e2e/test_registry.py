@@ -1,0 +1,212 @@
+"""push, pull and image against a real registry (Debian's docker-registry on a loopback port)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from provisiond.testing import registry as reg
+from provisiond.testing.channel import Pkg, build_channel, demo_packages, hello_pkg
+from tests.conftest import Daemon, write_project
+
+pytestmark = pytest.mark.skipif(reg.missing() is not None, reason=str(reg.missing()))
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[reg.LocalRegistry]:
+    r = reg.LocalRegistry(tmp_path_factory.mktemp("registry")).start()
+    yield r
+    r.stop()
+
+
+def _daemon(tmp: Path, short: Path, auth_file: Path | None = None, tag: str = "a") -> Daemon:
+    d = Daemon(home=tmp / f"home-{tag}", socket=short / f"{tag}.sock")
+    if auth_file is None:
+        auth_file = tmp / "no-logins.json"
+    d.base_env["PROVISIOND_REGISTRY_AUTH_FILE"] = str(auth_file)
+    return d.start()
+
+
+def _create(d: Daemon, project: Path, name: str) -> dict:
+    code, out, err = d.ctl("--json", "create", "-f", str(project / "environment.yml"), "-n", name)
+    assert code == 0, err
+    return json.loads(out)
+
+
+def _ctl_json(d: Daemon, *args: str) -> tuple[int, dict]:
+    code, out, err = d.ctl("--json", *args)
+    return code, json.loads(out) if out.strip() else {"stderr": err}
+
+
+def test_push_wipe_pull_same_env_key_runs_offline(registry: reg.LocalRegistry, tmp_path: Path,
+                                                  short_dir: Path) -> None:
+    channel = build_channel(tmp_path / "channel", demo_packages())
+    project = write_project(tmp_path / "proj", channel, ["hello 1.*", "greet-data"])
+    a = _daemon(tmp_path, short_dir, tag="a")
+    try:
+        built = _create(a, project, "tools")
+        ref = f"{registry.address}/team/tools:v1"
+        code, pushed = _ctl_json(a, "push", "tools", ref)
+        assert code == 0, pushed
+        assert pushed["env_key"] == built["env_key"] and pushed["tags"] == ["v1"]
+        assert pushed["transferred"] == pushed["blobs"] == 4  # 3 packages + the lock
+        # Pushed again, nothing moves: every blob is there (HEAD), only the manifest is PUT again.
+        code, again = _ctl_json(a, "push", "tools", ref)
+        assert code == 0 and again["transferred"] == 0 and again["skipped"] == 4
+        assert again["digest"] == pushed["digest"]
+    finally:
+        assert a.stop() == 0
+    shutil.rmtree(a.home)
+    shutil.rmtree(channel)  # no channel: the pull must need none
+    b = _daemon(tmp_path, short_dir, tag="b")
+    try:
+        code, pulled = _ctl_json(b, "pull", ref, "-n", "tools2")
+        assert code == 0, pulled
+        assert pulled["env_key"] == built["env_key"]
+        assert pulled["transferred"] == 3 and pulled["status"] == "ready"
+        out = subprocess.run([f"{pulled['prefix']}/bin/hello"], capture_output=True, text=True, check=True).stdout
+        assert out.startswith("Hello 1.0 from " + pulled["prefix"])
+        # by digest, under the pushed name: the cache has it all, no blob is fetched
+        code, by_digest = _ctl_json(b, "pull", pushed["reference"])
+        assert code == 0, by_digest
+        assert by_digest["name"] == "tools" and by_digest["transferred"] == 0 and by_digest["skipped"] == 3
+        assert by_digest["env_key"] == built["env_key"]
+    finally:
+        assert b.stop() == 0
+
+
+def test_second_env_uploads_only_new_blobs(registry: reg.LocalRegistry, tmp_path: Path, short_dir: Path) -> None:
+    packages = [Pkg(f"shared{i}", "1.0", files={f"share/s{i}.txt": f"shared {i}\n"}) for i in range(6)]
+    packages += [hello_pkg("only-a", "1.0"), hello_pkg("only-b", "1.0")]
+    channel = build_channel(tmp_path / "channel", packages)
+    shared = [f"shared{i}" for i in range(6)]
+    first = write_project(tmp_path / "first", channel, [*shared, "only-a"])
+    second = write_project(tmp_path / "second", channel, [*shared, "only-b"])
+    d = _daemon(tmp_path, short_dir)
+    try:
+        _create(d, first, "first")
+        _create(d, second, "second")
+        code, one = _ctl_json(d, "push", "first", f"{registry.address}/dedupe/envs:first")
+        assert code == 0, one
+        before = len(registry.requests())
+        code, two = _ctl_json(d, "push", "second", f"{registry.address}/dedupe/envs:second")
+        assert code == 0, two
+        asked = registry.requests()[before:]
+        uploads = [r for r in asked if r.method in ("PUT", "PATCH") and "/blobs/uploads/" in r.path]
+        # only-b and the second lock: two blobs uploaded; the six shared packages only HEAD-checked
+        assert two["transferred"] == len(uploads) == 2, asked
+        assert two["skipped"] == 6
+        heads = [r for r in asked if r.method == "HEAD"]
+        assert len(heads) == 8 and sum(r.status == 200 for r in heads) == 6
+        # A third repository mounts the shared blobs instead of uploading them.
+        before = len(registry.requests())
+        code, three = _ctl_json(d, "push", "second", f"{registry.address}/dedupe/other:x",
+                                "--mount-from", "dedupe/envs")
+        assert code == 0, three
+        asked = registry.requests()[before:]
+        assert three["mounted"] == 7 and three["transferred"] == 1  # 7 packages mounted; the lock uploaded
+        assert not [r for r in asked if r.method == "PATCH"]
+    finally:
+        assert d.stop() == 0
+
+
+def test_chunked_upload_round_trips(registry: reg.LocalRegistry, tmp_path: Path, short_dir: Path) -> None:
+    channel = build_channel(tmp_path / "channel", demo_packages())
+    project = write_project(tmp_path / "proj", channel, ["greet-data"])
+    d = _daemon(tmp_path, short_dir)
+    try:
+        _create(d, project, "data")
+        before = len(registry.requests())
+        code, pushed = _ctl_json(d, "push", "data", f"{registry.address}/chunked/data", "--chunk-size", "1048576")
+        assert code == 0, pushed
+        patches = [r for r in registry.requests()[before:] if r.method == "PATCH"]
+        assert len(patches) >= 3 and all(r.status == 202 for r in patches)  # greet-data is about 3 MiB
+        assert pushed["tags"] == [pushed["env_key"]]  # no tag given: the env_key
+        shutil.rmtree(d.home / "pkgs")
+        code, pulled = _ctl_json(d, "pull", f"{registry.address}/chunked/data:{pushed['env_key']}", "-n", "data2")
+        assert code == 0, pulled
+        assert pulled["env_key"] == pushed["env_key"]
+    finally:
+        assert d.stop() == 0
+
+
+def test_corrupt_blob_refused_nothing_published(registry: reg.LocalRegistry, tmp_path: Path,
+                                               short_dir: Path) -> None:
+    channel = build_channel(tmp_path / "channel", [hello_pkg("victim", "1.0")])
+    project = write_project(tmp_path / "proj", channel, ["victim"])
+    d = _daemon(tmp_path, short_dir)
+    try:
+        built = _create(d, project, "victim")
+        code, pushed = _ctl_json(d, "push", "victim", f"{registry.address}/corrupt/victim:v1")
+        assert code == 0, pushed
+        lock = d.client.get("/v1/envs/victim/lock")
+        blob = registry.blob_file("sha256:" + lock["packages"][0]["sha256"])
+        blob.write_bytes(blob.read_bytes()[:-10] + b"0123456789")  # same size, other bytes
+    finally:
+        assert d.stop() == 0
+    e = _daemon(tmp_path, short_dir, tag="e")
+    try:
+        code, out = _ctl_json(e, "pull", f"{registry.address}/corrupt/victim:v1")
+        assert code == 65, out
+        assert out["error"]["code"] == "digest-mismatch"
+        assert "wrong content" in out["error"]["message"]
+        assert e.client.get("/v1/envs")["envs"] == []
+        assert not list((e.home / "envs").glob("*/conda-meta")) and not (e.home / "envs" / built["env_key"][:16]).exists()
+        assert not [p for p in (e.home / "pkgs").iterdir() if not p.name.startswith(".")] \
+            if (e.home / "pkgs").exists() else True
+    finally:
+        assert e.stop() == 0
+
+
+def test_htpasswd_wrong_password_is_a_clear_error(tmp_path: Path, short_dir: Path) -> None:
+    if shutil.which("htpasswd") is None:
+        pytest.skip("htpasswd (apache2-utils) is not installed")
+    locked = reg.LocalRegistry(tmp_path / "locked", htpasswd=("ci", "right-password")).start()
+    try:
+        channel = build_channel(tmp_path / "channel", [hello_pkg("solo", "1.0")])
+        project = write_project(tmp_path / "proj", channel, ["solo"])
+        logins = tmp_path / "docker-config.json"
+
+        def login(password: str) -> None:
+            auth = base64.b64encode(f"ci:{password}".encode()).decode()
+            logins.write_text(json.dumps({"auths": {locked.address: {"auth": auth}}}))
+
+        login("wrong-password")
+        d = _daemon(tmp_path, short_dir, auth_file=logins)
+        try:
+            _create(d, project, "solo")
+            code, out, err = d.ctl("push", "solo", f"{locked.address}/private/solo:v1")
+            assert code == 77
+            assert f"registry {locked.address} refused the login of user 'ci'" in err
+            assert "docker login" in err and "wrong-password" not in err + out
+            assert "wrong-password" not in d.log.read_text()
+            login("right-password")  # read again at the next request: no restart
+            code, pushed = _ctl_json(d, "push", "solo", f"{locked.address}/private/solo:v1")
+            assert code == 0, pushed
+            logins.unlink()
+            code, out, err = d.ctl("pull", f"{locked.address}/private/solo:v1", "-n", "again")
+            assert code == 77 and "none is configured for it" in err
+        finally:
+            assert d.stop() == 0
+    finally:
+        locked.stop()
+
+
+def test_bad_references_and_plain_http_rule(tmp_path: Path, short_dir: Path) -> None:
+    d = _daemon(tmp_path, short_dir)
+    try:
+        code, out, err = d.ctl("pull", "localhost:5000/Bad Repo")
+        assert code == 64 and "is not a registry reference" in err
+        status, answer = d.raw("POST", "/v1/pull", {"reference": "x/y@sha256:abc"})
+        assert status == 400 and answer["error"]["code"] == "bad-reference"
+        # A name no registry resolves, over HTTPS (not loopback): a clear registry error, exit 69.
+        code, out, err = d.ctl("pull", "registry.invalid/team/env:v1")
+        assert code == 69 and "registry registry.invalid" in err and "--plain-http" in err
+    finally:
+        assert d.stop() == 0
