@@ -108,3 +108,63 @@ class LocalRegistry:
     def blob_file(self, digest: str) -> Path:
         hexdigest = digest.removeprefix("sha256:")
         return self.root / "data" / "docker/registry/v2/blobs/sha256" / hexdigest[:2] / hexdigest / "data"
+
+
+def host_shell_layout(out: Path, tag: str = "base") -> Path:
+    """An OCI image layout (``oci:DIR:TAG`` for skopeo) of a tiny base image: the host's ``/bin/sh``
+    and the shared libraries it loads, nothing else. A real base image without the network."""
+    import gzip
+    import hashlib
+    import io
+    import json
+    import os
+    import platform
+    import tarfile
+
+    sh = os.path.realpath("/bin/sh")
+    files = {sh: sh}
+    for line in subprocess.run(["ldd", sh], capture_output=True, text=True, check=True).stdout.splitlines():
+        parts = line.split()
+        path = parts[2] if "=>" in parts and len(parts) > 2 else parts[0]
+        if path.startswith("/"):
+            files[path] = os.path.realpath(path)
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        dirs = sorted({str(Path(p).parent) for p in [*files, "/bin/sh", "/tmp/x"]})
+        for d in dirs:
+            for parent in [*reversed(Path(d).parents[:-1]), Path(d)]:
+                name = str(parent).lstrip("/")
+                if name and name not in tar.getnames():
+                    info = tarfile.TarInfo(name)
+                    info.type, info.mode = tarfile.DIRTYPE, 0o1777 if name == "tmp" else 0o755
+                    tar.addfile(info)
+        for path, real in files.items():
+            tar.add(real, arcname=path.lstrip("/"))
+        if "bin/sh" not in tar.getnames():
+            info = tarfile.TarInfo("bin/sh")
+            info.type, info.linkname = tarfile.SYMTYPE, sh
+            tar.addfile(info)
+    diff_id = hashlib.sha256(raw.getvalue()).hexdigest()
+    layer = gzip.compress(raw.getvalue(), mtime=0)
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    config = json.dumps({"architecture": arch, "os": "linux",
+                         "config": {"Env": ["PATH=/usr/local/bin:/usr/bin:/bin"], "Cmd": ["/bin/sh"]},
+                         "rootfs": {"type": "layers", "diff_ids": [f"sha256:{diff_id}"]}}).encode()
+    blobs = out / "blobs" / "sha256"
+    blobs.mkdir(parents=True, exist_ok=True)
+
+    def blob(data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        (blobs / digest).write_bytes(data)
+        return f"sha256:{digest}"
+
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                      "digest": blob(config), "size": len(config)},
+                           "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                                       "digest": blob(layer), "size": len(layer)}]}).encode()
+    (out / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (out / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": blob(manifest),
+         "size": len(manifest), "annotations": {"org.opencontainers.image.ref.name": tag}}]}))
+    return out

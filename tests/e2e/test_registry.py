@@ -210,3 +210,69 @@ def test_bad_references_and_plain_http_rule(tmp_path: Path, short_dir: Path) -> 
         assert code == 69 and "registry registry.invalid" in err and "--plain-http" in err
     finally:
         assert d.stop() == 0
+
+
+def _skopeo() -> str:
+    exe = shutil.which("skopeo")
+    if exe is None:
+        pytest.skip("skopeo is not installed (Debian: apt-get install skopeo; scripts/test does it as root)")
+    return exe
+
+
+def _chroot_argv(root: Path) -> list[str] | None:
+    """How to run a command with ``root`` as /: chroot as root, else a user namespace (unshare -r)."""
+    import os
+
+    chroot, unshare = shutil.which("chroot"), shutil.which("unshare")
+    if os.geteuid() == 0 and chroot:
+        return [chroot, str(root)]
+    if unshare and subprocess.run([unshare, "-r", "true"], capture_output=True).returncode == 0:
+        return [unshare, "-r", f"--root={root}"]
+    return None
+
+
+def test_image_runs_its_entrypoint_and_skopeo_reads_it(registry: reg.LocalRegistry, tmp_path: Path,
+                                                        short_dir: Path) -> None:
+    skopeo = _skopeo()
+    layout = reg.host_shell_layout(tmp_path / "base-layout")
+    base = f"{registry.address}/bases/tiny-sh:1"
+    subprocess.run([skopeo, "copy", "--dest-tls-verify=false", f"oci:{layout}:base", f"docker://{base}"],
+                   check=True, capture_output=True)
+    channel = build_channel(tmp_path / "channel", demo_packages())
+    project = write_project(tmp_path / "proj", channel, ["hello 1.*"])
+    d = _daemon(tmp_path, short_dir)
+    try:
+        built = _create(d, project, "tools")
+        tag = f"{registry.address}/team/tools-image:v1"
+        code, made = _ctl_json(d, "image", "tools", "--base", base, "--tag", tag)
+        assert code == 0, made
+        assert made["base_layers"] == {"skipped": 0, "mounted": 1, "copied": 0}  # same registry: mounted
+        assert made["entrypoint"] == [f"{d.home}/bin/cold-start", "tools", "--"]
+        inspected = json.loads(subprocess.run([skopeo, "inspect", "--tls-verify=false", f"docker://{tag}"],
+                                              check=True, capture_output=True, text=True).stdout)
+        assert len(inspected["Layers"]) == 3 and inspected["Digest"] == made["digest"]
+        assert inspected["Labels"]["io.provisiond.env_key"] == built["env_key"]
+        config = json.loads(subprocess.run([skopeo, "inspect", "--config", "--tls-verify=false", f"docker://{tag}"],
+                                           check=True, capture_output=True, text=True).stdout)
+        assert config["config"]["Entrypoint"] == made["entrypoint"]
+        # The layers, unpacked in order into a directory, run the entrypoint there.
+        copied = tmp_path / "copied"
+        subprocess.run([skopeo, "copy", "--src-tls-verify=false", f"docker://{tag}", f"dir:{copied}"],
+                       check=True, capture_output=True)
+        manifest = json.loads((copied / "manifest.json").read_text())
+        root = tmp_path / "rootfs"
+        root.mkdir()
+        import tarfile
+
+        for layer in manifest["layers"]:
+            with tarfile.open(copied / layer["digest"].removeprefix("sha256:")) as tar:
+                tar.extractall(root, filter="tar")
+        argv = _chroot_argv(root)
+        if argv is None:
+            pytest.skip("neither chroot (as root) nor an unprivileged user namespace (unshare -r) is available")
+        run = subprocess.run([*argv, *made["entrypoint"], "hello"], capture_output=True, text=True,
+                             env={"PATH": "/usr/bin:/bin"})
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.strip() == f"Hello 1.0 from {built['prefix']}"
+    finally:
+        assert d.stop() == 0

@@ -56,6 +56,9 @@ class _Hashing:
         self.size += len(data)
         return self.inner.write(data)
 
+    def tell(self) -> int:
+        return self.size
+
     def flush(self) -> None:
         self.inner.flush()
 
