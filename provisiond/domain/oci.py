@@ -49,15 +49,15 @@ TITLE = "org.opencontainers.image.title"
 DOCKER_HUB = "docker.io"
 
 
-class RegistryError(ProvisionError, code="registry-error", http_status=502, exit_code=os.EX_UNAVAILABLE):
+class RegistryError(ProvisionError, code="registry-error", http_status=424, exit_code=os.EX_UNAVAILABLE):
     """A registry answered with an error, or not at all."""
 
 
-class RegistryAuthError(ProvisionError, code="registry-auth", http_status=401, exit_code=os.EX_NOPERM):
+class RegistryAuthError(ProvisionError, code="registry-auth", http_status=424, exit_code=os.EX_NOPERM):
     """A registry refused our credentials (or asked for some we do not have)."""
 
 
-class DigestMismatchError(ProvisionError, code="digest-mismatch", http_status=502, exit_code=os.EX_DATAERR):
+class DigestMismatchError(ProvisionError, code="digest-mismatch", http_status=424, exit_code=os.EX_DATAERR):
     """A blob or manifest whose bytes do not hash to the digest that names it."""
 
 

@@ -276,3 +276,35 @@ def test_image_runs_its_entrypoint_and_skopeo_reads_it(registry: reg.LocalRegist
         assert run.stdout.strip() == f"Hello 1.0 from {built['prefix']}"
     finally:
         assert d.stop() == 0
+
+
+def test_progress_events_stream_and_cli_lines(registry: reg.LocalRegistry, tmp_path: Path, short_dir: Path) -> None:
+    channel = build_channel(tmp_path / "channel", demo_packages())
+    project = write_project(tmp_path / "proj", channel, ["hello 1.*", "greet-data"])
+    d = _daemon(tmp_path, short_dir)
+    try:
+        _create(d, project, "tools")
+        ref = f"{registry.address}/progress/tools:v1"
+        events = [json.loads(line[6:]) for line in d.client.stream("/v1/envs/tools/push", {"reference": ref})
+                  if line.startswith("data: ")]
+        phases = [e["phase"] for e in events]
+        assert phases[0] == "started" and phases[1] == "start" and phases[-1] == "done"
+        blobs = [e for e in events if e["phase"] == "blob"]
+        assert sorted(e["action"] for e in blobs) == ["uploaded"] * 3
+        assert events[-1]["result"]["transferred"] == 4
+        assert max(e.get("bytes", 0) for e in events) >= 3 * 1024 * 1024  # greet-data's 3 MiB went by
+        # The same operation, followed from a second connection, replays in full.
+        replay = [json.loads(line[6:]) for line in d.client.stream(f"/v1/transfers/{events[0]['transfer_id']}/events")
+                  if line.startswith("data: ")]
+        assert [e["phase"] for e in replay] == phases[1:]
+        # Pushed again: every blob is reported skipped.
+        code, out, err = d.ctl("push", "tools", ref)
+        assert code == 0, err
+        assert err.count("skipped") == 3 and "uploaded" not in err  # stderr is not a terminal: a line per blob
+        assert "4 blobs: 0 uploaded, 0 mounted, 4 already there" in out
+        code, out, err = d.ctl("push", "tools", f"{registry.address}/progress/tools@sha256:{'0' * 64}")
+        assert code == 64 and "push to a tag, not a digest" in err
+        status, answer = d.raw("GET", "/v1/transfers/999/events")
+        assert status == 404 and answer["error"]["code"] == "transfer-not-found"
+    finally:
+        assert d.stop() == 0
