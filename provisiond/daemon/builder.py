@@ -186,6 +186,10 @@ class Builder:
                 on_line(f"build {build.id}: env {env_key} ({len(lock.packages)} packages, engine {self.engine.name})")
                 if in_place:  # a leftover without the marker is garbage; `create -y` must not meet it
                     await asyncio.to_thread(self.store.discard_in_place, target)
+                if self.settings.mirrors:  # packages of mirrored channels from their OCI mirror first
+                    from provisiond.daemon.oci.mirror import prefetch
+
+                    await prefetch(self.settings, lock, on_line)
                 # rattler installs into its first argument; micromamba uses it for scratch files only.
                 install_dir = target if in_place and not self.engine.builds_in_place else build_dir
                 # Per-package events cost rattler a Python call each (~10% of a warm-cache

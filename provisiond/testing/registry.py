@@ -168,3 +168,63 @@ def host_shell_layout(out: Path, tag: str = "base") -> Path:
         {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": blob(manifest),
          "size": len(manifest), "annotations": {"org.opencontainers.image.ref.name": tag}}]}))
     return out
+
+
+async def publish_mirror(address: str, base: str, channel: Path, only: set[str] | None = None) -> list[str]:
+    """Mirror a local channel into the registry at ``address`` in conda-forge's OCI layout
+    (``<base>/<subdir>/<name>:<version>-<build>``, plus ``repodata.json:latest`` per subdir).
+    ``only``: the package names to mirror (default all). Returns the repositories written."""
+    import json
+
+    from provisiond.daemon.oci.auth import Logins
+    from provisiond.daemon.oci.client import Registry, session
+    from provisiond.domain.oci import (
+        MANIFEST,
+        REPODATA,
+        canonical,
+        descriptor,
+        digest_of,
+        mirror_repository,
+        package_media_type,
+        parse_reference,
+        tag_of,
+    )
+
+    written = []
+    async with session() as s:
+        registry = Registry(s, parse_reference(f"{address}/{base}"), Logins([]))
+        for subdir in sorted(p for p in channel.iterdir() if (p / "repodata.json").is_file()):
+            repodata = (subdir / "repodata.json").read_bytes()
+            records = json.loads(repodata)
+            entries = {**records.get("packages", {}), **records.get("packages.conda", {})}
+            for file_name, record in sorted(entries.items()):
+                if only is not None and record["name"] not in only:
+                    continue
+                archive = (subdir / file_name).read_bytes()
+                repo = mirror_repository(base, subdir.name, record["name"])
+                index = canonical({k: v for k, v in record.items() if k not in ("sha256", "md5", "size")})
+                config = b"{}"
+                blobs = [(package_media_type(file_name), archive),
+                         ("application/vnd.conda.info.index.v1+json", index)]
+                layers = []
+                for media, data in blobs:
+                    digest = digest_of(data)
+                    if not await registry.has_blob(repo, digest):
+                        await registry.upload(repo, digest, data, len(data))
+                    layers.append(descriptor(media, digest, len(data),
+                                             {"org.opencontainers.image.title": file_name}))
+                await registry.upload(repo, digest_of(config), config, len(config))
+                manifest = canonical({"schemaVersion": 2, "mediaType": MANIFEST,
+                                      "config": descriptor("application/vnd.oci.image.config.v1+json",
+                                                           digest_of(config), len(config)),
+                                      "layers": layers})
+                await registry.put_manifest(repo, tag_of(record["version"], record["build"]), manifest, MANIFEST)
+                written.append(repo)
+            repo = f"{base}/{subdir.name}/repodata.json"
+            await registry.upload(repo, digest_of(repodata), repodata, len(repodata))
+            await registry.upload(repo, digest_of(b"{}"), b"{}", 2)
+            await registry.put_manifest(repo, "latest", canonical({
+                "schemaVersion": 2, "mediaType": MANIFEST,
+                "config": descriptor("application/vnd.oci.image.config.v1+json", digest_of(b"{}"), 2),
+                "layers": [descriptor(REPODATA, digest_of(repodata), len(repodata))]}), MANIFEST)
+    return written

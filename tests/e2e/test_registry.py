@@ -308,3 +308,37 @@ def test_progress_events_stream_and_cli_lines(registry: reg.LocalRegistry, tmp_p
         assert status == 404 and answer["error"]["code"] == "transfer-not-found"
     finally:
         assert d.stop() == 0
+
+
+def test_registry_as_package_mirror_falls_back_to_the_channel(registry: reg.LocalRegistry, tmp_path: Path,
+                                                              short_dir: Path) -> None:
+    import asyncio
+
+    from tests.conftest import serve_directory
+
+    channel = build_channel(tmp_path / "channel", demo_packages())
+    asyncio.run(reg.publish_mirror(registry.address, "mirrors/demo", channel, only={"hello", "libgreet"}))
+    fetched: list[str] = []
+    with serve_directory(channel, before_get=fetched.append) as url:
+        project = write_project(tmp_path / "proj", channel, ["hello 1.*", "greet-data"])
+        (project / "environment.yml").write_text((project / "environment.yml").read_text()
+                                                 .replace(channel.as_uri(), url))
+        d = Daemon(home=tmp_path / "home", socket=short_dir / "m.sock")
+        d.base_env.update(PROVISIOND_REGISTRY_AUTH_FILE=str(tmp_path / "none.json"),
+                          PROVISIOND_MIRRORS=f"{url}=oci://{registry.address}/mirrors/demo")
+        d.start()
+        try:
+            before = len(registry.requests())
+            built = _create(d, project, "mirrored")
+            assert built["status"] == "ready"
+            archives = sorted(p.rsplit("/", 1)[-1] for p in fetched if p.endswith((".conda", ".tar.bz2")))
+            assert archives == ["greet-data-1.0-0.conda"]  # not mirrored: from the channel
+            blob_gets = [r for r in registry.requests()[before:] if r.method == "GET" and "/blobs/sha256:" in r.path]
+            assert {r.path.split("/blobs/")[0] for r in blob_gets} == {"/v2/mirrors/demo/linux-64/hello",
+                                                                        "/v2/mirrors/demo/linux-64/libgreet"}
+            out = subprocess.run([f"{built['prefix']}/bin/hello"], capture_output=True, text=True, check=True).stdout
+            assert out.startswith("Hello 1.0")
+            log = d.client.get(f"/v1/builds/{d.client.get('/v1/envs/mirrored')['build_id']}/log")
+            assert "mirror: 2 packages from the registry, 1 left to the channel" in log
+        finally:
+            assert d.stop() == 0
