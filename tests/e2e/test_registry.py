@@ -201,12 +201,12 @@ def test_htpasswd_wrong_password_is_a_clear_error(tmp_path: Path, short_dir: Pat
 def test_bad_references_and_plain_http_rule(tmp_path: Path, short_dir: Path) -> None:
     d = _daemon(tmp_path, short_dir)
     try:
-        code, out, err = d.ctl("pull", "localhost:5000/Bad Repo")
+        code, _out, err = d.ctl("pull", "localhost:5000/Bad Repo")
         assert code == 64 and "is not a registry reference" in err
         status, answer = d.raw("POST", "/v1/pull", {"reference": "x/y@sha256:abc"})
         assert status == 400 and answer["error"]["code"] == "bad-reference"
         # A name no registry resolves, over HTTPS (not loopback): a clear registry error, exit 69.
-        code, out, err = d.ctl("pull", "registry.invalid/team/env:v1")
+        code, _out, err = d.ctl("pull", "registry.invalid/team/env:v1")
         assert code == 69 and "registry registry.invalid" in err and "--plain-http" in err
     finally:
         assert d.stop() == 0
