@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import shutil
 import subprocess
@@ -340,5 +341,107 @@ def test_registry_as_package_mirror_falls_back_to_the_channel(registry: reg.Loca
             assert out.startswith("Hello 1.0")
             log = d.client.get(f"/v1/builds/{d.client.get('/v1/envs/mirrored')['build_id']}/log")
             assert "mirror: 2 packages from the registry, 1 left to the channel" in log
+        finally:
+            assert d.stop() == 0
+
+
+@contextlib.contextmanager
+def token_proxy(upstream: str, user: str, password: str) -> Iterator[tuple[str, list[str]]]:
+    """A Bearer-token front for the registry, as ghcr.io or Harbor do: /v2/ wants a token, /token
+    gives one for a scope against a Basic login. Yields its address and the scopes it issued."""
+    import asyncio
+    import threading
+
+    from aiohttp import ClientSession, web
+
+    issued: dict[str, str] = {}
+    scopes: list[str] = []
+    started = threading.Event()
+    state: dict[str, object] = {}
+
+    async def token(request: web.Request) -> web.Response:
+        expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        if request.headers.get("Authorization") != expected:
+            return web.json_response({"errors": [{"code": "DENIED"}]}, status=401)
+        scope = request.query.get("scope", "")
+        scopes.append(scope)
+        issued[f"tok-{len(issued)}"] = scope
+        return web.json_response({"token": f"tok-{len(issued) - 1}"})
+
+    async def forward(request: web.Request) -> web.StreamResponse:
+        auth = request.headers.get("Authorization", "")
+        repo = request.path.removeprefix("/v2/").split("/blobs/")[0].split("/manifests/")[0]
+        granted = issued.get(auth.removeprefix("Bearer ")) if auth.startswith("Bearer ") else None
+        if granted is None or (request.path != "/v2/" and not granted.startswith(f"repository:{repo}:")):
+            realm = f"http://{request.host}/token"
+            return web.Response(status=401, headers={"WWW-Authenticate":
+                                f'Bearer realm="{realm}",service="test",scope="repository:{repo}:pull,push"'})
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("authorization", "host")}
+        headers["Host"] = request.host
+        async with state["session"].request(request.method, f"http://{upstream}{request.path_qs}",  # type: ignore[union-attr]
+                                             headers=headers, data=await request.read(),
+                                             allow_redirects=False) as answer:
+            body = await answer.read()
+            keep = ("Location", "Docker-Content-Digest", "Content-Type", "Range", "Docker-Upload-UUID")
+            return web.Response(status=answer.status, body=body,
+                                headers={k: answer.headers[k] for k in keep if k in answer.headers})
+
+    def serve() -> None:
+        loop = asyncio.new_event_loop()
+        state["loop"] = loop
+
+        async def main() -> None:
+            state["session"] = ClientSession(auto_decompress=False)
+            app = web.Application(client_max_size=1 << 30)
+            app.router.add_get("/token", token)
+            app.router.add_route("*", "/{tail:.*}", forward)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            state["runner"] = runner
+            state["port"] = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            started.set()
+
+        loop.run_until_complete(main())
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    started.wait(30)
+    try:
+        yield f"127.0.0.1:{state['port']}", scopes
+    finally:
+        loop = state["loop"]
+
+        async def close() -> None:
+            await state["session"].close()  # type: ignore[union-attr]
+            await state["runner"].cleanup()  # type: ignore[union-attr]
+
+        asyncio.run_coroutine_threadsafe(close(), loop).result(30)  # type: ignore[arg-type]
+        loop.call_soon_threadsafe(loop.stop)  # type: ignore[union-attr]
+        thread.join(30)
+        loop.close()  # type: ignore[union-attr]
+
+
+def test_bearer_token_auth(registry: reg.LocalRegistry, tmp_path: Path, short_dir: Path) -> None:
+    channel = build_channel(tmp_path / "channel", [hello_pkg("tok", "1.0")])
+    project = write_project(tmp_path / "proj", channel, ["tok"])
+    with token_proxy(registry.address, "robot", "s3cret") as (front, scopes):
+        logins = tmp_path / "auth.json"
+        logins.write_text(json.dumps({"auths": {front: {"username": "robot", "password": "s3cret"}}}))
+        d = _daemon(tmp_path, short_dir, auth_file=logins)
+        try:
+            _create(d, project, "tok")
+            code, pushed = _ctl_json(d, "push", "tok", f"{front}/bearer/tok:v1")
+            assert code == 0, pushed
+            assert scopes == ["repository:bearer/tok:pull,push"]  # one token, reused for every request
+            code, pulled = _ctl_json(d, "pull", f"{front}/bearer/tok:v1", "-n", "tok2")
+            assert code == 0, pulled
+            assert pulled["env_key"] == pushed["env_key"] and len(scopes) == 2  # a new session, a new token
+            logins.write_text(json.dumps({"auths": {front: {"username": "robot", "password": "nope"}}}))
+            code, _out, err = d.ctl("pull", f"{front}/bearer/other:v1", "-n", "tok3")
+            assert code == 77 and "the token service refused our login" in err and "nope" not in err
+            assert "s3cret" not in d.log.read_text() and "tok-0" not in d.log.read_text()
         finally:
             assert d.stop() == 0

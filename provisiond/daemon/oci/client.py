@@ -29,7 +29,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urljoin
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import aiohttp
 
@@ -118,7 +118,9 @@ class Registry:
         raise AssertionError("unreachable")
 
     def _authorization(self, scope: str) -> dict[str, str]:
-        token = self._tokens.get(scope) or self._tokens.get(scope.replace(":pull,push", ":*"))
+        # A token for pull and push serves a pull too.
+        token = self._tokens.get(scope) or self._tokens.get(scope.replace(":pull", ":pull,push", 1)
+                                                            if not scope.endswith(",push") else scope)
         if token:
             return {"Authorization": f"Bearer {token}"}
         if self._basic:
@@ -145,7 +147,10 @@ class Registry:
             params = dict(_CHALLENGE.findall(header))
             if not params.get("realm"):
                 raise RegistryAuthError(f"registry {self.registry}: a Bearer challenge without a realm")
-            self._tokens[scope] = await self._token(params, scope, login)
+            token = await self._token(params, scope, login)
+            self._tokens[scope] = token
+            if params.get("scope"):  # what the registry granted it for (often pull,push for a pull)
+                self._tokens[params["scope"]] = token
             return True
         return False
 
@@ -154,6 +159,11 @@ class Registry:
         if params.get("service"):
             query["service"] = params["service"]
         headers = {}
+        realm = urlsplit(params["realm"])
+        if login is not None and realm.scheme != "https" and self.scheme == "https" \
+                and not is_loopback(realm.netloc):
+            raise RegistryAuthError(f"registry {self.registry}: its token service {realm.netloc} is not HTTPS; "
+                                    "the login is not sent in clear text", hint="check the registry's configuration")
         if login is not None and login.identity_token:
             query.update(grant_type="refresh_token", refresh_token=login.identity_token)
         elif login is not None:
