@@ -301,10 +301,10 @@ class Registry:
     async def blob_bytes(self, repository: str, digest: str, limit: int = 64 << 20) -> bytes:
         response = await self.request("GET", self._blob(repository, digest), repository)
         try:
-            data = await response.content.read(limit + 1)
+            data = await _read_all(response, limit)
         finally:
             response.release()
-        if len(data) > limit:
+        if data is None:
             raise RegistryError(f"registry {self.registry}: blob {digest} is larger than {limit} bytes")
         if digest_of(data) != digest:
             raise DigestMismatchError(f"{self.registry}/{repository}: blob {digest} has the wrong content",
@@ -323,8 +323,10 @@ class Registry:
             if response.status == 404:
                 raise RegistryError(f"{self.registry}/{repository}:{reference}: no such manifest",
                                     hint="check the reference (list tags with: skopeo list-tags)")
-            data = await response.content.read(16 << 20)
+            data = await _read_all(response, 16 << 20)
             media = response.headers.get("Content-Type", "").split(";")[0].strip()
+            if data is None:
+                raise RegistryError(f"{self.registry}/{repository}:{reference}: a manifest larger than 16 MiB")
         finally:
             response.release()
         digest = digest_of(data)
@@ -346,6 +348,17 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
     connector = aiohttp.TCPConnector(limit=8)
     async with aiohttp.ClientSession(connector=connector, auto_decompress=False, trust_env=True) as s:
         yield s
+
+
+async def _read_all(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The whole body (``StreamReader.read(n)`` returns what has arrived, not n bytes); None past ``limit``."""
+    parts, size = [], 0
+    async for chunk in response.content.iter_chunked(CHUNK):
+        size += len(chunk)
+        if size > limit:
+            return None
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def _chunks(source: Path | bytes, size: int) -> Any:
