@@ -92,7 +92,9 @@ def _login(entry: dict[str, object], file: Path, registry: str) -> Login | None:
     token = entry.get("identitytoken")
     if isinstance(entry.get("auth"), str) and entry["auth"]:
         try:
-            user, _, password = base64.b64decode(str(entry["auth"])).decode("utf-8").partition(":")
+            user, colon, password = base64.b64decode(str(entry["auth"]), validate=True).decode("utf-8").partition(":")
+            if not colon:
+                raise ValueError("no ':'")
         except (ValueError, UnicodeDecodeError):
             raise ConfigError(f"{file}: the login of {registry} is not base64 'user:password'",
                               hint="log in again") from None
