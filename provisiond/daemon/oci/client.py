@@ -345,7 +345,7 @@ class Registry:
 @asynccontextmanager
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     """An HTTP session for one operation (its connections end with it)."""
-    connector = aiohttp.TCPConnector(limit=8)
+    connector = aiohttp.TCPConnector(limit=16)
     async with aiohttp.ClientSession(connector=connector, auto_decompress=False, trust_env=True) as s:
         yield s
 

@@ -47,7 +47,8 @@ from provisiond.domain.urls import mask
 
 log = logging.getLogger(__name__)
 
-PARALLEL = 4  # blobs in flight at once
+PARALLEL = 4  # blobs uploading at once
+CHECKS = 16  # existence checks (HEAD) at once
 
 
 @dataclass
@@ -111,23 +112,26 @@ async def push_env(registry: Registry, ref: Reference, lock: Lock, name: str, ar
     counts = Counts(blobs=len(lock.packages) + 1, total_bytes=sum(p.size or 0 for p in lock.packages))
     emit = progress.emit if progress is not None else (lambda *a, **k: None)
     emit("start", blobs=counts.blobs, total=counts.total_bytes, repository=f"{ref.registry}/{repository}")
-    gate = asyncio.Semaphore(PARALLEL)
+    gate, checks = asyncio.Semaphore(PARALLEL), asyncio.Semaphore(CHECKS)
 
     def moved(n: int) -> None:
         counts.bytes += n
         emit("bytes", bytes=counts.bytes, total=counts.total_bytes, done=counts.done, blobs=counts.blobs)
 
     async def one(package: Package) -> dict[str, Any]:
-        async with gate:
-            sha = package.sha256
-            path = None
-            if not sha:  # a lockfile that gave only md5: hash the archive
+        sha = package.sha256
+        path = None
+        if not sha:  # a lockfile that gave only md5: hash the archive
+            async with gate:
                 path = await archives.get(package)
                 sha = await asyncio.to_thread(_sha256, path)
-            digest = f"sha256:{sha}"
+        digest = f"sha256:{sha}"
+        async with checks:
+            present = await registry.has_blob(repository, digest)
+        async with gate:
             size = package.size
             action = "skipped"
-            if not await registry.has_blob(repository, digest):
+            if not present:
                 location = None
                 for source in mount_from:
                     location = await registry.mount(repository, digest, source)
