@@ -69,8 +69,6 @@ def _describe(event: dict[str, Any]) -> str | None:
         return f"[{event.get('done')}/{event.get('blobs')}] {event.get('action')} {event.get('file', '')}  {mib}"
     if phase == "bytes":
         return f"[{event.get('done')}/{event.get('blobs')}] {mib}"
-    if phase == "extract":
-        return f"extracting {event.get('packages', 0)} packages into the cache"
     if phase == "build":
         return f"building {event.get('packages', 0)} packages offline"
     if phase == "layer":

@@ -1,7 +1,7 @@
 """push, pull and image as daemon operations: each has an id and a stream of progress events.
 
 Phases: ``start`` (blobs, total bytes), ``bytes`` (at most ten a second), ``blob`` (one per blob:
-``skipped``, ``mounted``, ``uploaded`` or ``downloaded``), pull's ``extract`` and ``build``,
+``skipped``, ``mounted``, ``uploaded`` or ``downloaded``), pull's ``build``,
 image's ``layer``, then ``done`` (with the operation's answer as ``result``) or ``failed``
 (``error``: code, message, hint). ``GET /v1/transfers/{id}/events`` follows one; the POST that
 starts it can stream them itself (``Accept: text/event-stream``).

@@ -1,9 +1,9 @@
 """``provisionctl pull``: an env artifact's Lock and its missing package blobs, every digest checked.
 
-Blobs are streamed into a scratch directory beside the package cache and hashed on the way; only
-when every one matches are they extracted into the cache (``cache.py``), so a corrupt blob leaves
-nothing behind but an error. The build that follows finds every package cached and needs no
-channel.
+Blobs are streamed into a scratch directory beside the package cache and hashed on the way; each
+one that matches is extracted into the cache (``cache.py``) while the others download. A blob that
+does not match ends the pull with an error before anything is built or named. The build that
+follows finds every package cached and needs no channel.
 """
 
 from __future__ import annotations
@@ -86,7 +86,12 @@ async def fetch_packages(registry: Registry, ref: Reference, lock: Lock, manifes
 
     async def one(package: Package, layer: dict[str, Any]) -> dict[str, Any]:
         async with gate:
-            await registry.fetch_blob(ref.repository, layer["digest"], scratch / package.file_name, on_bytes=moved)
+            archive = scratch / package.file_name
+            await registry.fetch_blob(ref.repository, layer["digest"], archive, on_bytes=moved)
+            # Checked: into the cache at once, while the other blobs download (an archive in the
+            # cache is no env: nothing is built or named unless every blob matches).
+            await asyncio.to_thread(cache.insert, pkgs, package, archive)
+            archive.unlink()
             counts.transferred += 1
             counts.done += 1
             emit("blob", digest=layer["digest"], file=package.file_name, action="downloaded", done=counts.done,
@@ -96,9 +101,6 @@ async def fetch_packages(registry: Registry, ref: Reference, lock: Lock, manifes
     await _gather([one(p, layer) for p, layer in wanted])
     if package_sha := [p for p, _l in wanted if p.sha256 is None]:
         log.info("%d packages of %s have no sha256 in the lock: checked by the blob digest only", len(package_sha), ref)
-    emit("extract", packages=len(wanted))
-    for package, _layer in wanted:
-        await asyncio.to_thread(cache.insert, pkgs, package, scratch / package.file_name)
     return counts
 
 
