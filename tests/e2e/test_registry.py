@@ -346,9 +346,11 @@ def test_registry_as_package_mirror_falls_back_to_the_channel(registry: reg.Loca
 
 
 @contextlib.contextmanager
-def token_proxy(upstream: str, user: str, password: str) -> Iterator[tuple[str, list[str]]]:
+def token_proxy(upstream: str, user: str | None, password: str = "", *,
+                flaky: bool = False) -> Iterator[tuple[str, list[str]]]:
     """A Bearer-token front for the registry, as ghcr.io or Harbor do: /v2/ wants a token, /token
-    gives one for a scope against a Basic login. Yields its address and the scopes it issued."""
+    gives one for a scope against a Basic login. Yields its address and the scopes it issued.
+    ``user`` None: no auth. ``flaky``: the first GET of each blob answers 503 (a registry restarting)."""
     import asyncio
     import threading
 
@@ -368,11 +370,18 @@ def token_proxy(upstream: str, user: str, password: str) -> Iterator[tuple[str, 
         issued[f"tok-{len(issued)}"] = scope
         return web.json_response({"token": f"tok-{len(issued) - 1}"})
 
+    refused: set[str] = set()
+
     async def forward(request: web.Request) -> web.StreamResponse:
+        if flaky and request.method == "GET" and "/blobs/" in request.path and request.path not in refused:
+            refused.add(request.path)
+            scopes.append(f"503 {request.path}")
+            return web.Response(status=503, headers={"Retry-After": "0"})
         auth = request.headers.get("Authorization", "")
         repo = request.path.removeprefix("/v2/").split("/blobs/")[0].split("/manifests/")[0]
         granted = issued.get(auth.removeprefix("Bearer ")) if auth.startswith("Bearer ") else None
-        if granted is None or (request.path != "/v2/" and not granted.startswith(f"repository:{repo}:")):
+        if user is not None and (granted is None or (request.path != "/v2/"
+                                                     and not granted.startswith(f"repository:{repo}:"))):
             realm = f"http://{request.host}/token"
             return web.Response(status=401, headers={"WWW-Authenticate":
                                 f'Bearer realm="{realm}",service="test",scope="repository:{repo}:pull,push"'})
@@ -445,3 +454,23 @@ def test_bearer_token_auth(registry: reg.LocalRegistry, tmp_path: Path, short_di
             assert "s3cret" not in d.log.read_text() and "tok-0" not in d.log.read_text()
         finally:
             assert d.stop() == 0
+
+
+def test_a_registry_that_answers_503_is_asked_again(registry: reg.LocalRegistry, tmp_path: Path,
+                                                   short_dir: Path) -> None:
+    channel = build_channel(tmp_path / "channel", [hello_pkg("flaky", "1.0"), hello_pkg("steady", "1.0")])
+    project = write_project(tmp_path / "proj", channel, ["flaky", "steady"])
+    d = _daemon(tmp_path, short_dir)
+    try:
+        _create(d, project, "flaky")
+        code, pushed = _ctl_json(d, "push", "flaky", f"{registry.address}/flaky/env:v1")
+        assert code == 0, pushed
+        with token_proxy(registry.address, None, flaky=True) as (front, refusals):
+            code, pulled = _ctl_json(d, "pull", f"{front}/flaky/env:v1", "-n", "again")
+            code2, again = _ctl_json(d, "pull", f"{front}/flaky/env:v1", "-n", "again")
+        assert code == 0, pulled
+        assert pulled["env_key"] == pushed["env_key"]
+        assert len(refusals) == 1  # the config blob (the packages are cached): 503 once, then served
+        assert code2 == 0 and again["transferred"] == 0
+    finally:
+        assert d.stop() == 0

@@ -40,8 +40,12 @@ def insert(pkgs: Path, package: Package, archive: Path) -> None:
         record = {**index, "url": package.url, "channel": package.channel, "fn": package.file_name,
                   "sha256": sha256.hex(), "md5": md5.hex(), "size": archive.stat().st_size}
         (scratch / "entry" / "info" / "repodata_record.json").write_text(json.dumps(record, indent=1, sort_keys=True))
-        if final.exists():  # an old, incomplete entry: the engine would fetch it again anyway
+        if final.exists() and not has(pkgs, package):  # an old, incomplete entry
             shutil.rmtree(final, ignore_errors=True)
-        (scratch / "entry").rename(final)
+        try:
+            (scratch / "entry").rename(final)
+        except OSError:
+            if not has(pkgs, package):  # else another pull (or the engine) put it there meanwhile
+                raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

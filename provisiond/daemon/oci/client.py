@@ -50,6 +50,8 @@ OnBytes = Callable[[int], None]
 CHUNK = 1 << 20  # read/write granularity
 DEFAULT_CHUNK_SIZE = 32 << 20  # blobs larger than this are uploaded in chunks of this size
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
+RETRIES = 3  # GET and HEAD, on a connection broken mid-operation or a 429/502/503/504
+BACKOFF = 0.5  # seconds before asking again (or the registry's Retry-After, up to 10 s)
 
 
 @dataclass
@@ -91,7 +93,9 @@ class Registry:
         ``data`` may be bytes or a callable returning a fresh body (a retry after a 401 re-sends it).
         """
         scope = f"repository:{repository}:{'pull,push' if push else 'pull'}"
-        for attempt in range(2):
+        retries = RETRIES if method in ("GET", "HEAD") else 0  # idempotent, and no upload session to redo
+        attempt = 0
+        while attempt < 2:
             auth = self._authorization(scope)
             body = data() if callable(data) else data
             try:
@@ -99,12 +103,26 @@ class Registry:
                     method, url, headers={**(headers or {}), **auth}, data=body, ssl=self.ssl,
                     timeout=self.timeout, allow_redirects=method in ("GET", "HEAD"))
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                # Only once the registry has answered: a first failure is a wrong host or port, not a hiccup.
+                if retries and self.stats.requests and not isinstance(exc, aiohttp.InvalidURL):
+                    retries -= 1
+                    log.info("registry %s: %s failed (%s); once more", self.registry, method, _reason(exc))
+                    await asyncio.sleep(BACKOFF)
+                    continue
                 raise RegistryError(f"registry {self.registry}: {method} failed: {_reason(exc)}",
                                     hint=self._hint()) from None
+            if response.status in (429, 502, 503, 504) and retries:  # busy or restarting: wait, ask again
+                retries -= 1
+                delay = _retry_after(response.headers.get("Retry-After"))
+                response.release()
+                log.info("registry %s: %s answered %d; again in %.1fs", self.registry, method, response.status, delay)
+                await asyncio.sleep(delay)
+                continue
+            attempt += 1
             self.stats.requests += 1
             self.stats.by_method[method] = self.stats.by_method.get(method, 0) + 1
             log.debug("registry %s: %s %s -> %d", self.registry, method, url.split("?")[0], response.status)
-            if response.status == 401 and attempt == 0 and await self._answer(response, scope):
+            if response.status == 401 and attempt == 1 and await self._answer(response, scope):
                 continue
             if response.status in ok:
                 return response
@@ -348,6 +366,13 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
     connector = aiohttp.TCPConnector(limit=16)
     async with aiohttp.ClientSession(connector=connector, auto_decompress=False, trust_env=True) as s:
         yield s
+
+
+def _retry_after(value: str | None) -> float:
+    try:
+        return min(10.0, max(0.0, float(value))) if value else BACKOFF
+    except ValueError:
+        return BACKOFF
 
 
 async def _read_all(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
