@@ -474,3 +474,40 @@ def test_a_registry_that_answers_503_is_asked_again(registry: reg.LocalRegistry,
         assert code2 == 0 and again["transferred"] == 0
     finally:
         assert d.stop() == 0
+
+
+def test_credential_helper_gives_the_login(tmp_path: Path, short_dir: Path) -> None:
+    if shutil.which("htpasswd") is None:
+        pytest.skip("htpasswd (apache2-utils) is not installed")
+    locked = reg.LocalRegistry(tmp_path / "locked", htpasswd=("helper-user", "helper-secret")).start()
+    try:
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        asked = tmp_path / "asked"
+        helper = bin_dir / "docker-credential-fake"  # a real executable, as docker runs one
+        helper.write_text(f"""#!/bin/sh
+[ "$1" = get ] || exit 1
+read -r server
+printf '%s\\n' "$server" >> {asked}
+[ "$server" = "{locked.address}" ] || {{ echo "credentials not found in native keychain"; exit 1; }}
+printf '{{"ServerURL": "%s", "Username": "helper-user", "Secret": "helper-secret"}}' "$server"
+""")
+        helper.chmod(0o755)
+        logins = tmp_path / "config.json"
+        logins.write_text(json.dumps({"auths": {}, "credHelpers": {locked.address: "fake"}}))
+        channel = build_channel(tmp_path / "channel", [hello_pkg("helped", "1.0")])
+        project = write_project(tmp_path / "proj", channel, ["helped"])
+        d = Daemon(home=tmp_path / "home", socket=short_dir / "h.sock")
+        d.base_env.update(PROVISIOND_REGISTRY_AUTH_FILE=str(logins),
+                          PATH=f"{bin_dir}:{d.base_env.get('PATH', '/usr/bin:/bin')}")
+        d.start()
+        try:
+            _create(d, project, "helped")
+            code, pushed = _ctl_json(d, "push", "helped", f"{locked.address}/private/helped:v1")
+            assert code == 0, pushed
+            assert asked.read_text().splitlines() == [locked.address]  # once for the whole push
+            assert "helper-secret" not in d.log.read_text()
+        finally:
+            assert d.stop() == 0
+    finally:
+        locked.stop()

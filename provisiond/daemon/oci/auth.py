@@ -3,8 +3,9 @@
 Looked up by registry host[:port] the way docker does: ``auths`` keys may be written as ``HOST``,
 ``https://HOST`` or ``https://HOST/v1/`` (Docker Hub is ``https://index.docker.io/v1/``); an
 entry holds ``auth`` (base64 ``user:password``), or ``username`` and ``password``, or an
-``identitytoken`` (an OAuth refresh token, sent to the token endpoint). ``credHelpers`` and
-``credsStore`` are not run (docs/registry.md).
+``identitytoken`` (an OAuth refresh token, sent to the token endpoint). Without one, the
+``credHelpers`` entry for the registry (or ``credsStore``) names a docker credential helper:
+``docker-credential-<name> get`` is run with the registry on its stdin, as docker does.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import base64
 import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +58,8 @@ class Logins:
     def __init__(self, files: list[Path]) -> None:
         self.files = files
 
-    def find(self, registry: str) -> Login | None:
+    def _configs(self) -> list[tuple[Path, dict[str, object]]]:
+        out = []
         for file in self.files:
             try:
                 data = json.loads(file.read_text(encoding="utf-8"))
@@ -65,7 +68,26 @@ class Logins:
             except (OSError, ValueError) as exc:
                 raise ConfigError(f"{file}: cannot read the registry logins: {exc}",
                                   hint="fix the file, or log in again (docker login / skopeo login)") from None
-            auths = data.get("auths") if isinstance(data, dict) else None
+            if isinstance(data, dict):
+                out.append((file, data))
+        return out
+
+    async def resolve(self, registry: str) -> Login | None:
+        """``find``, else what the configured credential helper gives for ``registry``."""
+        login = self.find(registry)
+        if login is not None:
+            return login
+        for file, data in self._configs():
+            helpers = data.get("credHelpers")
+            helper = helpers.get(registry) if isinstance(helpers, dict) else None
+            helper = helper or data.get("credsStore")
+            if isinstance(helper, str) and helper:
+                return await _from_helper(helper, registry, file)
+        return None
+
+    def find(self, registry: str) -> Login | None:
+        for file, data in self._configs():
+            auths = data.get("auths")
             if not isinstance(auths, dict):
                 continue
             entry = _entry(auths, registry)
@@ -105,3 +127,27 @@ def _login(entry: dict[str, object], file: Path, registry: str) -> Login | None:
     if isinstance(token, str):
         return Login("<token>", "", token)
     return None
+
+
+async def _from_helper(helper: str, registry: str, file: Path) -> Login | None:
+    """``docker-credential-<helper> get``, the registry on its stdin; None when it has no login for it."""
+    from provisiond.engines._process import run_process
+
+    exe = shutil.which(f"docker-credential-{helper}")
+    if exe is None:
+        raise ConfigError(f"{file} names the credential helper {helper!r}, and docker-credential-{helper} "
+                          "is not on PATH", hint="install it, or log in to write the login into the file")
+    # run_process gives children no stdin: a shell hands the helper the registry name.
+    result = await run_process(["/bin/sh", "-c", 'printf %s "$1" | "$0" get', exe, registry],
+                               on_line=lambda _line: None, timeout=30, env=dict(os.environ), capture_stdout=True)
+    if result.returncode != 0:  # "credentials not found in native keychain"
+        log.debug("credential helper %s has no login for %s", helper, registry)
+        return None
+    try:
+        data = json.loads(result.stdout)
+        user, secret = str(data["Username"]), str(data["Secret"])
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(f"docker-credential-{helper} answered something other than its JSON login") from None
+    if user == "<token>":  # an identity token, as docker stores them
+        return Login("<token>", "", secret)
+    return Login(user, secret)

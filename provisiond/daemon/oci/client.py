@@ -77,6 +77,7 @@ class Registry:
         self.logins = logins
         self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=timeout)
         self._tokens: dict[str, str] = {}  # scope -> bearer token
+        self._login: Login | None = None  # resolved at the first challenge (a credential helper may run)
         self._basic = False  # the registry asked for Basic: send it on every request
         self.stats = Stats()
 
@@ -128,7 +129,7 @@ class Registry:
                 return response
             if response.status == 401 and auth:
                 response.release()
-                login = self.logins.find(self.registry)
+                login = self._login
                 who = f" of user {login.username!r}" if login is not None and login.username != "<token>" else ""
                 raise RegistryAuthError(f"registry {self.registry} refused the login{who} ({method} {repository})",
                                         hint=self._login_hint())
@@ -141,10 +142,8 @@ class Registry:
                                                             if not scope.endswith(",push") else scope)
         if token:
             return {"Authorization": f"Bearer {token}"}
-        if self._basic:
-            login = self.logins.find(self.registry)
-            if login is not None:
-                return {"Authorization": login.basic()}
+        if self._basic and self._login is not None:
+            return {"Authorization": self._login.basic()}
         return {}
 
     async def _answer(self, response: aiohttp.ClientResponse, scope: str) -> bool:
@@ -152,7 +151,7 @@ class Registry:
         header = response.headers.get("WWW-Authenticate", "")
         response.release()
         kind = header.split(" ", 1)[0].lower()
-        login = self.logins.find(self.registry)
+        login = self._login = await self.logins.resolve(self.registry)
         if kind == "basic":
             if self._basic:
                 return False  # it refused the login we sent
