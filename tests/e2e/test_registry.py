@@ -78,6 +78,9 @@ def test_push_wipe_pull_same_env_key_runs_offline(registry: reg.LocalRegistry, t
         assert code == 0, by_digest
         assert by_digest["name"] == "tools" and by_digest["transferred"] == 0 and by_digest["skipped"] == 3
         assert by_digest["env_key"] == built["env_key"]
+        shutil.rmtree(b.home / "pkgs")  # the env is built here: a pull fetches no blob, even so
+        code, third = _ctl_json(b, "pull", ref, "-n", "tools3")
+        assert code == 0 and third["transferred"] == 0 and third["prefix"] == pulled["prefix"], third
     finally:
         assert b.stop() == 0
 

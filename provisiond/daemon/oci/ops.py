@@ -21,7 +21,7 @@ from provisiond.daemon import trust
 from provisiond.daemon.oci import pull as pulling
 from provisiond.daemon.oci.auth import Logins, default_auth_files
 from provisiond.daemon.oci.client import DEFAULT_CHUNK_SIZE, Registry, session
-from provisiond.daemon.oci.push import Archives, push_env, remove, scratch_dir
+from provisiond.daemon.oci.push import Archives, Counts, push_env, remove, scratch_dir
 from provisiond.domain.errors import BadRequestError, ProvisionError
 from provisiond.domain.events import BuildEvents, BuildProgress
 from provisiond.domain.oci import Reference, is_loopback, parse_reference
@@ -127,7 +127,12 @@ class Transfers:
                     raise BadRequestError(f"the name {name!r} is already used by a {taken.kind} env",
                                           hint="choose another name with -n NAME")
                 pulling.check_platform(lock, self.p.engine.platform, ref)
-                counts = await pulling.fetch_packages(registry, ref, lock, manifest, paths.pkgs, scratch, progress)
+                if self.p.store.find_env(lock.env_key) is not None:  # built here already: nothing to fetch
+                    n = len(lock.packages)
+                    counts = Counts(blobs=n, skipped=n)
+                else:
+                    counts = await pulling.fetch_packages(registry, ref, lock, manifest, paths.pkgs, scratch,
+                                                          progress)
         finally:
             await asyncio.to_thread(remove, scratch)
         if progress is not None:
