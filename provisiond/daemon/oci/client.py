@@ -9,9 +9,8 @@ What it does (https://github.com/opencontainers/distribution-spec/blob/main/spec
   ``Content-Range``, then ``PUT``), and cross-repository mounts (``POST ?mount=&from=``; a registry
   that answers 202 instead gives an upload session we use);
 - manifests: ``GET`` (the digest checked when the reference is one) and ``PUT``;
-- auth: a 401's ``WWW-Authenticate`` challenge decides. ``Basic`` sends the login; ``Bearer``
-  fetches a token for the repository's scope at the realm (with the login, if any) and caches it
-  per scope. Credentials never reach a log line, an error message or the store.
+- auth: a 401's ``WWW-Authenticate`` challenge decides (``challenge.py``). Credentials never reach
+  a log line, an error message or the store.
 
 localhost and 127.0.0.0/8 are reached over plain HTTP, like docker and skopeo; any other host over
 HTTPS unless the caller asks for ``plain_http`` (or ``insecure``: HTTPS without verifying the
@@ -23,17 +22,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urljoin, urlsplit
+from urllib.parse import urlencode, urljoin
 
 import aiohttp
 
-from provisiond.daemon.oci.auth import Login, Logins
+from provisiond.daemon.oci.auth import Logins
+from provisiond.daemon.oci.challenge import Authorizer, Stats, login_hint
 from provisiond.domain.oci import (
     MANIFEST_TYPES,
     DigestMismatchError,
@@ -49,19 +47,8 @@ log = logging.getLogger(__name__)
 OnBytes = Callable[[int], None]
 CHUNK = 1 << 20  # read/write granularity
 DEFAULT_CHUNK_SIZE = 32 << 20  # blobs larger than this are uploaded in chunks of this size
-_CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
 RETRIES = 3  # GET and HEAD, on a connection broken mid-operation or a 429/502/503/504
 BACKOFF = 0.5  # seconds before asking again (or the registry's Retry-After, up to 10 s)
-
-
-@dataclass
-class Stats:
-    """What one operation asked of the registry (the tests and the progress events read it)."""
-
-    requests: int = 0
-    bytes_up: int = 0
-    bytes_down: int = 0
-    by_method: dict[str, int] = field(default_factory=dict)
 
 
 class Registry:
@@ -76,10 +63,9 @@ class Registry:
         self.ssl: bool = not insecure
         self.logins = logins
         self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=timeout)
-        self._tokens: dict[str, str] = {}  # scope -> bearer token
-        self._login: Login | None = None  # resolved at the first challenge (a credential helper may run)
-        self._basic = False  # the registry asked for Basic: send it on every request
         self.stats = Stats()
+        self.auth = Authorizer(session, ref.registry, logins, https=self.scheme == "https", ssl=self.ssl,
+                               timeout=self.timeout, stats=self.stats)
 
     def url(self, path: str) -> str:
         return f"{self.scheme}://{self.endpoint}{path}"
@@ -97,7 +83,7 @@ class Registry:
         retries = RETRIES if method in ("GET", "HEAD") else 0  # idempotent, and no upload session to redo
         attempt = 0
         while attempt < 2:
-            auth = self._authorization(scope)
+            auth = self.auth.header(scope)
             body = data() if callable(data) else data
             try:
                 response = await self.session.request(
@@ -123,85 +109,21 @@ class Registry:
             self.stats.requests += 1
             self.stats.by_method[method] = self.stats.by_method.get(method, 0) + 1
             log.debug("registry %s: %s %s -> %d", self.registry, method, url.split("?")[0], response.status)
-            if response.status == 401 and attempt == 1 and await self._answer(response, scope):
-                continue
+            if response.status == 401 and attempt == 1:
+                challenge = response.headers.get("WWW-Authenticate", "")
+                response.release()
+                if await self.auth.answer(challenge, scope):
+                    continue
             if response.status in ok:
                 return response
             if response.status == 401 and auth:
                 response.release()
-                login = self._login
+                login = self.auth.login
                 who = f" of user {login.username!r}" if login is not None and login.username != "<token>" else ""
                 raise RegistryAuthError(f"registry {self.registry} refused the login{who} ({method} {repository})",
-                                        hint=self._login_hint())
+                                        hint=login_hint(self.registry))
             await self._fail(response, method, url, repository)
         raise AssertionError("unreachable")
-
-    def _authorization(self, scope: str) -> dict[str, str]:
-        # A token for pull and push serves a pull too.
-        token = self._tokens.get(scope) or self._tokens.get(scope.replace(":pull", ":pull,push", 1)
-                                                            if not scope.endswith(",push") else scope)
-        if token:
-            return {"Authorization": f"Bearer {token}"}
-        if self._basic and self._login is not None:
-            return {"Authorization": self._login.basic()}
-        return {}
-
-    async def _answer(self, response: aiohttp.ClientResponse, scope: str) -> bool:
-        """Prepare credentials for a 401's challenge; False when we have nothing new to offer."""
-        header = response.headers.get("WWW-Authenticate", "")
-        response.release()
-        kind = header.split(" ", 1)[0].lower()
-        login = self._login = await self.logins.resolve(self.registry)
-        if kind == "basic":
-            if self._basic:
-                return False  # it refused the login we sent
-            if login is None:
-                raise RegistryAuthError(f"registry {self.registry} asks for a login, and none is configured for it",
-                                        hint=self._login_hint())
-            self._basic = True
-            return True
-        if kind == "bearer":
-            params = dict(_CHALLENGE.findall(header))
-            if not params.get("realm"):
-                raise RegistryAuthError(f"registry {self.registry}: a Bearer challenge without a realm")
-            token = await self._token(params, scope, login)
-            self._tokens[scope] = token
-            if params.get("scope"):  # what the registry granted it for (often pull,push for a pull)
-                self._tokens[params["scope"]] = token
-            return True
-        return False
-
-    async def _token(self, params: dict[str, str], scope: str, login: Login | None) -> str:
-        query = {"scope": params.get("scope") or scope}
-        if params.get("service"):
-            query["service"] = params["service"]
-        headers = {}
-        realm = urlsplit(params["realm"])
-        if login is not None and realm.scheme != "https" and self.scheme == "https" \
-                and not is_loopback(realm.netloc):
-            raise RegistryAuthError(f"registry {self.registry}: its token service {realm.netloc} is not HTTPS; "
-                                    "the login is not sent in clear text", hint="check the registry's configuration")
-        if login is not None and login.identity_token:
-            query.update(grant_type="refresh_token", refresh_token=login.identity_token)
-        elif login is not None:
-            headers["Authorization"] = login.basic()
-        url = params["realm"] + ("&" if "?" in params["realm"] else "?") + urlencode(query)
-        try:
-            async with self.session.get(url, headers=headers, ssl=self.ssl, timeout=self.timeout) as response:
-                self.stats.requests += 1
-                if response.status in (401, 403):
-                    raise RegistryAuthError(f"registry {self.registry}: the token service refused "
-                                            + ("our login" if login else "an anonymous request"),
-                                            hint=self._login_hint())
-                if response.status != 200:
-                    raise RegistryError(f"registry {self.registry}: the token service answered {response.status}")
-                payload = await response.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
-            raise RegistryError(f"registry {self.registry}: cannot get a token: {_reason(exc)}") from None
-        token = payload.get("token") or payload.get("access_token") if isinstance(payload, dict) else None
-        if not isinstance(token, str) or not token:
-            raise RegistryError(f"registry {self.registry}: the token service sent no token")
-        return token
 
     async def _fail(self, response: aiohttp.ClientResponse, method: str, url: str, repository: str) -> None:
         status = response.status
@@ -214,12 +136,8 @@ class Registry:
         detail = _error_text(text)
         what = f"registry {self.registry}: {method} {repository}: {status}{': ' + detail if detail else ''}"
         if status in (401, 403):
-            raise RegistryAuthError(what, hint=self._login_hint())
+            raise RegistryAuthError(what, hint=login_hint(self.registry))
         raise RegistryError(what, hint=self._hint())
-
-    def _login_hint(self) -> str:
-        return (f"log in with `docker login {self.registry}` (or `skopeo login`), or point the "
-                "registry_auth_file setting at a docker config.json with a login for it")
 
     def _hint(self) -> str:
         if self.scheme == "https" and not is_loopback(self.registry):
