@@ -125,6 +125,10 @@ class Lifecycle:
 
     async def _solve(self, key: str, spec: EnvSpec, update: bool) -> Lock:
         started = time.perf_counter()
+        if self.settings.mirrors and hasattr(self.engine, "repodata_sources"):  # daemon/oci/mirror.py
+            from provisiond.daemon.oci.mirror import sync_repodata
+
+            await sync_repodata(self.settings, self.engine, spec)
         # Repodata older than the solve TTL is checked again: a channel's new versions show up.
         lock = await self.engine.solve(spec, refresh=update, max_age=self.settings.solve_ttl)
         if spec.pip:

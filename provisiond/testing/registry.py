@@ -170,10 +170,11 @@ def host_shell_layout(out: Path, tag: str = "base") -> Path:
     return out
 
 
-async def publish_mirror(address: str, base: str, channel: Path, only: set[str] | None = None) -> list[str]:
+async def publish_mirror(address: str, base: str, channel: Path, only: set[str] | None = None, *,
+                         with_repodata: bool = True) -> list[str]:
     """Mirror a local channel into the registry at ``address`` in conda-forge's OCI layout
-    (``<base>/<subdir>/<name>:<version>-<build>``, plus ``repodata.json:latest`` per subdir).
-    ``only``: the package names to mirror (default all). Returns the repositories written."""
+    (``<base>/<subdir>/<name>:<version>-<build>``, plus ``repodata.json:latest`` per subdir unless
+    not ``with_repodata``). ``only``: the package names to mirror (default all). Returns the repositories written."""
     import json
 
     from provisiond.daemon.oci.auth import Logins
@@ -220,6 +221,8 @@ async def publish_mirror(address: str, base: str, channel: Path, only: set[str] 
                                       "layers": layers})
                 await registry.put_manifest(repo, tag_of(record["version"], record["build"]), manifest, MANIFEST)
                 written.append(repo)
+            if not with_repodata:
+                continue
             repo = f"{base}/{subdir.name}/repodata.json"
             await registry.upload(repo, digest_of(repodata), repodata, len(repodata))
             await registry.upload(repo, digest_of(b"{}"), b"{}", 2)

@@ -321,7 +321,8 @@ def test_registry_as_package_mirror_falls_back_to_the_channel(registry: reg.Loca
     from tests.conftest import serve_directory
 
     channel = build_channel(tmp_path / "channel", demo_packages())
-    asyncio.run(reg.publish_mirror(registry.address, "mirrors/demo", channel, only={"hello", "libgreet"}))
+    asyncio.run(reg.publish_mirror(registry.address, "mirrors/demo", channel, only={"hello", "libgreet"},
+                                   with_repodata=False))
     fetched: list[str] = []
     with serve_directory(channel, before_get=fetched.append) as url:
         project = write_project(tmp_path / "proj", channel, ["hello 1.*", "greet-data"])
@@ -340,6 +341,7 @@ def test_registry_as_package_mirror_falls_back_to_the_channel(registry: reg.Loca
             blob_gets = [r for r in registry.requests()[before:] if r.method == "GET" and "/blobs/sha256:" in r.path]
             assert {r.path.split("/blobs/")[0] for r in blob_gets} == {"/v2/mirrors/demo/linux-64/hello",
                                                                         "/v2/mirrors/demo/linux-64/libgreet"}
+            assert [p for p in fetched if "repodata" in p]  # the mirror has none: the channel's
             out = subprocess.run([f"{built['prefix']}/bin/hello"], capture_output=True, text=True, check=True).stdout
             assert out.startswith("Hello 1.0")
             log = d.client.get(f"/v1/builds/{d.client.get('/v1/envs/mirrored')['build_id']}/log")
@@ -514,3 +516,38 @@ printf '{{"ServerURL": "%s", "Username": "helper-user", "Secret": "helper-secret
             assert d.stop() == 0
     finally:
         locked.stop()
+
+
+def test_repodata_and_packages_from_the_mirror_no_channel_request(registry: reg.LocalRegistry, tmp_path: Path,
+                                                                  short_dir: Path) -> None:
+    import asyncio
+
+    from tests.conftest import serve_directory
+
+    channel = build_channel(tmp_path / "channel", demo_packages())
+    asyncio.run(reg.publish_mirror(registry.address, "mirrors/full", channel))
+    fetched: list[str] = []
+    with serve_directory(channel, before_get=fetched.append) as url:
+        project = write_project(tmp_path / "proj", channel, ["hello 2.*", "greet-data"])
+        spec = project / "environment.yml"
+        spec.write_text(spec.read_text().replace(channel.as_uri(), url))
+        d = Daemon(home=tmp_path / "home", socket=short_dir / "r.sock")
+        d.base_env.update(PROVISIOND_REGISTRY_AUTH_FILE=str(tmp_path / "none.json"),
+                          PROVISIOND_MIRRORS=f"{url}=oci://{registry.address}/mirrors/full")
+        d.start()
+        try:
+            built = _create(d, project, "all-mirrored")
+            assert fetched == []  # neither repodata nor a package came from the channel
+            lock = d.client.get("/v1/envs/all-mirrored/lock")
+            assert {p["channel"] for p in lock["packages"]} == {url}  # the lock names the channel, not the copy
+            assert all(p["url"].startswith(url) for p in lock["packages"])
+            assert {p["name"]: p["version"] for p in lock["packages"]}["hello"] == "2.0"
+        finally:
+            assert d.stop() == 0
+        # The same file without the mirror: the same env_key, everything from the channel.
+        e = _daemon(tmp_path, short_dir, tag="nomirror")
+        try:
+            assert _create(e, project, "plain")["env_key"] == built["env_key"]
+            assert any(p.endswith("repodata.json") for p in fetched)
+        finally:
+            assert e.stop() == 0

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -85,6 +86,8 @@ class Registry:
         while attempt < 2:
             auth = self.auth.header(scope)
             body = data() if callable(data) else data
+            if isinstance(body, bytes) and len(body) > 1 << 20:  # aiohttp warns of a large raw body
+                body = io.BytesIO(body)
             try:
                 response = await self.session.request(
                     method, url, headers={**(headers or {}), **auth}, data=body, ssl=self.ssl,
