@@ -551,3 +551,33 @@ def test_repodata_and_packages_from_the_mirror_no_channel_request(registry: reg.
             assert any(p.endswith("repodata.json") for p in fetched)
         finally:
             assert e.stop() == 0
+
+
+def test_image_copies_a_base_from_another_registry(registry: reg.LocalRegistry, tmp_path: Path,
+                                                   short_dir: Path) -> None:
+    skopeo = _skopeo()
+    other = reg.LocalRegistry(tmp_path / "other").start()
+    try:
+        layout = reg.host_shell_layout(tmp_path / "base-layout")
+        base = f"{other.address}/bases/tiny-sh:1"
+        subprocess.run([skopeo, "copy", "--dest-tls-verify=false", f"oci:{layout}:base", f"docker://{base}"],
+                       check=True, capture_output=True)
+        channel = build_channel(tmp_path / "channel", [hello_pkg("imaged", "1.0")])
+        project = write_project(tmp_path / "proj", channel, ["imaged"])
+        d = _daemon(tmp_path, short_dir)
+        try:
+            _create(d, project, "imaged")
+            tag = f"{registry.address}/team/imaged:v1"
+            code, made = _ctl_json(d, "image", "imaged", "--base", base, "--tag", tag)
+            assert code == 0, made
+            assert made["base_layers"] == {"skipped": 0, "mounted": 0, "copied": 1}
+            code, again = _ctl_json(d, "image", "imaged", "--base", base, "--tag", tag)
+            assert code == 0 and again["base_layers"] == {"skipped": 1, "mounted": 0, "copied": 0}
+            assert again["digest"] == made["digest"]  # the same env and base: the same image
+            inspected = json.loads(subprocess.run([skopeo, "inspect", "--tls-verify=false", f"docker://{tag}"],
+                                                  check=True, capture_output=True, text=True).stdout)
+            assert len(inspected["Layers"]) == 3
+        finally:
+            assert d.stop() == 0
+    finally:
+        other.stop()
