@@ -78,6 +78,11 @@ def test_push_wipe_pull_same_env_key_runs_offline(registry: reg.LocalRegistry, t
         assert code == 0, by_digest
         assert by_digest["name"] == "tools" and by_digest["transferred"] == 0 and by_digest["skipped"] == 3
         assert by_digest["env_key"] == built["env_key"]
+        # Pulled, pushed elsewhere on the same registry: its blobs are mounted from where it came from
+        # (the archives are not in the cache, and the channel is gone).
+        code, copied = _ctl_json(b, "push", "tools2", f"{registry.address}/team/copy:v1")
+        assert code == 0, copied
+        assert copied["mounted"] == 3 and copied["digest"] != pushed["digest"]  # another name annotation
         shutil.rmtree(b.home / "pkgs")  # the env is built here: a pull fetches no blob, even so
         code, third = _ctl_json(b, "pull", ref, "-n", "tools3")
         assert code == 0 and third["transferred"] == 0 and third["prefix"] == pulled["prefix"], third

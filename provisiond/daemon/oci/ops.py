@@ -99,6 +99,10 @@ class Transfers:
         record = self.p._lookup(target)
         lock = self.p.lock_of(record.name)
         tags = list(tags) + ([ref.tag] if ref.tag and ref.tag not in tags else [])
+        if record.kind == "oci" and record.source:  # pulled: its blobs are in the repository it came from
+            source = parse_reference(record.source)
+            if source.registry == ref.registry and source.repository != ref.repository:
+                mount_from = [*mount_from, source.repository]
         credentials = Credentials(self.p.settings.paths.credentials)
         scratch = scratch_dir(self.p.settings.paths.pkgs.parent / "cache" / "oci")
         try:
