@@ -83,6 +83,13 @@ def test_push_wipe_pull_same_env_key_runs_offline(registry: reg.LocalRegistry, t
         code, copied = _ctl_json(b, "push", "tools2", f"{registry.address}/team/copy:v1")
         assert code == 0, copied
         assert copied["mounted"] == 3 and copied["digest"] != pushed["digest"]  # another name annotation
+        other = reg.LocalRegistry(tmp_path / "other").start()  # another registry: copied from the first
+        try:
+            code, promoted = _ctl_json(b, "push", "tools2", f"{other.address}/prod/tools:v1")
+            assert code == 0, promoted
+            assert promoted["transferred"] == 4 and promoted["env_key"] == built["env_key"]
+        finally:
+            other.stop()
         shutil.rmtree(b.home / "pkgs")  # the env is built here: a pull fetches no blob, even so
         code, third = _ctl_json(b, "pull", ref, "-n", "tools3")
         assert code == 0 and third["transferred"] == 0 and third["prefix"] == pulled["prefix"], third

@@ -99,15 +99,22 @@ class Transfers:
         record = self.p._lookup(target)
         lock = self.p.lock_of(record.name)
         tags = list(tags) + ([ref.tag] if ref.tag and ref.tag not in tags else [])
-        if record.kind == "oci" and record.source:  # pulled: its blobs are in the repository it came from
-            source = parse_reference(record.source)
-            if source.registry == ref.registry and source.repository != ref.repository:
-                mount_from = [*mount_from, source.repository]
+        # A pulled env's blobs are in the repository it came from: mounted from there on the same
+        # registry, copied from there to another one (its archives are not kept, its channel may be gone).
+        source = parse_reference(record.source) if record.kind == "oci" and record.source else None
+        if source is not None and source.registry == ref.registry and source.repository != ref.repository:
+            mount_from = [*mount_from, source.repository]
         credentials = Credentials(self.p.settings.paths.credentials)
         scratch = scratch_dir(self.p.settings.paths.pkgs.parent / "cache" / "oci")
         try:
             async with self.registry(ref, plain_http=plain_http, insecure=insecure) as registry:
-                archives = Archives(self.p.settings.paths.pkgs, registry.session, credentials.attach, scratch)
+                origin = None
+                if source is not None and source.registry != ref.registry:
+                    origin = (Registry(registry.session, source, self.logins(), plain_http=plain_http,
+                                       insecure=insecure, timeout=registry.timeout.sock_read or 300.0),
+                              source.repository)
+                archives = Archives(self.p.settings.paths.pkgs, registry.session, credentials.attach, scratch,
+                                    origin)
                 return await push_env(registry, ref, lock, record.name, archives, tags=tags,
                                       mount_from=mount_from, chunk_size=chunk_size, progress=progress)
         finally:

@@ -70,16 +70,22 @@ class Counts:
 
 
 class Archives:
-    """Where a package's archive can be read: the package cache, a ``file://`` channel, or the channel."""
+    """Where a package's archive can be read: the package cache, the registry a pulled env came from
+    (``origin``: by digest), a ``file://`` channel, or the channel."""
 
     def __init__(self, pkgs: Path, session: aiohttp.ClientSession, attach: Callable[[str], str],
-                 scratch: Path) -> None:
+                 scratch: Path, origin: tuple[Registry, str] | None = None) -> None:
         self.pkgs, self.session, self.attach, self.scratch = pkgs, session, attach, scratch
+        self.origin = origin
 
     async def get(self, package: Package) -> Path:
         cached = self.pkgs / package.file_name
         if cached.is_file():
             return cached
+        if self.origin is not None and package.sha256:
+            dest = self.scratch / package.file_name
+            await self.origin[0].fetch_blob(self.origin[1], f"sha256:{package.sha256}", dest)
+            return dest
         parts = urlsplit(package.url)
         if parts.scheme == "file":
             path = Path(unquote(parts.path))
