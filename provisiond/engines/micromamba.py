@@ -31,6 +31,7 @@ from typing import Any
 import rattler
 
 from provisiond.config.settings import Settings
+from provisiond.domain.channels import with_defaults
 from provisiond.domain.errors import ChannelTimeoutError, ConfigError, EngineError, SolveError
 from provisiond.domain.events import BuildProgress
 from provisiond.domain.lock import Lock
@@ -193,7 +194,8 @@ class MicromambaEngine:
 
     def channels_of(self, spec: EnvSpec) -> list[str]:
         """Base URLs of the spec's channels in priority order, then those named only in ``channel::pkg``."""
-        urls = [rattler.Channel(c, self._channel_config).base_url for c in spec.channels]
+        listed = with_defaults(spec.channels, spec.nodefaults, self.settings.default_channels)
+        urls = [rattler.Channel(c, self._channel_config).base_url for c in listed]
         for dep in spec.dependencies:
             pinned = rattler.MatchSpec(dep, strict=False).channel
             if pinned is not None and pinned.base_url not in urls:
@@ -208,13 +210,16 @@ class MicromambaEngine:
         """
         argv = [str(self.exe), "create", "--dry-run", "--json", "-y", "--no-rc", "-r", str(self.root),
                 "-p", str(scratch), "--override-channels"]
-        for channel in spec.channels:  # resolved like the rattler engine does, so both see one URL
+        for channel in with_defaults(spec.channels, spec.nodefaults, self.settings.default_channels):
+            # resolved like the rattler engine does, so both see one URL
             argv += ["-c", rattler.Channel(channel, self._channel_config).base_url.rstrip("/")]
         argv += ["--channel-priority", "strict" if spec.channel_priority == "strict" else "flexible",
                  "--platform", self.platform, "--log-level", "error"]
         if self.settings.channel_alias != DEFAULT_CHANNEL_ALIAS:  # for `channel::pkg` names
             argv += ["--channel-alias", self.settings.channel_alias]
-        if refresh or max_age <= 0:
+        if self.settings.offline:  # the `offline` setting: cached repodata only
+            argv += ["--offline"]
+        elif refresh or max_age <= 0:
             argv += ["--repodata-ttl", "0"]
         elif max_age != float("inf"):
             argv += ["--repodata-ttl", str(max(2, int(max_age)))]  # 1 would mean "cache headers"
