@@ -205,7 +205,7 @@ class Builder:
                 if in_place:  # a leftover without the marker is garbage; `create -y` must not meet it
                     await asyncio.to_thread(self.store.discard_in_place, target)
                 await self._seed_cache(lock, on_line)
-                if self.settings.mirrors:  # packages of mirrored channels from their OCI mirror first
+                if self.settings.mirrors and not self.settings.offline:  # packages from their OCI mirror first
                     from provisiond.daemon.oci.mirror import prefetch
 
                     await prefetch(self.settings, lock, on_line)

@@ -147,7 +147,8 @@ class Lifecycle:
 
     async def _solve(self, key: str, spec: EnvSpec, update: bool, contents: Mapping[str, str]) -> Lock:
         started = time.perf_counter()
-        if self.settings.mirrors and hasattr(self.engine, "repodata_sources"):  # daemon/oci/mirror.py
+        if self.settings.mirrors and not self.settings.offline and hasattr(self.engine, "repodata_sources"):
+            # A mirrored channel's repodata from its OCI mirror (daemon/oci/mirror.py)
             from provisiond.daemon.oci.mirror import sync_repodata
 
             await sync_repodata(self.settings, self.engine, spec)
