@@ -60,7 +60,7 @@ class Client:
         return sock
 
     def _send(self, sock: Any, method: str, path: str, body: dict[str, Any] | None,
-              query: dict[str, str] | None) -> None:
+              query: dict[str, str] | None, accept: str | None = None) -> None:
         if query:
             path = f"{path}?{'&'.join(f'{segment(k)}={segment(v)}' for k, v in query.items())}"
         payload = jsontext.dumps(body).encode() if body is not None else b""
@@ -68,6 +68,8 @@ class Client:
                 f"Content-Length: {len(payload)}\r\n")
         if body is not None:
             head += "Content-Type: application/json\r\n"
+        if accept:
+            head += f"Accept: {accept}\r\n"
         sock.sendall(head.encode("utf-8") + b"\r\n" + payload)
 
     def request(self, method: str, path: str, body: dict[str, Any] | None = None,
@@ -93,11 +95,11 @@ class Client:
             return jsontext.loads(data)
         return data.decode("utf-8", errors="replace")
 
-    def stream(self, path: str) -> Iterator[str]:
-        """Lines of a streamed answer (server-sent events), as they arrive."""
+    def stream(self, path: str, body: dict[str, Any] | None = None) -> Iterator[str]:
+        """Lines of a streamed answer (server-sent events), as they arrive; with ``body``, of a POST."""
         sock = self._connect()
         try:
-            self._send(sock, "GET", path, None, None)
+            self._send(sock, "GET" if body is None else "POST", path, body, None, accept="text/event-stream")
             reader = _Reader(sock)
             status_line = reader.readline()
             status = int(status_line.split()[1]) if status_line.count(b" ") >= 1 else 0
@@ -105,12 +107,12 @@ class Client:
             while (line := reader.readline()) not in (b"\r\n", b"\n", b""):
                 key, _, value = line.decode("latin-1").partition(":")
                 headers[key.strip().lower()] = value.strip()
-            body = _dechunk_stream(reader) if headers.get("transfer-encoding") == "chunked" else iter(reader)
+            chunks = _dechunk_stream(reader) if headers.get("transfer-encoding") == "chunked" else iter(reader)
             if status >= 400:
-                error = jsontext.loads(b"".join(body))["error"]
+                error = jsontext.loads(b"".join(chunks))["error"]
                 raise ProvisionError.from_wire(error)
             pending = b""
-            for piece in body:
+            for piece in chunks:
                 pending += piece
                 while b"\n" in pending:
                     line, pending = pending.split(b"\n", 1)

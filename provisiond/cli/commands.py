@@ -506,6 +506,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "unbundle": (_HERE, "restore a bundle into the store at the path it was built for"),
     "doctor": (_HERE, "check the store without the daemon (registry, envs, leftovers); --repair rebuilds "
                            "a broken registry from the disk (stop the daemon first)"),
+    "push": ("provisiond.cli.oci", "push an env to an OCI registry: one blob per package, the lock as config"),
+    "pull": ("provisiond.cli.oci", "pull an env pushed with `push` and build it offline, same env_key"),
+    "image": ("provisiond.cli.oci", "write a runnable OCI image (base + env + cold-start) to a registry"),
     "check": ("provisiond.cli.check", "validate an environment file or a lockfile without the daemon "
                                       "(exit 65 on error)"),
     "hook": (_HERE, "print the shell hook: eval \"$(provisionctl hook bash)\" in ~/.bashrc (zsh, fish too)"),

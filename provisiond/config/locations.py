@@ -31,7 +31,8 @@ KEYS = ("home", "socket", "state", "engine", "micromamba_path", "max_builds", "s
         # conda's keys (.condarc maps onto them: config/condarc.py), and whether to read .condarc at all
         "channels", "default_channels", "custom_channels", "channel_priority", "pkgs_dirs", "ssl_verify",
         "proxy_servers", "offline", "conda_config", "environments_txt",
-        "kernels", "jupyter_data_dir", "audit_db")
+        "kernels", "jupyter_data_dir", "audit_db",
+        "registry_auth_file", "insecure_registries", "mirrors")
 
 
 def _user_dir(environ: Mapping[str, str], xdg: str, fallback: str, kind: str) -> str:

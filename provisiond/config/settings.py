@@ -130,6 +130,12 @@ class Settings:
     # The OSV database `provisionctl audit` and GET /v1/audit match envs against: a directory or a
     # zip of OSV JSON records (daemon/audit.py); None: only --db.
     audit_db: Path | None = None
+    # OCI registries (docs/registry.md): the docker-style auth file with the logins (None: docker's,
+    # podman's, then ~/.docker/config.json), hosts reached over plain HTTP, and channel mirrors
+    # (channel base URL -> oci://HOST/REPO in conda-forge's layout).
+    registry_auth_file: Path | None = None
+    insecure_registries: tuple[str, ...] = ()
+    mirrors: tuple[tuple[str, str], ...] = ()
     # None: log to stderr (the journal under systemd). A file is reopened on SIGHUP (logrotate).
     log_file: Path | None = None
     # conda's keys, from .condarc unless set here (config/condarc.py, docs/configuration.md):
@@ -174,7 +180,10 @@ class Settings:
                 "kernels": self.kernels,
                 "jupyter_data_dir": str(self.jupyter_data_dir) if self.jupyter_data_dir else None,
                 "audit_db": str(self.audit_db) if self.audit_db else None,
-                "sources": dict(self.sources)}
+                "sources": dict(self.sources),
+                "registry_auth_file": str(self.registry_auth_file) if self.registry_auth_file else None,
+                "insecure_registries": list(self.insecure_registries),
+                "mirrors": {channel: mask(repo) for channel, repo in self.mirrors}}
 
 
 def load_settings(
@@ -267,12 +276,24 @@ def load_settings(
         choice = sources.pick(key)
         if choice is not None:
             origin[key] = choice[1]
+    choice = pick("insecure_registries")
+    if choice is not None:
+        raw, source = choice
+        items = raw.split(",") if isinstance(raw, str) else raw
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise ConfigError(f"insecure_registries={raw!r} ({source}): expected a list of HOST[:PORT]")
+        values["insecure_registries"] = tuple(i.strip().lower() for i in items if i.strip())
+    choice = pick("mirrors")
+    if choice is not None:
+        values["mirrors"] = _mirrors(*choice)
     choice = pick("kernels")
     if choice is not None:
         values["kernels"] = _bool(*choice, key="kernels")
     log_file, audit_db = sources.path("log_file"), sources.path("audit_db")
+    auth_file = sources.path("registry_auth_file")
     return Settings(paths=paths, config_file=Path(sources.file) if sources.from_file else None,
                     log_file=Path(log_file) if log_file else None, conda_config=conda_config,
+                    registry_auth_file=Path(auth_file) if auth_file else None,
                     jupyter_data_dir=Path(jupyter_data_dir(sources)), audit_db=Path(audit_db) if audit_db else None,
                     sources=origin, **values)
 
@@ -367,6 +388,24 @@ def _truth(raw: Any) -> bool:
     if text in ("0", "false", "no", "off", ""):
         return False
     raise ValueError(raw)
+
+
+def _mirrors(raw: Any, source: str) -> tuple[tuple[str, str], ...]:
+    """Channel -> OCI mirror: a TOML table, or ``CHANNEL=oci://HOST/REPO`` pairs separated by spaces."""
+    if isinstance(raw, str):
+        pairs = [item.split("=", 1) for item in raw.split() if item]
+        if not all(len(p) == 2 for p in pairs):
+            raise ConfigError(f"mirrors={raw!r} ({source}): expected CHANNEL=oci://HOST/REPO pairs")
+        raw = dict(pairs)
+    if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+        raise ConfigError(f"mirrors ({source}): expected a table of channel URL = \"oci://HOST/REPO\"")
+    out = []
+    for channel, mirror in raw.items():
+        if not mirror.startswith("oci://"):
+            raise ConfigError(f"mirrors: {channel} = {mirror!r} ({source}): a mirror is an oci://HOST/REPO URL",
+                              hint="e.g. oci://ghcr.io/channel-mirrors/conda-forge")
+        out.append((channel.rstrip("/") + "/", mirror.rstrip("/")))
+    return tuple(out)
 
 
 def _prefixes(raw: Any, source: str) -> tuple[str, ...]:

@@ -218,6 +218,10 @@ class Builder:
                 if in_place:  # a leftover without the marker is garbage; `create -y` must not meet it
                     await asyncio.to_thread(self.store.discard_in_place, target)
                 await self._seed_cache(lock, on_line)
+                if self.settings.mirrors and not self.settings.offline:  # packages from their OCI mirror first
+                    from provisiond.daemon.oci.mirror import prefetch
+
+                    await prefetch(self.settings, lock, on_line)
                 # rattler installs into its first argument; micromamba uses it for scratch files only.
                 install_dir = target if in_place and not self.engine.builds_in_place else build_dir
                 # Per-package events cost rattler a Python call each (~10% of a warm-cache

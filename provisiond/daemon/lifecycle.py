@@ -147,6 +147,11 @@ class Lifecycle:
 
     async def _solve(self, key: str, spec: EnvSpec, update: bool, contents: Mapping[str, str]) -> Lock:
         started = time.perf_counter()
+        if self.settings.mirrors and not self.settings.offline and hasattr(self.engine, "repodata_sources"):
+            # A mirrored channel's repodata from its OCI mirror (daemon/oci/mirror.py)
+            from provisiond.daemon.oci.mirror import sync_repodata
+
+            await sync_repodata(self.settings, self.engine, spec)
         # Repodata older than the solve TTL is checked again: a channel's new versions show up.
         try:
             lock = await self.engine.solve(spec, refresh=update, max_age=self.settings.solve_ttl)
@@ -210,7 +215,7 @@ class Lifecycle:
         return self._generation.get(name) == generation
 
     async def _warm(self, record: NameRecord, generation: int, update: bool) -> None:
-        if record.kind in ("clone", "lock"):
+        if record.kind in ("clone", "lock", "oci"):  # oci: pulled from a registry (daemon/oci)
             return await self._warm_snapshot(record, generation)
         source = Path(record.source or "")
         # Taken before reading the file: an edit during the build must not pass for the built spec.

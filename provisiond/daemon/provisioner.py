@@ -7,13 +7,14 @@ to ``lifecycle.Lifecycle``; this module turns requests into names and hands them
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from provisiond.config.channels import effective_spec
 from provisiond.config.settings import Settings
@@ -32,6 +33,9 @@ from provisiond.store import conda_envs
 from provisiond.store.files import write_atomic
 from provisiond.store.registry import NameRecord
 from provisiond.store.store import Store
+
+if TYPE_CHECKING:
+    from provisiond.daemon.oci.ops import Transfers
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +100,13 @@ class Provisioner:
         self.auditor = Auditor(store, settings)  # OSV audit of the live envs (audit.py)
         # Set when projects are added or removed, so the watcher re-reads the set it watches.
         self.projects_changed = self.lifecycle.projects_changed
+
+    @functools.cached_property
+    def oci(self) -> Transfers:
+        """push, pull and image (daemon/oci): made on first use."""
+        from provisiond.daemon.oci.ops import Transfers
+
+        return Transfers(self)
 
     def apply(self, settings: Settings) -> None:
         """Run with reloaded settings (SIGHUP); ``reload.reloaded`` kept those that need a restart."""

@@ -80,6 +80,9 @@ class RattlerEngine:
         self._virtual = virtual.VirtualPackages(virtual.detect(), lambda: virtual.detect_in_subprocess(environ))
         # Channel base URL -> (monotonic time its repodata was loaded or checked, file stamp).
         self._checked: dict[str, tuple[float, object]] = {}
+        # Channel base URL -> file:// URL of a local copy of its repodata (an OCI mirror's, kept by
+        # daemon/oci/mirror.py): solved from there, recorded with the channel's URLs.
+        self.repodata_sources: dict[str, str] = {}
 
     def _network(self) -> tuple[Client, rattler.Gateway]:
         """The HTTP client and the gateway that uses it, rebuilt when the credentials changed."""
@@ -164,7 +167,10 @@ class RattlerEngine:
             raise SolveError(f"{spec.source or 'spec'}: no channels to solve from",
                              hint="add a 'channels:' list to the environment file")
         subdirs = [self.platform, "noarch"]
-        unloaded = self._freshen(gateway, channels, subdirs, refresh=refresh, max_age=max_age)
+        sources = [self.channel(self.repodata_sources[c.base_url]) if c.base_url in self.repodata_sources else c
+                   for c in channels]
+        mirrored = {s.base_url: c.base_url for s, c in zip(sources, channels) if s is not c}
+        unloaded = self._freshen(gateway, sources, subdirs, refresh=refresh, max_age=max_age)
         priority = (rattler.ChannelPriority.Strict if spec.channel_priority == "strict"
                     else rattler.ChannelPriority.Disabled)
         limit = self.settings.solve_timeout
@@ -174,7 +180,7 @@ class RattlerEngine:
                 if spec.dependencies:
                     await self._probe(gateway, unloaded, subdirs)
                 records = await rattler.solve(
-                    sources=channels,
+                    sources=sources,
                     # Parse leniently, like the spec validator: solve() parses strings strictly and
                     # rejects the common `name=version=build` form of exports.
                     specs=[rattler.MatchSpec(strip_credentials(d), strict=False) for d in spec.dependencies],
@@ -207,7 +213,7 @@ class RattlerEngine:
                               hint="check the channel URLs and your network") from None
         return Lock(
             platform=self.platform,
-            packages=tuple(package_of(r) for r in records),
+            packages=tuple(_origin(package_of(r), mirrored) for r in records),
             channels=tuple(c.base_url for c in channels),
             engine=self.name,
         )
@@ -332,6 +338,14 @@ class RattlerEngine:
         base = p.channel if channel != p.channel else p.url.rsplit("/", 2)[0] + "/"
         self.credentials.remember(base)
         return dataclasses.replace(p, url=url, channel=channel)
+
+
+def _origin(p: Package, mirrored: dict[str, str]) -> Package:
+    """A record solved from a mirror's local repodata, pointed back at its channel."""
+    for local, channel in mirrored.items():
+        if p.url.startswith(local):
+            return dataclasses.replace(p, url=channel + p.url[len(local):], channel=channel)
+    return p
 
 
 def _file_stamp(url: str, subdirs: list[str]) -> object:

@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from provisiond.daemon.api.oci_routes import routes as oci_routes
 from provisiond.daemon.api.protocol import MAX_BODY_BYTES, Limits, Runner
 from provisiond.daemon.api.request import INFO, LIMITS, PROVISIONER
 from provisiond.daemon.api.routes import routes
@@ -87,6 +88,7 @@ def make_app(provisioner: Provisioner, info: dict[str, Any]) -> web.Application:
     app[INFO] = info
     app[LIMITS] = Limits(provisioner.settings.max_connections, provisioner.settings.read_timeout)
     app.add_routes(routes)
+    app.add_routes(oci_routes)
     return app
 
 
