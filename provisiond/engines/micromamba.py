@@ -17,6 +17,7 @@ micromamba cannot install into one directory for use at another, so it builds in
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -24,7 +25,7 @@ import shlex
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,15 @@ from provisiond.engines._micromamba_output import (
     is_unsolvable,
     linked_records,
     package_of,
+)
+from provisiond.engines._micromamba_request import (
+    Pin,
+    bracket_form,
+    overlay_key,
+    overlay_repodata,
+    pins_to_overlay,
+    priority_flag,
+    reachable,
 )
 from provisiond.engines._process import ProcessResult, run_process
 from provisiond.engines.base import OnLine
@@ -102,6 +112,11 @@ def micromamba_environ(environ: Mapping[str, str], root: Path, pkgs: Path,
     if connect_timeout is not None:  # libmamba's remote_connect_timeout_secs (whole seconds)
         env["MAMBA_REMOTE_CONNECT_TIMEOUT_SECS"] = str(max(1, round(connect_timeout)))
     return env
+
+
+def _name(dep: str) -> str:
+    name = rattler.MatchSpec(dep, strict=False).name
+    return name.normalized if name is not None else ""
 
 
 def parse_version(text: str) -> tuple[int, int, int]:
@@ -200,25 +215,38 @@ class MicromambaEngine:
                 urls.append(pinned.base_url)
         return urls
 
-    def solve_argv(self, spec: EnvSpec, scratch: Path, *, refresh: bool, max_age: float = float("inf")) -> list[str]:
+    def solve_argv(self, spec: EnvSpec, scratch: Path, *, refresh: bool, max_age: float = float("inf"),
+                   overlays: Sequence[str] = (), pins: Sequence[Pin] = ()) -> list[str]:
         """``create --dry-run`` against a fresh scratch prefix, so the answer is the whole env.
 
+        The specs, the priority and the channels are translated so that micromamba answers what
+        rattler answers (``_micromamba_request``): ``overlays`` are the local channels of ``pins``.
         ``--repodata-ttl``: 0 re-fetches (``refresh``); N seconds trusts repodata cached for
         less than ``max_age``; absent, micromamba follows the server's cache headers (its 1).
         """
         argv = [str(self.exe), "create", "--dry-run", "--json", "-y", "--no-rc", "-r", str(self.root),
                 "-p", str(scratch), "--override-channels"]
+        for overlay in overlays:  # first: under strict priority they win for their pinned names only
+            argv += ["-c", overlay]
         for channel in spec.channels:  # resolved like the rattler engine does, so both see one URL
             argv += ["-c", rattler.Channel(channel, self._channel_config).base_url.rstrip("/")]
-        argv += ["--channel-priority", "strict" if spec.channel_priority == "strict" else "flexible",
+        argv += ["--channel-priority", priority_flag(spec.channel_priority),
                  "--platform", self.platform, "--log-level", "error"]
-        if self.settings.channel_alias != DEFAULT_CHANNEL_ALIAS:  # for `channel::pkg` names
-            argv += ["--channel-alias", self.settings.channel_alias]
+        argv += self._common_flags()
         if refresh or max_age <= 0:
             argv += ["--repodata-ttl", "0"]
         elif max_age != float("inf"):
             argv += ["--repodata-ttl", str(max(2, int(max_age)))]  # 1 would mean "cache headers"
-        return [*argv, *spec.dependencies]
+        overlaid = {p.name for p in pins}
+        deps = [next(p.dep for p in pins if p.name == _name(dep)) if _name(dep) in overlaid else bracket_form(dep)
+                for dep in spec.dependencies]
+        return [*argv, *deps]
+
+    def _common_flags(self) -> list[str]:
+        flags = []
+        if self.settings.channel_alias != DEFAULT_CHANNEL_ALIAS:  # for `channel::pkg` names
+            flags += ["--channel-alias", self.settings.channel_alias]
+        return flags
 
     def install_argv(self, explicit: Path, target_prefix: Path, *, offline: bool) -> list[str]:
         """``create`` from an @EXPLICIT file: no solver, exactly the lock's packages."""
@@ -247,9 +275,11 @@ class MicromambaEngine:
                 hint=f"check that the channel servers answer; raise solve_timeout (now {self.solve_timeout:g}s) "
                      "for a slow link, see docs/configuration.md")
 
+        pins = pins_to_overlay(spec, self._pinned(spec), channels[0] if spec.channels else "")
+        overlays = await self._overlays(pins, on_line, timed_out, refresh=refresh) if pins else []
+        argv = self.solve_argv(spec, scratch, refresh=refresh, max_age=max_age, overlays=overlays, pins=pins)
         try:
-            result = await self._run(self.solve_argv(spec, scratch, refresh=refresh, max_age=max_age), "solve",
-                                     on_line, self.solve_timeout, on_timeout=timed_out)
+            result = await self._run(argv, "solve", on_line, self.solve_timeout, on_timeout=timed_out)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)  # a dry run writes nothing there; be sure
         doc = _document(result)
@@ -260,12 +290,60 @@ class MicromambaEngine:
             raise timed_out(_failure("solve", result, doc))
         if result.returncode != 0 or doc.get("success") is not True:
             raise EngineError(_failure("solve", result, doc), hint="check the channel URLs and your network")
+        records = linked_records(doc)
+        kept = reachable(records, [n for n in map(_name, spec.dependencies) if n])
+        if len(kept) != len(records):  # e.g. a pip added to the request: rattler would not install it
+            log.info("micromamba solve: dropped %s (nothing requested reaches them)",
+                     ", ".join(sorted(str(r["name"]) for r in records if r not in kept)))
+        doc = {"actions": {"LINK": kept}}
         packages = tuple(package_of(r) for r in linked_records(doc))
         # The store keeps the lock without tokens or passwords; install() puts them back.
         for base in {*channels, *(p.channel for p in packages)}:
             self.credentials.remember(base)
         lock = Lock(platform=self.platform, packages=packages, channels=tuple(channels), engine=self.name)
         return lock.without_credentials()
+
+    def _pinned(self, spec: EnvSpec) -> dict[str, str]:
+        """Each ``channel::pkg`` dependency and its channel's base URL."""
+        pinned = {}
+        for dep in spec.dependencies:
+            channel = rattler.MatchSpec(dep, strict=False).channel
+            if channel is not None:
+                pinned[dep] = channel.base_url
+        return pinned
+
+    async def _overlays(self, pins: Sequence[Pin], on_line: OnLine,
+                        timed_out: Callable[[str], ChannelTimeoutError], *, refresh: bool) -> list[str]:
+        """One local channel per pinned channel: its pinned names' records (``_micromamba_request``).
+
+        Their repodata holds clean URLs (credentials stay in memory: a dry run downloads no package).
+        """
+        by_channel: dict[str, list[str]] = {}
+        for pin in pins:
+            by_channel.setdefault(strip_credentials(pin.channel), []).append(pin.name)
+        urls = []
+        for channel, names in by_channel.items():
+            argv = [str(self.exe), "repoquery", "search", "--json", "--no-rc", "-r", str(self.root),
+                    "--override-channels", "-c", self.credentials.attach(channel).rstrip("/"),
+                    "--platform", self.platform, *self._common_flags(),
+                    *(["--repodata-ttl", "0"] if refresh else []), *names]
+            result = await self._run(argv, "repoquery", on_line, self.solve_timeout, on_timeout=timed_out)
+            doc = _document(result)
+            if result.returncode != 0 or not isinstance(doc.get("result"), dict):
+                raise EngineError(_failure(f"repoquery of {', '.join(names)}", result, doc),
+                                  hint="check the channel URLs and your network")
+            records = [r for r in doc["result"].get("pkgs") or () if isinstance(r, dict) and r.get("name") in names]
+            documents = {subdir: overlay_repodata(records, subdir, channel) for subdir in (self.platform, "noarch")}
+            folder = self.root / "pins" / overlay_key([p for p in pins if p.name in names], documents)
+            for subdir, document in documents.items():
+                target = folder / subdir / "repodata.json"
+                if not target.is_file():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = target.with_suffix(f".{os.getpid()}.tmp")
+                    tmp.write_text(json.dumps(document, sort_keys=True))
+                    os.replace(tmp, target)
+            urls.append(folder.as_uri())
+        return urls
 
     async def install(self, lock: Lock, build_dir: Path, target_prefix: Path, on_line: OnLine,
                       progress: BuildProgress | None = None) -> None:
