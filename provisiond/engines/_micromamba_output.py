@@ -7,16 +7,18 @@ functions see only text and JSON documents, recorded or live.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 from provisiond.domain.lock import Lock, Package
 from provisiond.engines._process import ProcessResult
+from provisiond.store.pkgcache import in_micromamba_cache
 
-__all__ = ["explicit_file", "extract_json", "is_cached", "is_unsolvable", "linked_records", "package_of"]
+__all__ = ["explicit_file", "extract_json", "is_cached", "is_unsolvable", "linked_records", "package_of",
+           "unmask_conda_meta"]
 
 _UNSOLVABLE = "Could not solve for environment specs"
 
@@ -158,11 +160,29 @@ def explicit_file(lock: Lock, attach: Callable[[str], str] = str) -> str:
 
 
 def is_cached(pkgs: Path, package: Package) -> bool:
-    """True if micromamba finds ``package`` extracted or downloaded in ``pkgs``, so ``--offline`` is safe."""
-    stem = package.file_name.removesuffix(".conda").removesuffix(".tar.bz2")
-    candidates = [pkgs / stem / "info" / "repodata_record.json", pkgs / package.file_name]
-    parsed = urlparse(package.url)
-    if parsed.scheme == "file":  # 2.8.1 caches file:// packages under pkgs/file/<path> (samples/…/env_a)
-        archive = pkgs / "file" / unquote(parsed.path).lstrip("/")
-        candidates += [archive.with_name(stem) / "info" / "repodata_record.json", archive]
-    return any(c.is_file() for c in candidates)
+    """True if micromamba finds ``package`` extracted or downloaded in ``pkgs``, so ``--offline`` is safe
+    (both layouts: flat before 2.6, ``pkgs/file/…`` and ``pkgs/http/…`` since: ``store/pkgcache.py``)."""
+    return in_micromamba_cache(pkgs, package)
+
+
+_MASKED = (re.compile(r"/t/\*{5}/"), re.compile(r"(?<=://)[^/@\s\"]*\*{5}[^/@\s\"]*@"))
+
+
+def unmask_conda_meta(prefix: Path) -> int:
+    """Clean URLs in ``conda-meta`` where micromamba wrote masked credentials (``/t/*****/``,
+    ``user:*****@``), as the rattler engine writes them; the number of files rewritten."""
+    rewritten = 0
+    meta = prefix / "conda-meta"
+    for path in meta.iterdir() if meta.is_dir() else ():
+        if not path.is_file() or (path.suffix != ".json" and path.name != "history"):
+            continue
+        text = path.read_text(errors="surrogateescape")
+        if "*****" not in text:
+            continue
+        clean = _MASKED[1].sub("", _MASKED[0].sub("/", text))
+        if clean != text:
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text(clean, errors="surrogateescape")
+            os.replace(tmp, path)
+            rewritten += 1
+    return rewritten

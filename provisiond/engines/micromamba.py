@@ -49,6 +49,7 @@ from provisiond.engines._micromamba_output import (
     is_unsolvable,
     linked_records,
     package_of,
+    unmask_conda_meta,
 )
 from provisiond.engines._micromamba_request import (
     Pin,
@@ -63,6 +64,7 @@ from provisiond.engines._process import ProcessResult, run_process
 from provisiond.engines.base import OnLine
 from provisiond.engines.virtual import VirtualPackages, detect
 from provisiond.store.credentials import Credentials
+from provisiond.store.pkgcache import share
 
 log = logging.getLogger(__name__)
 
@@ -359,7 +361,10 @@ class MicromambaEngine:
         explicit = build_dir / "explicit.txt"
         # Whole URLs with their credentials, for micromamba: the file is 0600 (umask) and goes with build_dir.
         explicit.write_text(explicit_file(lock, self.credentials.attach))
-        offline = all(is_cached(self.settings.paths.pkgs, p) for p in lock.packages)
+        pkgs = self.settings.paths.pkgs
+        if shared := share(pkgs, lock.packages, "micromamba"):  # what rattler extracted: no second download
+            on_line(f"linked {len(shared)} packages from rattler's cache layout: {', '.join(shared)}")
+        offline = all(is_cached(pkgs, p) for p in lock.packages)
         argv = self.install_argv(explicit, target_prefix, offline=offline)
         on_line(f"installing {len(lock.packages)} packages into {target_prefix} (in place"
                 f"{', offline: all cached' if offline else ''})")
@@ -370,6 +375,7 @@ class MicromambaEngine:
         doc = _document(result)
         if result.returncode != 0 or doc.get("success") is not True:
             raise EngineError(_failure(f"install into {target_prefix}", result, doc))
+        unmask_conda_meta(target_prefix)  # micromamba writes `/t/*****/`; the rattler engine clean URLs
         for record in linked_records(doc):
             on_line(f"linked {record.get('name')}-{record.get('version')}-{_build(record)} ({record.get('subdir')})")
         if progress:

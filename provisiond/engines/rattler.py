@@ -52,6 +52,7 @@ from provisiond.engines import virtual
 from provisiond.engines._watch import Reporter, cached, settle
 from provisiond.engines.base import OnLine
 from provisiond.store.credentials import Credentials
+from provisiond.store.pkgcache import share
 
 log = logging.getLogger(__name__)
 
@@ -263,6 +264,8 @@ class RattlerEngine:
         # A lock read from a lockfile may still hold credentials: keep them, install from clean URLs.
         packages = [self._clean_package(p) for p in lock.packages]
         client, _gateway = self._network()
+        if shared := share(self.settings.paths.pkgs, lock.packages, "rattler"):  # what micromamba cached
+            on_line(f"linked {len(shared)} packages from micromamba's cache layout: {', '.join(shared)}")
         # Downloads are watched through the reporter; it costs rattler a Python call per event, so
         # only when something must be fetched or someone shows progress.
         # Only remote packages: a file:// one is copied and extracted without download events.

@@ -123,7 +123,8 @@ async def collect(store: Store, *, dry_run: bool, older_than_days: float, cache_
     busy = pinned()
     report.packages = [p for p in report.packages if p["package"] not in busy]
     doomed = [p for p in (store.unpublish(e["env_key"]) for e in report.envs) if p is not None]
-    doomed += [t for t in (store.trash(Path(p["path"])) for p in report.packages) if t is not None]
+    doomed += [t for p in report.packages for t in (store.trash(Path(x)) for x in p.get("paths", [p["path"]]))
+               if t is not None]
     await asyncio.to_thread(delete_paths, doomed)
     log.info("gc freed %d bytes (%d envs, %d cached packages)", report.freed_bytes,
              len(report.envs), len(report.packages))
@@ -133,25 +134,47 @@ async def collect(store: Store, *, dry_run: bool, older_than_days: float, cache_
 def _over_budget(pkgs: Path, budget: int, last_used: dict[str, float], pinned: set[str]) -> list[dict[str, Any]]:
     """Least recently linked cache entries to drop until the cache fits ``budget`` bytes.
 
-    Use is what builds recorded (``Store.touch_cache``); an entry no build recorded (an older
-    store's) counts by its mtime. Entries a running build links from are never dropped.
+    An entry is one package in both engines' layouts (``store/pkgcache.py``): rattler's
+    ``pkgs/<dist>/``, micromamba's ``pkgs/file|http/…/<dist>/`` and its archive; micromamba's
+    bookkeeping (``cache/``, ``urls.txt``) is never one. Files hardlinked between the layouts count
+    once. Use is what builds recorded (``Store.touch_cache``); an entry no build recorded counts
+    by its mtime. Entries a running build links from are never dropped.
     """
+    from provisiond.store import pkgcache  # here: `provisionctl run` imports this module for its lease
+
     entries = []
-    for entry in pkgs.iterdir() if pkgs.is_dir() else ():
-        if entry.name.startswith(".") or entry.suffix == ".lock":
-            continue
-        used = last_used.get(entry.name, entry.stat().st_mtime)
-        entries.append((used, entry, _tree_bytes(entry, only_unshared=False)))
+    for entry in pkgcache.entries(pkgs):
+        used = last_used.get(entry.dist, entry.last_modified())
+        entries.append((used, entry, _paths_bytes(entry.paths)))
     total = sum(size for _, _, size in entries)
     dropped = []
     for _, entry, size in sorted(entries, key=lambda e: e[0]):
         if total <= budget:
             break
-        if entry.name in pinned:
+        if entry.dist in pinned:
             continue
-        dropped.append({"package": entry.name, "path": str(entry), "bytes": size})
+        dropped.append({"package": entry.dist, "path": str(entry.paths[0]), "paths": [str(p) for p in entry.paths],
+                        "bytes": size})
         total -= size
     return dropped
+
+
+def _paths_bytes(paths: list[Path]) -> int:
+    """Bytes under ``paths``, each inode once (the layouts hardlink the same files)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for path in paths:
+        walk = [(str(path.parent), [], [path.name])] if not path.is_dir() else os.walk(path)
+        for root, _dirs, files in walk:
+            for name in files:
+                try:
+                    st = os.lstat(os.path.join(root, name))
+                except FileNotFoundError:
+                    continue
+                if (st.st_dev, st.st_ino) not in seen:
+                    seen.add((st.st_dev, st.st_ino))
+                    total += st.st_size
+    return total
 
 
 def _tree_bytes(path: Path, *, only_unshared: bool) -> int:

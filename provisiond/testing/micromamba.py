@@ -8,7 +8,7 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
-SHARED_MICROMAMBA = Path(__file__).resolve().parents[2].parent / "shared" / "tools" / "micromamba" / "bin" / "micromamba"
+SHARED_MICROMAMBA = Path(__file__).resolve().parents[2].parent / "shared/tools/micromamba/bin/micromamba"
 MISSING = ("no micromamba: not on PATH, not in PROVISIOND_MICROMAMBA_PATH, not at "
            f"{SHARED_MICROMAMBA} (install micromamba 2.x, see docs/micromamba.md)")
 
