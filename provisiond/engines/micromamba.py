@@ -111,6 +111,9 @@ def micromamba_environ(environ: Mapping[str, str], root: Path, pkgs: Path,
     env = {k: v for k, v in environ.items() if k.startswith(_KEPT) or not k.startswith(_SCRUBBED)}
     env["MAMBA_ROOT_PREFIX"] = str(root)
     env["CONDA_PKGS_DIRS"] = str(pkgs)  # read as a comma-separated list (contract §2.1)
+    # Else libmamba drops `python` from pip's depends as it loads repodata (the records would differ
+    # from rattler's). It does not stop 2.6+ adding pip to a request: see _micromamba_request.py.
+    env["MAMBA_ADD_PIP_AS_PYTHON_DEPENDENCY"] = "false"
     if connect_timeout is not None:  # libmamba's remote_connect_timeout_secs (whole seconds)
         env["MAMBA_REMOTE_CONNECT_TIMEOUT_SECS"] = str(max(1, round(connect_timeout)))
     return env
