@@ -14,11 +14,19 @@ from pathlib import Path
 from typing import Any
 
 from provisiond.domain.lock import Lock, Package
+from provisiond.domain.urls import strip_credentials
 from provisiond.engines._process import ProcessResult
 from provisiond.store.pkgcache import in_micromamba_cache
 
-__all__ = ["explicit_file", "extract_json", "is_cached", "is_unsolvable", "linked_records", "package_of",
-           "unmask_conda_meta"]
+__all__ = [
+    "clean_conda_meta",
+    "explicit_file",
+    "extract_json",
+    "is_cached",
+    "is_unsolvable",
+    "linked_records",
+    "package_of",
+]
 
 _UNSOLVABLE = "Could not solve for environment specs"
 
@@ -165,21 +173,19 @@ def is_cached(pkgs: Path, package: Package) -> bool:
     return in_micromamba_cache(pkgs, package)
 
 
-_MASKED = (re.compile(r"/t/\*{5}/"), re.compile(r"(?<=://)[^/@\s\"]*\*{5}[^/@\s\"]*@"))
+def clean_conda_meta(prefix: Path) -> int:
+    """Clean URLs in ``conda-meta``, as the rattler engine writes them; the number of files rewritten.
 
-
-def unmask_conda_meta(prefix: Path) -> int:
-    """Clean URLs in ``conda-meta`` where micromamba wrote masked credentials (``/t/*****/``,
-    ``user:*****@``), as the rattler engine writes them; the number of files rewritten."""
+    micromamba 2.8.1 writes the credentials of an @EXPLICIT install's URLs into the records (``url``
+    in clear, ``/t/*****/`` where it masks): neither belongs in the store.
+    """
     rewritten = 0
     meta = prefix / "conda-meta"
     for path in meta.iterdir() if meta.is_dir() else ():
         if not path.is_file() or (path.suffix != ".json" and path.name != "history"):
             continue
         text = path.read_text(errors="surrogateescape")
-        if "*****" not in text:
-            continue
-        clean = _MASKED[1].sub("", _MASKED[0].sub("/", text))
+        clean = strip_credentials(text)
         if clean != text:
             tmp = path.with_name(f".{path.name}.tmp")
             tmp.write_text(clean, errors="surrogateescape")

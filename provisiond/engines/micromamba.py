@@ -43,13 +43,13 @@ from provisiond.engines._micromamba_output import (
     _failure,
     _problems,
     _virtual_of,
+    clean_conda_meta,
     explicit_file,
     extract_json,
     is_cached,
     is_unsolvable,
     linked_records,
     package_of,
-    unmask_conda_meta,
 )
 from provisiond.engines._micromamba_request import (
     Pin,
@@ -64,7 +64,7 @@ from provisiond.engines._process import ProcessResult, run_process
 from provisiond.engines.base import OnLine
 from provisiond.engines.virtual import VirtualPackages, detect
 from provisiond.store.credentials import Credentials
-from provisiond.store.pkgcache import share
+from provisiond.store.pkgcache import scrub_credentials, share
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +304,8 @@ class MicromambaEngine:
         packages = tuple(package_of(r) for r in linked_records(doc))
         # The store keeps the lock without tokens or passwords; install() puts them back.
         for base in {*channels, *(p.channel for p in packages)}:
-            self.credentials.remember(base)
+            if "**" not in base:  # micromamba's JSON masks tokens (`/t/*****/`): never keep that as one
+                self.credentials.remember(base)
         lock = Lock(platform=self.platform, packages=packages, channels=tuple(channels), engine=self.name)
         return lock.without_credentials()
 
@@ -378,7 +379,8 @@ class MicromambaEngine:
         doc = _document(result)
         if result.returncode != 0 or doc.get("success") is not True:
             raise EngineError(_failure(f"install into {target_prefix}", result, doc))
-        unmask_conda_meta(target_prefix)  # micromamba writes `/t/*****/`; the rattler engine clean URLs
+        scrub_credentials(pkgs, lock.packages)  # the token it wrote into its cache records
+        clean_conda_meta(target_prefix)  # micromamba writes the token (or `/t/*****/`); rattler clean URLs
         for record in linked_records(doc):
             on_line(f"linked {record.get('name')}-{record.get('version')}-{_build(record)} ({record.get('subdir')})")
         if progress:

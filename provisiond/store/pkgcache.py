@@ -199,3 +199,27 @@ def _package_folders(root: Path) -> Iterator[Path]:
         if holds:
             yield here
             dirs[:] = [d for d in dirs if not (here / d / "info").is_dir()]  # never walk into a package
+
+
+def scrub_credentials(pkgs: Path, packages: Iterable[Package]) -> int:
+    """Rewrite what micromamba cached for ``packages`` without channel credentials: an @EXPLICIT
+    install writes its URLs, token and all, into ``info/repodata_record.json`` and ``urls.txt``.
+    A rewritten file is a new inode, so rattler's hardlinks of it never held the secret."""
+    files: set[Path] = {pkgs / "urls.txt"}
+    for package in packages:
+        entry = micromamba_entry(pkgs, package)
+        if entry is not None:
+            files |= {entry / "info" / "repodata_record.json", entry.parent / "urls.txt"}
+    rewritten = 0
+    for path in files:
+        try:
+            text = path.read_text(errors="surrogateescape")
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        clean = strip_credentials(text)
+        if clean != text:
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(clean, errors="surrogateescape")
+            os.replace(tmp, path)
+            rewritten += 1
+    return rewritten
