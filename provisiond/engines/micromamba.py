@@ -64,7 +64,7 @@ from provisiond.engines._process import ProcessResult, run_process
 from provisiond.engines.base import OnLine
 from provisiond.engines.virtual import VirtualPackages, detect
 from provisiond.store.credentials import Credentials
-from provisiond.store.pkgcache import scrub_credentials, share
+from provisiond.store.pkgcache import scrub_credentials, scrub_repodata_cache, share
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,9 @@ def micromamba_environ(environ: Mapping[str, str], root: Path, pkgs: Path,
     # Else libmamba drops `python` from pip's depends as it loads repodata (the records would differ
     # from rattler's). It does not stop 2.6+ adding pip to a request: see _micromamba_request.py.
     env["MAMBA_ADD_PIP_AS_PYTHON_DEPENDENCY"] = "false"
+    # `create` registers every prefix in ~/.conda/environments.txt: hundreds of content-addressed
+    # envs would flood `conda env list`. Its HOME is the root prefix; provisiond registers names itself.
+    env["HOME"] = str(root)
     if connect_timeout is not None:  # libmamba's remote_connect_timeout_secs (whole seconds)
         env["MAMBA_REMOTE_CONNECT_TIMEOUT_SECS"] = str(max(1, round(connect_timeout)))
     return env
@@ -122,6 +125,19 @@ def micromamba_environ(environ: Mapping[str, str], root: Path, pkgs: Path,
 def _name(dep: str) -> str:
     name = rattler.MatchSpec(dep, strict=False).name
     return name.normalized if name is not None else ""
+
+
+def _secrets(texts: Sequence[str]) -> list[str]:
+    """The passwords, user:password pairs and tokens in the URLs of ``texts`` (to find them in files)."""
+    found: set[str] = set()
+    for text in texts:
+        if strip_credentials(text) == text:
+            continue
+        for match in re.finditer(r"://([^/@\s]+)@", text):
+            userinfo = match[1]
+            found |= {userinfo, *(part for part in userinfo.split(":") if len(part) >= 4)}
+        found |= set(re.findall(r"/t/([^/\s]+)/", text))
+    return sorted(found)
 
 
 def parse_version(text: str) -> tuple[int, int, int]:
@@ -375,7 +391,8 @@ class MicromambaEngine:
         on_line("$ " + shlex.join(argv))
         if progress:  # micromamba reports nothing while it runs: one event before, one after
             progress.emit("link", done=0, total=len(lock.packages))
-        result = await self._run(argv, "install", on_line, self.install_timeout)
+        result = await self._run(argv, "install", on_line, self.install_timeout,
+                                 urls=[self.credentials.attach(p.url) for p in lock.packages])
         doc = _document(result)
         if result.returncode != 0 or doc.get("success") is not True:
             raise EngineError(_failure(f"install into {target_prefix}", result, doc))
@@ -387,8 +404,14 @@ class MicromambaEngine:
             progress.emit("link", done=len(lock.packages), total=len(lock.packages))
 
     async def _run(self, argv: list[str], step: str, on_line: OnLine, timeout: float,
-                   on_timeout: Callable[[str], ChannelTimeoutError] | None = None) -> ProcessResult:
+                   on_timeout: Callable[[str], ChannelTimeoutError] | None = None,
+                   urls: Sequence[str] = ()) -> ProcessResult:
+        """Run micromamba; then take the credentials of ``argv`` and ``urls`` out of its repodata cache."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.settings.paths.pkgs.mkdir(parents=True, exist_ok=True)
-        return await run_process(argv, on_line=on_line, timeout=timeout, env=self._env,
-                                 step=f"micromamba {step}", capture_stdout=True, on_timeout=on_timeout)
+        try:
+            return await run_process(argv, on_line=on_line, timeout=timeout, env=self._env,
+                                     step=f"micromamba {step}", capture_stdout=True, on_timeout=on_timeout)
+        finally:
+            if secrets := _secrets([*argv, *urls]):
+                scrub_repodata_cache(self.settings.paths.pkgs, secrets)

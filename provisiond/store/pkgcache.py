@@ -223,3 +223,29 @@ def scrub_credentials(pkgs: Path, packages: Iterable[Package]) -> int:
             os.replace(tmp, path)
             rewritten += 1
     return rewritten
+
+
+def scrub_repodata_cache(pkgs: Path, secrets: Iterable[str]) -> int:
+    """micromamba's repodata bookkeeping (``pkgs/cache/``) without the channel credentials it records
+    from the channel URLs: ``*.state.json`` rewritten with clean URLs, a ``*.solv`` holding one removed
+    (micromamba rebuilds it from the ``.json`` beside it). The number of files changed."""
+    needles = [s.encode() for s in secrets if s]
+    cache = pkgs / "cache"
+    if not needles or not cache.is_dir():
+        return 0
+    changed = 0
+    for path in cache.iterdir():
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        data = path.read_bytes()
+        if not any(n in data for n in needles):
+            continue
+        if path.suffix == ".solv":
+            path.unlink(missing_ok=True)
+        else:
+            clean = strip_credentials(data.decode(errors="surrogateescape"))
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(clean, errors="surrogateescape")
+            os.replace(tmp, path)
+        changed += 1
+    return changed
