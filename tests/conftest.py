@@ -173,10 +173,30 @@ def short_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture(params=ENGINES)
-def engine_name(request: pytest.FixtureRequest) -> str:
-    """Each engine in turn (micromamba skips with the reason when there is none)."""
-    return str(request.param)
+# e2e modules whose outcome depends on the engine (solve, build, cache, pip, bundles, credentials,
+# progress): their `daemon` tests run under both engines. The others (API limits, trust, watcher,
+# shells, signals...) run under rattler, unless PROVISIOND_TEST_ENGINES=both (tests/README.md).
+BOTH_ENGINES = frozenset({"test_core", "test_workflows", "test_pip", "test_gc", "test_bundle", "test_private",
+                          "test_progress", "test_channels"})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "engine(name): run this test's `daemon` under that engine only")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``engine_name`` (what the ``daemon`` fixture pins): both engines in BOTH_ENGINES modules, or
+    everywhere with PROVISIOND_TEST_ENGINES=both; ``@pytest.mark.engine("x")`` keeps one."""
+    if "engine_name" not in metafunc.fixturenames:
+        return
+    import os
+
+    module = metafunc.module.__name__.rsplit(".", 1)[-1]
+    params = ENGINES if module in BOTH_ENGINES or os.environ.get("PROVISIOND_TEST_ENGINES") == "both" \
+        else ENGINES[:1]
+    if (marker := metafunc.definition.get_closest_marker("engine")) is not None:
+        params = [p for p in ENGINES if p.values[0] == marker.args[0]]
+    metafunc.parametrize("engine_name", params)
 
 
 @pytest.fixture
