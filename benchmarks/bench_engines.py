@@ -50,23 +50,25 @@ def write(directory: Path, channel: Path, deps: list[str]) -> Path:
     return directory
 
 
-def bench_engines(ws: Path, channel: Path, pkgs: list[Pkg], reps: int) -> dict:
+def bench_engines(ws: Path, channel: Path, pkgs: list[Pkg], reps: int, *, small: bool = False) -> dict:
+    """``small``: each new env is one leaf and what it needs, not every package but one leaf."""
     mm = find_test_micromamba()
     if mm is None:
         return {"skipped": "no micromamba (PATH, PROVISIOND_MICROMAMBA_PATH, ../shared/tools/micromamba)"}
     names = [p.name for p in pkgs]
     leaves = [p.name for p in pkgs if not any(p.name == dep.split()[0] for q in pkgs for dep in q.depends)]
-    out: dict = {"packages": len(names) - 1}
+    out: dict = {"packages": "one leaf and its dependencies" if small else len(names) - 1}
     for engine in ("rattler", "micromamba"):
-        with EngineDaemon(ws, engine, mm) as d:
+        with EngineDaemon(ws / ("small" if small else "full"), engine, mm) as d:
             d.start()
-            d.warm_project(write(ws / f"{engine}-all", channel, names))
+            d.home.parent.mkdir(parents=True, exist_ok=True)
+            d.warm_project(write(d.home.parent / f"{engine}-all", channel, names))
             new_ms, raw_ms, resolve_ms, raw_solve_ms = [], [], [], []
             names_of: dict[Path, str] = {}
             for k in range(reps):
-                specs = [n for n in names if n != leaves[k]]
-                project = write(ws / f"{engine}-new-{k}", channel, specs)
-                raw = ws / f"{engine}-raw-{k}"
+                specs = [leaves[k]] if small else [n for n in names if n != leaves[k]]
+                project = write(d.home.parent / f"{engine}-new-{k}", channel, specs)
+                raw = d.home.parent / f"{engine}-raw-{k}"
 
                 def ours(project: Path = project) -> None:
                     elapsed, view = d.warm_project(project)
@@ -84,7 +86,7 @@ def bench_engines(ws: Path, channel: Path, pkgs: list[Pkg], reps: int) -> dict:
                 started = time.perf_counter()
                 d.client.post(f"/v1/envs/{names_of[project]}/warm", {})
                 resolve_ms.append((time.perf_counter() - started) * 1000)
-                raw_solve_ms.append(raw_create(mm, d.home, channel, ws / "dry", edited, dry_run=True))
+                raw_solve_ms.append(raw_create(mm, d.home, channel, d.home.parent / "dry", edited, dry_run=True))
             out[engine] = {"new_env_ms": med(new_ms), "raw_create_ms": med(raw_ms), "resolve_ms": med(resolve_ms),
                            "raw_dry_run_ms": med(raw_solve_ms), "rounds": reps}
             assert d.stop() == 0

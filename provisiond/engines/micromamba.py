@@ -380,6 +380,7 @@ class MicromambaEngine:
             return
         explicit = build_dir / "explicit.txt"
         # Whole URLs with their credentials, for micromamba: the file is 0600 (umask) and goes with build_dir.
+        urls = [self.credentials.attach(p.url) for p in lock.packages]
         explicit.write_text(explicit_file(lock, self.credentials.attach))
         pkgs = self.settings.paths.pkgs
         if shared := share(pkgs, lock.packages, "micromamba"):  # what rattler extracted: no second download
@@ -391,13 +392,13 @@ class MicromambaEngine:
         on_line("$ " + shlex.join(argv))
         if progress:  # micromamba reports nothing while it runs: one event before, one after
             progress.emit("link", done=0, total=len(lock.packages))
-        result = await self._run(argv, "install", on_line, self.install_timeout,
-                                 urls=[self.credentials.attach(p.url) for p in lock.packages])
+        result = await self._run(argv, "install", on_line, self.install_timeout, urls=urls)
         doc = _document(result)
         if result.returncode != 0 or doc.get("success") is not True:
             raise EngineError(_failure(f"install into {target_prefix}", result, doc))
-        scrub_credentials(pkgs, lock.packages)  # the token it wrote into its cache records
-        clean_conda_meta(target_prefix)  # micromamba writes the token (or `/t/*****/`); rattler clean URLs
+        if any(strip_credentials(u) != u for u in urls):  # credentials: out of the store
+            scrub_credentials(pkgs, lock.packages)  # the token it wrote into its cache records
+            clean_conda_meta(target_prefix)  # micromamba writes the token (or `/t/*****/`); rattler clean URLs
         for record in linked_records(doc):
             on_line(f"linked {record.get('name')}-{record.get('version')}-{_build(record)} ({record.get('subdir')})")
         if progress:
