@@ -3,7 +3,7 @@
 Each engine gets its own daemon and store. After one env of every package (the package and
 repodata caches warm), each round creates a NEW env through the daemon (a project whose file drops
 one leaf: solve + build, `warm` over the socket) and a raw ``micromamba create`` of the same specs
-into a fresh prefix from the same warm caches; then a re-solve (an edit that keeps the resolution)
+into a fresh prefix from warm caches (the micromamba engine's store, for both engines' rows); then a re-solve (an edit that keeps the resolution)
 against a raw ``micromamba create --dry-run`` of the same specs.
 """
 
@@ -58,8 +58,10 @@ def bench_engines(ws: Path, channel: Path, pkgs: list[Pkg], reps: int, *, small:
     names = [p.name for p in pkgs]
     leaves = [p.name for p in pkgs if not any(p.name == dep.split()[0] for q in pkgs for dep in q.depends)]
     out: dict = {"packages": "one leaf and its dependencies" if small else len(names) - 1}
-    for engine in ("rattler", "micromamba"):
+    raw_home: Path | None = None  # the micromamba engine's store: its caches are warm in micromamba's layout
+    for engine in ("micromamba", "rattler"):
         with EngineDaemon(ws / ("small" if small else "full"), engine, mm) as d:
+            raw_home = raw_home or d.home
             d.start()
             d.home.parent.mkdir(parents=True, exist_ok=True)
             d.warm_project(write(d.home.parent / f"{engine}-all", channel, names))
@@ -76,7 +78,7 @@ def bench_engines(ws: Path, channel: Path, pkgs: list[Pkg], reps: int, *, small:
                     new_ms.append(elapsed)
 
                 def theirs(specs: list[str] = specs, raw: Path = raw) -> None:
-                    raw_ms.append(raw_create(mm, d.home, channel, raw, specs, dry_run=False))
+                    raw_ms.append(raw_create(mm, raw_home, channel, raw, specs, dry_run=False))
 
                 for step in (ours, theirs) if k % 2 == 0 else (theirs, ours):
                     step()
@@ -86,7 +88,7 @@ def bench_engines(ws: Path, channel: Path, pkgs: list[Pkg], reps: int, *, small:
                 started = time.perf_counter()
                 d.client.post(f"/v1/envs/{names_of[project]}/warm", {})
                 resolve_ms.append((time.perf_counter() - started) * 1000)
-                raw_solve_ms.append(raw_create(mm, d.home, channel, d.home.parent / "dry", edited, dry_run=True))
+                raw_solve_ms.append(raw_create(mm, raw_home, channel, d.home.parent / "dry", edited, dry_run=True))
             out[engine] = {"new_env_ms": med(new_ms), "raw_create_ms": med(raw_ms), "resolve_ms": med(resolve_ms),
                            "raw_dry_run_ms": med(raw_solve_ms), "rounds": reps}
             assert d.stop() == 0

@@ -69,6 +69,7 @@ from provisiond.store.pkgcache import scrub_credentials, scrub_repodata_cache, s
 log = logging.getLogger(__name__)
 
 MIN_VERSION = (2, 0)
+TESTED, TESTED_MAJOR = "2.8.1", 2  # docs/micromamba.md "Supported versions"
 PROBE_TIMEOUT = 30.0
 INSTALL_TIMEOUT = 3600.0
 DEFAULT_CHANNEL_ALIAS = "https://conda.anaconda.org/"
@@ -204,6 +205,10 @@ class MicromambaEngine:
         if version[:2] < MIN_VERSION:
             raise ConfigError(f"micromamba {text} at {self.exe} is too old: provisiond needs 2.0 or newer",
                               hint=_INSTALL_HINT)
+        if version[0] > TESTED_MAJOR:
+            log.warning("micromamba %s at %s is newer than the 2.x provisiond was tested with (%s); "
+                        "if its answers differ from the rattler engine's, use --engine rattler", text, self.exe,
+                        TESTED)
         return text
 
     def _probe_info(self) -> dict[str, Any]:
