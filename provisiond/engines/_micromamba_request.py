@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,9 @@ import rattler
 from provisiond.domain.spec import EnvSpec
 
 __all__ = ["Pin", "bracket_form", "overlay_repodata", "pins_to_overlay", "priority_flag", "reachable"]
+
+
+_UNMAPPED = re.compile(r"\[.*\b(?!(?:version|build|build_number|subdir|md5|sha256)\b)\w+\s*=")
 
 
 def priority_flag(channel_priority: str) -> str:
@@ -44,6 +48,8 @@ def bracket_form(dep: str, *, keep_channel: bool = True) -> str:
 
     A spec with parts micromamba's brackets cannot say (extras, conditions, a URL) is left as it is.
     """
+    if _UNMAPPED.search(dep):  # a bracket key this function does not carry over: as it is
+        return dep
     spec = rattler.MatchSpec(dep, strict=False)
     if spec.name is None or spec.extras or spec.condition is not None or spec.file_name or spec.namespace:
         return dep
