@@ -300,17 +300,17 @@ def table(r: dict) -> str:
         f"that whole process took {s['fresh_process_ms']:.1f} ms.",
         f"3: medians of {c['rounds']} alternating runs, baseline `{Path(sys.executable).name} -c pass`; the same "
         f"warm from an in-process client (no process start) takes {c['api_round_trip_ms']:.1f} ms.",
+        "4: `provisionctl warm DIR` (register + warm, whole process) of a project whose file differs from "
+        f"bench-all's only in name and a comment: same prefix: {'yes' if p['same_prefix'] else 'NO'}; env files "
+        f"written in the store: {p['env_files_written_in_store']}; all files written: "
+        f"{', '.join(p['written']) or 'none'} (home/state.db* hold registry rows, home/activation/names/ the "
+        "new name's activation for run and cold-start).",
         "5-6: each engine on its own daemon and store, caches warmed by an env of every package; a NEW env "
         "(a project dropping one leaf, or only one leaf: `warm` = solve + build) against a raw `micromamba "
         "create` of the same specs into a fresh prefix from the same caches; then an edit that keeps the "
         "resolution against a raw `micromamba create --dry-run` (benchmarks/bench_engines.py). The micromamba "
         "engine runs two processes for a new spec (a dry-run solve, then an @EXPLICIT install): the prefix "
         "path is named by env_key, known only after the solve.",
-        "4: `provisionctl warm DIR` (register + warm, whole process) of a project whose file differs from "
-        f"bench-all's only in name and a comment: same prefix: {'yes' if p['same_prefix'] else 'NO'}; env files "
-        f"written in the store: {p['env_files_written_in_store']}; all files written: "
-        f"{', '.join(p['written']) or 'none'} (home/state.db* hold registry rows, home/activation/names/ the "
-        "new name's activation for run and cold-start).",
     ]
     wrapped = [line for n in notes for line in textwrap.wrap(n, 110, subsequent_indent="   ")]
     return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:], "", *wrapped])

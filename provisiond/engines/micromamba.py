@@ -17,6 +17,7 @@ micromamba cannot install into one directory for use at another, so it builds in
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -388,7 +389,8 @@ class MicromambaEngine:
         urls = [self.credentials.attach(p.url) for p in lock.packages]
         explicit.write_text(explicit_file(lock, self.credentials.attach))
         pkgs = self.settings.paths.pkgs
-        if shared := share(pkgs, lock.packages, "micromamba"):  # what rattler extracted: no second download
+        # What rattler extracted is hardlinked where micromamba looks: no second download.
+        if shared := await asyncio.to_thread(share, pkgs, lock.packages, "micromamba"):
             on_line(f"linked {len(shared)} packages from rattler's cache layout: {', '.join(shared)}")
         offline = all(is_cached(pkgs, p) for p in lock.packages)
         argv = self.install_argv(explicit, target_prefix, offline=offline)

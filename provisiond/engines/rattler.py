@@ -264,7 +264,8 @@ class RattlerEngine:
         # A lock read from a lockfile may still hold credentials: keep them, install from clean URLs.
         packages = [self._clean_package(p) for p in lock.packages]
         client, _gateway = self._network()
-        if shared := share(self.settings.paths.pkgs, lock.packages, "rattler"):  # what micromamba cached
+        # What micromamba cached is hardlinked where rattler looks: no second download.
+        if shared := await asyncio.to_thread(share, self.settings.paths.pkgs, lock.packages, "rattler"):
             on_line(f"linked {len(shared)} packages from micromamba's cache layout: {', '.join(shared)}")
         # Downloads are watched through the reporter; it costs rattler a Python call per event, so
         # only when something must be fetched or someone shows progress.

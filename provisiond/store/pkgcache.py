@@ -15,6 +15,7 @@ import errno
 import json
 import os
 import shutil
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,7 +115,7 @@ def repodata_record(package: Package) -> dict[str, object]:
 
 def _link_tree(source: Path, target: Path, record: Package | None) -> None:
     """Hardlink ``source``'s files into a new ``target`` (a copy across file systems), atomically."""
-    staging = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    staging = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     try:
         shutil.copytree(source, staging, symlinks=True, copy_function=_link_or_copy)
