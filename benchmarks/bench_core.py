@@ -268,8 +268,12 @@ def table(r: dict) -> str:
         m, ra, ms, rs = e["micromamba"], e["rattler"], es["micromamba"], es["rattler"]
         rows += [row(f"5 new env, micromamba engine ({e['packages']} pkgs) vs raw `micromamba create`",
                      m["new_env_ms"], m["raw_create_ms"], 1.2),
+                 row("  same, micromamba engine, micromamba_install = rattler",
+                     e["micromamba+rattler"]["new_env_ms"], e["micromamba+rattler"]["raw_create_ms"], 1.2),
                  row("  same, rattler engine (info)", ra["new_env_ms"], ra["raw_create_ms"], 1.2),
                  row("  one leaf and its dependencies, micromamba engine", ms["new_env_ms"], ms["raw_create_ms"], 1.2),
+                 row("  one leaf and its dependencies, micromamba_install = rattler",
+                     es["micromamba+rattler"]["new_env_ms"], es["micromamba+rattler"]["raw_create_ms"], 1.2),
                  row("  one leaf and its dependencies, rattler engine (info)", rs["new_env_ms"], rs["raw_create_ms"],
                      1.2),
                  row("6 re-solve after edit, micromamba engine vs raw `create --dry-run`", m["resolve_ms"],

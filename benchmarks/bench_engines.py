@@ -20,12 +20,15 @@ from provisiond.testing.micromamba import find_test_micromamba
 
 
 class EngineDaemon(BenchDaemon):
-    def __init__(self, work: Path, engine: str, micromamba: Path | None) -> None:
-        super().__init__(work, work / f"{engine[0]}.sock", home=f"home-{engine}")
-        self.log = self.fixed_log = work / f"daemon-{engine}.log"
+    def __init__(self, work: Path, variant: str, micromamba: Path | None) -> None:
+        super().__init__(work, work / f"{variant[0]}{len(variant)}.sock", home=f"home-{variant}")
+        self.log = self.fixed_log = work / f"daemon-{variant}.log"
+        engine, _, linker = variant.partition("+")
         self.args = ["--engine", engine]
         if micromamba is not None:
             self.base_env["PROVISIOND_MICROMAMBA_PATH"] = str(micromamba)
+        if linker:
+            self.base_env["PROVISIOND_MICROMAMBA_INSTALL"] = linker
 
     def warm_project(self, project: Path) -> tuple[float, dict]:
         name = self.client.post("/v1/projects", {"path": str(project), "warm": False, "allow": True})["name"]
@@ -59,7 +62,7 @@ def bench_engines(ws: Path, channel: Path, pkgs: list[Pkg], reps: int, *, small:
     leaves = [p.name for p in pkgs if not any(p.name == dep.split()[0] for q in pkgs for dep in q.depends)]
     out: dict = {"packages": "one leaf and its dependencies" if small else len(names) - 1}
     raw_home: Path | None = None  # the micromamba engine's store: its caches are warm in micromamba's layout
-    for engine in ("micromamba", "rattler"):
+    for engine in ("micromamba", "micromamba+rattler", "rattler"):  # + : micromamba_install = rattler
         with EngineDaemon(ws / ("small" if small else "full"), engine, mm) as d:
             raw_home = raw_home or d.home
             d.start()

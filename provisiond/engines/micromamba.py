@@ -180,6 +180,14 @@ class MicromambaEngine:
         # Detected again (another `info --json`) when a driver update or a glibc upgrade may have
         # changed them: engines/virtual.py.
         self._virtual = VirtualPackages(_virtual_of(info), lambda: _virtual_of(self._probe_info()))
+        self._linker: Any = None
+        if settings.micromamba_install == "rattler":  # link with rattler's installer, in process
+            from provisiond.engines.rattler import RattlerEngine
+
+            self._linker = RattlerEngine(settings, environ)
+            self._linker.credentials = self.credentials  # one map: what a solve remembers, an install uses
+            self._linker._generation = -1  # its HTTP client is rebuilt with those on first use
+            self.builds_in_place = False  # rattler installs elsewhere for use at the final path
 
     # -- start-up probes (sync: they run once, before the daemon serves) ---------------------
 
@@ -375,6 +383,10 @@ class MicromambaEngine:
 
     async def install(self, lock: Lock, build_dir: Path, target_prefix: Path, on_line: OnLine,
                       progress: BuildProgress | None = None) -> None:
+        if self._linker is not None:  # micromamba_install = "rattler": no second micromamba process
+            on_line("linking with rattler's installer (micromamba_install = rattler)")
+            await self._linker.install(lock, build_dir, target_prefix, on_line, progress)
+            return
         if target_prefix.exists() and any(target_prefix.iterdir()):
             # `create -y` would delete whatever is there (contract §2.2): never let it.
             raise EngineError(f"{target_prefix} already exists and is not empty; micromamba would replace it",

@@ -49,8 +49,8 @@ def channels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def settings_for(home: Path, engine: str) -> Settings:
-    values = {"home": str(home), "socket": "/tmp/pvd-unused.sock", "engine": engine}
+def settings_for(home: Path, engine: str, **extra: str) -> Settings:
+    values = {"home": str(home), "socket": "/tmp/pvd-unused.sock", "engine": engine, **extra}
     if engine == "micromamba":
         if MICROMAMBA is None:
             pytest.skip(MISSING)
@@ -58,11 +58,11 @@ def settings_for(home: Path, engine: str) -> Settings:
     return load_settings(values, environ={}, config_file=home.parent / "none.toml")
 
 
-def engine_on(home: Path, name: str) -> Engine:
+def engine_on(home: Path, name: str, **extra: str) -> Engine:
     """A real engine on the store at ``home`` (micromamba's HOME is a temp dir: environments.txt)."""
     user = home.parent / "user-home"
     user.mkdir(parents=True, exist_ok=True)
-    engine = engine_for(settings_for(home, name), {**os.environ, "HOME": str(user)})
+    engine = engine_for(settings_for(home, name, **extra), {**os.environ, "HOME": str(user)})
     assert engine.name == name
     return engine
 

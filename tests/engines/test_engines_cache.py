@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from provisiond.daemon.builder import Builder
 from provisiond.domain.lock import Lock
 from provisiond.domain.spec import parse_spec
 from provisiond.engines._micromamba_output import is_cached
@@ -131,3 +132,20 @@ async def test_gc_sees_packages_of_both_layouts_and_never_the_bookkeeping(
     await install(engines["micromamba"], lock, tmp_path / "m")  # fetched again, and it works
     assert len(gets) == 6 and hello(tmp_path / "m").startswith("Hello 2.0")
     assert os.path.isdir(tmp_path / "m" / "conda-meta")
+
+
+async def test_micromamba_solve_linked_by_rattler_is_one_micromamba_process(
+        served: tuple[str, list[str]], tmp_path: Path) -> None:
+    """micromamba_install = rattler: micromamba solves, rattler's installer links in process, at the
+    final path through the store's usual build dir and rename; credentials from the solve are used."""
+    url, gets = served
+    engine = engine_on(tmp_path / "home", "micromamba", micromamba_install="rattler")
+    assert engine.builds_in_place is False
+    lock = await solve(engine, url)
+    settings = engine.settings  # type: ignore[attr-defined]
+    with Store.open(settings.paths) as store:
+        prefix = await Builder(store, engine, settings).ensure(lock)
+    assert hello(prefix).startswith("Hello 2.0") and len(gets) == 3
+    log = "\n".join(p.read_text() for p in (tmp_path / "home" / "logs").glob("*.log"))
+    assert "linking with rattler's installer" in log and "micromamba create --json" not in log
+    assert not list((tmp_path / "home" / "pkgs").glob("http"))  # micromamba fetched no package
