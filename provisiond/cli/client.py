@@ -33,9 +33,13 @@ class Client:
             sock.connect(self.socket_path)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             sock.close()
+            import os
+
+            from provisiond.config.units import down_hint
+
             raise DaemonUnavailableError(
                 f"provisiond is not running (cannot connect to {self.socket_path}: {exc.strerror})",
-                hint="start it with: scripts/run   (or: provisiond &)",
+                hint=down_hint(self.socket_path, os.environ),
             ) from None
         except OSError as exc:  # not a socket, a file in the way, no permission, a path too long
             sock.close()

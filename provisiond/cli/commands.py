@@ -94,6 +94,8 @@ def cmd_create(args: argparse.Namespace) -> Result:
 
     client, tty = _client(args), _shows_progress(args)
     body = {"file": str(Path(args.file).resolve()), "name": args.name, "update": args.update, "progress": bool(tty)}
+    if args.environment is not None:
+        body["environment"] = args.environment
     if tty is None:
         return client.post("/v1/envs", body)
     return with_progress(client, args.name, lambda: client.post("/v1/envs", body), tty=tty,
@@ -186,12 +188,14 @@ def cmd_gc(args: argparse.Namespace) -> Result:
 def cmd_daemon(args: argparse.Namespace) -> Result:
     import shutil
 
+    from provisiond.config.units import unit_dir
     from provisiond.daemon.systemd import install_units
 
     exe = shutil.which("provisiond") or str(Path(sys.executable).with_name("provisiond"))
-    directory = Path(args.dir).expanduser() if args.dir else \
-        Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "systemd" / "user"
-    return {"units": [str(p) for p in install_units(exe, directory)], "exe": exe}
+    directory = Path(args.dir).expanduser() if args.dir else Path(unit_dir(os.environ))
+    socket = str(args.settings.paths.socket)  # the one provisionctl uses: the units listen there
+    return {"units": [str(p) for p in install_units(exe, directory, socket, os.environ)], "exe": exe,
+            "socket": socket}
 
 
 def _shell(args: argparse.Namespace) -> str:
@@ -238,8 +242,16 @@ def cmd_activate(args: argparse.Namespace) -> Result:
         script = activation.read_project_activation(paths, view["source"], shell)
         if script is not None:
             return {"script": script}
+    directory = activation.name_activation_dir(paths, view["name"])
+    if directory is not None and activation.target_of_name(paths, view["name"]) == (view["env_key"], view["prefix"]):
+        try:  # what the fast path prints (cli/entry.py): the name's script, with its `variables:`
+            return {"script": (directory / f"activate.{shell}").read_text(encoding="utf-8")}
+        except FileNotFoundError:
+            pass  # a store from before these files: rendered here
     facts = activation.load_env_facts(paths, view["env_key"], view["prefix"])
-    return {"script": activation.render_activation(activation.Activation(name=view["name"], facts=facts), shell)}
+    variables = activation.name_variables(paths, view["name"])  # a file env's `variables:`, as `run` exports them
+    act = activation.Activation(name=view["name"], facts=facts, variables=variables, prompt=args.settings.changeps1)
+    return {"script": activation.render_activation(act, shell)}
 
 
 def cmd_deactivate(args: argparse.Namespace) -> Result:
@@ -273,12 +285,6 @@ def cmd_doctor(args: argparse.Namespace) -> Result:
     return doctor(args.settings.paths, repair=args.repair)
 
 
-def cmd_check(args: argparse.Namespace) -> Result:
-    from provisiond.domain.spec import load_spec  # ruamel + rattler: only this command pays for them
-
-    return load_spec(args.file).to_wire()
-
-
 # -- argv --------------------------------------------------------------------------------------
 
 def args_watch(p: argparse.ArgumentParser) -> None:
@@ -299,6 +305,7 @@ def args_create(p: argparse.ArgumentParser) -> None:
                    help="environment.yml, an @EXPLICIT file, conda-lock.yml or pixi.lock")
     p.add_argument("-n", "--name", help="env name (default: the file's name:)")
     p.add_argument("--update", action="store_true", help="re-solve even if a cached solve exists")
+    p.add_argument("-e", "--environment", metavar="E", help="the environment of a pixi.lock (default: 'default')")
 
 
 def args_warm(p: argparse.ArgumentParser) -> None:
@@ -367,10 +374,6 @@ def args_unbundle(p: argparse.ArgumentParser) -> None:
                         "path the bundle was built for")
 
 
-def args_check(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", metavar="FILE")
-
-
 def args_doctor(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repair", action="store_true",
                    help="fix what it found: move a broken state.db aside and rebuild it from the envs, "
@@ -430,11 +433,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "unbundle": (_HERE, "restore a bundle into the store at the path it was built for"),
     "doctor": (_HERE, "check the store without the daemon (registry, envs, leftovers); --repair rebuilds "
                            "a broken registry from the disk (stop the daemon first)"),
-    "check": (_HERE, "validate an environment file without the daemon (exit 65 on error)"),
+    "check": ("provisiond.cli.check", "validate an environment file or a lockfile without the daemon "
+                                      "(exit 65 on error)"),
     "hook": (_HERE, "print the shell hook: eval \"$(provisionctl hook bash)\" in ~/.bashrc (zsh, fish too)"),
     "activate": (_HERE, "print an activation script: eval \"$(provisionctl activate NAME|PATH)\""),
     "deactivate": (_HERE, "print the script that undoes the active activation: "
                                    "eval \"$(provisionctl deactivate)\""),
+    "kernels": ("provisiond.cli.jupyter", "list the Jupyter kernelspecs written for envs holding ipykernel"),
+    "sbom": ("provisiond.cli.sbom", "write an SBOM of an env: CycloneDX (default) or SPDX JSON, with purls, hashes "
+                                    "and licenses"),
+    "audit": ("provisiond.cli.audit", "match the packages of live envs against an OSV vulnerability database "
+                                      "(--fail-on SEVERITY: exit 1 when a finding reaches it)"),
 }
 
 
@@ -466,7 +475,8 @@ def parser(command: str | None = None) -> argparse.ArgumentParser:
         description="Control provisiond: register projects, build and inspect conda environments.",
         epilog="Examples:\n  provisionctl watch ~/work/nlp\n  provisionctl warm nlp-exp\n"
                "  provisionctl create -f other/environment.yml -n tools\n  provisionctl list --json\n\n"
-               "Exit codes: 0 ok, 1 doctor found problems, 65 bad environment file, 66 no such env, "
+               "Exit codes: 0 ok, 1 doctor found problems or an audit finding reached --fail-on, "
+               "65 bad environment file, 66 no such env, "
                "69 daemon not running, 70 engine failure, 78 bad configuration or registry.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -510,5 +520,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(json.dumps(result, indent=2) if args.json else (custom or partial(render, args.command))(result))
     if args.command == "doctor" and not result["ok"]:
         return 1  # like fsck: problems remain
-    return 0
+    status = getattr(_module(args.command), f"exit_{args.command}", None)  # a result that is a failure
+    return status(result) if status is not None else 0
 

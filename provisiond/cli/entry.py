@@ -1,7 +1,8 @@
 """provisionctl's entry point, with fast paths for what shells and scripts call all the time.
 
 - ``warm NAME`` of a ready env: one request on a raw ``_socket``; the daemon sends the prefix as text.
-- ``activate PATH`` of a ready project: its pre-rendered script, read from the per-user state dir.
+- ``activate PATH`` of a ready project: its pre-rendered script, read from the per-user state dir;
+  ``activate NAME``: the name's script in the store (a project's name: the project's script).
 - ``run NAME -- CMD`` of a ready env: a lease, then exec through the store's ``activate.sh``.
 - ``watch --if-allowed DIR``: the shell hook's one call when it enters a project with no env.
 
@@ -74,7 +75,7 @@ def _exec_sourcing(script: str, command: list[str]) -> None:
 
 
 def _fast_activate(argv: list[str]) -> int | None:
-    """Handle ``[--socket S | --home H] activate PATH [--shell S]`` for a project that is ready."""
+    """Handle ``[--socket S | --home H] activate NAME|PATH [--shell S]`` of a ready env or project."""
     flags: dict[str, str] = {}
     while len(argv) >= 2 and argv[0] in ("--socket", "--home"):
         flags[argv[0][2:]] = argv[1]
@@ -82,23 +83,65 @@ def _fast_activate(argv: list[str]) -> int | None:
     shell = os.path.basename(os.environ.get("SHELL", ""))
     if len(argv) == 4 and argv[2] == "--shell":
         shell, argv = argv[3], argv[:2]
-    if len(argv) != 2 or argv[0] != "activate" or ("/" not in argv[1] and argv[1] not in (".", "..")):
+    if len(argv) != 2 or argv[0] != "activate" or not argv[1] or argv[1].startswith("-") or "\0" in argv[1]:
         return None
     shell = shell if shell in ("bash", "zsh", "fish", "sh", "json") else "sh"
+    target = argv[1]
     from provisiond.config.locations import Sources
 
+    sources = Sources(flags, os.environ)
+    if "/" in target or target in (".", "..") or (os.path.exists(target) and not target.isidentifier()):
+        directory = _project_dir(target)  # as cli.commands tells a path from a name
+        if directory is None:
+            return None
+    else:
+        directory = None
+        try:
+            home = sources.home()
+        except Exception:
+            return None
+        env = _name_target(home, target)
+        if env is None:
+            return None  # unknown, not built, or its env is gone: cli.main asks the daemon
+        names = layout.name_dir(home, target)
+        try:
+            with open(os.path.join(names, layout.NAME_PROJECT), encoding="utf-8") as f:
+                directory = f.read().rstrip("\n") or None
+        except FileNotFoundError:
+            pass
+        except (OSError, UnicodeDecodeError):
+            return None
+        if directory is None:
+            return _print_file(os.path.join(names, f"activate.{shell}"))
     try:
-        state = Sources(flags, os.environ).state()
+        state = sources.state()
     except Exception:
         return None
-    directory = _project_dir(argv[1])
-    if directory is None:
-        return None
+    return _print_file(f"{layout.project_dir(state, directory)}/activate.{shell}")  # not built: cli.main warms it
+
+
+def _name_target(home: str, name: str) -> tuple[str, str] | None:
+    """(env_key, prefix) of a name whose env is published (its marker is there), else None."""
+    target = {}
     try:
-        with open(f"{layout.project_dir(state, directory)}/activate.{shell}", encoding="utf-8") as f:
+        with open(os.path.join(layout.name_dir(home, name), layout.NAME_TARGET), encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.rstrip("\n").partition("=")
+                target[key] = value
+    except (OSError, UnicodeDecodeError):
+        return None
+    env_key, prefix = target.get("env_key", ""), target.get("prefix", "")
+    if not env_key or not os.path.isfile(os.path.join(prefix, layout.MARKER)):
+        return None
+    return env_key, prefix
+
+
+def _print_file(path: str) -> int | None:
+    try:
+        with open(path, encoding="utf-8") as f:
             sys.stdout.write(f.read())
-    except OSError:
-        return None  # not built yet: cli.main warms it
+    except (OSError, UnicodeDecodeError):
+        return None
     return 0
 
 

@@ -83,6 +83,24 @@ def render_doctor(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _setting_sources(settings: Result) -> list[str]:
+    """One line per setting that is not at its default: its value and where it came from
+    (a flag, the environment, config.toml, a .condarc file)."""
+    lines = []
+    for key, source in sorted(settings.get("sources", {}).items()):
+        value = settings.get(key, "")
+        if isinstance(value, list):
+            value = ", ".join(value) or "(none)"
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items()) or "(none)"
+        elif isinstance(value, bool):
+            value = str(value).lower()
+        lines.append(f"  {key}: {value} (from {source})")
+    if settings.get("offline"):
+        lines.append("  offline: solving from cached repodata, installing cached packages only")
+    return lines
+
+
 def render(command: str, result: Result) -> str:
     if command == "warm":
         return result.get("prefix") or render_env(result)
@@ -101,6 +119,7 @@ def render(command: str, result: Result) -> str:
         if "settings" in result:
             lines.append(f"config: {result['settings']['config_file'] or 'none'}; "
                          f"log: {result['settings']['log_file'] or 'stderr'}")
+            lines += _setting_sources(result["settings"])
         lines += [f"building: {b['name'] or b['env_key'][:16]} (build {b['id']})" for b in result["builds_running"]]
         lines += [f"failed: {f['name']}: {f['error']}" for f in result["failed"]]
         return "\n".join(lines)
@@ -120,7 +139,7 @@ def render(command: str, result: Result) -> str:
         lines += [f"kept env {k['env_key'][:16]}: {k['reason']}" for k in result["kept"]]
         return "\n".join([*lines, f"{verb} {_human(result['freed_bytes'])}"])
     if command == "daemon":
-        return "\n".join([*(f"wrote {u}" for u in result["units"]),
+        return "\n".join([*(f"wrote {u}" for u in result["units"]), f"socket: {result.get('socket')}",
                           "enable with: systemctl --user daemon-reload && "
                           "systemctl --user enable --now provisiond.socket"])
     if command == "log":

@@ -13,7 +13,8 @@ Store (``PROVISIOND_HOME``)::
     locks/<env_key>.json            the lock of each published env
     logs/build-<id>.log             build logs
     activation/<env_key>/           an env's activation (no secrets)
-    activation/names/<name>/        a name's activation: activate.sh, activate.json, then NAME_TARGET
+    activation/names/<name>/        a name's activation: activate.{sh,bash,zsh,fish,json}, NAME_PROJECT
+                                    (a project's dir), then NAME_TARGET
     leases/<env_key>.<pid>          a live process uses the env
     state.db, daemon.lock           the registry, and the flock of the daemon serving the store
 
@@ -41,6 +42,8 @@ DAEMON_LOCK = "daemon.lock"
 MARKER = ".provisiond-complete.json"
 NAMES = "names"
 NAME_TARGET = "env"  # "env_key=…\nprefix=…\n", read first by cold-start with shell builtins
+# A project's name: its directory, whose activation (with .env values) `activate NAME` prints.
+NAME_PROJECT = "project"
 
 PROJECTS = "projects"
 # The leaf under a mirrored project path: a name no real project nests its own project under.

@@ -24,10 +24,15 @@ SPEC_FILES = ("environment.yml", "environment.yaml")
 MAX_SOCKET_PATH = 100
 KEYS = ("home", "socket", "state", "engine", "micromamba_path", "micromamba_install", "max_builds", "solve_ttl",
         "channel_alias",
+        "default_channels",
         "watch_debounce_ms", "watch_step_ms", "gc_days", "cache_budget_bytes", "trusted_prefixes",
         "log_file",
         "max_connections", "read_timeout", "keep_builds", "keep_solves", "keep_solves_days",
-        "connect_timeout", "fetch_timeout", "solve_timeout")
+        "connect_timeout", "fetch_timeout", "solve_timeout", "changeps1",
+        # conda's keys (.condarc maps onto them: config/condarc.py), and whether to read .condarc at all
+        "channels", "default_channels", "custom_channels", "channel_priority", "pkgs_dirs", "ssl_verify",
+        "proxy_servers", "offline", "conda_config", "environments_txt",
+        "kernels", "jupyter_data_dir", "audit_db")
 
 
 def _user_dir(environ: Mapping[str, str], xdg: str, fallback: str, kind: str) -> str:

@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import TextIO, TypeVar
 
 from provisiond.config.settings import Settings
-from provisiond.domain.errors import ProvisionError, ShuttingDownError
+from provisiond.domain.errors import OfflineError, ProvisionError, ShuttingDownError
 from provisiond.domain.events import BuildEvents
 from provisiond.domain.lock import Lock
 from provisiond.domain.urls import mask
 from provisiond.engines.base import Engine
 from provisiond.engines.pip import find_uv, install_pip
 from provisiond.shell import activation
-from provisiond.store import retention
+from provisiond.store import retention, shared_cache
 from provisiond.store.durable import finish_in_thread
 from provisiond.store.store import Store
 
@@ -113,6 +113,24 @@ class Builder:
         self.settings = settings
         self._slots.resize(settings.max_builds)
 
+    async def _seed_cache(self, lock: Lock, on_line: Callable[[str], None]) -> None:
+        """Link packages from conda's, mamba's or pixi's caches (``pkgs_dirs``) into ours; offline,
+        refuse a build that would have to download (store/shared_cache.py)."""
+        settings = self.settings
+        if not settings.pkgs_dirs and not settings.offline:
+            return
+        seeded = await asyncio.to_thread(shared_cache.seed, settings.paths.pkgs, settings.pkgs_dirs, lock.packages,
+                                         offline=settings.offline)
+        for dist, cache in sorted(seeded.linked.items()):
+            on_line(f"linked {dist} from {cache}")
+        if settings.offline and seeded.missing:
+            shown = ", ".join(seeded.missing[:5]) + (f" and {len(seeded.missing) - 5} more" if len(seeded.missing) > 5
+                                                     else "")
+            verb = "is" if len(seeded.missing) == 1 else "are"
+            raise OfflineError(f"offline: {shown} {verb} in no package cache",
+                               hint="connect and set offline = false (or start provisiond without --offline); "
+                                    f"caches searched: ours and {', '.join(settings.pkgs_dirs) or 'no other'}")
+
     @property
     def busy(self) -> set[str]:
         """env_keys being built right now (gc and remove must leave them alone)."""
@@ -186,6 +204,7 @@ class Builder:
                 on_line(f"build {build.id}: env {env_key} ({len(lock.packages)} packages, engine {self.engine.name})")
                 if in_place:  # a leftover without the marker is garbage; `create -y` must not meet it
                     await asyncio.to_thread(self.store.discard_in_place, target)
+                await self._seed_cache(lock, on_line)
                 # rattler installs into its first argument; micromamba uses it for scratch files only.
                 install_dir = target if in_place and not self.engine.builds_in_place else build_dir
                 # Per-package events cost rattler a Python call each (~10% of a warm-cache

@@ -6,10 +6,15 @@ section reached then (``trust.reached_files``, the files the trust fingerprint c
 that warm off the loop) and of a project's ``.env``. While that signature, the env, its activation
 files and the solve's age hold, nothing needs to run; anything else takes the full warm, which
 parses, checks trust and solves.
+
+Signatures are kept in the registry (``fresh``) under a context (the engine, the platform and the
+settings), so a restart checks every project with ``stat()`` alone; a changed engine or setting
+makes them all stale, and the first warm of each takes the full path again.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -35,23 +40,30 @@ def spec_file_of(directory: Path) -> Path:
 class Freshness:
     """Signatures of the last good warm of each name, and the questions they answer."""
 
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Store, settings: Settings, context: str = "") -> None:
         self.store = store
         self.settings = settings  # replaced on SIGHUP (solve_ttl)
-        # name -> (inputs signature, env_key, spec_key) of its last good warm.
-        self._fresh: dict[str, tuple[tuple[Any, ...], str, str]] = {}
+        self.context = context  # what else decides a solve (engine, settings): rows of another are stale
+        # name -> (inputs signature as JSON, env_key, spec_key) of its last good warm.
+        self._fresh: dict[str, tuple[str, str, str]] = {}
         # name -> the files its pip section reached at its last good warm (trust.reached_files,
         # computed then, off the loop): the fast path only stat()s them, it never parses again.
         self._files: dict[str, tuple[str, ...]] = {}
+        for row in store.fresh_rows(context):  # one query: a restart re-parses nothing unchanged
+            self._fresh[row["name"]] = (row["signature"], row["env_key"], row["spec_key"])
+            self._files[row["name"]] = tuple(json.loads(row["files"]))
 
     def remember(self, name: str, signature: tuple[Any, ...], env_key: str, spec_key: str,
                  files: tuple[str, ...]) -> None:
-        self._fresh[name] = (signature, env_key, spec_key)
+        encoded = _encode(signature)
+        self._fresh[name] = (encoded, env_key, spec_key)
         self._files[name] = files
+        self.store.record_fresh(name, self.context, encoded, env_key, spec_key, files)
 
     def forget(self, name: str) -> None:
         self._fresh.pop(name, None)
         self._files.pop(name, None)
+        self.store.forget_fresh(name)
 
     def signature(self, record: NameRecord) -> tuple[Any, ...]:
         """stat() of the spec file, every file its pip section reached at the last good warm (the
@@ -99,7 +111,7 @@ class Freshness:
         if fresh is None or record.status != "ready" or record.env_key != fresh[1]:
             return False
         signature = self.signature(record)
-        if not signature or signature != fresh[0] or self.store.find_env(fresh[1]) is None:
+        if not signature or _encode(signature) != fresh[0] or self.store.find_env(fresh[1]) is None:
             return False
         if not self._activation_written(record):
             return False  # a write failed or the files were removed: the full warm writes them again
@@ -126,3 +138,8 @@ class Freshness:
         if prefix is not None:
             self.store.touch_env(record.env_key)
         return str(prefix) if prefix else None
+
+
+def _encode(signature: tuple[Any, ...]) -> str:
+    """A signature as the registry keeps it (tuples become lists: compare encoded forms only)."""
+    return json.dumps(signature, separators=(",", ":"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,8 @@ class TrustGate:
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
         self.settings = settings  # replaced on SIGHUP: trusted_prefixes may change
+        # Called with a name when it becomes blocked (the lifecycle removes its Jupyter kernel).
+        self.on_block: Callable[[str], None] | None = None
 
     def fingerprint(self, spec: EnvSpec, path: str, kind: str) -> trust.Fingerprint:
         """A project's fingerprint (its ``.env`` names included), or a named env file's."""
@@ -119,6 +122,8 @@ class TrustGate:
         if record is not None:
             self.store.update_name(record.name, status="blocked", error=message)
             log.warning("%s", message)
+            if self.on_block is not None:
+                self.on_block(record.name)
         if record is None or record.kind == "project":
             activation.write_project_notice(self.settings.paths, path, key, message)
             activation.remove_project_activation(self.settings.paths, path)  # open shells deactivate

@@ -14,35 +14,43 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from provisiond.config.channels import effective_spec
 from provisiond.config.settings import Settings
 from provisiond.daemon import trust
 from provisiond.daemon.builder import Builder, shared
 from provisiond.daemon.freshness import Freshness, spec_file_of
 from provisiond.daemon.gate import TrustGate
+from provisiond.daemon.inputs import local_contents, lock_fingerprint, with_contents
+from provisiond.daemon.kernels import Kernels
 from provisiond.domain.errors import (
     BlockedError,
+    EngineError,
     EnvNotFoundError,
+    OfflineError,
     ProvisionError,
     ShuttingDownError,
+    SolveError,
     SpecError,
 )
-from provisiond.domain.lock import Lock
+from provisiond.domain.lock import Lock, LockFormatError
 from provisiond.domain.lockfiles import load_lockfile
 from provisiond.domain.spec import EnvSpec, read_spec, spec_key
 from provisiond.domain.urls import mask
 from provisiond.engines.base import Engine
 from provisiond.engines.pip import find_uv, inputs_key, resolve_pip, resolver_settings
 from provisiond.shell import activation
-from provisiond.store import gc
+from provisiond.store import conda_envs, gc
 from provisiond.store.registry import NameRecord
 from provisiond.store.store import Store
 
@@ -62,7 +70,9 @@ class Lifecycle:
         self._background: dict[str, asyncio.Task[Any]] = {}
         self._again: set[str] = set()
         self._specs: dict[str, EnvSpec] = {}
-        self.fresh = Freshness(store, settings)
+        self.fresh = Freshness(store, settings, _context(engine, settings))
+        self.kernels = Kernels(store, settings)  # Jupyter kernelspecs follow the names (kernels.py)
+        gate.on_block = self.kernels.withdraw  # nothing of a blocked project runs, its kernel neither
         self._generation: dict[str, int] = {}
         self._newest: dict[str, tuple[int, asyncio.Task[None]]] = {}
         self._pins: Counter[str] = Counter()  # env_keys a warm has published but not yet named
@@ -74,6 +84,7 @@ class Lifecycle:
         self.settings = settings
         self.fresh.settings = settings
         self.builder.apply(settings)
+        self.kernels.apply(settings)
 
     async def close(self) -> None:
         """Cancel background work and wait for it; names being built keep their previous state."""
@@ -93,22 +104,33 @@ class Lifecycle:
         flight must not commit under a name that comes back)."""
         self._specs.pop(name, None)
         self.fresh.forget(name)
+        self.kernels.withdraw(name)
         newest = self._newest.get(name)
         if newest is not None and newest[1].done():
             del self._newest[name]
 
     # -- solving ------------------------------------------------------------------------------
 
-    def spec_key(self, spec: EnvSpec) -> str:
-        """The solve-cache key: the spec plus everything of this daemon that changes its answer."""
+    def spec_key(self, spec: EnvSpec, contents: Mapping[str, str] | None = None) -> str:
+        """The solve-cache key: the spec plus everything of this daemon that changes its answer.
+
+        ``contents``: the digests of the local projects the pip section installs (``inputs.local_contents``),
+        so that editing one re-resolves and makes a new env.
+        """
+        spec = effective_spec(spec, self.settings)  # .condarc's channels (config/channels.py)
         engine = self.engine
         key = spec_key(spec, engine.platform, engine.virtual_packages(), channels=engine.channel_urls(spec),
                        engine=engine.version(), pip=resolver_settings() if spec.pip else ())
+        if contents:
+            key = hashlib.sha256(f"{key}\0{json.dumps(sorted(contents.items()))}".encode()).hexdigest()
         return inputs_key(spec, key) if spec.pip else key  # an edited -r file must re-resolve
 
-    async def resolve(self, spec: EnvSpec, *, update: bool = False) -> Lock:
+    async def resolve(self, spec: EnvSpec, *, update: bool = False, contents: Mapping[str, str] | None = None) -> Lock:
         """The spec's lock: from the solve cache unless expired or ``update``; one solve per spec_key."""
-        key = self.spec_key(spec)
+        spec = effective_spec(spec, self.settings)
+        if contents is None:
+            contents = (await asyncio.to_thread(local_contents, spec))[0] if spec.pip else {}
+        key = self.spec_key(spec, contents)
         if not update:
             cached = self.store.cached_lock(key, self.settings.solve_ttl)
             if cached is not None:
@@ -118,19 +140,26 @@ class Lifecycle:
             if self._closing:
                 raise ShuttingDownError("provisiond is shutting down: no new solves",
                                         hint="run the command again once provisiond is back")
-            task = asyncio.create_task(self._solve(key, spec, update))
+            task = asyncio.create_task(self._solve(key, spec, update, contents))
             self._solves[key] = task
             task.add_done_callback(lambda _t: self._solves.pop(key, None))
         return await shared(task)
 
-    async def _solve(self, key: str, spec: EnvSpec, update: bool) -> Lock:
+    async def _solve(self, key: str, spec: EnvSpec, update: bool, contents: Mapping[str, str]) -> Lock:
         started = time.perf_counter()
         # Repodata older than the solve TTL is checked again: a channel's new versions show up.
-        lock = await self.engine.solve(spec, refresh=update, max_age=self.settings.solve_ttl)
+        try:
+            lock = await self.engine.solve(spec, refresh=update, max_age=self.settings.solve_ttl)
+        except (EngineError, SolveError) as exc:
+            if not self.settings.offline or isinstance(exc, OfflineError):
+                raise
+            raise OfflineError(f"offline, with cached repodata only: {exc.message}",
+                               hint="connect and set offline = false (or start provisiond without --offline)") from exc
         if spec.pip:
             lock = await resolve_pip(spec, lock, uv=find_uv(), cache_dir=self.settings.paths.uv_cache,
                                      virtual_packages=self.engine.virtual_packages(), refresh=update,
                                      on_line=lambda line: log.debug("pip: %s", mask(line)))
+            lock = with_contents(lock, contents)
         self.store.cache_lock(key, lock)
         log.info("solved %s: %d packages in %.1f ms (env %s)", spec.source or "spec", len(lock.packages),
                  (time.perf_counter() - started) * 1000, lock.env_key[:16])
@@ -151,10 +180,9 @@ class Lifecycle:
         await self._newest_of(record.name,
                               lambda generation: self._build(record, generation, _ready(lock), recheck=recheck))
 
-    @staticmethod
-    def _lock_recheck(record: NameRecord, lock: Lock) -> tuple[Callable[[], trust.Fingerprint], str]:
+    def _lock_recheck(self, record: NameRecord, lock: Lock) -> tuple[Callable[[], trust.Fingerprint], str]:
         source = record.source or ""
-        return partial(trust.lock_fingerprint, lock, source), Path(source).name
+        return partial(lock_fingerprint, Path(source), self.engine.platform, lock), Path(source).name
 
     async def _newest_of(self, name: str, start: Callable[[int], Coroutine[Any, Any, None]]) -> None:
         """Run ``start(generation)`` as the name's newest warm (the one path that takes a generation)
@@ -201,24 +229,36 @@ class Lifecycle:
         fingerprint = partial(self.gate.fingerprint, spec, record.source or "", record.kind)
         allowed = await asyncio.to_thread(fingerprint)
         self.gate.check(record, allowed, spec_file.name)
-        await self._build(record, generation, lambda: self.resolve(spec, update=update), spec=spec,
-                          signature=(signature, allowed.files), recheck=(fingerprint, spec_file.name))
+        # Local pip projects (`./mypkg`, `-e .`) are keyed by content; their files join the fast path's stat()s.
+        contents, covered = await asyncio.to_thread(local_contents, spec) if spec.pip else ({}, ())
+        files = tuple(dict.fromkeys((*allowed.files, *covered)))
+        await self._build(record, generation, lambda: self.resolve(spec, update=update, contents=contents), spec=spec,
+                          signature=(signature, files), recheck=(fingerprint, spec_file.name), contents=contents)
 
     async def _warm_snapshot(self, record: NameRecord, generation: int) -> None:
         """Clones and lockfile envs: re-read the lockfile if it is still there, else rebuild from our lock."""
         if record.kind == "lock" and record.source and Path(record.source).is_file():
-            lock = await asyncio.to_thread(load_lockfile, Path(record.source), self.engine.platform)
+            environment = self.lock_environment(record)
+            lock = await asyncio.to_thread(load_lockfile, Path(record.source), self.engine.platform, environment)
             recheck = self._lock_recheck(record, lock)
-            self.gate.check(record, recheck[0](), recheck[1])
+            self.gate.check(record, await asyncio.to_thread(recheck[0]), recheck[1])  # a pixi.lock: parsed again
             return await self._build(record, generation, _ready(lock), recheck=recheck)
         if record.env_key and self.store.find_env(record.env_key) is None:
             return await self._build(record, generation, _ready(self.store.read_lock(record.env_key)))
         if record.env_key:
             self.write_name_activation(record.name, record.env_key)  # a no-op unless missing or stale
 
+    def lock_environment(self, record: NameRecord) -> str | None:
+        """The pixi.lock environment a lockfile env was created from: its built Lock's meta keeps it."""
+        try:
+            return self.store.read_lock(record.env_key).meta.get("environment") if record.env_key else None
+        except (EnvNotFoundError, LockFormatError, OSError):
+            return None
+
     async def _build(self, record: NameRecord, generation: int, locked: Any, *, spec: EnvSpec | None = None,
                      signature: tuple[tuple[Any, ...], tuple[str, ...]] = ((), ()),
-                     recheck: tuple[Callable[[], trust.Fingerprint], str] | None = None) -> None:
+                     recheck: tuple[Callable[[], trust.Fingerprint], str] | None = None,
+                     contents: Mapping[str, str] | None = None) -> None:
         """Solve (``locked()``), build, and re-point the name, unless a newer warm came meanwhile.
 
         ``recheck``: how to fingerprint the content again, and its file's name. A deny or a new
@@ -237,7 +277,7 @@ class Lifecycle:
                     return
                 if fingerprint is not None and recheck is not None:
                     self.gate.check(record, fingerprint, recheck[1])
-                self._commit(record, lock, spec, signature)
+                self._commit(record, lock, spec, signature, contents)
         except BlockedError:
             raise  # the gate has set the name's state and notice
         except (asyncio.CancelledError, ShuttingDownError):
@@ -255,10 +295,10 @@ class Lifecycle:
             raise
 
     def _commit(self, record: NameRecord, lock: Lock, spec: EnvSpec | None,
-                signature: tuple[tuple[Any, ...], tuple[str, ...]]) -> None:
+                signature: tuple[tuple[Any, ...], tuple[str, ...]], contents: Mapping[str, str] | None) -> None:
         """Re-point the name at ``lock``'s published env, and write its activation."""
         name = record.name
-        key = self.spec_key(spec) if spec is not None else None
+        key = self.spec_key(spec, contents) if spec is not None else None
         self.store.update_name(name, status="ready", error=None, env_key=lock.env_key, spec_key=key)
         if spec is not None:
             self._specs[name] = spec
@@ -270,6 +310,7 @@ class Lifecycle:
         if record.kind == "project" and record.source:
             self._write_project_activation(self.store.get_name(name), spec)
             self.gate.clear(record.source)
+        conda_envs.sync(self.settings, self.store.list_names())  # ~/.conda/environments.txt
 
     def _keep_state(self, before: NameRecord) -> None:
         """A warm stopped by shutdown is not the name's failure: it keeps the state it had."""
@@ -373,8 +414,11 @@ class Lifecycle:
         """Remove unused envs not used for N days; prune the package cache to a budget (gc.py)."""
         days = self.settings.gc_days if older_than_days is None else older_than_days
         budget = self.settings.cache_budget_bytes if cache_budget_bytes is None else cache_budget_bytes
-        return await gc.collect(self.store, dry_run=dry_run, older_than_days=days, cache_budget_bytes=budget,
-                                in_use=self.in_use, pinned=self.builder.pinned_packages)
+        report = await gc.collect(self.store, dry_run=dry_run, older_than_days=days, cache_budget_bytes=budget,
+                                  in_use=self.in_use, pinned=self.builder.pinned_packages)
+        if not dry_run:
+            self.kernels.sync()  # a spec whose env went goes too
+        return report
 
     # -- activation (rendered when an env or a project changes; read by shells without us) -----
 
@@ -385,10 +429,12 @@ class Lifecycle:
             return
         try:
             if spec is None:  # .env edited, no spec in memory (e.g. after a restart): reuse the last render
-                activation.refresh_project_activation(self.settings.paths, record.source)
+                activation.refresh_project_activation(self.settings.paths, record.source,
+                                                      prompt=self.settings.changeps1)
             else:
                 activation.write_project_activation(self.settings.paths, record.source, record.name,
-                                                    record.env_key, prefix, spec.variables)
+                                                    record.env_key, prefix, spec.variables,
+                                                    prompt=self.settings.changeps1)
         except OSError as exc:
             log.error("cannot write the activation of project %s: %s", record.source, exc)
 
@@ -404,9 +450,18 @@ class Lifecycle:
         if variables is None:
             variables = activation.name_variables(paths, name) if record.kind == "clone" else ()
         try:
-            activation.write_name_activation(paths, name, env_key, prefix, variables)
+            activation.write_name_activation(paths, name, env_key, prefix, variables, prompt=self.settings.changeps1,
+                                             project=record.source if record.kind == "project" else None)
         except OSError as exc:  # the env is ready; the next warm writes it again
             log.error("cannot write the activation of env %r: %s", name, exc)
+        self.kernels.publish(name)  # the same kernel name, now pointing at this prefix
+
+
+def _context(engine: Engine, settings: Settings) -> str:
+    """What a persisted signature is valid under: the engine, its platform and the settings."""
+    text = json.dumps([engine.name, engine.version(), engine.platform, [str(v) for v in engine.virtual_packages()],
+                       settings.to_wire()], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _ready(lock: Lock) -> Any:

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 
 from provisiond import __version__
+from provisiond.config import condarc
 from provisiond.config.settings import Settings, load_settings
 from provisiond.domain.errors import ProvisionError
 
@@ -29,13 +30,15 @@ async def serve(settings: Settings, *, environ: Mapping[str, str] | None = None,
     from provisiond.daemon.api.app import make_app, serving
     from provisiond.daemon.provisioner import Provisioner
     from provisiond.daemon.reload import reload_on
-    from provisiond.daemon.watcher import ProjectWatcher
+    from provisiond.daemon.watcher import ProjectWatcher, prepare
     from provisiond.engines.choose import engine_for
-    from provisiond.store import retention
+    from provisiond.store import conda_envs, retention
     from provisiond.store.store import Store
 
     environ = os.environ if environ is None else environ
     inherited = systemd.listen_socket(environ)
+    if inherited is not None and (warning := systemd.check_inherited(inherited, settings.paths.socket)):
+        log.warning("%s", warning)
     loop = asyncio.get_running_loop()
     stop, hangup = asyncio.Event(), asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -45,15 +48,21 @@ async def serve(settings: Settings, *, environ: Mapping[str, str] | None = None,
     try:
         with Store.open(settings.paths) as store:
             retention.prune(store, settings, orphan_logs=True)
+            conda_envs.sync(settings, store.list_names())  # names removed or gone while we were down
             engine = engine_for(settings, environ)
             provisioner = Provisioner(store, engine, settings)
+            provisioner.lifecycle.kernels.sync()  # names removed, envs rebuilt or settings changed while down
             info = {"version": __version__, "engine": engine.name, "engine_version": engine.version(),
                     "platform": engine.platform, "store": str(settings.paths.home),
                     "socket": str(settings.paths.socket)}
             try:
+                await prepare()  # before the socket: the first requests must not wait for an import
                 async with serving(make_app(provisioner, info), settings.paths.socket, inherited):
                     log.info("provisiond %s listening on %s (store %s, engine %s)", __version__,
                              settings.paths.socket, settings.paths.home, info["engine_version"])
+                    if settings.offline:
+                        log.info("offline (%s): solving from cached repodata, installing cached packages only",
+                                 settings.sources.get("offline", "config"))
                     systemd.notify(f"READY=1\nSTATUS=serving {settings.paths.home}", environ)
                     watcher = ProjectWatcher(provisioner, debounce_ms=settings.watch_debounce_ms,
                                              step_ms=settings.watch_step_ms)
@@ -66,13 +75,12 @@ async def serve(settings: Settings, *, environ: Mapping[str, str] | None = None,
                     # (systemd's Restart=on-failure brings it back).
                     async with asyncio.TaskGroup() as tg:
                         tg.create_task(watcher.run(stop))
-                        reloads = tg.create_task(reload_on(
-                            hangup, settings, load or (lambda: load_settings(environ=environ)), apply))
-                        # Files may have changed while we were down: a warm of an unchanged
-                        # file is a cache lookup, so check every project.
-                        for record in store.list_names("project"):
-                            if record.status != "gone":
-                                provisioner.warm_in_background(record.name)
+                        tg.create_task(provisioner.auditor.watch(stop))  # re-audits when the OSV db changes
+                        reload = load or (lambda: load_settings(environ=environ, conda_layer=condarc.layer))
+                        reloads = tg.create_task(reload_on(hangup, settings, reload, apply))
+                        # Files may have changed while we were down: check every project,
+                        # yielding to requests between them.
+                        tg.create_task(provisioner.check_projects())
                         await stop.wait()
                         reloads.cancel()
                     log.info("shutting down")
@@ -87,6 +95,19 @@ async def serve(settings: Settings, *, environ: Mapping[str, str] | None = None,
             loop.remove_signal_handler(sig)
 
 
+def network_environ(settings: Settings, environ: dict[str, str] | os._Environ[str]) -> None:
+    """conda's ``proxy_servers`` and ``ssl_verify`` as the variables rattler's HTTP client and
+    micromamba read (``HTTPS_PROXY``, ``SSL_CERT_FILE``...), set before the engine starts."""
+    for scheme, url in settings.proxy_servers:
+        if scheme in ("http", "https", "all", "no"):
+            environ[f"{scheme}_proxy"] = environ[f"{scheme.upper()}_PROXY"] = url
+    if settings.ssl_verify not in ("true", "false"):
+        environ["SSL_CERT_FILE"] = environ["REQUESTS_CA_BUNDLE"] = settings.ssl_verify
+    elif settings.ssl_verify == "false":
+        log.warning("ssl_verify is false (%s), but provisiond always verifies certificates: "
+                    "give a CA bundle file instead", settings.sources.get("ssl_verify", "config"))
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="provisiond",
@@ -99,6 +120,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--socket", help="Unix socket path (env PROVISIOND_SOCKET)")
     p.add_argument("--engine", choices=("auto", "rattler", "micromamba"), help="engine (env PROVISIOND_ENGINE)")
     p.add_argument("--max-builds", type=int, help="builds allowed at once")
+    p.add_argument("--offline", action="store_true", default=None,
+                   help="solve from cached repodata and install from cached packages only (config: offline)")
     p.add_argument("--log-file", help="log to this file instead of stderr; SIGHUP reopens it "
                                       "(env PROVISIOND_LOG_FILE)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: engine output)")
@@ -137,14 +160,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.umask(0o077)
     configure_logging(args.verbose)
     overrides = {"home": args.home, "socket": args.socket, "engine": args.engine,
-                 "max_builds": args.max_builds, "log_file": args.log_file}
+                 "max_builds": args.max_builds, "log_file": args.log_file, "offline": args.offline}
     try:
-        settings = load_settings(overrides)
+        settings = load_settings(overrides, conda_layer=condarc.layer)
+        network_environ(settings, os.environ)
         if settings.log_file:
             from provisiond.daemon.logfile import log_to_file
 
             log_to_file(settings.log_file, [_MaskCredentials()])
-        asyncio.run(serve(settings, load=lambda: load_settings(overrides)))
+        asyncio.run(serve(settings, load=lambda: load_settings(overrides, conda_layer=condarc.layer)))
     except ProvisionError as exc:
         log.error("%s%s", exc.message, f"\nhint: {exc.hint}" if exc.hint else "")
         return exc.exit_code

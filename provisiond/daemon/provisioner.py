@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from provisiond.config.channels import effective_spec
 from provisiond.config.settings import Settings
-from provisiond.daemon import trust
+from provisiond.daemon.audit import Auditor
 from provisiond.daemon.gate import TrustGate, project_dir
+from provisiond.daemon.inputs import lock_fingerprint
 from provisiond.daemon.lifecycle import Lifecycle, spec_file_of
 from provisiond.domain.errors import BadRequestError, EnvNotFoundError
 from provisiond.domain.exports import export
@@ -25,6 +27,7 @@ from provisiond.domain.lockfiles import kind_of, load_lockfile
 from provisiond.domain.spec import EnvSpec, load_spec, read_spec
 from provisiond.engines.base import Engine
 from provisiond.shell import activation
+from provisiond.store import conda_envs
 from provisiond.store.registry import NameRecord
 from provisiond.store.store import Store
 
@@ -71,6 +74,12 @@ def _as_name(text: str) -> str:
     return name if name not in (".", "..") else "env"
 
 
+def _view(record: NameRecord, prefix: str | None, projects: tuple[str, ...]) -> EnvView:
+    return EnvView(name=record.name, kind=record.kind, source=record.source, status=record.status,
+                   env_key=record.env_key, prefix=prefix, error=record.error, build_id=record.build_id,
+                   projects=projects)
+
+
 class Provisioner:
     """The core: names, projects and consent; never knows about HTTP or argv."""
 
@@ -82,6 +91,7 @@ class Provisioner:
         self.lifecycle = Lifecycle(store, engine, settings, self.gate)
         self.builder = self.lifecycle.builder
         self.events = self.builder.events
+        self.auditor = Auditor(store, settings)  # OSV audit of the live envs (audit.py)
         # Set when projects are added or removed, so the watcher re-reads the set it watches.
         self.projects_changed = self.lifecycle.projects_changed
 
@@ -90,6 +100,7 @@ class Provisioner:
         self.settings = settings
         self.gate.settings = settings
         self.lifecycle.apply(settings)
+        self.auditor.apply(settings)
 
     async def close(self) -> None:
         """Cancel background work and wait for it (builds in flight leave only `.building/` garbage).
@@ -133,6 +144,7 @@ class Provisioner:
             self.store.add_name(name, "project", str(directory))
         if existing is not None:
             activation.remove_name_activation(self.settings.paths, existing.name)
+            self.lifecycle.kernels.withdraw(existing.name)
         self.projects_changed.set()
         log.info("watching project %s as %r", directory, name)
         return self.view(name)
@@ -161,17 +173,22 @@ class Provisioner:
             if record.source:
                 self.gate.clear(record.source)
                 activation.remove_project_activation(self.settings.paths, record.source)
+        conda_envs.sync(self.settings, self.store.list_names())  # ~/.conda/environments.txt
         return view
 
-    async def create(self, file: str, name: str | None = None, *, update: bool = False) -> EnvView:
+    async def create(self, file: str, name: str | None = None, *, update: bool = False,
+                     environment: str | None = None) -> EnvView:
         """`conda env create -f FILE [-n NAME]`: a named env from an environment.yml or a lockfile.
 
-        A lockfile (@EXPLICIT, conda-lock.yml v1, pixi.lock) is installed without solving.
+        A lockfile (@EXPLICIT, conda-lock.yml v1, pixi.lock) is installed without solving;
+        ``environment`` picks one of a pixi.lock's (the Lock's meta keeps it for later warms).
         """
         if "\0" in file:
             raise BadRequestError(f"{file!r} is not a path")
         path = Path(file).expanduser().resolve()
         kind = kind_of(path)
+        if environment is not None and kind == "spec":
+            raise BadRequestError(f"{file}: --environment is for pixi.lock files, not environment files")
         spec = await read_spec(path) if kind == "spec" else None
         name = name or (spec.name if spec else None)
         if not name:
@@ -187,8 +204,8 @@ class Provisioner:
             self.store.add_name(name, "file", str(path))
             await self.lifecycle.warm(self.store.get_name(name), update=update)
             return self.view(name)
-        lock = await asyncio.to_thread(load_lockfile, path, self.engine.platform)
-        self.gate.consent(trust.lock_fingerprint(lock, str(path)))
+        lock = await asyncio.to_thread(load_lockfile, path, self.engine.platform, environment)
+        self.gate.consent(await asyncio.to_thread(lock_fingerprint, path, self.engine.platform, lock))
         self.store.add_name(name, "lock", str(path))
         await self.lifecycle.install(self.store.get_name(name), lock)
         return self.view(name)
@@ -222,8 +239,11 @@ class Provisioner:
         """The env as environment.yml, @EXPLICIT or conda-lock text (see exports.py)."""
         record = self._lookup(name_or_path)
         lock = self.lock_of(record.name)
+        spec = self._spec_of(record)
+        if spec is not None:  # the channels it was solved with, .condarc's included (config/channels.py)
+            spec = effective_spec(spec, self.settings)
         return export(lock, name=record.name, fmt=fmt, no_builds=no_builds, from_history=from_history,
-                      spec=self._spec_of(record), channel_alias=self.settings.channel_alias)
+                      spec=spec, channel_alias=self.settings.channel_alias)
 
     def _spec_of(self, record: NameRecord) -> EnvSpec | None:
         """The spec a name was built from, if it still has one (clones follow their source)."""
@@ -252,6 +272,25 @@ class Provisioner:
 
     def warm_in_background(self, name: str) -> None:
         self.lifecycle.warm_in_background(name)
+
+    async def check_projects(self) -> tuple[int, int]:
+        """At start-up: files may have changed while we were down, so look at every project.
+
+        An unchanged one (its persisted signature still holds: ``stat()`` only) costs nothing; the
+        others are warmed in the background. The loop is yielded to after each project, so requests
+        are answered while hundreds are checked. Returns (unchanged, warmed).
+        """
+        unchanged = warmed = 0
+        for record in self.store.list_names("project"):
+            if record.status != "gone":
+                if self.lifecycle.fresh.unchanged(record):
+                    unchanged += 1
+                else:
+                    warmed += 1
+                    self.warm_in_background(record.name)
+            await asyncio.sleep(0)
+        log.info("start-up check of %d projects: %d unchanged, %d warming", unchanged + warmed, unchanged, warmed)
+        return unchanged, warmed
 
     def ready_prefix(self, name: str) -> str | None:
         return self.lifecycle.ready_prefix(name)
@@ -282,8 +321,11 @@ class Provisioner:
         elif kind_of(target) == "spec":
             fp = await asyncio.to_thread(self.gate.fingerprint, await read_spec(target), str(target), "file")
         else:
-            lock = await asyncio.to_thread(load_lockfile, target, self.engine.platform)
-            fp = trust.lock_fingerprint(lock, str(target))
+            # A pixi.lock's default environment may not exist: then its first one (the fingerprint covers all).
+            environment = next((self.lifecycle.lock_environment(r) for r in self.store.list_names("lock")
+                                if r.source == str(target)), None)
+            lock = await asyncio.to_thread(load_lockfile, target, self.engine.platform, environment)
+            fp = await asyncio.to_thread(lock_fingerprint, target, self.engine.platform, lock)
         self.gate.consent(fp)
         if target.is_dir():
             names = [(await self.add_project(str(target))).name]
@@ -292,6 +334,10 @@ class Provisioner:
         for name in names:
             self.warm_in_background(name)
         return {"path": str(target), "digest": fp.digest, "names": names}
+
+    def find(self, name_or_path: str) -> NameRecord:
+        """The name record of a name, or of a project by its path; EnvNotFoundError otherwise."""
+        return self._lookup(name_or_path)
 
     def _lookup(self, name_or_path: str) -> NameRecord:
         if "\0" in name_or_path or len(name_or_path) > 4096:
@@ -312,16 +358,30 @@ class Provisioner:
     def view(self, name: str) -> EnvView:
         record = self.store.get_name(name)
         prefix = self.store.find_env(record.env_key) if record.env_key else None
-        projects: tuple[str, ...] = ()
-        if record.env_key:
-            projects = tuple(r.source for r in self.store.list_names("project")
-                             if r.env_key == record.env_key and r.source)
-        return EnvView(name=record.name, kind=record.kind, source=record.source, status=record.status,
-                       env_key=record.env_key, prefix=str(prefix) if prefix else None, error=record.error,
-                       build_id=record.build_id, projects=projects)
+        projects = tuple(self.store.projects_of(record.env_key)) if record.env_key else ()
+        return _view(record, str(prefix) if prefix else None, projects)
 
     def list(self, kind: str | None = None) -> list[EnvView]:
-        return [self.view(r.name) for r in self.store.list_names(kind)]
+        """Every name (of ``kind``) as ``view`` shows it, in one pass: two queries and a stat per env."""
+        records = self.store.list_names()
+        prefixes = self.store.env_prefixes()
+        projects: dict[str, list[str]] = {}
+        for r in records:  # ordered by name, as view()'s query orders them
+            if r.kind == "project" and r.env_key and r.source:
+                projects.setdefault(r.env_key, []).append(r.source)
+        present: dict[str, str | None] = {}
+        views = []
+        for r in records:
+            if kind is not None and r.kind != kind:
+                continue
+            prefix = None
+            if r.env_key:
+                if r.env_key not in present:
+                    found = prefixes.get(r.env_key)
+                    present[r.env_key] = found if found is not None and Path(found).is_dir() else None
+                prefix = present[r.env_key]
+            views.append(_view(r, prefix, tuple(projects.get(r.env_key, ())) if r.env_key else ()))
+        return views
 
     def lock_of(self, name: str) -> Lock:
         record = self.store.get_name(name)

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 # names with channel_alias and builds its HTTP clients with the timeouts) and the log file
 # (SIGHUP reopens the same path).
 NEEDS_RESTART = ("engine", "micromamba_path", "micromamba_install", "channel_alias", "connect_timeout", "fetch_timeout",
-                 "solve_timeout", "log_file")
+                 "solve_timeout", "log_file", "offline", "proxy_servers", "ssl_verify")
 
 
 def _restart_only(settings: Settings) -> dict[str, Any]:
@@ -49,7 +49,7 @@ def reloaded(current: Settings, load: Callable[[], Settings]) -> Settings:
                                   **{key: getattr(current, key) for key in NEEDS_RESTART})
     changes = [f"{field.name} {getattr(current, field.name)} -> {getattr(applied, field.name)}"
                for field in dataclasses.fields(Settings)
-               if getattr(current, field.name) != getattr(applied, field.name)]
+               if field.compare and getattr(current, field.name) != getattr(applied, field.name)]
     log.info("reloaded settings (%s): %s", applied.config_file or "no config file",
              ", ".join(changes) or "nothing changed")
     return applied

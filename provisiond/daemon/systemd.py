@@ -7,6 +7,7 @@ import socket
 from collections.abc import Mapping
 from pathlib import Path
 
+from provisiond.config.units import to_unit
 from provisiond.domain.errors import ConfigError
 from provisiond.store.files import write_atomic
 
@@ -47,51 +48,45 @@ def notify(message: str, environ: Mapping[str, str]) -> bool:
     return True
 
 
-def unit_files(exe: str) -> dict[str, str]:
-    """The user units: a socket (activation, 0600) and a notify service that keeps its state."""
-    socket_unit = """\
-[Unit]
-Description=provisiond socket: conda environments on demand
-
-[Socket]
-ListenStream=%t/provisiond/provisiond.sock
-SocketMode=0600
-DirectoryMode=0700
-RemoveOnStop=yes
-
-[Install]
-WantedBy=sockets.target
-"""
-    service_unit = f"""\
-[Unit]
-Description=provisiond: builds and serves conda environments from environment.yml
-Documentation=file://{Path(__file__).resolve().parents[2] / "docs" / "systemd.md"}
-Requires=provisiond.socket
-After=provisiond.socket
-
-[Service]
-Type=notify
-ExecStart={exe} --socket %t/provisiond/provisiond.sock
-# systemctl --user reload provisiond: re-read config.toml, reopen the log file (docs/operations.md).
-ExecReload=/bin/kill -HUP $MAINPID
-Restart=on-failure
-# 78 (EX_CONFIG): a bad configuration does not get better by restarting.
-RestartPreventExitStatus=78
-TimeoutStopSec=30
-UMask=0077
-
-[Install]
-WantedBy=default.target
-"""
-    return {"provisiond.socket": socket_unit, "provisiond.service": service_unit}
+UNITS = Path(__file__).with_name("units")  # copies of the repository's systemd/ (a test keeps them equal)
 
 
-def install_units(exe: str, directory: Path) -> list[Path]:
+def unit_files(exe: str, socket_path: str, environ: Mapping[str, str]) -> dict[str, str]:
+    """The user units from their templates: a socket (activation, 0600) and a notify service, both
+    on ``socket_path``, the socket provisionctl uses (``config/units.py``)."""
+    socket = to_unit(socket_path, environ)
+    if any(c.isspace() for c in socket) or any(c.isspace() for c in exe):
+        raise ConfigError(f"cannot write a unit for {socket_path!r} or {exe!r}: the path has a space",
+                          hint="set a socket path without spaces (socket = ... in config.toml)")
+    docs = "file://" + str(Path(__file__).resolve().parents[2] / "docs" / "systemd.md")
+    values = {"@EXE@": exe, "@SOCKET@": socket, "@DOCS@": docs}
+    units = {}
+    for name in ("provisiond.socket", "provisiond.service"):
+        text = (UNITS / name).read_text(encoding="utf-8")
+        for key, value in values.items():
+            text = text.replace(key, value)
+        units[name] = text
+    return units
+
+
+def install_units(exe: str, directory: Path, socket_path: str, environ: Mapping[str, str]) -> list[Path]:
     """Write the units into ``directory`` (default ~/.config/systemd/user); return their paths."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, text in unit_files(exe).items():
+    for name, text in unit_files(exe, socket_path, environ).items():
         path = directory / name
         write_atomic(path, text, 0o644)  # units hold no secret; systemd reads them as the user
         written.append(path)
     return written
+
+
+def check_inherited(sock: socket.socket, expected: Path) -> str | None:
+    """A warning when systemd's socket is not where provisionctl looks (a unit edited by hand)."""
+    try:
+        name = sock.getsockname()
+    except OSError:
+        return None
+    if isinstance(name, str) and name and os.path.abspath(name) != os.path.abspath(expected):
+        return (f"systemd passed a socket at {name}, but this configuration uses {expected}: "
+                "provisionctl will not find it (run provisionctl daemon install-units again)")
+    return None

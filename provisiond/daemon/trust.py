@@ -39,8 +39,8 @@ from provisiond.engines.pip import absolute_paths, included_files
 from provisiond.shell.dotenv import parse_dotenv
 from provisiond.store.files import read_regular
 
-__all__ = ["Fingerprint", "blocked_message", "dotenv_part", "fingerprint", "lock_fingerprint", "reached_files",
-           "under_prefix", "what_changed"]
+__all__ = ["Fingerprint", "blocked_message", "dotenv_part", "fingerprint", "local_projects", "lock_fingerprint",
+           "project_content", "reached_files", "under_prefix", "what_changed"]
 
 SCHEME = 1
 _BUILD_FILES = ("pyproject.toml", "setup.py", "setup.cfg")
@@ -151,6 +151,48 @@ def reached_files(spec: EnvSpec) -> set[str]:
             else:
                 found.add(str(local))  # a file by its content, a find-links directory by its listing
     return found
+
+
+MAX_CONTENT_FILES = 2000  # files of a local project keyed by content; past that, the first ones (sorted walk)
+_NOT_SOURCE = frozenset({".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv", "build", "dist",
+                         ".tox", ".nox", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".eggs"})
+
+
+def local_projects(spec: EnvSpec) -> dict[str, bool]:
+    """The local project directories the pip section installs (``./mypkg``, ``-e .``): path -> editable."""
+    base = Path(spec.project_dir) if spec.project_dir else None
+    found: dict[str, bool] = {}
+    for line in spec.pip:
+        line = absolute_paths(line, base)
+        if line.startswith(("-f", "--find-links", "-r", "--requirement", "-c", "--constraint")):
+            continue
+        editable = line.startswith(("-e", "--editable"))
+        for local in _local_paths(line, base):
+            if local.is_dir():
+                found[str(local)] = found.get(str(local), False) or editable
+    return found
+
+
+def project_content(directory: str, editable: bool) -> tuple[str, tuple[str, ...]]:
+    """A local project's content digest, and the files it covers (for the warm fast path's stat()s).
+
+    Not editable: every file of its source tree (a code edit must rebuild: the code is copied into the
+    env). Editable: the build files only (``_build_files``): its code is used in place, while a new
+    dependency or entry point in ``pyproject.toml`` needs a new install. Same hashing as the fingerprint.
+    """
+    root = Path(directory)
+    if editable:
+        files = sorted(_build_files(root))
+    else:
+        files = []
+        for top, dirs, names in os.walk(root, followlinks=False):
+            dirs[:] = sorted(d for d in dirs if d not in _NOT_SOURCE and not d.endswith(".egg-info"))
+            files += [os.path.join(top, n) for n in sorted(names) if not n.endswith((".pyc", ".pyo"))]
+            if len(files) >= MAX_CONTENT_FILES:
+                files = files[:MAX_CONTENT_FILES]
+                break
+    digest = _hash([[os.path.relpath(f, root), _file_hash(f)] for f in files])
+    return digest, tuple(files)
 
 
 def _build_files(directory: Path) -> set[str]:

@@ -23,6 +23,14 @@ log = logging.getLogger(__name__)
 SECRETS_FILE = ".env"
 
 
+async def prepare() -> None:
+    """watchfiles waits through anyio, whose first use imports its asyncio backend (about 90 ms of
+    the loop): done before the socket opens, so the first requests are not held behind it."""
+    import anyio.to_thread
+
+    await anyio.to_thread.run_sync(lambda: None)
+
+
 class ProjectWatcher:
     """Feeds file changes of registered projects to the provisioner."""
 

@@ -81,6 +81,10 @@ class ChannelTimeoutError(EngineError, code="channel-timeout", http_status=504, 
     the message names the channel, the hint the setting."""
 
 
+class OfflineError(EngineError, code="offline", http_status=503, exit_code=os.EX_TEMPFAIL):
+    """Offline mode (``offline`` setting, ``--offline``) and something is not cached: repodata or packages."""
+
+
 class ConfigError(ProvisionError, code="bad-config", http_status=500, exit_code=os.EX_CONFIG):
     """A setting that cannot be used (bad path, unknown engine, unreadable config file)."""
 
@@ -116,3 +120,11 @@ class NotExecutableError(ProvisionError, code="not-executable", http_status=403,
 
 class DiskFullError(ProvisionError, code="disk-full", http_status=507, exit_code=os.EX_CANTCREAT):
     """The store's filesystem is full (ENOSPC, or SQLite's "database or disk is full")."""
+
+
+class PlatformError(SpecError, code="wrong-platform", http_status=400, exit_code=os.EX_DATAERR):
+    """A file locked (or rendered) for another platform than the one asked for."""
+
+
+class ChannelDataError(EngineError, code="bad-channel", http_status=502, exit_code=os.EX_DATAERR):
+    """A channel's repodata that cannot be read (a ``null`` where a value belongs): the channel's fault."""

@@ -1,13 +1,16 @@
 """Export a Lock as environment.yml (pinned, --no-builds, --from-history), @EXPLICIT, or conda-lock v1.
 
-Exports never contain a prefix, `.env` values or channel credentials. YAML is written by hand
-with JSON scalars (valid YAML), so output is deterministic and needs no YAML library.
+Exports never contain a prefix, `.env` values or channel credentials. environment.yml is written
+by ruamel in the layout of `conda env export`, so a diff against conda's shows only real
+differences; conda-lock.yml by hand, with JSON scalars (valid YAML).
 """
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Sequence
+from typing import Any
 
 from provisiond.domain.errors import BadRequestError
 from provisiond.domain.lock import Lock, Package, PipPackage
@@ -51,16 +54,27 @@ def _pip_line(p: PipPackage) -> str:
 
 def _yml(name: str, channels: Sequence[str], deps: Sequence[str], pip: Sequence[str],
          variables: Sequence[tuple[str, str]], *, nodefaults: bool) -> str:
-    q = json.dumps
-    lines = [f"name: {q(name)}", "channels:", *[f"  - {q(mask(c))}" for c in channels]]
-    if nodefaults:
-        lines.append("  - nodefaults")
-    lines += ["dependencies:", *[f"  - {q(mask(d))}" for d in deps]]
+    """The layout `conda env export` writes: conda's own ruamel settings (conda/common/serialize.py),
+    keys in its order (name, channels, dependencies, variables), scalars quoted only where YAML needs
+    it. No ``prefix:``: an export is for another machine."""
+    from ruamel.yaml import YAML
+
+    listed = [mask(c) for c in channels] + (["nodefaults"] if nodefaults else [])
+    doc: dict[str, Any] = {"name": name, "channels": listed}
+    dependencies: list[Any] = [mask(d) for d in deps]
     if pip:
-        lines += ["  - pip:", *[f"      - {q(mask(p))}" for p in pip]]
+        dependencies.append({"pip": [mask(p) for p in pip]})
+    doc["dependencies"] = dependencies
     if variables:
-        lines += ["variables:", *[f"  {q(k)}: {q(v)}" for k, v in variables]]
-    return "\n".join(lines) + "\n"
+        doc["variables"] = dict(variables)
+    yaml = YAML(typ="safe", pure=True)
+    yaml.indent(mapping=2, offset=2, sequence=4)
+    yaml.default_flow_style = False
+    yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]  # an attribute ruamel reads
+    yaml.width = 4096  # one item a line, however long (a URL with its hash)
+    out = io.StringIO()
+    yaml.dump(doc, out)
+    return out.getvalue()
 
 
 def _hash_fragment(p: Package) -> str:

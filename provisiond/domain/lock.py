@@ -8,12 +8,15 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, NewType
 
 from provisiond.domain.errors import ProvisionError
-from provisiond.domain.urls import strip_credentials
+from provisiond.domain.urls import canonical_url, strip_credentials
 
 EnvKey = NewType("EnvKey", str)
 
 LOCK_VERSION = 1
-ENV_KEY_SCHEME = 1
+# 2: a package is its canonical URL only (urls.canonical_url): hashes are checked at install, they are
+# not the identity, so md5-only, sha256-only and both give one key. Scheme 1 hashed (url, sha256, md5):
+# envs built under it are rebuilt once (from the package cache) on their next warm (docs/store.md).
+ENV_KEY_SCHEME = 2
 
 
 class LockFormatError(ProvisionError, code="invalid-lock", http_status=400, exit_code=65):
@@ -63,13 +66,18 @@ class PipPackage:
     url: str  # wheel, sdist or archive URL; ``git+URL@commit``; or the file:// URL of a local directory
     sha256: str | None = None  # of the artifact at ``url``; None for VCS checkouts and local directories
     editable: str | None = None  # absolute path of a ``-e`` project: it makes the env project-specific
+    # A local project directory's content digest (daemon/trust.py: project_content): editing its code
+    # makes another env. None for everything else.
+    content: str | None = None
 
     @property
     def identity(self) -> str:
-        """What names the installed content in env_key: the hash, else the editable path, else the URL."""
+        """What names the installed content in env_key: the hash, else the editable path, else the URL
+        (and a local project's content digest)."""
         if self.sha256:
             return f"sha256:{self.sha256}"
-        return f"-e {self.editable}" if self.editable else self.url
+        where = f"-e {self.editable}" if self.editable else self.url
+        return f"{where} content:{self.content}" if self.content else where
 
     @property
     def requirement(self) -> str:
@@ -109,10 +117,9 @@ class Lock:
         payload: dict[str, Any] = {
             "scheme": ENV_KEY_SCHEME,
             "platform": self.platform,
-            # Without credentials: a rotated token is the same env, and a bundle (whose lock has
-            # them stripped) keeps its key.
-            "packages": [[strip_credentials(p.url), p.sha256 or "", p.md5 if not p.sha256 else ""]
-                         for p in self.packages],
+            # The artifacts, whatever the spelling of their URLs: without credentials (a rotated
+            # token is the same env, a bundle keeps its key), scheme, host case, `//` or %-escapes.
+            "packages": sorted({canonical_url(p.url) for p in self.packages}),
         }
         if self.pip:  # only then: keys of conda-only envs stay what they always were
             payload["pip"] = [[p.name, p.version, strip_credentials(p.identity)] for p in self.pip]
@@ -120,7 +127,7 @@ class Lock:
 
     @property
     def env_key(self) -> EnvKey:
-        """sha256 of our own identity payload: platform + (url, sha256) of every record (+ pip pins)."""
+        """sha256 of our own identity payload: platform + the canonical URL of every record (+ pip pins)."""
         return EnvKey(self._env_key)
 
     def without_credentials(self) -> Lock:

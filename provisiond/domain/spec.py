@@ -24,11 +24,13 @@ from ruamel.yaml.composer import MaxDepthExceededError
 from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.reader import ReaderError
 
-from provisiond.domain.errors import SpecError
+from provisiond.domain.channels import local_channel
+from provisiond.domain.errors import PlatformError, SpecError
 from provisiond.domain.shellvars import reason_refused
+from provisiond.domain.text import check_conflict_markers, decode, line_col
 
-__all__ = ["MAX_SPEC_BYTES", "MAX_SPEC_DEPTH", "MAX_SPEC_LINE", "EnvSpec", "load_spec", "parse_spec", "read_spec",
-           "spec_key"]
+__all__ = ["MAX_SPEC_BYTES", "MAX_SPEC_DEPTH", "MAX_SPEC_LINE", "EnvSpec", "load_spec", "parse_spec",
+           "read_spec", "spec_key"]
 
 # Real environment files are a few KiB and 3-4 levels deep. Parsing costs about 2 s per MiB, so
 # the limits keep one file from holding a thread (or, for the sync callers, the loop) for long.
@@ -49,6 +51,8 @@ _SPACES = re.compile(r"\s+")
 _PIP_PATH_OPTIONS = ("-e", "--editable", "-r", "--requirement", "-c", "--constraint")
 _PIP_ARCHIVES = (".whl", ".tar.gz", ".tgz", ".zip")
 _YAML_HINT = "check the YAML syntax and indentation"
+_PYTHON_TAG = re.compile(r"!!?python/[\w.:/-]*")
+_PLATFORM_HEADER = re.compile(r"\A(?:[ \t]*(?:#[^\n]*)?\n)*?[ \t]*#\s*platform:\s*(\S+)", re.M)
 _SPEC_HINT = "see https://docs.conda.io/projects/conda/en/latest/user-guide/concepts/pkg-specs.html"
 
 
@@ -89,6 +93,7 @@ class _Reader:
 
     source: str
     platform: str
+    lines: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
     def error(self, pos: Pos, message: str, hint: str | None = None) -> SpecError:
@@ -131,18 +136,23 @@ def load_spec(path: str | os.PathLike[str]) -> EnvSpec:
             raise SpecError(f"{source}:{number + 1}:1: line longer than {MAX_SPEC_LINE >> 10} KiB; not an "
                             "environment file (not parsed)", hint="is this the right file?")
     log.debug("parsing %s (%d bytes)", source, len(data))
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        row, col = _line_col(data.decode("latin-1"), exc.start)
-        raise SpecError(f"{source}:{row + 1}:{col + 1}: not UTF-8 text", hint="save the file as UTF-8") from None
+    text = decode(data, source)  # UTF-8, or UTF-16/32 with a BOM (PowerShell's `conda env export >`)
     return parse_spec(text, source=source, project_dir=os.path.dirname(os.path.abspath(source)))
 
 
 def parse_spec(text: str, source: str = "environment.yml", project_dir: str | None = None, *,
                platform: str | None = None) -> EnvSpec:
     """Parse environment.yml text; ``sel(...)`` selectors are evaluated for ``platform`` (default: ours)."""
-    reader = _Reader(source, platform or str(rattler.Subdir.current()))
+    reader = _Reader(source, platform or str(rattler.Subdir.current()), text.splitlines())
+    check_conflict_markers(text, source)
+    header = _PLATFORM_HEADER.match(text)  # a conda-lock rendered env file: `# platform: linux-64`
+    if header is not None and header.group(1) not in (reader.platform, "noarch"):
+        row = text.count("\n", 0, header.start(1))
+        raise PlatformError(f"{source}:{row + 1}:1: rendered for {header.group(1)}, not {reader.platform}",
+                            hint=f"render it for {reader.platform}: conda-lock render -p {reader.platform}")
+    for match in _PYTHON_TAG.finditer(text):
+        row, col = line_col(text, match.start())
+        reader.warn((row, col), f"Python tag {match.group(0)} ignored: read as a plain YAML value")
     doc = _load_yaml(text, source)
     project_dir = os.path.abspath(project_dir) if project_dir is not None else None
     if doc is None:  # micromamba accepts a file without dependencies; conda does not
@@ -156,7 +166,7 @@ def parse_spec(text: str, source: str = "environment.yml", project_dir: str | No
         elif not isinstance(key, str) or key not in _KNOWN_KEYS:
             reader.warn(_pos(doc, "key", key), f"unknown key {str(key)!r} ignored")
     name = _name(reader, doc)
-    channels, nodefaults = _channels(reader, doc)
+    channels, nodefaults = _channels(reader, doc, project_dir)
     dependencies, pip = _dependencies(reader, doc)
     variables, priority = _variables(reader, doc), _channel_priority(reader, doc)
     return EnvSpec(name=name, channels=channels, nodefaults=nodefaults, dependencies=dependencies, pip=pip,
@@ -214,7 +224,7 @@ def _load_yaml(text: str, source: str) -> Any:
                 else "remove or rename one of the duplicate keys" if "duplicate key" in problem else _YAML_HINT)
         raise SpecError(f"{source}:{line + 1}:{col + 1}: {problem}", hint=hint) from None
     except ReaderError as exc:
-        line, col = _line_col(text, exc.position)
+        line, col = line_col(text, exc.position)
         char = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
         message = f"unacceptable character {char}: {exc.reason}"
         raise SpecError(f"{source}:{line + 1}:{col + 1}: {message}", hint="is this a text file?") from None
@@ -237,7 +247,7 @@ def _name(reader: _Reader, doc: dict[Any, Any]) -> str | None:
     return name.strip()
 
 
-def _channels(reader: _Reader, doc: dict[Any, Any]) -> tuple[tuple[str, ...], bool]:
+def _channels(reader: _Reader, doc: dict[Any, Any], project_dir: str | None) -> tuple[tuple[str, ...], bool]:
     node = doc.get("channels")
     if node is None:
         return (), False
@@ -248,7 +258,7 @@ def _channels(reader: _Reader, doc: dict[Any, Any]) -> tuple[tuple[str, ...], bo
         if not isinstance(item, str) or not item.strip():
             raise reader.error(_pos(node, "item", i), f"a channel must be a non-empty string, not {_kind(item)}")
         channel = os.path.expandvars(item.strip())  # as conda and micromamba do (§1.1)
-        channel = channel.rstrip("/") or channel
+        channel = local_channel(channel.rstrip("/") or channel, project_dir)
         if channel == "nodefaults":
             nodefaults = True
         elif channel not in channels:
@@ -364,8 +374,18 @@ def _variables(reader: _Reader, doc: dict[Any, Any]) -> tuple[tuple[str, str], .
             message = f"variable {key!r} must have a scalar value, not {_kind(value)}"
             pos = _pos(node, "key" if value is None else "value", key)
             raise reader.error(pos, message, hint=f'for an empty value write {key}: ""')
-        variables.append((str(key), str(value).lower() if isinstance(value, bool) else str(value)))
+        variables.append((str(key), value if isinstance(value, str) else _as_spelled(reader, node, key, value)))
     return tuple(variables)
+
+
+def _as_spelled(reader: _Reader, node: Any, key: str, value: Any) -> str:
+    """A plain scalar as the file spells it (``11.10``, ``False``, ``010``), as conda keeps it."""
+    row, col = _pos(node, "value", key)
+    if 0 <= row < len(reader.lines):
+        raw = _COMMENT.sub("", reader.lines[row][col:]).strip()
+        if raw and raw[0] not in "[{&*!|>'\"":
+            return raw
+    return str(value)
 
 
 def _channel_priority(reader: _Reader, doc: dict[Any, Any]) -> str:
@@ -410,11 +430,6 @@ def _expect(reader: _Reader, parent: dict[Any, Any], key: str, kind: type, what:
     value = parent.get(key)
     if not isinstance(value, kind):
         raise reader.error(_pos(parent, "value", key), f"{key!r} must be {what}, not {_kind(value)}", hint=hint)
-
-
-def _line_col(text: str, offset: int) -> Pos:
-    line = text.count("\n", 0, offset)
-    return (line, offset - (text.rfind("\n", 0, offset) + 1))
 
 
 def _node_pos(node: Any) -> Pos:

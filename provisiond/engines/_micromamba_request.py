@@ -31,6 +31,7 @@ from typing import Any
 import rattler
 
 from provisiond.domain.spec import EnvSpec
+from provisiond.domain.urls import strip_credentials
 
 __all__ = ["Pin", "bracket_form", "overlay_repodata", "pins_to_overlay", "priority_flag", "reachable"]
 
@@ -142,3 +143,21 @@ def reachable(records: Sequence[Mapping[str, Any]], requested: Iterable[str]) ->
             if dep_name in by_name and dep_name not in seen:
                 todo.append(dep_name)
     return [r for r in records if str(r["name"]) in seen]
+
+
+def _name(dep: str) -> str:
+    name = rattler.MatchSpec(dep, strict=False).name
+    return name.normalized if name is not None else ""
+
+
+def _secrets(texts: Sequence[str]) -> list[str]:
+    """The passwords, user:password pairs and tokens in the URLs of ``texts`` (to find them in files)."""
+    found: set[str] = set()
+    for text in texts:
+        if strip_credentials(text) == text:
+            continue
+        for match in re.finditer(r"://([^/@\s]+)@", text):
+            userinfo = match[1]
+            found |= {userinfo, *(part for part in userinfo.split(":") if len(part) >= 4)}
+        found |= set(re.findall(r"/t/([^/\s]+)/", text))
+    return sorted(found)

@@ -33,6 +33,7 @@ from typing import Any
 import rattler
 
 from provisiond.config.settings import Settings
+from provisiond.domain.channels import with_defaults
 from provisiond.domain.errors import ChannelTimeoutError, ConfigError, EngineError, SolveError
 from provisiond.domain.events import BuildProgress
 from provisiond.domain.lock import Lock
@@ -54,6 +55,8 @@ from provisiond.engines._micromamba_output import (
 )
 from provisiond.engines._micromamba_request import (
     Pin,
+    _name,
+    _secrets,
     bracket_form,
     overlay_key,
     overlay_repodata,
@@ -122,24 +125,6 @@ def micromamba_environ(environ: Mapping[str, str], root: Path, pkgs: Path,
     if connect_timeout is not None:  # libmamba's remote_connect_timeout_secs (whole seconds)
         env["MAMBA_REMOTE_CONNECT_TIMEOUT_SECS"] = str(max(1, round(connect_timeout)))
     return env
-
-
-def _name(dep: str) -> str:
-    name = rattler.MatchSpec(dep, strict=False).name
-    return name.normalized if name is not None else ""
-
-
-def _secrets(texts: Sequence[str]) -> list[str]:
-    """The passwords, user:password pairs and tokens in the URLs of ``texts`` (to find them in files)."""
-    found: set[str] = set()
-    for text in texts:
-        if strip_credentials(text) == text:
-            continue
-        for match in re.finditer(r"://([^/@\s]+)@", text):
-            userinfo = match[1]
-            found |= {userinfo, *(part for part in userinfo.split(":") if len(part) >= 4)}
-        found |= set(re.findall(r"/t/([^/\s]+)/", text))
-    return sorted(found)
 
 
 def parse_version(text: str) -> tuple[int, int, int]:
@@ -243,7 +228,8 @@ class MicromambaEngine:
 
     def channels_of(self, spec: EnvSpec) -> list[str]:
         """Base URLs of the spec's channels in priority order, then those named only in ``channel::pkg``."""
-        urls = [rattler.Channel(c, self._channel_config).base_url for c in spec.channels]
+        listed = with_defaults(spec.channels, spec.nodefaults, self.settings.default_channels)
+        urls = [rattler.Channel(c, self._channel_config).base_url for c in listed]
         for dep in spec.dependencies:
             pinned = rattler.MatchSpec(dep, strict=False).channel
             if pinned is not None and pinned.base_url not in urls:
@@ -263,12 +249,15 @@ class MicromambaEngine:
                 "-p", str(scratch), "--override-channels"]
         for overlay in overlays:  # first: under strict priority they win for their pinned names only
             argv += ["-c", overlay]
-        for channel in spec.channels:  # resolved like the rattler engine does, so both see one URL
+        for channel in with_defaults(spec.channels, spec.nodefaults, self.settings.default_channels):
+            # resolved like the rattler engine does, so both see one URL
             argv += ["-c", rattler.Channel(channel, self._channel_config).base_url.rstrip("/")]
         argv += ["--channel-priority", priority_flag(spec.channel_priority),
                  "--platform", self.platform, "--log-level", "error"]
         argv += self._common_flags()
-        if refresh or max_age <= 0:
+        if self.settings.offline:  # the `offline` setting: cached repodata only
+            argv += ["--offline"]
+        elif refresh or max_age <= 0:
             argv += ["--repodata-ttl", "0"]
         elif max_age != float("inf"):
             argv += ["--repodata-ttl", str(max(2, int(max_age)))]  # 1 would mean "cache headers"
@@ -310,7 +299,9 @@ class MicromambaEngine:
                 hint=f"check that the channel servers answer; raise solve_timeout (now {self.solve_timeout:g}s) "
                      "for a slow link, see docs/configuration.md")
 
-        pins = pins_to_overlay(spec, self._pinned(spec), channels[0] if spec.channels else "")
+        listed = with_defaults(spec.channels, spec.nodefaults, self.settings.default_channels)
+        first = rattler.Channel(listed[0], self._channel_config).base_url if listed else ""
+        pins = pins_to_overlay(spec, self._pinned(spec), first)
         overlays = await self._overlays(pins, on_line, timed_out, refresh=refresh) if pins else []
         argv = self.solve_argv(spec, scratch, refresh=refresh, max_age=max_age, overlays=overlays, pins=pins)
         try:

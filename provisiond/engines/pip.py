@@ -183,6 +183,11 @@ async def install_pip(lock: Lock, prefix: Path, *, uv: str, cache_dir: Path, on_
         # --no-deps: the lock is complete; the hashes make uv refuse any other artifact.
         argv = [uv, "pip", "install", "--python", str(python), "--no-deps", "-r", str(requirements),
                 *_common(cache_dir)]
+        # A local project keyed by content: uv's cache keys a directory's build by its pyproject.toml's
+        # mtime, so an edited module would come back from the cache. Build it again.
+        for pin in lock.pip:
+            if pin.content and not pin.editable:
+                argv += ["--refresh-package", pin.name]
         on_line(f"installing {len(lock.pip)} pip packages with uv")
         result = await run_process(argv, on_line=on_line, timeout=INSTALL_TIMEOUT, env=_environ(),
                                    cwd=Path(work), step="uv pip install")

@@ -42,13 +42,14 @@ from rattler.networking import (
 )
 
 from provisiond.config.settings import Settings
+from provisiond.domain.channels import with_defaults
 from provisiond.domain.errors import ChannelTimeoutError, EngineError, SolveError
 from provisiond.domain.events import BuildProgress
 from provisiond.domain.lock import Lock, Package
 from provisiond.domain.lockfiles import package_of
 from provisiond.domain.spec import EnvSpec
 from provisiond.domain.urls import mask, strip_credentials
-from provisiond.engines import virtual
+from provisiond.engines import repodata, virtual
 from provisiond.engines._watch import Reporter, cached, settle
 from provisiond.engines.base import OnLine
 from provisiond.store.credentials import Credentials
@@ -113,7 +114,9 @@ class RattlerEngine:
             return Client(middlewares, timeout=timeout)
 
         repodata = client(max(1, math.ceil(self._stall_limit)))
-        gateway = rattler.Gateway(cache_dir=self.settings.paths.repodata_cache, client=repodata)
+        # Offline (the `offline` setting): repodata comes from the on-disk cache only, however old.
+        config = rattler.SourceConfig(cache_action="force-cache-only") if self.settings.offline else None
+        gateway = rattler.Gateway(cache_dir=self.settings.paths.repodata_cache, client=repodata, default_config=config)
         return client(PACKAGE_REQUEST_LIMIT), gateway
 
     @functools.cached_property
@@ -136,7 +139,8 @@ class RattlerEngine:
 
         Without credentials: those are kept by ``self.credentials`` for the downloads.
         """
-        channels = [self._clean(self.channel(c)) for c in spec.channels]
+        listed = with_defaults(spec.channels, spec.nodefaults, self.settings.default_channels)
+        channels = [self._clean(self.channel(c)) for c in listed]
         seen = {c.base_url for c in channels}
         for dep in spec.dependencies:
             pinned = rattler.MatchSpec(dep, strict=False).channel
@@ -197,6 +201,9 @@ class RattlerEngine:
             if "timed out" in text:
                 raise ChannelTimeoutError(f"a channel did not answer in time: {text}",
                                           hint=self._timeout_hint()) from None
+            if repodata.is_data_error(text):
+                raise repodata.data_error(text, [c.base_url for c in channels], subdirs,
+                                          self.settings.paths.repodata_cache) from None
             raise EngineError(f"cannot read channel repodata: {text}",
                               hint="check the channel URLs and your network") from None
         return Lock(

@@ -33,14 +33,15 @@ from provisiond.shell.dotenv import parse_dotenv
 from provisiond.shell.model import SCHEME, Activation, EnvFacts
 from provisiond.shell.render import activate_script, deactivate_script, source_lines
 from provisiond.store.files import read_regular, write_atomic
-from provisiond.store.names import name_activation_dir
+from provisiond.store.names import name_activation_dir, target_of_name
 
 __all__ = [
     "SHELLS", "Activation", "EnvFacts", "env_facts", "find_project_dir", "load_env_facts",
     "name_activation_dir", "name_variables", "project_activation_dir", "read_project_activation",
     "refresh_project_activation", "remove_name_activation", "remove_project_activation", "remove_project_notice",
     "render_activation",
-    "render_deactivation", "write_env_activation", "write_name_activation", "write_project_activation",
+    "render_deactivation", "target_of_name", "write_env_activation",
+    "write_name_activation", "write_project_activation",
     "write_project_notice",
 ]
 
@@ -51,7 +52,9 @@ UNSET_MARKER = "***unset***"  # conda's "remove this variable" value in conda-me
 ENV_FILE = "env.json"
 # The per-project and per-name file names (layout.py owns them).
 STAMP, NOTICE, PROJECT_LEAF = layout.STAMP, layout.NOTICE, layout.PROJECT_LEAF
-NAMES_DIR, NAME_TARGET = layout.NAMES, layout.NAME_TARGET
+NAMES_DIR, NAME_TARGET, NAME_PROJECT = layout.NAMES, layout.NAME_TARGET, layout.NAME_PROJECT
+# A name's scripts in the store: sh and json for `run` and cold starts, the others for `activate NAME`.
+NAME_SHELLS = ("sh", "json", "bash", "zsh", "fish")
 CORE_VARS = ("CONDA_PREFIX", "CONDA_SHLVL", "CONDA_DEFAULT_ENV", "CONDA_PROMPT_MODIFIER")
 
 
@@ -104,8 +107,11 @@ def load_env_facts(paths: Paths, env_key: str, prefix: str | os.PathLike[str] | 
 # -- name level (store, no secrets) -----------------------------------------------------------
 
 def write_name_activation(paths: Paths, name: str, env_key: str, prefix: str | os.PathLike[str],
-                          variables: Sequence[tuple[str, str]] = ()) -> bool:
-    """Render ``name``'s env with its ``variables:`` for ``provisionctl run`` and ``scripts/cold-start``.
+                          variables: Sequence[tuple[str, str]] = (), *, prompt: bool = True,
+                          project: str | None = None) -> bool:
+    """Render ``name``'s env with its ``variables:`` for ``provisionctl run``, ``activate NAME`` and
+    ``scripts/cold-start``; a project's name also records its directory (``activate NAME`` prints the
+    project's activation, with its ``.env``, from the state dir).
 
     Never ``.env`` values: the store may be copied into an image. Returns whether anything changed.
     """
@@ -116,15 +122,22 @@ def write_name_activation(paths: Paths, name: str, env_key: str, prefix: str | o
     facts = _stored_facts(paths, env_key, prefix) or write_env_activation(paths, env_key, prefix)
     warnings: list[str] = []
     act = Activation(name=name, facts=facts, generation=env_key[:16],
-                     variables=_valid({k.upper(): str(v) for k, v in variables}, "variable", warnings))
+                     variables=_valid({k.upper(): str(v) for k, v in variables}, "variable", warnings), prompt=prompt)
     for warning in warnings:
         log.warning("env %s: %s", name, warning)
     target = f"env_key={env_key}\nprefix={facts.prefix}\n"
-    if _read_json(directory / "activate.json") == act.to_wire() and _read_text(directory / NAME_TARGET) == target:
+    pointer = f"{project}\n" if project else None
+    if _read_json(directory / "activate.json") == act.to_wire() and _read_text(directory / NAME_TARGET) == target \
+            and _read_text(directory / NAME_PROJECT) == pointer \
+            and all((directory / f"activate.{shell}").is_file() for shell in NAME_SHELLS):
         return False
     directory.mkdir(parents=True, exist_ok=True)
-    write_atomic(directory / "activate.sh", render_activation(act, "sh"), 0o600)
-    write_atomic(directory / "activate.json", render_activation(act, "json"), 0o600)
+    for shell in NAME_SHELLS:
+        write_atomic(directory / f"activate.{shell}", render_activation(act, shell), 0o600)
+    if pointer is not None:
+        write_atomic(directory / NAME_PROJECT, pointer, 0o600)
+    else:
+        (directory / NAME_PROJECT).unlink(missing_ok=True)
     write_atomic(directory / NAME_TARGET, target, 0o600)  # last: cold-start reads it first
     return True
 
@@ -134,7 +147,8 @@ def remove_name_activation(paths: Paths, name: str) -> None:
     directory = name_activation_dir(paths, name)
     if directory is None:
         return
-    for file in (NAME_TARGET, "activate.sh", "activate.json"):  # the target first: cold-start stops at once
+    # The target first: cold-start and `activate NAME` stop at once.
+    for file in (NAME_TARGET, NAME_PROJECT, *(f"activate.{shell}" for shell in NAME_SHELLS)):
         (directory / file).unlink(missing_ok=True)
     try:
         directory.rmdir()
@@ -157,7 +171,8 @@ def project_activation_dir(paths: Paths, project_dir: str | os.PathLike[str]) ->
 
 
 def write_project_activation(paths: Paths, project_dir: str | os.PathLike[str], name: str, env_key: str,
-                             prefix: str | os.PathLike[str], variables: Sequence[tuple[str, str]] = ()) -> bool:
+                             prefix: str | os.PathLike[str], variables: Sequence[tuple[str, str]] = (), *,
+                             prompt: bool = True) -> bool:
     """Render a project's activation for every shell; after each good warm and each ``.env`` change.
 
     Returns whether anything changed: an identical rewrite keeps the generation, so the hook does not
@@ -169,7 +184,7 @@ def write_project_activation(paths: Paths, project_dir: str | os.PathLike[str], 
     warnings: list[str] = []
     act = Activation(name=name, facts=facts, project=project,
                      variables=_valid({k.upper(): str(v) for k, v in variables}, "variable", warnings),
-                     secrets=_read_dotenv(Path(project) / ".env", warnings))
+                     secrets=_read_dotenv(Path(project) / ".env", warnings), prompt=prompt)
     for warning in warnings:
         log.warning("project %s: %s", project, warning)
     directory = project_activation_dir(paths, project)
@@ -185,7 +200,7 @@ def write_project_activation(paths: Paths, project_dir: str | os.PathLike[str], 
     return True
 
 
-def refresh_project_activation(paths: Paths, project_dir: str | os.PathLike[str]) -> bool:
+def refresh_project_activation(paths: Paths, project_dir: str | os.PathLike[str], *, prompt: bool = True) -> bool:
     """Re-render a project's activation after its ``.env`` changed, keeping its env and ``variables:``.
 
     Needs no spec parse, so a broken environment.yml does not hold a secret rotation back.
@@ -195,7 +210,7 @@ def refresh_project_activation(paths: Paths, project_dir: str | os.PathLike[str]
     if not isinstance(data, dict) or data.get("scheme") != SCHEME:
         return False
     return write_project_activation(paths, project_dir, data["name"], data["env_key"], data["prefix"],
-                                    tuple(data.get("variables", {}).items()))
+                                    tuple(data.get("variables", {}).items()), prompt=prompt)
 
 
 def remove_project_activation(paths: Paths, project_dir: str | os.PathLike[str]) -> None:

@@ -10,11 +10,22 @@ __provisiond_state=@STATE@
 __provisiond_ctl=(@CTL@)
 __provisiond_pwd=
 __provisiond_pending=
+__provisiond_applied=
 __provisiond_asked=$'\n'
 __provisiond_noticed=$'\n'
 
 __provisiond_deactivate() {
 @DEACTIVATE@
+}
+
+# Leaves the active env: by the activation's own straight-line undo when this shell ran it
+# (shell/undo.py), else by the generic code above (a child shell, a `provisionctl activate` elsewhere).
+__provisiond_leave() {
+  if [[ -n ${__provisiond_undo_gen-} && $__provisiond_undo_gen == "${_PROVISIOND_GEN-}" ]]; then
+    __provisiond_undo
+  else
+    __provisiond_deactivate
+  fi
 }
 
 # Sets __provisiond_dir to the nearest dir at or above $PWD holding an environment file, or ''.
@@ -62,7 +73,7 @@ __provisiond_update() {
   dir=$__provisiond_dir
   if [[ -z $dir ]]; then
     __provisiond_pending=
-    [[ -n ${_PROVISIOND_PROJECT-} ]] && __provisiond_deactivate
+    [[ -n ${_PROVISIOND_PROJECT-} ]] && __provisiond_leave
     return 0
   fi
   __provisiond_enter "$dir"
@@ -85,14 +96,17 @@ __provisiond_enter() {
     __provisiond_pending=
     __provisiond_notice "$dir"  # a failed rebuild: the previous env stays active, and we say why
     { read -r gen <"$base/@STAMP@"; } 2>/dev/null
-    [[ ${_PROVISIOND_PROJECT-} == "$dir" && -n $gen && $gen == "${_PROVISIOND_GEN-}" ]] && return 0
+    # Active already, and applied in this shell (a child shell inherits the variables, not the prompt).
+    [[ ${_PROVISIOND_PROJECT-} == "$dir" && -n $gen && $gen == "${_PROVISIOND_GEN-}" &&
+      $gen == "$__provisiond_applied" ]] && return 0
+    __provisiond_applied=$gen
     # The script deactivates whatever is active first.
     # shellcheck source=/dev/null
     . "$base/activate.bash"
     return 0
   fi
   # No env for this project (yet): leave the previous one (it is not this project's).
-  [[ -n ${_PROVISIOND_PROJECT-} ]] && __provisiond_deactivate
+  [[ -n ${_PROVISIOND_PROJECT-} ]] && __provisiond_leave
   __provisiond_pending=$dir
   if [[ -f $base/@NOTICE@ ]]; then
     __provisiond_notice "$dir"  # blocked or failing: the daemon already knows, nothing to ask

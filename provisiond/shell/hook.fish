@@ -10,11 +10,22 @@ set -g __provisiond_state @STATE@
 set -g __provisiond_ctl @CTL@
 set -g __provisiond_pwd
 set -g __provisiond_pending
+set -g __provisiond_applied
 set -g __provisiond_asked
 set -g __provisiond_noticed
 
 function __provisiond_deactivate
 @DEACTIVATE@
+end
+
+# Leaves the active env: by the activation's own straight-line undo when this shell ran it
+# (shell/undo.py), else by the generic code above (a child shell, a `provisionctl activate` elsewhere).
+function __provisiond_leave
+    if set -q __provisiond_undo_gen; and test -n "$__provisiond_undo_gen"; and test "$__provisiond_undo_gen" = "$_PROVISIOND_GEN"
+        __provisiond_undo
+    else
+        __provisiond_deactivate
+    end
 end
 
 # Prints the nearest dir at or above $PWD holding an environment file (builtins only: no fork).
@@ -68,7 +79,7 @@ function __provisiond_hook --on-event fish_prompt --on-variable PWD
     set -l dir (__provisiond_find)
     if test -z "$dir"
         set -g __provisiond_pending
-        set -q _PROVISIOND_PROJECT; and __provisiond_deactivate
+        set -q _PROVISIOND_PROJECT; and __provisiond_leave
         return 0
     end
     set -l base "$__provisiond_state$dir/@LEAF@"
@@ -84,15 +95,18 @@ function __provisiond_hook --on-event fish_prompt --on-variable PWD
         set -g __provisiond_pending
         __provisiond_notice $dir # a failed rebuild: the previous env stays active, and we say why
         read -l line <"$base/@STAMP@"; and set gen $line
+        # Active already, and applied in this shell (a child shell inherits the variables, not the prompt).
         if test "$_PROVISIOND_PROJECT" = "$dir"; and test -n "$gen"; and test "$gen" = "$_PROVISIOND_GEN"
+            and test "$gen" = "$__provisiond_applied"
             return 0
         end
+        set -g __provisiond_applied $gen
         # The script deactivates whatever is active first.
         source "$base/activate.fish"
         return 0
     end
     # No env for this project (yet): leave the previous one (it is not this project's).
-    set -q _PROVISIOND_PROJECT; and __provisiond_deactivate
+    set -q _PROVISIOND_PROJECT; and __provisiond_leave
     set -g __provisiond_pending $dir
     if test -f "$base/@NOTICE@"
         __provisiond_notice $dir # blocked or failing: the daemon already knows, nothing to ask

@@ -9,12 +9,22 @@
 typeset -g __provisiond_state=@STATE@
 typeset -ga __provisiond_ctl
 __provisiond_ctl=(@CTL@)
-typeset -g __provisiond_pwd= __provisiond_pending= __provisiond_dir=
+typeset -g __provisiond_pwd= __provisiond_pending= __provisiond_dir= __provisiond_applied=
 typeset -g __provisiond_asked=$'\n' __provisiond_noticed=$'\n'
 
 __provisiond_deactivate() {
   emulate -L zsh
 @DEACTIVATE@
+}
+
+# Leaves the active env: by the activation's own straight-line undo when this shell ran it
+# (shell/undo.py), else by the generic code above (a child shell, a `provisionctl activate` elsewhere).
+__provisiond_leave() {
+  if [[ -n ${__provisiond_undo_gen-} && $__provisiond_undo_gen == "${_PROVISIOND_GEN-}" ]]; then
+    __provisiond_undo
+  else
+    __provisiond_deactivate
+  fi
 }
 
 # Sets __provisiond_dir to the nearest dir at or above $PWD holding an environment file, or ''.
@@ -66,7 +76,7 @@ __provisiond_hook() {
   dir=$__provisiond_dir
   if [[ -z $dir ]]; then
     __provisiond_pending=
-    [[ -n ${_PROVISIOND_PROJECT-} ]] && __provisiond_deactivate
+    [[ -n ${_PROVISIOND_PROJECT-} ]] && __provisiond_leave
     return 0
   fi
   base=$__provisiond_state$dir/@LEAF@
@@ -82,13 +92,16 @@ __provisiond_hook() {
     __provisiond_pending=
     __provisiond_notice "$dir"  # a failed rebuild: the previous env stays active, and we say why
     { read -r gen <"$base/@STAMP@"; } 2>/dev/null
-    [[ ${_PROVISIOND_PROJECT-} == "$dir" && -n $gen && $gen == "${_PROVISIOND_GEN-}" ]] && return 0
+    # Active already, and applied in this shell (a child shell inherits the variables, not the prompt).
+    [[ ${_PROVISIOND_PROJECT-} == "$dir" && -n $gen && $gen == "${_PROVISIOND_GEN-}" &&
+      $gen == "$__provisiond_applied" ]] && return 0
+    __provisiond_applied=$gen
     # The script deactivates whatever is active first.
     . "$base/activate.zsh"
     return 0
   fi
   # No env for this project (yet): leave the previous one (it is not this project's).
-  [[ -n ${_PROVISIOND_PROJECT-} ]] && __provisiond_deactivate
+  [[ -n ${_PROVISIOND_PROJECT-} ]] && __provisiond_leave
   __provisiond_pending=$dir
   if [[ -f $base/@NOTICE@ ]]; then
     __provisiond_notice "$dir"  # blocked or failing: the daemon already knows, nothing to ask

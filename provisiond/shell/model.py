@@ -61,6 +61,7 @@ class Activation:
     generation: str = ""
     variables: tuple[tuple[str, str], ...] = ()
     secrets: tuple[tuple[str, str], ...] = ()  # from .env: never logged, never in the store
+    prompt: bool = True  # put CONDA_PROMPT_MODIFIER before the shell's prompt (settings.changeps1)
 
     def env(self) -> dict[str, str]:
         """Every variable set, except PATH and CONDA_SHLVL (computed from the shell's own values)."""
@@ -80,5 +81,7 @@ class Activation:
                 "path_prepend": list(self.facts.path_prepend),
                 # The project's own `variables:` again (also in "set"), so a .env change can re-render.
                 "variables": dict(self.variables),
+                # Whether a shell activation changes the prompt (a tool may ignore it).
+                "prompt": self.prompt,
                 "scripts": list(self.facts.activate["sh"]),
                 "deactivate_scripts": list(self.facts.deactivate["sh"])}

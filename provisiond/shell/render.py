@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from functools import partial
 from typing import TYPE_CHECKING
 
+from provisiond.shell.undo import FISH_PROMPT_RESTORE, POSIX_PROMPT_RESTORE, prompt_set, undo_call, undo_function
+
 if TYPE_CHECKING:  # hooks.py imports this module on every shell start: no dataclasses for it
     from provisiond.shell.model import Activation
 
@@ -158,11 +160,19 @@ def source_lines(shell: str, scripts: Iterable[str]) -> str:
 
 
 def deactivate_body(shell: str) -> str:
-    """The generic code that undoes the activation recorded in ``_PROVISIOND_*`` variables."""
+    """Undo the active activation: its own straight-line ``__provisiond_undo`` when this shell defined
+    it (undo.py), else the generic code that reads the ``_PROVISIOND_*`` variables."""
     if shell == "fish":
-        return _FISH_DEACTIVATE.replace("@BOOKKEEPING@", " ".join(BOOKKEEPING))
+        generic = FISH_PROMPT_RESTORE + _FISH_DEACTIVATE.replace("@BOOKKEEPING@", " ".join(BOOKKEEPING))
+        return undo_call(shell) + _indent(generic, "    ") + "end\n"
     flavour = _flavour(shell)
-    return _POSIX_DEACTIVATE.replace("@UNEXPORT@", _UNEXPORT[flavour]).replace("@BOOKKEEPING@", " ".join(BOOKKEEPING))
+    generic = POSIX_PROMPT_RESTORE + _POSIX_DEACTIVATE.replace("@UNEXPORT@", _UNEXPORT[flavour]) \
+        .replace("@BOOKKEEPING@", " ".join(BOOKKEEPING))
+    return undo_call(shell) + _indent(generic, "  ") + "fi\n"
+
+
+def _indent(text: str, by: str) -> str:
+    return "".join(by + line if line.strip() else line for line in text.splitlines(keepends=True))
 
 
 def deactivate_script(shell: str) -> str:
@@ -182,7 +192,8 @@ def activate_script(act: Activation, shell: str) -> str:
     body = _fish_body(act, names, scripts) if shell == "fish" else _posix_body(act, shell, names, scripts)
     if shell in ("bash", "sh"):
         # Values are literal on purpose ($ must not expand); activate.d scripts live in the prefix.
-        head += "# shellcheck disable=SC2016,SC1091\n"
+        # The undo restores saved values by name: shellcheck takes a quoted value for code (SC2089/SC2090).
+        head += "# shellcheck disable=SC2016,SC1091,SC2089,SC2090\n"
     return head + _wrap(shell, deactivate_body(shell) + body)
 
 
@@ -224,11 +235,15 @@ def _posix_body(act: Activation, shell: str, names: list[str], scripts: tuple[st
                  f"_PROVISIOND_ENV={q(act.facts.activation_dir)} _PROVISIOND_PREPEND={q(prepend)} "
                  '_PROVISIOND_VARS _PROVISIOND_LOCAL="${__pvd_local# }"')
     lines.append(f"export _PROVISIOND_PROJECT={q(act.project)}" if act.project else "unset -v _PROVISIOND_PROJECT")
+    if act.prompt:
+        lines.append(prompt_set(shell, q(act.env()["CONDA_PROMPT_MODIFIER"])))
     leases = _leases_dir(act)
     # A lease for gc while this shell lives (a builtin redirection: no process).
     lines.append(f'[ -d {q(leases)} ] && true >{q(leases)}"/{act.facts.env_key}.$$"')
     lines.append(source_lines(shell, scripts).rstrip("\n"))
     lines.append("unset -v __pvd_local __pvd_rest __pvd_v __pvd_lvl" + (" __pvd_attr" if flavour == "bash" else ""))
+    lines.append(undo_function(shell, names, act.facts.deactivate["sh"], prompt=act.prompt, generation=act.generation,
+                               unexport=_UNEXPORT[flavour], bookkeeping=BOOKKEEPING, q=q).rstrip("\n"))
     return "\n".join(line for line in lines if line) + "\n"
 
 
@@ -244,6 +259,9 @@ def _fish_body(act: Activation, names: list[str], scripts: tuple[str, ...]) -> s
               'set -gx _PROVISIOND_LOCAL "$__pvd_local"',
               f"set -gx _PROVISIOND_PROJECT {q(act.project)}" if act.project else "set -eg _PROVISIOND_PROJECT",
               f'test -d {q(_leases_dir(act))}; and true >{q(_leases_dir(act))}"/{act.facts.env_key}.$fish_pid"',
+              prompt_set("fish", q(act.env()["CONDA_PROMPT_MODIFIER"])) if act.prompt else "",
               source_lines("fish", scripts).rstrip("\n"),
-              "set -eg __pvd_vars __pvd_local __pvd_v __pvd_lvl"]
+              "set -eg __pvd_vars __pvd_local __pvd_v __pvd_lvl",
+              undo_function("fish", names, act.facts.deactivate["fish"], prompt=act.prompt, generation=act.generation,
+                            unexport=":", bookkeeping=BOOKKEEPING, q=q).rstrip("\n")]
     return "\n".join(line for line in lines if line) + "\n"

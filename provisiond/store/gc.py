@@ -8,6 +8,7 @@ when that pid is gone, so a crashed holder never pins an env forever.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -23,6 +24,7 @@ from provisiond.config.settings import Paths
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # `provisionctl run` takes leases: no sqlite3 import on its way to exec
+    from provisiond.store import pkgcache
     from provisiond.store.store import Store
 
 
@@ -82,12 +84,15 @@ class GcReport:
 
 
 def plan(store: Store, *, older_than_days: float, cache_budget_bytes: int | None,
-         in_use: Callable[..., str | None], pinned: Callable[[], set[str]]) -> GcReport:
-    """What a collection would remove (cheap reads only; sizes are computed in ``disk_usage``).
+         in_use: Callable[..., str | None], pinned: Callable[[], set[str]],
+         sizes: dict[str, int] | None = None) -> GcReport:
+    """What a collection would remove: registry reads, one listing of the package cache, and the
+    ``sizes`` measured once (``measure``); nothing here walks a prefix.
 
     ``in_use(env_key, leases=...)`` is the lifecycle's one answer; ``pinned()`` names the cache
     entries running builds link from.
     """
+    sizes = store.sizes() if sizes is None else sizes
     report = GcReport(dry_run=True)
     held = leased(store.paths)
     cutoff = time.time() - older_than_days * 86400
@@ -98,57 +103,99 @@ def plan(store: Store, *, older_than_days: float, cache_budget_bytes: int | None
         if reason:
             report.kept.append({**entry, "reason": reason})
         else:
-            report.envs.append({**entry, "bytes": 0})
+            report.envs.append({**entry, "bytes": sizes.get(env["prefix"], 0)})
     if cache_budget_bytes is not None:
-        report.packages = _over_budget(store.paths.pkgs, cache_budget_bytes, store.cache_last_used(), pinned())
+        report.packages = _over_budget(cache_entries(store.paths.pkgs), cache_budget_bytes, store.cache_last_used(),
+                                       pinned(), sizes)
     return report
+
+
+def cache_entries(pkgs: Path) -> list[pkgcache.Entry]:
+    """The package cache's packages in both engines' layouts, one entry per ``name-version-build``
+    (``store/pkgcache.py``): never locks, hidden files or micromamba's bookkeeping."""
+    from provisiond.store import pkgcache  # here: `provisionctl run` imports this module for its lease
+
+    return pkgcache.entries(pkgs)
+
+
+def unmeasured(store: Store, sizes: dict[str, int]) -> list[tuple[str, str]]:
+    """(kind, path) of every env and cache entry without a kept size: what ``measure`` must walk."""
+    todo = [("env", env["prefix"]) for env in store.list_envs() if env["prefix"] not in sizes]
+    todo += [("pkg", str(p)) for e in cache_entries(store.paths.pkgs) for p in e.paths if str(p) not in sizes]
+    return todo
+
+
+def measure(paths: Paths, todo: list[tuple[str, str]]) -> dict[str, int]:
+    """Walk each path once (slow: call in a thread). An env counts what removing it frees: its files
+    not hardlinked elsewhere, its lock and its activation; a cache entry counts all of its bytes."""
+    out = {}
+    for kind, path in todo:
+        if kind == "pkg":
+            out[path] = _tree_bytes(Path(path), only_unshared=False)
+            continue
+        key = _env_key_of(path)
+        extra = [paths.locks / f"{key}.json", paths.activation / key] if key else []
+        out[path] = sum(_tree_bytes(p, only_unshared=True) for p in (Path(path), *extra) if p.exists())
+    return out
+
+
+def _env_key_of(prefix: str) -> str | None:
+    from provisiond.config.layout import MARKER
+
+    try:
+        with open(os.path.join(prefix, MARKER), encoding="utf-8") as f:
+            key = json.load(f).get("env_key")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return key if isinstance(key, str) and key.isalnum() else None
 
 
 async def collect(store: Store, *, dry_run: bool, older_than_days: float, cache_budget_bytes: int | None,
                   in_use: Callable[..., str | None], pinned: Callable[[], set[str]]) -> dict[str, Any]:
-    """Plan, size, then (unless ``dry_run``) remove. Sizing yields to the loop, so the last check
-    (``in_use``, ``pinned``) and the unpublish happen together in one synchronous step after it;
-    the slow deletion of what was moved out of sight runs in a thread."""
+    """Measure what was never measured (in a thread; once per env and cache entry, kept in the
+    registry), plan, then (unless ``dry_run``) remove. The plan, the last check (``in_use``,
+    ``pinned``) and the unpublish happen in one synchronous step after the measuring; the slow
+    deletion of what was moved out of sight runs in a thread."""
     import asyncio  # here: `provisionctl run` imports this module for its lease, and must start fast
+    sizes = store.sizes()
+    todo = unmeasured(store, sizes)
+    if todo:
+        measured = await asyncio.to_thread(measure, store.paths, todo)
+        store.record_sizes(measured)
+        sizes.update(measured)
     report = plan(store, older_than_days=older_than_days, cache_budget_bytes=cache_budget_bytes,
-                  in_use=in_use, pinned=pinned)
-    await asyncio.to_thread(disk_usage, report, store.paths)
+                  in_use=in_use, pinned=pinned, sizes=sizes)
     report.dry_run = dry_run
     if dry_run:
         return report.to_wire()
-    held = leased(store.paths)
-    still = {e["env_key"]: in_use(e["env_key"], leases=held) for e in report.envs}
-    report.kept += [{**e, "reason": still[e["env_key"]]} for e in report.envs if still[e["env_key"]]]
-    report.envs = [e for e in report.envs if not still[e["env_key"]]]
-    busy = pinned()
-    report.packages = [p for p in report.packages if p["package"] not in busy]
     doomed = [p for p in (store.unpublish(e["env_key"]) for e in report.envs) if p is not None]
-    doomed += [t for p in report.packages for t in (store.trash(Path(x)) for x in p.get("paths", [p["path"]]))
-               if t is not None]
+    doomed += [t for p in report.packages for t in (store.trash(Path(x)) for x in p["paths"]) if t is not None]
+    store.forget_sizes([e["prefix"] for e in report.envs] + [x for p in report.packages for x in p["paths"]])
     await asyncio.to_thread(delete_paths, doomed)
     log.info("gc freed %d bytes (%d envs, %d cached packages)", report.freed_bytes,
              len(report.envs), len(report.packages))
     return report.to_wire()
 
 
-def _over_budget(pkgs: Path, budget: int, last_used: dict[str, float], pinned: set[str]) -> list[dict[str, Any]]:
+def _over_budget(entries: list[pkgcache.Entry], budget: int, last_used: dict[str, float], pinned: set[str],
+                 sizes: dict[str, int]) -> list[dict[str, Any]]:
     """Least recently linked cache entries to drop until the cache fits ``budget`` bytes.
 
     An entry is one package in both engines' layouts (``store/pkgcache.py``): rattler's
     ``pkgs/<dist>/``, micromamba's ``pkgs/file|http/…/<dist>/`` and its archive; micromamba's
-    bookkeeping (``cache/``, ``urls.txt``) is never one. Files hardlinked between the layouts count
-    once. Use is what builds recorded (``Store.touch_cache``); an entry no build recorded counts
-    by its mtime. Entries a running build links from are never dropped.
+    bookkeeping (``cache/``, ``urls.txt``) is never one. Its size is the sum of its paths' kept
+    sizes, so files hardlinked between the two layouts count in each. Use is what builds recorded
+    (``Store.touch_cache``); an entry no build recorded counts by its mtime. Entries a running build
+    links from are never dropped.
     """
-    from provisiond.store import pkgcache  # here: `provisionctl run` imports this module for its lease
-
-    entries = []
-    for entry in pkgcache.entries(pkgs):
-        used = last_used.get(entry.dist, entry.last_modified())
-        entries.append((used, entry, _paths_bytes(entry.paths)))
-    total = sum(size for _, _, size in entries)
+    listed = []
+    for entry in entries:
+        used = last_used.get(entry.dist) or entry.last_modified()
+        if used:  # 0.0: every path of it is gone
+            listed.append((used, entry, sum(sizes.get(str(p), 0) for p in entry.paths)))
+    total = sum(size for _, _, size in listed)
     dropped = []
-    for _, entry, size in sorted(entries, key=lambda e: e[0]):
+    for _, entry, size in sorted(listed, key=lambda e: e[0]):
         if total <= budget:
             break
         if entry.dist in pinned:
@@ -157,24 +204,6 @@ def _over_budget(pkgs: Path, budget: int, last_used: dict[str, float], pinned: s
                         "bytes": size})
         total -= size
     return dropped
-
-
-def _paths_bytes(paths: list[Path]) -> int:
-    """Bytes under ``paths``, each inode once (the layouts hardlink the same files)."""
-    seen: set[tuple[int, int]] = set()
-    total = 0
-    for path in paths:
-        walk = [(str(path.parent), [], [path.name])] if not path.is_dir() else os.walk(path)
-        for root, _dirs, files in walk:
-            for name in files:
-                try:
-                    st = os.lstat(os.path.join(root, name))
-                except FileNotFoundError:
-                    continue
-                if (st.st_dev, st.st_ino) not in seen:
-                    seen.add((st.st_dev, st.st_ino))
-                    total += st.st_size
-    return total
 
 
 def _tree_bytes(path: Path, *, only_unshared: bool) -> int:
@@ -192,15 +221,6 @@ def _tree_bytes(path: Path, *, only_unshared: bool) -> int:
             if not only_unshared or st.st_nlink == 1:
                 total += st.st_size
     return total
-
-
-def disk_usage(report: GcReport, paths: Paths) -> None:
-    """Fill in what removing each env frees: its files not hardlinked elsewhere, its lock and
-    activation (slow: call in a thread)."""
-    for env in report.envs:
-        key = env["env_key"]
-        env["bytes"] = sum(_tree_bytes(p, only_unshared=True) for p in (
-            Path(env["prefix"]), paths.locks / f"{key}.json", paths.activation / key) if p.exists())
 
 
 def delete_paths(paths: list[Path]) -> None:

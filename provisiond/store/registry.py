@@ -5,10 +5,12 @@ Versions (docs/store.md, "The registry"):
 - 0: no tables (a new file), or a store from before versions existed (``user_version`` 0 with tables);
 - 1: ``envs``, ``names`` (+ ``names_project``), ``solves``, ``builds``: provisiond before the allow-list;
 - 2: + ``trust``: the schema of the first versioned provisiond;
-- 3: + ``cache_use``: when a build last linked from each package-cache entry (gc's LRU order).
+- 3: + ``cache_use``: when a build last linked from each package-cache entry (gc's LRU order);
+- 4: + ``fresh``: each name's change-detection signature (a restart re-parses nothing unchanged), and
+  ``sizes``: the bytes of each env and package-cache entry, measured once (gc reads them).
 
-An unversioned store is placed by its tables (``cache_use``: 3, ``trust``: 2, else 1), then every later step
-runs, each in its own transaction with its ``user_version``. A version above ``VERSION`` was written
+An unversioned store is placed by its tables (``fresh``: 4, ``cache_use``: 3, ``trust``: 2, else 1), then
+every later step runs, each in its own transaction with its ``user_version``. A version above ``VERSION`` was written
 by a newer provisiond and is refused, so is a file that is not a readable SQLite database: never an
 empty start over a store that has envs (``provisionctl doctor`` rebuilds it from the disk).
 """
@@ -56,6 +58,13 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE cache_use (entry TEXT PRIMARY KEY, last_used REAL NOT NULL);
     """,
+    # 3 -> 4: signatures of the last good warms (freshness.py), sizes measured once (gc.py)
+    """
+    CREATE TABLE fresh (
+        name TEXT PRIMARY KEY, context TEXT NOT NULL, signature TEXT NOT NULL, env_key TEXT NOT NULL,
+        spec_key TEXT NOT NULL, files TEXT NOT NULL);
+    CREATE TABLE sizes (path TEXT PRIMARY KEY, bytes INTEGER NOT NULL, measured REAL NOT NULL);
+    """,
 )
 VERSION = len(MIGRATIONS)
 
@@ -97,7 +106,7 @@ def unversioned(db: sqlite3.Connection) -> int:
     tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     if not tables:
         return 0
-    return 3 if "cache_use" in tables else 2 if "trust" in tables else 1
+    return 4 if "fresh" in tables else 3 if "cache_use" in tables else 2 if "trust" in tables else 1
 
 
 def open_registry(paths: Paths) -> sqlite3.Connection:
@@ -232,6 +241,33 @@ class Registry:
     def cache_last_used(self) -> dict[str, float]:
         return {row["entry"]: row["last_used"] for row in self.db.execute("SELECT * FROM cache_use")}
 
+    # -- sizes (gc): measured once per env and cache entry, kept ------------------------------
+
+    def sizes(self) -> dict[str, int]:
+        """Bytes of every measured path (an env's prefix, a package-cache entry)."""
+        return {row["path"]: row["bytes"] for row in self.db.execute("SELECT path, bytes FROM sizes")}
+
+    def record_sizes(self, sizes: dict[str, int]) -> None:
+        now = time.time()
+        self.db.executemany("INSERT OR REPLACE INTO sizes VALUES (?,?,?)", [(p, b, now) for p, b in sizes.items()])
+
+    def forget_sizes(self, paths: list[str]) -> None:
+        self.db.executemany("DELETE FROM sizes WHERE path=?", [(p,) for p in paths])
+
+    # -- change detection (freshness.py): the last good warm of each name ---------------------
+
+    def fresh_rows(self, context: str) -> list[sqlite3.Row]:
+        """The signatures recorded under ``context`` (the same engine and settings); others are stale."""
+        return self.db.execute("SELECT * FROM fresh WHERE context=?", (context,)).fetchall()
+
+    def record_fresh(self, name: str, context: str, signature: str, env_key: str, spec_key: str,
+                     files: tuple[str, ...]) -> None:
+        self.db.execute("INSERT OR REPLACE INTO fresh VALUES (?,?,?,?,?,?)",
+                        (name, context, signature, env_key, spec_key, json.dumps(files)))
+
+    def forget_fresh(self, name: str) -> None:
+        self.db.execute("DELETE FROM fresh WHERE name=?", (name,))
+
     # -- solve cache -----------------------------------------------------------------------
 
     def cached_lock(self, spec_key: str, max_age: float) -> Lock | None:
@@ -281,6 +317,7 @@ class Registry:
 
     def remove_name(self, name: str) -> None:
         self.db.execute("DELETE FROM names WHERE name=?", (name,))
+        self.db.execute("DELETE FROM fresh WHERE name=?", (name,))
 
     def update_name(self, name: str, **values: Any) -> None:
         if values.get("error"):  # engine errors may quote a URL with its token
@@ -288,6 +325,16 @@ class Registry:
         values["updated"] = time.time()
         columns = ", ".join(f"{key}=?" for key in values)
         self.db.execute(f"UPDATE names SET {columns} WHERE name=?", (*values.values(), name))
+
+    def projects_of(self, env_key: str) -> list[str]:
+        """The directories of the projects whose env is ``env_key``, by name."""
+        rows = self.db.execute("SELECT source FROM names WHERE kind='project' AND env_key=? AND source IS NOT NULL"
+                               " ORDER BY name", (env_key,))
+        return [row["source"] for row in rows]
+
+    def env_prefixes(self) -> dict[str, str]:
+        """Every published env's prefix, by env_key (one query: ``list`` must stay linear)."""
+        return {row["env_key"]: row["prefix"] for row in self.db.execute("SELECT env_key, prefix FROM envs")}
 
     def names_of(self, env_key: str) -> list[str]:
         rows = self.db.execute("SELECT name FROM names WHERE env_key=? ORDER BY name", (env_key,))

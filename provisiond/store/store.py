@@ -274,6 +274,8 @@ class Store(Registry):
         """
         row = self.db.execute("SELECT prefix FROM envs WHERE env_key=?", (env_key,)).fetchone()
         self.db.execute("DELETE FROM envs WHERE env_key=?", (env_key,))
+        if row is not None:
+            self.forget_sizes([row["prefix"]])  # a rebuild at the same prefix is measured again
         (self.paths.locks / f"{env_key}.json").unlink(missing_ok=True)
         shutil.rmtree(self.paths.activation / env_key, ignore_errors=True)
         if row is None or not Path(row["prefix"]).exists():

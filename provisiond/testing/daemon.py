@@ -24,6 +24,8 @@ class DaemonProcess:
                  env: Mapping[str, str] | None = None, args: Sequence[str] = (), log: Path | None = None) -> None:
         self.home, self.socket = home, socket
         self.state = state or home.parent / "user-state"
+        # Its own Jupyter data dir: kernelspecs of a test store never land in the user's.
+        self.jupyter = home.parent / "jupyter"
         self.base_env = dict(os.environ if env is None else env)
         self.args = list(args)
         self.fixed_log = log
@@ -39,9 +41,12 @@ class DaemonProcess:
                 *self.args]
 
     def environ(self) -> dict[str, str]:
-        """No user config file; per-user state in our own dir."""
-        return {**self.base_env, "PROVISIOND_CONFIG": str(self.home.parent / "none.toml"),
-                "PROVISIOND_STATE": str(self.state)}
+        """No user config file, no .condarc; per-user state, conda's environments.txt and the Jupyter
+        data dir in our own dirs."""
+        return {"PROVISIOND_CONDA_CONFIG": "false",
+                "PROVISIOND_ENVIRONMENTS_TXT": str(self.home.parent / "conda" / "environments.txt"),
+                **self.base_env, "PROVISIOND_CONFIG": str(self.home.parent / "none.toml"),
+                "PROVISIOND_STATE": str(self.state), "JUPYTER_DATA_DIR": str(self.jupyter)}
 
     def start(self, timeout: float = 60) -> DaemonProcess:
         self.log = self.fixed_log or self.home.parent / f"daemon-{time.monotonic_ns()}.log"

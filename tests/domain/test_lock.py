@@ -21,22 +21,28 @@ LOCK = Lock(platform="linux-64", packages=(pkg("zlib"), pkg("python", "3.11.7"))
 
 
 def test_env_key_golden() -> None:
-    assert LOCK.env_key == "205483eb9acb94b8e568e748bdc71a127f2c859f6e946ba3bc16cd99c1b0707b"
+    assert LOCK.env_key == "0a9a0400f6abecd60ca060f4d224246a488a1f10c4007e507846f3e0e13121a0"
 
 
 def test_canonical_json_golden() -> None:
     text = LOCK.to_json()
-    assert text.startswith('{"channels":[],"engine":"rattler","env_key":"205483eb')
+    assert text.startswith('{"channels":[],"engine":"rattler","env_key":"0a9a0400')
     assert text == json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
     assert [p["name"] for p in json.loads(text)["packages"]] == ["python", "zlib"]
 
 
-def test_env_key_ignores_order_engine_and_metadata_but_not_hashes() -> None:
+def test_env_key_ignores_order_engine_metadata_and_hash_fields() -> None:
     same = Lock(platform="linux-64", packages=(pkg("python", "3.11.7"), pkg("zlib")), engine="micromamba",
                 channels=("x",), meta={"source": "elsewhere"})
     assert same.env_key == LOCK.env_key
-    other_hash = Lock(platform="linux-64", packages=(pkg("python", "3.11.7"), pkg("zlib", sha="cc")))
-    assert other_hash.env_key != LOCK.env_key
+    # Hashes are checked at install, they are not the identity: md5 only, sha256 only, both.
+    from dataclasses import replace
+
+    for hashes in ({"md5": None}, {"sha256": None}, {"sha256": "cc" * 32}):
+        other = Lock(platform="linux-64", packages=tuple(replace(p, **hashes) for p in LOCK.packages))
+        assert other.env_key == LOCK.env_key, hashes
+    other_version = Lock(platform="linux-64", packages=(pkg("python", "3.11.8"), pkg("zlib")))
+    assert other_version.env_key != LOCK.env_key
     other_platform = Lock(platform="osx-arm64", packages=LOCK.packages)
     assert other_platform.env_key != LOCK.env_key
 
@@ -56,8 +62,8 @@ def test_env_key_is_sha256_of_our_own_payload() -> None:
     import hashlib
 
     base = "https://conda.anaconda.org/conda-forge/linux-64/"
-    payload = ('{"packages":[["' + base + 'python-3.11.7-0.conda","' + "aa" * 32 + '",""],["'
-               + base + 'zlib-1.0-0.conda","' + "aa" * 32 + '",""]],"platform":"linux-64","scheme":1}')
+    payload = ('{"packages":["' + base + 'python-3.11.7-0.conda","' + base + 'zlib-1.0-0.conda"],'
+               '"platform":"linux-64","scheme":2}')
     assert LOCK.env_key == hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -77,13 +83,12 @@ def test_env_key_with_pip_golden() -> None:
     import hashlib
 
     lock = pip_lock()
-    assert lock.env_key == "6b5d8a5adadca0d294533573804334aeec20843d72c46881392e2044ee1ed1bf"
+    assert lock.env_key == "2e5b711174d060e98869aa71e016b66d6bc62d9713c84e5835b2a74c2cb307ab"
     base = "https://conda.anaconda.org/conda-forge/linux-64/"
-    payload = ('{"packages":[["' + base + 'python-3.11.7-0.conda","' + "aa" * 32 + '",""],["'
-               + base + 'zlib-1.0-0.conda","' + "aa" * 32 + '",""]],'
+    payload = ('{"packages":["' + base + 'python-3.11.7-0.conda","' + base + 'zlib-1.0-0.conda"],'
                '"pip":[["gitlib","1.2.0","git+https://example.org/gitlib.git@' + "ab" * 20 + '"],'
                '["proj","","-e /home/u/proj"],["tinylib","1.0","sha256:' + "cc" * 32 + '"]],'
-               '"platform":"linux-64","scheme":1}')
+               '"platform":"linux-64","scheme":2}')
     assert lock.env_key == hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -123,3 +128,26 @@ def test_env_key_ignores_channel_credentials() -> None:
         replace(p, url=p.url.replace("https://", "https://bob:tok@").replace("/conda-forge/", "/t/abc/conda-forge/"))
         for p in LOCK.packages))
     assert secret.env_key == LOCK.env_key
+
+
+@pytest.mark.parametrize("spelling", [
+    "http://conda.anaconda.org/conda-forge/linux-64/{f}",
+    "HTTPS://Conda.Anaconda.ORG/conda-forge/linux-64/{f}",
+    "https://conda.anaconda.org:443/conda-forge/linux-64/{f}",
+    "https://bob:s3cret@conda.anaconda.org/t/tok-1/conda-forge/linux-64/{f}",
+    "https://conda.anaconda.org/conda-forge//linux-64/{f}",
+    "https://conda.anaconda.org/conda-forge/linux-64/{q}",
+])
+def test_env_key_ignores_url_spelling(spelling: str) -> None:
+    from dataclasses import replace
+    from urllib.parse import quote
+
+    def respell(p: Package) -> Package:
+        escaped = quote(p.file_name, safe="").replace(".", "%2E", 1)
+        return replace(p, url=spelling.format(f=p.file_name, q=escaped))
+
+    other = Lock(platform="linux-64", packages=tuple(respell(p) for p in LOCK.packages))
+    assert other.env_key == LOCK.env_key
+    moved = Lock(platform="linux-64", packages=tuple(replace(p, url=p.url.replace("conda-forge", "other"))
+                                                     for p in LOCK.packages))
+    assert moved.env_key != LOCK.env_key

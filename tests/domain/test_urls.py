@@ -40,3 +40,19 @@ def test_strip_touches_only_urls() -> None:
     assert json.loads(strip_credentials(doc)) == {"url": "https://h/c/x.conda", "channel": "https://h/c/",
                                                   "note": "alice@h"}
     assert json.loads(mask(doc))["url"] == "https://***@h/c/x.conda"
+
+
+@pytest.mark.parametrize(("url", "canonical"), [
+    ("https://conda.anaconda.org/c/linux-64/a-1-0.conda", "https://conda.anaconda.org/c/linux-64/a-1-0.conda"),
+    ("http://conda.anaconda.org/c/linux-64/a-1-0.conda", "https://conda.anaconda.org/c/linux-64/a-1-0.conda"),
+    ("HTTPS://Conda.Anaconda.ORG:443/c//linux-64/a%2Bb-1-0.conda", "https://conda.anaconda.org/c/linux-64/a+b-1-0.conda"),
+    ("https://u:p@host/t/tok/c/noarch/x-1-0.conda#abc", "https://host/c/noarch/x-1-0.conda"),
+    ("https://host:8443/c/noarch/x-1-0.conda", "https://host:8443/c/noarch/x-1-0.conda"),
+    ("file://localhost/srv/c/noarch/x-1-0.conda", "file:///srv/c/noarch/x-1-0.conda"),
+    ("file:///srv/t/x/noarch/x-1-0.conda", "file:///srv/t/x/noarch/x-1-0.conda"),  # no tokens in file: URLs
+])
+def test_canonical_url(url: str, canonical: str) -> None:
+    from provisiond.domain.urls import canonical_url
+
+    assert canonical_url(url) == canonical
+    assert canonical_url(canonical) == canonical

@@ -122,7 +122,9 @@ def test_name_activation_is_rewritten_only_when_it_changes(built: Built) -> None
     names = built.home / "activation" / "names"
     before = {p.name: p.stat().st_mtime_ns for p in (names / "plain").iterdir()}
     args = (built.paths, "plain", built.plain["env_key"], built.plain["prefix"])
-    assert not activation.write_name_activation(*args, (("PLAIN_VAR", "a b $HOME"),))
+    # ("plain" is a project's name: its store activation points at the project, for `activate NAME`.)
+    assert not activation.write_name_activation(*args, (("PLAIN_VAR", "a b $HOME"),),
+                                                project=str(built.plain_project))
     assert {p.name: p.stat().st_mtime_ns for p in (names / "plain").iterdir()} == before
     # A name that is not a file name gets no directory (and never reaches outside names/).
     for bad in ("a/b", "..", "."):

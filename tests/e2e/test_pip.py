@@ -236,8 +236,8 @@ def test_export_with_pip_round_trips_to_the_same_env(daemon: Daemon, pychannel: 
     exported.parent.mkdir()
     assert daemon.ctl("export", "pip-export", "-f", str(exported))[0] == 0
     text = exported.read_text()
-    assert '      - "greetlib==1.0"' in text and '      - "tinylib==1.0"' in text
-    assert f'      - "--find-links {wheels}"' in text and '"MODE": "dev"' in text
+    assert "\n      - greetlib==1.0\n" in text and "\n      - tinylib==1.0\n" in text
+    assert f"\n      - --find-links {wheels}\n" in text and "\n  MODE: dev\n" in text
     assert "do-not-export" not in text and "prefix:" not in text
     code, out, err = daemon.ctl("create", "-f", str(exported), "-n", "pip-copy", "--json")
     assert code == 0, err

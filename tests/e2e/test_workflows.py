@@ -51,12 +51,12 @@ def test_export_contents(daemon: Daemon, channel: Path, tmp_path: Path) -> None:
     (project / ".env").write_text("API_TOKEN=very-secret\n")
     warm(daemon, str(project))
     _, pinned, _ = daemon.ctl("export", "p")
-    assert '  - "hello=2.0=0"' in pinned and '  - "libgreet=1.0=0"' in pinned
-    assert f'  - "{channel.as_uri()}"' in pinned and "  - nodefaults" in pinned
+    assert "\n  - hello=2.0=0\n" in pinned and "\n  - libgreet=1.0=0\n" in pinned  # conda's layout, unquoted
+    assert f"\n  - {channel.as_uri()}\n" in pinned and "  - nodefaults" in pinned
     _, portable, _ = daemon.ctl("export", "p", "--no-builds")
-    assert '  - "hello=2.0"' in portable and "=0\"" not in portable
+    assert "\n  - hello=2.0\n" in portable and "=0\n" not in portable
     _, history, _ = daemon.ctl("export", "p", "--from-history")
-    assert '  - "hello>=2"' in history and "libgreet" not in history and '"MODE": "dev"' in history
+    assert "\n  - hello>=2\n" in history and "libgreet" not in history and "variables:\n  MODE: dev\n" in history
     _, explicit, _ = daemon.ctl("export", "p", "--explicit")
     assert "@EXPLICIT" in explicit and "#sha256:" in explicit and "\n\n" not in explicit.split("@EXPLICIT")[1]
     for text in (pinned, portable, history, explicit):
@@ -71,7 +71,7 @@ def test_from_history_keeps_channel_pins(daemon: Daemon, channel: Path, tmp_path
     hello = next(p for p in json.loads(out)["lock"]["packages"] if p["name"] == "hello")
     assert hello["version"] == "3.0" and hello["url"].startswith(other.as_uri())
     _, history, _ = daemon.ctl("export", "pins", "--from-history")
-    assert f'"{other.as_uri()}::hello"' in history  # conda/conda#12842 drops these; we must not
+    assert f"\n  - {other.as_uri()}::hello\n" in history  # conda/conda#12842 drops these; we must not
     exported = tmp_path / "h.yml"
     exported.write_text(history)
     code, out, err = daemon.ctl("create", "-f", str(exported), "-n", "again", "--json")

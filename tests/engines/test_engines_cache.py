@@ -118,10 +118,12 @@ async def test_gc_sees_packages_of_both_layouts_and_never_the_bookkeeping(
     assert [e.dist for e in entries] == sorted(p.dist for p in lock.packages)
     for entry in entries:  # rattler's dir (+ .lock), micromamba's dir and archive: one package
         assert {p.parent == pkgs for p in entry.paths} == {True, False}
-    planned = gc._over_budget(pkgs, 0, {}, set())
-    single = sum(gc._paths_bytes([pkgcache.rattler_entry(pkgs, p)]) for p in lock.packages)
+    sizes = gc.measure(engines["rattler"].settings.paths,  # type: ignore[attr-defined]
+                       [("pkg", str(p)) for e in entries for p in e.paths])
+    planned = gc._over_budget(gc.cache_entries(pkgs), 0, {}, set(), sizes)
+    single = sum(gc._tree_bytes(pkgcache.rattler_entry(pkgs, p), only_unshared=False) for p in lock.packages)
     archives = sum(p.size or 0 for p in lock.packages)
-    assert sum(p["bytes"] for p in planned) == single + archives  # hardlinked files count once
+    assert sum(p["bytes"] for p in planned) == 2 * single + archives  # each layout's paths counted
     with Store.open(engines["rattler"].settings.paths) as store:  # type: ignore[attr-defined]
         report = await gc.collect(store, dry_run=False, older_than_days=0, cache_budget_bytes=0,
                                   in_use=lambda *_a, **_k: "kept", pinned=set)

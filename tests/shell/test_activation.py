@@ -201,17 +201,26 @@ def test_shell_control_variables_never_reach_a_script(built: Built, tmp_path: Pa
     project = tmp_path / "p"
     project.mkdir()
     (project / ".env").write_text("PROMPT_COMMAND=id\nLD_PRELOAD=/tmp/evil.so\nfish_function_path=/tmp\nKEPT=1\n")
+    variables = [("BASH_ENV", "/tmp/x"), ("PS1", "$(id)"), ("ZDOTDIR", "/tmp"), ("OWN", "yes")]
     with caplog.at_level(logging.WARNING):
-        activation.write_project_activation(built.paths, project, "p", built.env_key, built.prefix,
-                                            [("BASH_ENV", "/tmp/x"), ("PS1", "$(id)"), ("ZDOTDIR", "/tmp"),
-                                             ("OWN", "yes")])
+        activation.write_project_activation(built.paths, project, "p", built.env_key, built.prefix, variables,
+                                            prompt=False)
     data = json.loads(activation.read_project_activation(built.paths, project, "json") or "{}")
     assert {"KEPT", "OWN"} <= set(data["set"])
     for name in ("PROMPT_COMMAND", "LD_PRELOAD", "fish_function_path", "BASH_ENV", "PS1", "ZDOTDIR"):
         assert name not in data["set"]
         assert f"{name!r} ignored: it controls the shell" in caplog.text
         for shell in ("bash", "zsh", "fish", "sh"):
-            assert name not in (activation.read_project_activation(built.paths, project, shell) or "")
+            script = activation.read_project_activation(built.paths, project, shell) or ""
+            if name == "PS1":  # the deactivation part restores a prompt modifier: never an assignment of it
+                assert "PS1=" not in script.replace("PS1=$_PROVISIOND_PS1_OLD", "").replace("PS1=${PS1#", "")
+            else:
+                assert name not in script
+    # With it, the prompt gets "(p) " and nothing of the refused values.
+    activation.write_project_activation(built.paths, project, "p", built.env_key, built.prefix, variables)
+    for shell in ("bash", "zsh", "fish", "sh"):
+        script = activation.read_project_activation(built.paths, project, shell) or ""
+        assert "(p) " in script and "$(id)" not in script and "/tmp/x" not in script
 
 
 def test_json_form_has_what_a_tool_needs(built: Built, tmp_path: Path) -> None:
@@ -256,8 +265,16 @@ def test_values_reach_every_shell_literally(built: Built, tmp_path: Path, shell:
     assert not (tmp_path / "pwned").exists()
 
 
+def forget_undo(shell: str, how: str) -> str:
+    """``generic``: drop the activation's own undo (undo.py), as a child shell has it, so the generic code runs."""
+    if how == "own":
+        return ""
+    return "set -eg __provisiond_undo_gen; " if shell == "fish" else "unset __provisiond_undo_gen; "
+
+
+@pytest.mark.parametrize("how", ["own", "generic"])
 @pytest.mark.parametrize("shell", ["bash", "zsh", "sh", "fish"])
-def test_deactivation_restores_the_environment_exactly(built: Built, tmp_path: Path, shell: str) -> None:
+def test_deactivation_restores_the_environment_exactly(built: Built, tmp_path: Path, shell: str, how: str) -> None:
     project = tmp_path / "proj"
     project.mkdir()
     (project / ".env").write_text("EMPTY=filled\nUNSET_BEFORE=now set\nLOCALV=exported now\n")
@@ -273,7 +290,8 @@ def test_deactivation_restores_the_environment_exactly(built: Built, tmp_path: P
     run_shell(shell, (
         f"{local}/usr/bin/env -0 > before; {source} '{script}'; {source} '{script}'; "
         f"{dump(shell, names, tmp_path / 'active')}; /usr/bin/env -0 > active.env; "
-        f"{source} ./deactivate; /usr/bin/env -0 > after; {dump(shell, ['LOCALV'], tmp_path / 'local')}"), tmp_path, env)
+        f"{forget_undo(shell, how)}{source} ./deactivate; /usr/bin/env -0 > after; "
+        f"{dump(shell, ['LOCALV'], tmp_path / 'local')}"), tmp_path, env)
     assert read_values(tmp_path / "active", names) == {
         "CONDA_SHLVL": "2", "CONDA_PREFIX": str(built.prefix), "HELLO_HOME": f"{built.prefix}/share/hello",
         "EMPTY": "filled", "UNSET_BEFORE": "now set", "HELLO_ACTIVATED": "1"}
@@ -283,14 +301,15 @@ def test_deactivation_restores_the_environment_exactly(built: Built, tmp_path: P
         assert b"LOCALV=exported now" in environ(tmp_path / "active.env")
 
 
+@pytest.mark.parametrize("how", ["own", "generic"])
 @pytest.mark.parametrize("shell", ["bash", "zsh", "sh", "fish"])
-def test_path_edits_made_while_active_survive_deactivation(built: Built, tmp_path: Path, shell: str) -> None:
+def test_path_edits_made_while_active_survive_deactivation(built: Built, tmp_path: Path, shell: str, how: str) -> None:
     facts = activation.load_env_facts(built.paths, built.env_key, built.prefix)
     (tmp_path / "activate").write_text(activation.render_activation(Activation("p", facts), shell))
     (tmp_path / "deactivate").write_text(activation.render_deactivation(shell))
     source, append = ("source", "set -gx PATH $PATH /extra") if shell == "fish" else (".", 'PATH="$PATH:/extra"')
-    run_shell(shell, f"{source} ./activate; {append}; {source} ./deactivate; {dump(shell, ['PATH'], tmp_path / 'out')}",
-              tmp_path)
+    run_shell(shell, f"{source} ./activate; {append}; {forget_undo(shell, how)}{source} ./deactivate; "
+                     f"{dump(shell, ['PATH'], tmp_path / 'out')}", tmp_path)
     assert read_values(tmp_path / "out", ["PATH"]) == {"PATH": "/usr/bin:/bin:/extra"}
 
 
@@ -452,3 +471,50 @@ def test_cold_start_spells_the_store_layout_of_layout_py() -> None:
     for spelled in (f"/{layout.ACTIVATION}/{layout.NAMES}", f"/{layout.NAME_TARGET}", f"/{layout.LEASES}/",
                     f"/{layout.MARKER}"):
         assert spelled in script, spelled
+
+
+def test_activate_by_name_fast_path_reads_the_store_without_the_daemon(built: Built, user_state: Paths,
+                                                                      tmp_path: Path) -> None:
+    """`activate NAME` of a ready env is answered from the name's files in the store (a project's name:
+    from its project's files), with no daemon, no argparse and no json; what the slow path prints."""
+    import subprocess
+    import sys
+
+    tools = tmp_path / "tools.yml"
+    tools.write_text((built.project / "environment.yml").read_text() + "variables:\n  TOOLS_MODE: fast\n")
+    code, _, err = built.daemon.ctl("create", "-f", str(tools), "-n", "tools-fast")
+    assert code == 0, err
+    env = {**os.environ, "PROVISIOND_HOME": str(built.paths.home), "PROVISIOND_STATE": str(built.paths.state)}
+
+    def fast(name: str, shell: str) -> subprocess.CompletedProcess[str]:
+        probe = (
+            "import sys\n"
+            "from provisiond.cli import entry as ctl\n"
+            f"code = ctl._fast_activate(['--socket', {str(tmp_path / 'no.sock')!r}, 'activate', {name!r}, "
+            f"'--shell', {shell!r}])\n"
+            "sys.stdout.flush()\n"
+            "heavy = [m for m in ('argparse', 'json', 'pathlib', 'provisiond.cli.commands') if m in sys.modules]\n"
+            "assert not heavy, heavy\n"
+            "sys.exit(3 if code is None else code)\n"
+        )
+        return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
+
+    for shell in ("bash", "zsh", "fish", "sh"):
+        answer = fast("tools-fast", shell)
+        assert answer.returncode == 0, answer.stderr
+        code, slow, err = built.daemon.ctl("--home", str(built.paths.home), "activate", "tools-fast", "--shell", shell)
+        assert code == 0, err
+        assert answer.stdout == slow  # the same script both ways, with the file's `variables:`
+        assert "TOOLS_MODE" in answer.stdout and "(tools-fast) " in answer.stdout
+    # A project's name: the project's activation, .env values included (the state dir, not the store).
+    # (A project the daemon does not watch: its files are only what this test writes.)
+    project = write_project(tmp_path / "fast-project", Path("/nonexistent-channel"), ["hello"])
+    (project / ".env").write_text("PROJECT_SECRET=fast\n")
+    activation.write_project_activation(user_state, project, "fast-project", built.env_key, built.prefix)
+    activation.write_name_activation(user_state, "fast-project", built.env_key, built.prefix, project=str(project))
+    answer = fast("fast-project", "bash")
+    assert answer.returncode == 0, answer.stderr
+    assert answer.stdout == activation.read_project_activation(user_state, project, "bash")
+    assert "PROJECT_SECRET='fast'" in answer.stdout
+    activation.remove_name_activation(user_state, "fast-project")
+    assert fast("no-such-env", "bash").returncode == 3  # declined: cli.main asks the daemon and says why

@@ -42,8 +42,8 @@ def user_version(paths: Paths) -> int:
 def test_a_new_store_gets_the_current_version(paths: Paths) -> None:
     with Store.open(paths) as store:
         tables = {r[0] for r in store.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert {"envs", "names", "solves", "builds", "trust", "cache_use"} <= tables
-    assert user_version(paths) == VERSION == 3
+        assert {"envs", "names", "solves", "builds", "trust", "cache_use", "fresh", "sizes"} <= tables
+    assert user_version(paths) == VERSION == 4
 
 
 def test_an_older_store_is_migrated_and_keeps_its_rows(paths: Paths) -> None:

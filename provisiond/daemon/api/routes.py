@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -13,7 +14,7 @@ from aiohttp import web
 
 from provisiond.daemon.api.request import INFO, PROVISIONER, read_json
 from provisiond.daemon.builder import detailed_progress
-from provisiond.domain.errors import BadRequestError
+from provisiond.domain.errors import BadRequestError, EnvNotFoundError
 from provisiond.domain.urls import mask
 
 routes = web.RouteTableDef()
@@ -163,7 +164,8 @@ async def create_env(request: web.Request) -> web.Response:
     if _bool(body, "progress"):
         detailed_progress.set(True)
     view = await request.app[PROVISIONER].create(
-        _path(body.get("file"), "file"), _str(body, "name", required=False), update=_bool(body, "update"))
+        _path(body.get("file"), "file"), _str(body, "name", required=False), update=_bool(body, "update"),
+        environment=_str(body, "environment", required=False))
     return web.json_response(view.to_wire(), status=201)
 
 
@@ -179,6 +181,23 @@ async def env_lock(request: web.Request) -> web.Response:
     lock = request.app[PROVISIONER].lock_of(request.match_info["name"])
     # The store keeps locks without channel credentials (docs/store.md); masked for older stores.
     return web.Response(text=mask(json.dumps(lock.to_wire())), content_type="application/json")
+
+
+@routes.get("/v1/envs/{name}/sbom")
+async def env_sbom(request: web.Request) -> web.Response:
+    """The env as a CycloneDX 1.6 (default) or SPDX 2.3 JSON document (``?format=cyclonedx|spdx``)."""
+    from provisiond.daemon.sbom import build
+
+    p = request.app[PROVISIONER]
+    record = p.find(_name(request))
+    prefix = p.store.find_env(record.env_key) if record.env_key else None
+    if prefix is None or not record.env_key:
+        raise EnvNotFoundError(f"env {record.name!r} has not been built yet",
+                               hint=f"run: provisionctl warm {record.name}")
+    lock = p.store.read_lock(record.env_key)
+    text = await asyncio.to_thread(build, record, lock, prefix, request.query.get("format", "cyclonedx"),
+                                   p.settings.channel_alias)
+    return web.Response(text=text, content_type="application/json")
 
 
 @routes.post("/v1/envs/{name}/warm")
@@ -219,6 +238,23 @@ async def export_env(request: web.Request) -> web.Response:
         _name(request), fmt=request.query.get("format", "yml"),
         no_builds=_flag(request, "no_builds"), from_history=_flag(request, "from_history"))
     return web.Response(text=text, content_type="text/plain")
+
+
+@routes.get("/v1/kernels")
+async def list_kernels(request: web.Request) -> web.Response:
+    """The Jupyter kernelspecs written for ready envs holding ipykernel (daemon/kernels.py)."""
+    return web.json_response(request.app[PROVISIONER].lifecycle.kernels.listing())
+
+
+@routes.get("/v1/audit")
+async def audit(request: web.Request) -> web.Response:
+    """Findings of the live envs (``?env=NAME|PATH`` one of them) against the OSV database
+    (``?db=PATH`` another one), optionally of one ``?package=NAME``."""
+    p, query = request.app[PROVISIONER], request.query
+    target = p.find(_target(query["env"], "env")) if "env" in query else None
+    db = _path(query["db"], "db") if "db" in query else None
+    package = _text(query["package"], "package") if "package" in query else None
+    return web.json_response(await p.auditor.report(target=target, db=db, package=package))
 
 
 @routes.post("/v1/gc")

@@ -1,0 +1,121 @@
+"""Real-world environment files read as conda reads them (issue 12.6): each fixture is one quirk seen in
+public repositories."""
+
+from __future__ import annotations
+
+import codecs
+from pathlib import Path
+
+import pytest
+
+from provisiond.domain.channels import DEFAULT_CHANNELS, local_channel, null_field, with_defaults
+from provisiond.domain.checks import check_spec
+from provisiond.domain.errors import PlatformError, SpecError
+from provisiond.domain.spec import load_spec, parse_spec
+from tests.conftest import SHARED, needs_shared
+
+EXPORT = "name: ps\nchannels:\n  - conda-forge\ndependencies:\n  - python=3.11\nvariables:\n  MODE: é\n"
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-8-sig", "utf-32"])
+def test_utf16_with_bom_is_read_like_conda(tmp_path: Path, encoding: str) -> None:
+    bom = {"utf-16-le": codecs.BOM_UTF16_LE, "utf-16-be": codecs.BOM_UTF16_BE}.get(encoding, b"")
+    f = tmp_path / "environment.yml"
+    f.write_bytes(bom + EXPORT.replace("\n", "\r\n").encode(encoding))  # PowerShell: CRLF too
+    spec = load_spec(f)
+    assert spec.name == "ps" and spec.dependencies == ("python=3.11",) and spec.variables == (("MODE", "é"),)
+
+
+def test_utf16_without_bom_is_still_refused(tmp_path: Path) -> None:
+    f = tmp_path / "environment.yml"
+    f.write_bytes(EXPORT.encode("utf-16-le"))
+    with pytest.raises(SpecError, match=r"environment.yml:1:1: NUL bytes: UTF-16 or UTF-32 text without a byte"):
+        load_spec(f)
+
+
+def test_merge_conflict_markers_are_reported_as_a_merge_conflict() -> None:
+    text = ("name: x\nchannels: [conda-forge]\ndependencies:\n<<<<<<< HEAD\n  - numpy=1.26\n=======\n"
+            "  - numpy=2.0\n>>>>>>> feature\n")
+    with pytest.raises(SpecError, match=r"environment.yml:4:1: unresolved merge conflict") as info:
+        parse_spec(text)
+    assert "<<<<<<<" in (info.value.hint or "")
+    with pytest.raises(SpecError, match=r"e.yml:1:1: unresolved merge conflict"):
+        parse_spec("<<<<<<< ours\nname: a\n=======\nname: b\n>>>>>>> theirs\n", source="e.yml")
+
+
+def test_python_tags_get_a_warning() -> None:
+    spec = parse_spec("name: t\nchannels: [conda-forge]\ndependencies:\n  - python\n"
+                      "extra: !!python/tuple [1, 2]\nother: !!python/object:foo.Bar {a: 1}\n")
+    assert "environment.yml:5:8: Python tag !!python/tuple ignored: read as a plain YAML value" in spec.warnings
+    assert "environment.yml:6:8: Python tag !!python/object:foo.Bar ignored: read as a plain YAML value" \
+        in spec.warnings
+    assert spec.dependencies == ("python",)
+
+
+def test_variables_keep_their_spelling() -> None:
+    spec = parse_spec("dependencies: []\nvariables:\n  CUDA: 11.10\n  DEBUG: False\n  MODE: 010\n  N: 0x1F  # hex\n"
+                      "  Q: '1.0'\n  YES: yes\n")
+    assert dict(spec.variables) == {"CUDA": "11.10", "DEBUG": "False", "MODE": "010", "N": "0x1F", "Q": "1.0",
+                                    "YES": "yes"}
+
+
+def test_defaults_means_the_default_channels() -> None:
+    assert with_defaults(("conda-forge", "defaults"), False, DEFAULT_CHANNELS) == ["conda-forge", *DEFAULT_CHANNELS]
+    assert with_defaults((), False, ("https://mirror/main",)) == ["https://mirror/main"]
+    assert with_defaults((), True, DEFAULT_CHANNELS) == []
+    assert DEFAULT_CHANNELS == ("https://repo.anaconda.com/pkgs/main", "https://repo.anaconda.com/pkgs/r")
+
+
+def test_check_warns_or_fails_without_channels(tmp_path: Path) -> None:
+    f = tmp_path / "environment.yml"
+    f.write_text("name: t\ndependencies: [python]\n")
+    report = check_spec(f, DEFAULT_CHANNELS)
+    assert report["resolved_channels"] == list(DEFAULT_CHANNELS)
+    assert any("no 'channels:'; the default channels are used" in w for w in report["warnings"])
+    with pytest.raises(SpecError, match="no 'channels:', and no default_channels are configured"):
+        check_spec(f, ())
+    f.write_text("name: t\nchannels: [defaults]\ndependencies: [python]\n")
+    with pytest.raises(SpecError, match="'defaults' in channels:, but no default_channels"):
+        check_spec(f, ())
+    assert check_spec(f, ("https://mirror/main",))["resolved_channels"] == ["https://mirror/main"]
+
+
+def test_relative_channels_resolve_against_the_file(tmp_path: Path) -> None:
+    project = tmp_path / "proj"
+    project.mkdir()
+    f = project / "environment.yml"
+    f.write_text("channels:\n  - ./local-channel\n  - file://../shared channel\n  - file:./c2\n  - conda-forge\n"
+                 "  - file:///abs/c\ndependencies: [python]\n")
+    spec = load_spec(f)
+    assert spec.channels == (f"file://{project}/local-channel", f"file://{tmp_path}/shared%20channel",
+                             f"file://{project}/c2", "conda-forge", "file:///abs/c")
+    assert local_channel("./x", None) == "./x"
+
+
+def test_a_rendered_conda_lock_env_file_for_another_platform_is_a_platform_error() -> None:
+    text = ("# Generated by conda-lock.\n# platform: osx-arm64\n# input_hash: abc\nchannels:\n  - conda-forge\n"
+            "dependencies:\n  - conda-forge::zlib=1.3.1=h8359307_2\n")
+    with pytest.raises(PlatformError, match=r"conda-linux.yml:2:1: rendered for osx-arm64, not linux-64"):
+        parse_spec(text, source="conda-linux.yml", platform="linux-64")
+    assert parse_spec(text, platform="osx-arm64").dependencies == ("conda-forge::zlib=1.3.1=h8359307_2",)
+    # a platform comment further down is not a header
+    assert parse_spec("channels: [c]\n# platform: osx-arm64\ndependencies: []\n", platform="linux-64").channels
+
+
+def test_null_repodata_fields_are_found() -> None:
+    good = {"name": "a", "version": "1", "build": "0", "build_number": 0, "depends": [], "subdir": "noarch"}
+    assert null_field({"packages": {"a-1-0.tar.bz2": good}}) is None
+    assert null_field({"packages.conda": {"a-1-0.conda": {**good, "version": None}}}) == ("a-1-0.conda", "version")
+    assert null_field({"packages": {"a-1-0.tar.bz2": {**good, "depends": ["x", None]}}}) == \
+        ("a-1-0.tar.bz2", "an item of depends")
+
+
+@needs_shared
+def test_real_files_without_channels_get_the_default_channels_warning() -> None:
+    envyml = SHARED / "data" / "envyml"
+    without = [f for f in sorted(envyml.glob("*.yml")) if "channels:" not in f.read_text(errors="replace")]
+    assert len(without) >= 2  # gprMax's conda_env.yml and a repo2docker test file
+    for f in without:
+        report = check_spec(f, DEFAULT_CHANNELS)
+        assert report["resolved_channels"] == list(DEFAULT_CHANNELS)
+        assert any("no 'channels:'" in w for w in report["warnings"]), f
