@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import rattler
+from bench_engines import bench_engines
 from common import CTL, ENV, BenchDaemon, filesystem, med, parse_args, progress, run, workspace
 
 from provisiond.domain.exports import explicit
@@ -262,6 +263,24 @@ def table(r: dict) -> str:
             row(f"3 {r['ctl_command']} warm NAME (ready), whole process", c["ctl_ms"], c["python_pass_ms"], 1.5),
             ["4 second project, same resolution", f"{p['ready_ms']:.1f} ms", "-", "-", "0 files",
              "ok" if p["env_files_written_in_store"] == 0 and p["same_prefix"] else "MISS"]]
+    e, es = r.get("engines", {}), r.get("engines_small", {})
+    if "micromamba" in e and "micromamba" in es:
+        m, ra, ms, rs = e["micromamba"], e["rattler"], es["micromamba"], es["rattler"]
+        rows += [row(f"5 new env, micromamba engine ({e['packages']} pkgs) vs raw `micromamba create`",
+                     m["new_env_ms"], m["raw_create_ms"], 1.2),
+                 row("  same, micromamba engine, micromamba_install = rattler",
+                     e["micromamba+rattler"]["new_env_ms"], e["micromamba+rattler"]["raw_create_ms"], 1.2),
+                 row("  same, rattler engine (info)", ra["new_env_ms"], ra["raw_create_ms"], 1.2),
+                 row("  one leaf and its dependencies, micromamba engine", ms["new_env_ms"], ms["raw_create_ms"], 1.2),
+                 row("  one leaf and its dependencies, micromamba_install = rattler",
+                     es["micromamba+rattler"]["new_env_ms"], es["micromamba+rattler"]["raw_create_ms"], 1.2),
+                 row("  one leaf and its dependencies, rattler engine (info)", rs["new_env_ms"], rs["raw_create_ms"],
+                     1.2),
+                 row("6 re-solve after edit, micromamba engine vs raw `create --dry-run`", m["resolve_ms"],
+                     m["raw_dry_run_ms"], 1.2),
+                 row("  same, rattler engine (info)", ra["resolve_ms"], ra["raw_dry_run_ms"], 1.2)]
+    elif e:
+        rows.append(["5-6 engines vs raw micromamba", "-", "-", "-", "-", e.get("skipped", "")])
     widths = [max(len(x[i]) for x in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(x, widths))) for x in rows]
     notes = [
@@ -290,6 +309,12 @@ def table(r: dict) -> str:
         f"written in the store: {p['env_files_written_in_store']}; all files written: "
         f"{', '.join(p['written']) or 'none'} (home/state.db* hold registry rows, home/activation/names/ the "
         "new name's activation for run and cold-start).",
+        "5-6: each engine on its own daemon and store, caches warmed by an env of every package; a NEW env "
+        "(a project dropping one leaf, or only one leaf: `warm` = solve + build) against a raw `micromamba "
+        "create` of the same specs into a fresh prefix from the same caches; then an edit that keeps the "
+        "resolution against a raw `micromamba create --dry-run` (benchmarks/bench_engines.py). The micromamba "
+        "engine runs two processes for a new spec (a dry-run solve, then an @EXPLICIT install): the prefix "
+        "path is named by env_key, known only after the solve.",
     ]
     wrapped = [line for n in notes for line in textwrap.wrap(n, 110, subsequent_indent="   ")]
     return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:], "", *wrapped])
@@ -309,16 +334,19 @@ def main() -> int:
         d.start()
         r: dict = {"quick": args.quick, "filesystem": filesystem(ws, detail=True), "records": n_records,
                    "rattler": rattler.__version__, "ctl_command": " ".join(Path(a).name for a in CTL)}
-        say("1/4 fresh builds ...")
+        say("1/5 fresh builds ...")
         r["build"] = bench_build(d, ws, small, pkgs, build_reps)
-        say("2/4 re-solves ...")
+        say("2/5 re-solves ...")
         r["resolve"] = bench_resolve(d, ws, big, solve_reps, DEEP, "deep")
         r["resolve_shallow"] = bench_resolve(d, ws, big, solve_reps, SHALLOW, "typical")
-        say("3/4 provisionctl warm ...")
+        say("3/5 provisionctl warm ...")
         r["ctl"] = bench_ctl(d, ctl_reps)
-        say("4/4 second project ...")
+        say("4/5 second project ...")
         r["second"] = bench_second_project(d, ws, small, pkgs)
         r["daemon_exit"] = d.stop()
+        say("5/5 both engines against raw micromamba ...")
+        r["engines"] = bench_engines(ws / "engines", small, pkgs, build_reps)
+        r["engines_small"] = bench_engines(ws / "engines", small, pkgs, build_reps, small=True)
         print(json.dumps(r, indent=2) if args.json else table(r))
         return 0 if r["daemon_exit"] == 0 else 1
 

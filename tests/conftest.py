@@ -16,11 +16,16 @@ import pytest
 from provisiond.cli import commands as cli
 from provisiond.testing.channel import build_channel, demo_packages
 from provisiond.testing.daemon import DaemonProcess
+from provisiond.testing.micromamba import MISSING, find_test_micromamba
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 # ../shared sits beside the checkout on our machines and in CI, not in a user's clone.
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} is absent (a clone without ../shared)")
+MICROMAMBA = find_test_micromamba()
+# The engines every e2e test that takes the `daemon` fixture runs under (tests/README.md).
+ENGINES = [pytest.param("rattler"),
+           pytest.param("micromamba", marks=pytest.mark.skipif(MICROMAMBA is None, reason=MISSING))]
 
 
 @pytest.fixture(scope="session")
@@ -40,13 +45,23 @@ def write_project(directory: Path, channel: Path, deps: list[str], name: str | N
 
 
 class Daemon(DaemonProcess):
-    """A real provisiond process on a real Unix socket, with debug logs and a quick watcher."""
+    """A real provisiond process on a real Unix socket, with debug logs and a quick watcher.
 
-    def __init__(self, home: Path, socket: Path) -> None:
-        super().__init__(home, socket, args=["-vv"])
+    ``engine`` is always pinned with ``--engine`` (``engine = auto`` would follow whatever is on
+    PATH); ``None`` leaves it to the config file, for tests of that file.
+    """
+
+    def __init__(self, home: Path, socket: Path, engine: str | None = "rattler") -> None:
+        if engine == "micromamba" and MICROMAMBA is None:
+            pytest.skip(MISSING)
+        self.engine = engine
+        super().__init__(home, socket, args=["-vv", *(["--engine", engine] if engine else [])])
 
     def environ(self) -> dict[str, str]:
-        return {**super().environ(), "PROVISIOND_WATCH_DEBOUNCE_MS": "400", "PROVISIOND_WATCH_STEP_MS": "30"}
+        env = {**super().environ(), "PROVISIOND_WATCH_DEBOUNCE_MS": "400", "PROVISIOND_WATCH_STEP_MS": "30"}
+        if self.engine == "micromamba":
+            env["PROVISIOND_MICROMAMBA_PATH"] = str(MICROMAMBA)
+        return env
 
     def start(self, timeout: float = 30) -> Daemon:
         super().start(timeout)
@@ -158,9 +173,35 @@ def short_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+# e2e modules whose outcome depends on the engine (solve, build, cache, pip, bundles, credentials,
+# progress): their `daemon` tests run under both engines. The others (API limits, trust, watcher,
+# shells, signals...) run under rattler, unless PROVISIOND_TEST_ENGINES=both (tests/README.md).
+BOTH_ENGINES = frozenset({"test_core", "test_workflows", "test_pip", "test_gc", "test_bundle", "test_private",
+                          "test_progress", "test_channels"})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "engine(name): run this test's `daemon` under that engine only")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``engine_name`` (what the ``daemon`` fixture pins): both engines in BOTH_ENGINES modules, or
+    everywhere with PROVISIOND_TEST_ENGINES=both; ``@pytest.mark.engine("x")`` keeps one."""
+    if "engine_name" not in metafunc.fixturenames:
+        return
+    import os
+
+    module = metafunc.module.__name__.rsplit(".", 1)[-1]
+    params = ENGINES if module in BOTH_ENGINES or os.environ.get("PROVISIOND_TEST_ENGINES") == "both" \
+        else ENGINES[:1]
+    if (marker := metafunc.definition.get_closest_marker("engine")) is not None:
+        params = [p for p in ENGINES if p.values[0] == marker.args[0]]
+    metafunc.parametrize("engine_name", params)
+
+
 @pytest.fixture
-def daemon(tmp_path: Path, short_dir: Path) -> Iterator[Daemon]:
-    d = Daemon(home=tmp_path / "home", socket=short_dir / "d.sock").start()
+def daemon(tmp_path: Path, short_dir: Path, engine_name: str) -> Iterator[Daemon]:
+    d = Daemon(home=tmp_path / "home", socket=short_dir / "d.sock", engine=engine_name).start()
     yield d
     code = d.stop()
     assert code == 0, f"provisiond exited {code}:\n{d.log.read_text() if d.log else ''}"

@@ -22,7 +22,8 @@ APP = "provisiond"
 SPEC_FILES = ("environment.yml", "environment.yaml")
 # AF_UNIX paths are limited to 108 bytes (sun_path); leave room for the NUL.
 MAX_SOCKET_PATH = 100
-KEYS = ("home", "socket", "state", "engine", "micromamba_path", "max_builds", "solve_ttl", "channel_alias",
+KEYS = ("home", "socket", "state", "engine", "micromamba_path", "micromamba_install", "max_builds", "solve_ttl",
+        "channel_alias",
         "default_channels",
         "watch_debounce_ms", "watch_step_ms", "gc_days", "cache_budget_bytes", "trusted_prefixes",
         "log_file",
@@ -73,8 +74,9 @@ def read_config(file: str) -> dict[str, Any]:
     if isinstance(engine, dict):
         if "name" in engine:
             data["engine"] = engine["name"]
-        if "micromamba_path" in engine:
-            data["micromamba_path"] = engine["micromamba_path"]
+        for key in ("micromamba_path", "micromamba_install"):
+            if key in engine:
+                data[key] = engine[key]
     elif engine is not None:
         data["engine"] = engine
     return data

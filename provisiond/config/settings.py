@@ -92,6 +92,9 @@ class Settings:
     paths: Paths
     engine: str = "auto"
     micromamba_path: str | None = None
+    # Who links a micromamba-solved env: micromamba (an @EXPLICIT install, in place) or rattler's
+    # installer in process (one micromamba process per new env; docs/micromamba.md).
+    micromamba_install: str = "micromamba"
     max_builds: int = 2
     solve_ttl: float = 3600.0
     channel_alias: str = "https://conda.anaconda.org/"
@@ -196,7 +199,7 @@ def load_settings(
     """Build Settings. Precedence: CLI flag (``overrides``) > ``PROVISIOND_*`` env > TOML file > default.
 
     Keys: ``home``, ``socket``, ``state`` (per-user activation and secrets), ``engine``,
-    ``micromamba_path``, ``max_builds``, ``solve_ttl`` (seconds a solve stays cached),
+    ``micromamba_path``, ``micromamba_install``, ``max_builds``, ``solve_ttl`` (seconds a solve stays cached),
     ``channel_alias``, ``default_channels`` (what ``defaults`` means: a TOML list of URLs or names, or
     comma-separated in the environment; an empty list for none),
     ``watch_debounce_ms``, ``watch_step_ms``, ``gc_days``, ``cache_budget_bytes``,
@@ -232,7 +235,7 @@ def load_settings(
 
     paths = Paths(home=Path(sources.home()), socket=Path(sources.socket()), state=Path(sources.state()))
     values: dict[str, Any] = {}
-    for key, convert in (("engine", str), ("micromamba_path", str), ("max_builds", int),
+    for key, convert in (("engine", str), ("micromamba_path", str), ("micromamba_install", str), ("max_builds", int),
                          ("solve_ttl", float), ("channel_alias", str), ("watch_debounce_ms", int),
                          ("watch_step_ms", int), ("gc_days", float), ("cache_budget_bytes", int),
                          ("max_connections", int), ("read_timeout", float), ("keep_builds", int),
@@ -257,6 +260,9 @@ def load_settings(
         raise ConfigError(
             f"engine={values['engine']!r}: unknown engine", hint=f"choose one of: {', '.join(ENGINES)}"
         )
+    if values.get("micromamba_install", "micromamba") not in ("micromamba", "rattler"):
+        raise ConfigError(f"micromamba_install={values['micromamba_install']!r}: unknown installer",
+                          hint="choose micromamba or rattler")
     if values.get("max_builds", 1) < 1:
         raise ConfigError(f"max_builds={values['max_builds']}: must be at least 1")
     if values.get("max_connections", 1) < 1:

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 # Opened once at start-up: the store, socket and state dirs, the engine (which resolves channel
 # names with channel_alias and builds its HTTP clients with the timeouts) and the log file
 # (SIGHUP reopens the same path).
-NEEDS_RESTART = ("engine", "micromamba_path", "channel_alias", "connect_timeout", "fetch_timeout",
+NEEDS_RESTART = ("engine", "micromamba_path", "micromamba_install", "channel_alias", "connect_timeout", "fetch_timeout",
                  "solve_timeout", "log_file", "offline", "proxy_servers", "ssl_verify")
 
 

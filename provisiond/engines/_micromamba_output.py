@@ -7,16 +7,26 @@ functions see only text and JSON documents, recorded or live.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 from provisiond.domain.lock import Lock, Package
+from provisiond.domain.urls import strip_credentials
 from provisiond.engines._process import ProcessResult
+from provisiond.store.pkgcache import in_micromamba_cache
 
-__all__ = ["explicit_file", "extract_json", "is_cached", "is_unsolvable", "linked_records", "package_of"]
+__all__ = [
+    "clean_conda_meta",
+    "explicit_file",
+    "extract_json",
+    "is_cached",
+    "is_unsolvable",
+    "linked_records",
+    "package_of",
+]
 
 _UNSOLVABLE = "Could not solve for environment specs"
 
@@ -158,11 +168,27 @@ def explicit_file(lock: Lock, attach: Callable[[str], str] = str) -> str:
 
 
 def is_cached(pkgs: Path, package: Package) -> bool:
-    """True if micromamba finds ``package`` extracted or downloaded in ``pkgs``, so ``--offline`` is safe."""
-    stem = package.file_name.removesuffix(".conda").removesuffix(".tar.bz2")
-    candidates = [pkgs / stem / "info" / "repodata_record.json", pkgs / package.file_name]
-    parsed = urlparse(package.url)
-    if parsed.scheme == "file":  # 2.8.1 caches file:// packages under pkgs/file/<path> (samples/…/env_a)
-        archive = pkgs / "file" / unquote(parsed.path).lstrip("/")
-        candidates += [archive.with_name(stem) / "info" / "repodata_record.json", archive]
-    return any(c.is_file() for c in candidates)
+    """True if micromamba finds ``package`` extracted or downloaded in ``pkgs``, so ``--offline`` is safe
+    (both layouts: flat before 2.6, ``pkgs/file/…`` and ``pkgs/http/…`` since: ``store/pkgcache.py``)."""
+    return in_micromamba_cache(pkgs, package)
+
+
+def clean_conda_meta(prefix: Path) -> int:
+    """Clean URLs in ``conda-meta``, as the rattler engine writes them; the number of files rewritten.
+
+    micromamba 2.8.1 writes the credentials of an @EXPLICIT install's URLs into the records (``url``
+    in clear, ``/t/*****/`` where it masks): neither belongs in the store.
+    """
+    rewritten = 0
+    meta = prefix / "conda-meta"
+    for path in meta.iterdir() if meta.is_dir() else ():
+        if not path.is_file() or (path.suffix != ".json" and path.name != "history"):
+            continue
+        text = path.read_text(errors="surrogateescape")
+        clean = strip_credentials(text)
+        if clean != text:
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text(clean, errors="surrogateescape")
+            os.replace(tmp, path)
+            rewritten += 1
+    return rewritten

@@ -53,6 +53,7 @@ from provisiond.engines import repodata, virtual
 from provisiond.engines._watch import Reporter, cached, settle
 from provisiond.engines.base import OnLine
 from provisiond.store.credentials import Credentials
+from provisiond.store.pkgcache import share
 
 log = logging.getLogger(__name__)
 
@@ -276,6 +277,9 @@ class RattlerEngine:
         # A lock read from a lockfile may still hold credentials: keep them, install from clean URLs.
         packages = [self._clean_package(p) for p in lock.packages]
         client, _gateway = self._network()
+        # What micromamba cached is hardlinked where rattler looks: no second download.
+        if shared := await asyncio.to_thread(share, self.settings.paths.pkgs, lock.packages, "rattler"):
+            on_line(f"linked {len(shared)} packages from micromamba's cache layout: {', '.join(shared)}")
         # Downloads are watched through the reporter; it costs rattler a Python call per event, so
         # only when something must be fetched or someone shows progress.
         # Only remote packages: a file:// one is copied and extracted without download events.

@@ -170,7 +170,8 @@ def scrub_store(paths: Paths, db: sqlite3.Connection) -> int:
     finally:
         db.execute("PRAGMA secure_delete=OFF")
     if credentials is not None:  # what the engine cached from those URLs
-        for record in paths.pkgs.glob("*/info/repodata_record.json"):
+        for record in [*paths.pkgs.glob("*/info/repodata_record.json"),  # rattler's layout, then micromamba's
+                       *paths.pkgs.glob("http/**/info/repodata_record.json")]:
             rewrite(record, "conda-meta/repodata_record.json")  # scrubbed as the JSON record it is
         for info in paths.repodata_cache.glob("*.info.json"):
             rewrite(info, "conda-meta/repodata.info.json")

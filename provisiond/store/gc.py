@@ -24,6 +24,7 @@ from provisiond.config.settings import Paths
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # `provisionctl run` takes leases: no sqlite3 import on its way to exec
+    from provisiond.store import pkgcache
     from provisiond.store.store import Store
 
 
@@ -109,19 +110,18 @@ def plan(store: Store, *, older_than_days: float, cache_budget_bytes: int | None
     return report
 
 
-def cache_entries(pkgs: Path) -> list[os.DirEntry[str]]:
-    """The package cache's entries (not its locks and hidden files)."""
-    try:
-        with os.scandir(pkgs) as it:
-            return [e for e in it if not e.name.startswith(".") and not e.name.endswith(".lock")]
-    except (FileNotFoundError, NotADirectoryError):
-        return []
+def cache_entries(pkgs: Path) -> list[pkgcache.Entry]:
+    """The package cache's packages in both engines' layouts, one entry per ``name-version-build``
+    (``store/pkgcache.py``): never locks, hidden files or micromamba's bookkeeping."""
+    from provisiond.store import pkgcache  # here: `provisionctl run` imports this module for its lease
+
+    return pkgcache.entries(pkgs)
 
 
 def unmeasured(store: Store, sizes: dict[str, int]) -> list[tuple[str, str]]:
     """(kind, path) of every env and cache entry without a kept size: what ``measure`` must walk."""
     todo = [("env", env["prefix"]) for env in store.list_envs() if env["prefix"] not in sizes]
-    todo += [("pkg", e.path) for e in cache_entries(store.paths.pkgs) if e.path not in sizes]
+    todo += [("pkg", str(p)) for e in cache_entries(store.paths.pkgs) for p in e.paths if str(p) not in sizes]
     return todo
 
 
@@ -169,36 +169,39 @@ async def collect(store: Store, *, dry_run: bool, older_than_days: float, cache_
     if dry_run:
         return report.to_wire()
     doomed = [p for p in (store.unpublish(e["env_key"]) for e in report.envs) if p is not None]
-    doomed += [t for t in (store.trash(Path(p["path"])) for p in report.packages) if t is not None]
-    store.forget_sizes([e["prefix"] for e in report.envs] + [p["path"] for p in report.packages])
+    doomed += [t for p in report.packages for t in (store.trash(Path(x)) for x in p["paths"]) if t is not None]
+    store.forget_sizes([e["prefix"] for e in report.envs] + [x for p in report.packages for x in p["paths"]])
     await asyncio.to_thread(delete_paths, doomed)
     log.info("gc freed %d bytes (%d envs, %d cached packages)", report.freed_bytes,
              len(report.envs), len(report.packages))
     return report.to_wire()
 
 
-def _over_budget(entries: list[os.DirEntry[str]], budget: int, last_used: dict[str, float], pinned: set[str],
+def _over_budget(entries: list[pkgcache.Entry], budget: int, last_used: dict[str, float], pinned: set[str],
                  sizes: dict[str, int]) -> list[dict[str, Any]]:
     """Least recently linked cache entries to drop until the cache fits ``budget`` bytes.
 
-    Use is what builds recorded (``Store.touch_cache``); an entry no build recorded (an older
-    store's) counts by its mtime. Entries a running build links from are never dropped.
+    An entry is one package in both engines' layouts (``store/pkgcache.py``): rattler's
+    ``pkgs/<dist>/``, micromamba's ``pkgs/file|http/…/<dist>/`` and its archive; micromamba's
+    bookkeeping (``cache/``, ``urls.txt``) is never one. Its size is the sum of its paths' kept
+    sizes, so files hardlinked between the two layouts count in each. Use is what builds recorded
+    (``Store.touch_cache``); an entry no build recorded counts by its mtime. Entries a running build
+    links from are never dropped.
     """
     listed = []
     for entry in entries:
-        try:
-            used = last_used.get(entry.name) or entry.stat(follow_symlinks=False).st_mtime
-        except FileNotFoundError:
-            continue
-        listed.append((used, entry, sizes.get(entry.path, 0)))
+        used = last_used.get(entry.dist) or entry.last_modified()
+        if used:  # 0.0: every path of it is gone
+            listed.append((used, entry, sum(sizes.get(str(p), 0) for p in entry.paths)))
     total = sum(size for _, _, size in listed)
     dropped = []
     for _, entry, size in sorted(listed, key=lambda e: e[0]):
         if total <= budget:
             break
-        if entry.name in pinned:
+        if entry.dist in pinned:
             continue
-        dropped.append({"package": entry.name, "path": entry.path, "bytes": size})
+        dropped.append({"package": entry.dist, "path": str(entry.paths[0]), "paths": [str(p) for p in entry.paths],
+                        "bytes": size})
         total -= size
     return dropped
 

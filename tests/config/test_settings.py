@@ -31,6 +31,7 @@ def test_defaults_come_from_platformdirs(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("overrides", "env", "text", "needle"), [
     ({"engine": "conda"}, {}, "", "unknown engine"),
+    ({}, {"PROVISIOND_MICROMAMBA_INSTALL": "conda"}, "", "micromamba_install='conda': unknown installer"),
     ({}, {"PROVISIOND_MAX_BUILDS": "many"}, "", "max_builds='many' (env): expected int"),
     ({}, {}, "home = [", "config.toml"),
     ({"socket": "/" + "s" * 120}, {}, "", "Unix sockets allow"),
@@ -65,6 +66,16 @@ def test_api_limits_are_settings(tmp_path: Path) -> None:
     for key, value in (("MAX_CONNECTIONS", "0"), ("READ_TIMEOUT", "0"), ("READ_TIMEOUT", "nan"), ("READ_TIMEOUT", "inf")):
         with pytest.raises(ConfigError, match=key.lower()):
             load_settings({}, {f"PROVISIOND_{key}": value}, none)
+
+
+def test_micromamba_install_from_the_engine_table_or_the_environment(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[engine]\nname = "micromamba"\nmicromamba_install = "rattler"\n')
+    home = {"PROVISIOND_HOME": "/h"}
+    assert load_settings({}, home, config).micromamba_install == "rattler"
+    assert load_settings({}, {**home, "PROVISIOND_MICROMAMBA_INSTALL": "micromamba"}, config).micromamba_install == \
+        "micromamba"
+    assert load_settings({}, home, tmp_path / "none.toml").micromamba_install == "micromamba"
 
 
 def test_default_channels_setting(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from provisiond.testing.channel import Pkg, build_channel, hello_pkg
+from provisiond.testing.micromamba import MISSING, find_test_micromamba
 from tests.conftest import Daemon
 from tests.e2e.test_signals import eventually
 
@@ -24,7 +24,7 @@ class TunedDaemon(Daemon):
     """A daemon with extra ``PROVISIOND_*`` settings in its environment."""
 
     def __init__(self, home: Path, socket_path: Path, **settings: str) -> None:
-        super().__init__(home, socket_path)
+        super().__init__(home, socket_path, engine=settings.pop("engine", "rattler"))
         self.settings = {f"PROVISIOND_{k.upper()}": v for k, v in settings.items()}
 
     def environ(self) -> dict[str, str]:
@@ -135,7 +135,7 @@ def test_a_hung_channel_blocks_no_other_spec(tmp_path: Path, short_dir: Path, ch
         daemon.stop()
 
 
-MICROMAMBA = shutil.which("micromamba")
+MICROMAMBA = find_test_micromamba()
 
 
 @pytest.fixture(params=["rattler", "micromamba"])
@@ -143,9 +143,9 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
     """The engine's settings; micromamba runs when one is on PATH (its HOME is a temp dir)."""
     if request.param == "micromamba":
         if MICROMAMBA is None:
-            pytest.skip("micromamba not on PATH (docs/micromamba.md)")
+            pytest.skip(MISSING)
         (tmp_path / "user-home").mkdir()
-        return {"engine": "micromamba", "micromamba_path": MICROMAMBA}
+        return {"engine": "micromamba", "micromamba_path": str(MICROMAMBA)}
     return {"engine": "rattler"}
 
 

@@ -225,7 +225,8 @@ def test_one_daemon_per_store(daemon: Daemon, short_dir: Path) -> None:
 def test_status_names_engine_and_store(daemon: Daemon) -> None:
     code, out, err = daemon.ctl("status")
     assert code == 0, err
-    assert "engine: py-rattler" in out and str(daemon.home) in out
+    expected = {"rattler": "engine: py-rattler ", "micromamba": "engine: micromamba 2."}[str(daemon.engine)]
+    assert expected in out and str(daemon.home) in out
 
 
 def test_daemon_not_running_is_one_clear_line(short_dir: Path) -> None:

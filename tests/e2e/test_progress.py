@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import Daemon, write_project
 
 
@@ -26,6 +28,18 @@ def test_a_build_reports_its_phases(daemon: Daemon, channel: Path, tmp_path: Pat
     phases = [e["phase"] for e in got]
     assert phases[0] == "solved" and got[0]["packages"] == 4
     assert phases[-3:] == ["publish", "activation", "done"] and got[-1]["prefix"] == view["prefix"]
+    links = [e for e in got if e["phase"] == "link"]
+    assert links[-1]["done"] == links[-1]["total"] == 4 and phases.index("link") < phases.index("publish")
+
+
+@pytest.mark.engine("rattler")
+def test_rattler_build_reports_each_download_and_link(daemon: Daemon, channel: Path, tmp_path: Path) -> None:
+    """Per-package events are rattler's (its installer reports each one); micromamba reports none while it runs."""
+    project = write_project(tmp_path / "p", channel, ["hello", "greet-data", "tool-a"], name="p")
+    daemon.ctl("watch", str(project), "--no-warm")
+    view = daemon.client.post("/v1/envs/p/warm", {"progress": True})
+    got = events(daemon, view["build_id"])
+    phases = [e["phase"] for e in got]
     links = [e for e in got if e["phase"] == "link"]
     assert [e["done"] for e in links] == [1, 2, 3, 4] and {e["total"] for e in links} == {4}
     downloads = [e for e in got if e["phase"] == "download"]

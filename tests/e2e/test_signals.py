@@ -18,7 +18,7 @@ class ConfiguredDaemon(Daemon):
     """A daemon that reads its settings from ``config`` (a real TOML file the test edits)."""
 
     def __init__(self, home: Path, socket: Path, config: Path) -> None:
-        super().__init__(home, socket)
+        super().__init__(home, socket, engine=None)  # the engine comes from the config file it tests
         self.config = config
 
     def environ(self) -> dict[str, str]:

@@ -1,15 +1,14 @@
 """Both engines for real on the local test channel: the same suite, the same Locks, the same env_key.
 
-The rattler engine always runs. The micromamba engine runs when a ``micromamba`` is on PATH
-and skips with the reason otherwise (it cannot be installed on our build machines; see
-docs/micromamba.md). Its ``HOME`` is a temp dir, since ``create`` registers every prefix in
+The rattler engine always runs. The micromamba engine runs when ``provisiond.testing.micromamba``
+finds one (PATH, ``PROVISIOND_MICROMAMBA_PATH``, ``../shared/tools/micromamba``) and skips with the
+reason otherwise. Its ``HOME`` is a temp dir, since ``create`` registers every prefix in
 ``~/.conda/environments.txt``.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,21 +22,23 @@ from provisiond.domain.spec import EnvSpec, parse_spec
 from provisiond.engines.base import Engine
 from provisiond.engines.choose import engine_for
 from provisiond.store.store import MARKER, Store
+from provisiond.testing.micromamba import MISSING, find_test_micromamba
 
-MICROMAMBA = shutil.which("micromamba")
-NO_MICROMAMBA = "micromamba not on PATH: install micromamba 2.x (docs/micromamba.md) to run the real micromamba tests"
+MICROMAMBA = find_test_micromamba()
 
 # RattlerEngine() still calls the deprecated rattler.Platform (py-rattler 0.28 warns); only that is let through.
 
 
 def make_settings(tmp_path: Path, engine: str) -> Settings:
     values = {"home": str(tmp_path / f"home-{engine}"), "socket": "/tmp/pvd-unused.sock", "engine": engine}
+    if engine == "micromamba":
+        values["micromamba_path"] = str(MICROMAMBA)
     return load_settings(values, environ={}, config_file=tmp_path / "none.toml")
 
 
 def make_engine(tmp_path: Path, name: str) -> tuple[Settings, Engine]:
     if name == "micromamba" and MICROMAMBA is None:
-        pytest.skip(NO_MICROMAMBA)
+        pytest.skip(MISSING)
     settings = make_settings(tmp_path, name)
     home = tmp_path / "user-home"
     home.mkdir(exist_ok=True)

@@ -182,6 +182,15 @@ def test_replay_version_too_old_is_a_config_error(tmp_path: Path, standin: Stand
     assert isinstance(engine_for(auto, user_environ(tmp_path, path=str(standin.dir))), RattlerEngine)
 
 
+def test_replay_a_newer_major_version_runs_with_a_warning(tmp_path: Path, standin: StandIn,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    standin.set(version={"stdout_text": "3.0.0\n"})
+    settings = make_settings(tmp_path, engine="micromamba", micromamba_path=str(standin.exe))
+    engine = engine_for(settings, user_environ(tmp_path))
+    assert engine.version() == "micromamba 3.0.0"
+    assert "newer than the 2.x provisiond was tested with (2.8.1)" in caplog.text
+
+
 def test_missing_configured_micromamba_is_a_config_error(tmp_path: Path) -> None:
     missing = make_settings(tmp_path, engine="auto", micromamba_path=str(tmp_path / "nope" / "micromamba"))
     with pytest.raises(ConfigError, match=r"micromamba_path=.*not an executable file"):
@@ -293,7 +302,7 @@ async def test_replay_solve_passes_isolating_flags_and_a_scrubbed_environment(
 
     await engine.solve(spec_for(RECORDED_CHANNEL, "pkga", priority="flexible"), refresh=True)
     argv = standin.calls("solve")[-1]["argv"]
-    assert argv[argv.index("--channel-priority") + 1] == "flexible"
+    assert argv[argv.index("--channel-priority") + 1] == "disabled"  # rattler's flexible: best version across channels
     assert argv[argv.index("--repodata-ttl") + 1] == "0"
 
     # The solve TTL: repodata cached longer than solve_ttl is fetched again.

@@ -60,7 +60,7 @@ async def test_sizes_are_measured_once_and_kept(paths: Paths) -> None:
         for i, lock in enumerate(locks):
             # Its own file, marker and lock; the hardlinked cache file frees nothing while the cache has it.
             assert by_key[lock.env_key] == 1000 * (i + 1) + overhead(paths, lock)
-        assert plan["packages"] == [{"package": "p0-1-0", "path": str(entry), "bytes": 3000}]
+        assert plan["packages"] == [{"package": "p0-1-0", "path": str(entry), "paths": [str(entry)], "bytes": 3000}]
 
         # What is kept is what gc reports, even when the files change afterwards (measured once).
         (paths.prefix(locks[0].env_key) / "bin" / "own").write_bytes(b"x" * 5)
