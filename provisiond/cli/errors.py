@@ -19,6 +19,9 @@ def summary(message: str) -> tuple[str, bool]:
     head, used = lines[0], 1
     if head.endswith(":"):
         head, used = f"{head} {lines[1].removeprefix('Caused by: ')}", 2
+    tree = [line.lstrip("└├│─ ") for line in lines[used:] if line.startswith(("└─", "├─"))]
+    if tree and not tree[0].endswith(":"):  # libmamba: "... could not be installed", then the reason
+        head, used = f"{head.rstrip(':')}: {tree[0]}", used + 1
     causes = [line.removeprefix("Caused by: ") for line in lines[used:] if line.startswith("Caused by: ")]
     if causes:  # a chain (rattler's network errors): what failed, then the root cause
         head = f"{head}: {causes[-1]}"

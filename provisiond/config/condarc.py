@@ -76,7 +76,7 @@ def _read(path: str) -> dict[str, Any]:
 
     try:
         with open(path, encoding="utf-8") as f:
-            doc = YAML(typ="safe").load(f)
+            doc = YAML(typ="safe", pure=True).load(f)  # libyaml refuses `[file:///x]`, which conda reads
     except (OSError, UnicodeDecodeError, YAMLError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"{path}: cannot read conda's configuration: {reason}",
