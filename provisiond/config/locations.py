@@ -26,7 +26,7 @@ KEYS = ("home", "socket", "state", "engine", "micromamba_path", "max_builds", "s
         "watch_debounce_ms", "watch_step_ms", "gc_days", "cache_budget_bytes", "trusted_prefixes",
         "log_file",
         "max_connections", "read_timeout", "keep_builds", "keep_solves", "keep_solves_days",
-        "connect_timeout", "fetch_timeout", "solve_timeout")
+        "connect_timeout", "fetch_timeout", "solve_timeout", "write_project_locks")
 
 
 def _user_dir(environ: Mapping[str, str], xdg: str, fallback: str, kind: str) -> str:

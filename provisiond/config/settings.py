@@ -115,6 +115,9 @@ class Settings:
     connect_timeout: float = 10.0
     fetch_timeout: float = 30.0
     solve_timeout: float = 600.0
+    # A watched project without a conda-lock.yml gets one written beside its environment file
+    # (docs/lockfiles.md); a project that has one always keeps it current.
+    write_project_locks: bool = False
     config_file: Path | None = None
     # None: log to stderr (the journal under systemd). A file is reopened on SIGHUP (logrotate).
     log_file: Path | None = None
@@ -130,7 +133,7 @@ class Settings:
                 "keep_builds": self.keep_builds, "keep_solves": self.keep_solves,
                 "keep_solves_days": self.keep_solves_days,
                 "connect_timeout": self.connect_timeout, "fetch_timeout": self.fetch_timeout,
-                "solve_timeout": self.solve_timeout,
+                "solve_timeout": self.solve_timeout, "write_project_locks": self.write_project_locks,
                 "config_file": str(self.config_file) if self.config_file else None,
                 "log_file": str(self.log_file) if self.log_file else None}
 
@@ -147,7 +150,8 @@ def load_settings(
     ``channel_alias``, ``watch_debounce_ms``, ``watch_step_ms``, ``gc_days``, ``cache_budget_bytes``,
     ``trusted_prefixes`` (a TOML list of directories, or ``:``-separated in the environment),
     ``log_file``, ``max_connections``, ``read_timeout``, ``keep_builds``, ``keep_solves``,
-    ``keep_solves_days`` (what the registry keeps: retention.py), and the engine's
+    ``keep_solves_days`` (what the registry keeps: retention.py), ``write_project_locks`` (true: a
+    watched project without a conda-lock.yml gets one), and the engine's
     ``connect_timeout``, ``fetch_timeout`` and ``solve_timeout`` (seconds; see docs/configuration.md).
     In the TOML file the engine keys may also be written as an ``[engine]`` table
     (``engine.name``, ``engine.micromamba_path``). Paths are resolved by ``locations.Sources``.
@@ -162,7 +166,7 @@ def load_settings(
                          ("watch_step_ms", int), ("gc_days", float), ("cache_budget_bytes", int),
                          ("max_connections", int), ("read_timeout", float), ("keep_builds", int),
                          ("keep_solves", int), ("keep_solves_days", float), ("connect_timeout", float),
-                         ("fetch_timeout", float), ("solve_timeout", float)):
+                         ("fetch_timeout", float), ("solve_timeout", float), ("write_project_locks", _flag)):
         choice = pick(key)
         if choice is None:
             continue
@@ -195,6 +199,21 @@ def load_settings(
     log_file = sources.path("log_file")
     return Settings(paths=paths, config_file=Path(sources.file) if sources.from_file else None,
                     log_file=Path(log_file) if log_file else None, **values)
+
+
+def _flag(raw: Any) -> bool:
+    """A boolean setting: TOML true/false, or 1/0, true/false, yes/no, on/off in the environment."""
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+_flag.__name__ = "true or false"
 
 
 def _prefixes(raw: Any, source: str) -> tuple[str, ...]:

@@ -28,6 +28,7 @@ from provisiond.daemon import trust
 from provisiond.daemon.builder import Builder, shared
 from provisiond.daemon.freshness import Freshness, spec_file_of
 from provisiond.daemon.gate import TrustGate
+from provisiond.daemon.locking import Locker, lock_path_of, read_project_lock, write_lock_file
 from provisiond.domain.errors import (
     BlockedError,
     EnvNotFoundError,
@@ -38,9 +39,8 @@ from provisiond.domain.errors import (
 from provisiond.domain.lock import Lock
 from provisiond.domain.lockfiles import load_lockfile
 from provisiond.domain.spec import EnvSpec, read_spec, spec_key
-from provisiond.domain.urls import mask
 from provisiond.engines.base import Engine
-from provisiond.engines.pip import find_uv, inputs_key, resolve_pip, resolver_settings
+from provisiond.engines.pip import inputs_key, resolver_settings
 from provisiond.shell import activation
 from provisiond.store import gc
 from provisiond.store.registry import NameRecord
@@ -58,6 +58,7 @@ class Lifecycle:
         self.settings = settings
         self.gate = gate
         self.builder = Builder(store, engine, settings)
+        self.locker = Locker(engine, settings)
         self._solves: dict[str, asyncio.Task[Lock]] = {}
         self._background: dict[str, asyncio.Task[Any]] = {}
         self._again: set[str] = set()
@@ -73,6 +74,7 @@ class Lifecycle:
     def apply(self, settings: Settings) -> None:
         self.settings = settings
         self.fresh.settings = settings
+        self.locker.settings = settings
         self.builder.apply(settings)
 
     async def close(self) -> None:
@@ -106,44 +108,59 @@ class Lifecycle:
                        engine=engine.version(), pip=resolver_settings() if spec.pip else ())
         return inputs_key(spec, key) if spec.pip else key  # an edited -r file must re-resolve
 
-    async def resolve(self, spec: EnvSpec, *, update: bool = False) -> Lock:
-        """The spec's lock: from the solve cache unless expired or ``update``; one solve per spec_key."""
+    async def resolve(self, spec: EnvSpec, *, update: bool = False, previous: Lock | None = None,
+                      update_names: tuple[str, ...] = ()) -> Lock:
+        """The spec's lock: from the solve cache unless expired or ``update``; one solve per spec_key.
+
+        ``previous`` (the env's current lock) is kept when it still satisfies the spec, else
+        preferred by the solve (locking.py); ``update_names`` re-locks those, the rest preferred.
+        """
         key = self.spec_key(spec)
-        if not update:
+        if not update and not update_names:
             cached = self.store.cached_lock(key, self.settings.solve_ttl)
             if cached is not None:
                 return cached
-        task = self._solves.get(key)
+        task = self._solves.get(key) if not update_names else None
         if task is None:
             if self._closing:
                 raise ShuttingDownError("provisiond is shutting down: no new solves",
                                         hint="run the command again once provisiond is back")
-            task = asyncio.create_task(self._solve(key, spec, update))
-            self._solves[key] = task
-            task.add_done_callback(lambda _t: self._solves.pop(key, None))
+            task = asyncio.create_task(self._solve(key, spec, update, previous, update_names))
+            if not update_names:
+                self._solves[key] = task
+                task.add_done_callback(lambda _t: self._solves.pop(key, None))
         return await shared(task)
 
-    async def _solve(self, key: str, spec: EnvSpec, update: bool) -> Lock:
+    async def _solve(self, key: str, spec: EnvSpec, update: bool, previous: Lock | None,
+                     update_names: tuple[str, ...]) -> Lock:
         started = time.perf_counter()
         # Repodata older than the solve TTL is checked again: a channel's new versions show up.
-        lock = await self.engine.solve(spec, refresh=update, max_age=self.settings.solve_ttl)
-        if spec.pip:
-            lock = await resolve_pip(spec, lock, uv=find_uv(), cache_dir=self.settings.paths.uv_cache,
-                                     virtual_packages=self.engine.virtual_packages(), refresh=update,
-                                     on_line=lambda line: log.debug("pip: %s", mask(line)))
+        lock = await self.locker.relock(spec, previous, update=update, update_names=update_names)
         self.store.cache_lock(key, lock)
-        log.info("solved %s: %d packages in %.1f ms (env %s)", spec.source or "spec", len(lock.packages),
+        log.info("locked %s: %d packages in %.1f ms (env %s)", spec.source or "spec", len(lock.packages),
                  (time.perf_counter() - started) * 1000, lock.env_key[:16])
         return lock
 
+    def previous_lock(self, record: NameRecord) -> Lock | None:
+        """The lock of the env ``record`` points at now, if the store still has it."""
+        if not record.env_key:
+            return None
+        try:
+            return self.store.read_lock(record.env_key)
+        except ProvisionError:
+            return None
+
     # -- warming, in generations ----------------------------------------------------------------
 
-    async def warm(self, record: NameRecord, *, update: bool = False) -> None:
-        """Make ``record``'s env ready; when a newer warm of the name supersedes this one, its outcome."""
-        if record.kind in ("project", "file") and not update and self.fresh.unchanged(record):
+    async def warm(self, record: NameRecord, *, update: bool = False, update_names: tuple[str, ...] = ()) -> None:
+        """Make ``record``'s env ready; when a newer warm of the name supersedes this one, its outcome.
+
+        ``update_names``: re-lock those packages against fresh repodata, the rest preferred as locked.
+        """
+        if record.kind in ("project", "file") and not update and not update_names and self.fresh.unchanged(record):
             self.store.touch_env(record.env_key or "")
             return
-        await self._newest_of(record.name, lambda generation: self._warm(record, generation, update))
+        await self._newest_of(record.name, lambda generation: self._warm(record, generation, update, update_names))
 
     async def install(self, record: NameRecord, lock: Lock) -> None:
         """Point ``record`` (a lockfile env) at ``lock``'s env, built if needed, as its newest warm."""
@@ -181,7 +198,8 @@ class Lifecycle:
     def _is_newest(self, name: str, generation: int) -> bool:
         return self._generation.get(name) == generation
 
-    async def _warm(self, record: NameRecord, generation: int, update: bool) -> None:
+    async def _warm(self, record: NameRecord, generation: int, update: bool,
+                    update_names: tuple[str, ...] = ()) -> None:
         if record.kind in ("clone", "lock"):
             return await self._warm_snapshot(record, generation)
         source = Path(record.source or "")
@@ -201,8 +219,26 @@ class Lifecycle:
         fingerprint = partial(self.gate.fingerprint, spec, record.source or "", record.kind)
         allowed = await asyncio.to_thread(fingerprint)
         self.gate.check(record, allowed, spec_file.name)
-        await self._build(record, generation, lambda: self.resolve(spec, update=update), spec=spec,
-                          signature=(signature, allowed.files), recheck=(fingerprint, spec_file.name))
+        lock_file = lock_path_of(spec_file)
+        project_lock = await asyncio.to_thread(read_project_lock, lock_file) if record.kind == "project" else None
+        if project_lock is None and not (record.kind == "project" and self.settings.write_project_locks):
+            previous = self.previous_lock(record)
+            await self._build(record, generation,
+                              lambda: self.resolve(spec, update=update, previous=previous, update_names=update_names),
+                              spec=spec, signature=(signature, allowed.files), recheck=(fingerprint, spec_file.name))
+            return
+        text: list[str | None] = [None]
+
+        async def locked() -> Lock:  # from conda-lock.yml as it is, or re-locked (written once built)
+            lock, text[0] = await self.locker.for_project(spec, lock_file, project_lock, update=update,
+                                                          update_names=update_names)
+            return lock
+        await self._build(record, generation, locked, spec=spec, signature=(signature, allowed.files),
+                          recheck=(fingerprint, spec_file.name))
+        written = text[0] is not None and self._is_newest(record.name, generation)
+        if written and await asyncio.to_thread(write_lock_file, lock_file, text[0] or ""):
+            log.info("wrote %s", lock_file)
+            self.gate.relocked(record, allowed, await asyncio.to_thread(fingerprint))
 
     async def _warm_snapshot(self, record: NameRecord, generation: int) -> None:
         """Clones and lockfile envs: re-read the lockfile if it is still there, else rebuild from our lock."""

@@ -23,7 +23,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -153,13 +153,23 @@ class RattlerEngine:
         clean = self.credentials.remember(channel.base_url)
         return channel if clean == channel.base_url else self.channel(clean)
 
-    async def solve(self, spec: EnvSpec, *, refresh: bool = False, max_age: float = float("inf")) -> Lock:
+    async def solve(self, spec: EnvSpec, *, refresh: bool = False, max_age: float = float("inf"),
+                    platform: str | None = None, virtual_packages: Sequence[str] | None = None,
+                    locked: Sequence[Package] = ()) -> Lock:
+        """Solve ``spec`` for ``platform`` (default: this machine's, with its virtual packages).
+
+        The dependencies are handed to the solver in their canonical (sorted) order, the one
+        spec_key uses: the solver's answer depends on input order, and two files that differ
+        only in order must get the same env. ``locked``: packages to prefer (a previous lock).
+        """
         channels = self.channels_of(spec)
+        platform = platform or self.platform
+        virtual = self.virtual_packages() if virtual_packages is None else list(virtual_packages)
         _client, gateway = self._network()
         if not channels:
             raise SolveError(f"{spec.source or 'spec'}: no channels to solve from",
                              hint="add a 'channels:' list to the environment file")
-        subdirs = [self.platform, "noarch"]
+        subdirs = [platform, "noarch"]
         unloaded = self._freshen(gateway, channels, subdirs, refresh=refresh, max_age=max_age)
         priority = (rattler.ChannelPriority.Strict if spec.channel_priority == "strict"
                     else rattler.ChannelPriority.Disabled)
@@ -173,10 +183,12 @@ class RattlerEngine:
                     sources=channels,
                     # Parse leniently, like the spec validator: solve() parses strings strictly and
                     # rejects the common `name=version=build` form of exports.
-                    specs=[rattler.MatchSpec(strip_credentials(d), strict=False) for d in spec.dependencies],
+                    specs=[rattler.MatchSpec(strip_credentials(d), strict=False)
+                           for d in sorted(set(spec.dependencies))],
                     gateway=gateway,
                     platforms=subdirs,  # type: ignore[arg-type]  # the stub wants Literal platform names
-                    virtual_packages=[_generic(v) for v in self.virtual_packages()],
+                    locked_packages=[_record(self._clean_package(p)) for p in locked] or None,
+                    virtual_packages=[_generic(v) for v in virtual],
                     channel_priority=priority,
                     timestamp_policy="allow-missing",
                     # The solver runs in a thread that cancellation cannot stop: it stops itself.
@@ -199,10 +211,11 @@ class RattlerEngine:
             raise EngineError(f"cannot read channel repodata: {text}",
                               hint="check the channel URLs and your network") from None
         return Lock(
-            platform=self.platform,
+            platform=platform,
             packages=tuple(package_of(r) for r in records),
             channels=tuple(c.base_url for c in channels),
             engine=self.name,
+            meta={"channel_priority": spec.channel_priority},
         )
 
     def _timeout_hint(self, channels: str = "the channel server") -> str:
