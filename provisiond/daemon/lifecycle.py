@@ -38,6 +38,7 @@ from provisiond.domain.errors import (
 )
 from provisiond.domain.lock import Lock
 from provisiond.domain.lockfiles import load_lockfile
+from provisiond.domain.projectlock import LOCK_FILE
 from provisiond.domain.spec import EnvSpec, read_spec, spec_key
 from provisiond.engines.base import Engine
 from provisiond.engines.pip import inputs_key, resolver_settings
@@ -70,6 +71,7 @@ class Lifecycle:
         # Set when projects come back or go, so the watcher re-reads the set it watches.
         self.projects_changed = asyncio.Event()
         self._closing = False
+        self._written: dict[str, str] = {}  # project lock path -> the text we last wrote there
 
     def apply(self, settings: Settings) -> None:
         self.settings = settings
@@ -238,6 +240,8 @@ class Lifecycle:
         written = text[0] is not None and self._is_newest(record.name, generation)
         if written and await asyncio.to_thread(write_lock_file, lock_file, text[0] or ""):
             log.info("wrote %s", lock_file)
+            self._written[str(lock_file)] = text[0] or ""
+            self.fresh.restat(record.name, lock_file)
             self.gate.relocked(record, allowed, await asyncio.to_thread(fingerprint))
 
     async def _warm_snapshot(self, record: NameRecord, generation: int) -> None:
@@ -359,12 +363,20 @@ class Lifecycle:
         finally:
             self._background.pop(name, None)
 
+    def wrote(self, path: Path) -> bool:
+        """True when ``path`` holds what we last wrote to it (the watcher ignores our own writes)."""
+        text = self._written.get(str(path))
+        try:
+            return text is not None and path.read_text(encoding="utf-8") == text
+        except (OSError, UnicodeDecodeError):
+            return False
+
     def referenced_files(self, name: str) -> set[str]:
         """Files next to the spec that its pip section names with -r/-c (a change rebuilds)."""
         spec = self._specs.get(name)
         if spec is None:
             return set()
-        found = set()
+        found = {LOCK_FILE}  # a project's lock: a pulled one is installed (or blocked) at once
         for line in spec.pip:
             parts = line.split()
             if len(parts) == 2 and parts[0] in ("-r", "-c", "--requirement", "--constraint"):

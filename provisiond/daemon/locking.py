@@ -97,7 +97,7 @@ class Locker:
         virtual_packages = self.virtual_for(platform)
         locked: tuple[Any, ...] = ()
         how = "solved"
-        if previous is not None and previous.platform == platform and not update:
+        if previous is not None and previous.platform == platform and not update and not update_names:
             previous = replace(previous, channels=tuple(self._channel_url(c) for c in previous.channels))
             answer = relock(previous, spec.dependencies, platform=platform, channels=self.solver.channel_urls(spec),
                             channel_priority=spec.channel_priority, virtual_packages=virtual_packages)

@@ -380,7 +380,7 @@ def _platforms(reader: _Reader, doc: dict[Any, Any]) -> tuple[str, ...]:
     found: list[str] = []
     for i, item in enumerate(node):
         try:
-            platform = str(rattler.Platform(str(item).strip()))
+            platform = str(rattler.Subdir(str(item).strip()))
         except ParseSubdirError:
             raise reader.error(_pos(node, "item", i), f"unknown platform {str(item)!r}",
                                hint="e.g. linux-64, linux-aarch64, osx-64, osx-arm64, win-64") from None

@@ -217,7 +217,7 @@ async def lock(request: web.Request) -> web.Response:
     platforms = [_platform(p) for p in platforms]
     output = body.get("output")
     answer = await request.app[PROVISIONER].lock(
-        _target(body.get("path"), "path"), platforms, check=_bool(body, "check"),
+        _target(_text(body.get("path"), "path"), "path"), platforms, check=_bool(body, "check"),
         output=_path(output, "output") if output is not None else None)
     return web.json_response(answer)
 
@@ -228,7 +228,7 @@ def _platform(value: Any) -> str:
 
     text = _text(value, "platforms")
     try:
-        return str(rattler.Platform(text))
+        return str(rattler.Subdir(text))
     except ParseSubdirError:
         raise BadRequestError(f"unknown platform {text[:60]!r}",
                               hint="e.g. linux-64, linux-aarch64, osx-64, osx-arm64, win-64") from None
