@@ -38,7 +38,7 @@ from provisiond.domain.errors import (
 )
 from provisiond.domain.lock import Lock
 from provisiond.domain.lockfiles import load_lockfile
-from provisiond.domain.projectlock import LOCK_FILE
+from provisiond.domain.projectlock import LOCK_FILE, ProjectLock
 from provisiond.domain.spec import EnvSpec, read_spec, spec_key
 from provisiond.engines.base import Engine
 from provisiond.engines.pip import inputs_key, resolver_settings
@@ -229,18 +229,20 @@ class Lifecycle:
                               lambda: self.resolve(spec, update=update, previous=previous, update_names=update_names),
                               spec=spec, signature=(signature, allowed.files), recheck=(fingerprint, spec_file.name))
             return
-        text: list[str | None] = [None]
+        written: list[tuple[ProjectLock, str] | None] = [None]
 
         async def locked() -> Lock:  # from conda-lock.yml as it is, or re-locked (written once built)
-            lock, text[0] = await self.locker.for_project(spec, lock_file, project_lock, update=update,
-                                                          update_names=update_names)
+            lock, written[0] = await self.locker.for_project(spec, lock_file, project_lock, update=update,
+                                                             update_names=update_names)
+            self.store.cache_lock(self.spec_key(spec), lock)  # the warm fast path asks the solve's age
             return lock
         await self._build(record, generation, locked, spec=spec, signature=(signature, allowed.files),
                           recheck=(fingerprint, spec_file.name))
-        written = text[0] is not None and self._is_newest(record.name, generation)
-        if written and await asyncio.to_thread(write_lock_file, lock_file, text[0] or ""):
+        new = written[0]
+        if new is not None and self._is_newest(record.name, generation) \
+                and await asyncio.to_thread(write_lock_file, lock_file, new):
             log.info("wrote %s", lock_file)
-            self._written[str(lock_file)] = text[0] or ""
+            self._written[str(lock_file)] = new[1]
             self.fresh.restat(record.name, lock_file)
             self.gate.relocked(record, allowed, await asyncio.to_thread(fingerprint))
 

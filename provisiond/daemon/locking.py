@@ -44,15 +44,43 @@ def lock_path_of(spec_file: Path) -> Path:
     return spec_file.with_name(LOCK_FILE)
 
 
+# Project locks parsed or written, by path: (stat signature, lock). YAML parsing of a big lock costs
+# 100+ ms in pure Python; a lock the daemon wrote itself is never parsed again while it is unchanged.
+_PARSED: dict[str, tuple[tuple[int, int, int], ProjectLock]] = {}
+_PARSED_MAX = 256
+
+
+def _stat(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _remember(path: Path, parsed: ProjectLock) -> None:
+    signature = _stat(path)
+    if signature is None:
+        return
+    if len(_PARSED) >= _PARSED_MAX:
+        _PARSED.pop(next(iter(_PARSED)))
+    _PARSED[str(path)] = (signature, parsed)
+
+
 def read_project_lock(path: Path) -> ProjectLock | None:
     """The conda-lock.yml at ``path``, or None when there is none."""
+    known = _PARSED.get(str(path))
+    if known is not None and known[0] == _stat(path):
+        return known[1]
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"{path}: cannot read: {exc}") from None
-    return parse(text, str(path))
+    parsed = parse(text, str(path))
+    _remember(path, parsed)
+    return parsed
 
 
 def spec_for(spec: EnvSpec, platform: str, current: str) -> EnvSpec:
@@ -99,13 +127,16 @@ class Locker:
         how = "solved"
         if previous is not None and previous.platform == platform and not update and not update_names:
             previous = replace(previous, channels=tuple(self._channel_url(c) for c in previous.channels))
-            answer = relock(previous, spec.dependencies, platform=platform, channels=self.solver.channel_urls(spec),
+            answer = relock(previous, spec.dependencies, platform=platform, channels=self.engine.channel_urls(spec),
                             channel_priority=spec.channel_priority, virtual_packages=virtual_packages)
             if answer.kind == "keep" and answer.lock is not None and not spec.pip:
                 log.info("re-locked %s for %s without a solve: %s (%.2f ms)", spec.source or "spec", platform,
                          answer.reason, (time.perf_counter() - started) * 1000)
                 return answer.lock
-            locked, how = previous.packages, f"solved preferring the previous lock ({answer.reason})"
+            how = f"solved ({answer.reason})"
+            # micromamba solves its own platform itself, with nothing preferred (it cannot be told)
+            if isinstance(self.engine, RattlerEngine) or platform != self.engine.platform:
+                locked, how = previous.packages, f"solved preferring the previous lock ({answer.reason})"
         elif previous is not None and update_names:
             names = {n.lower() for n in update_names}
             locked = tuple(p for p in previous.packages if p.name not in names)
@@ -130,7 +161,7 @@ class Locker:
         return lock
 
     async def lock_all(self, spec: EnvSpec, platforms: Sequence[str], previous: ProjectLock | None, *,
-                       update: bool = False, update_names: Sequence[str] = ()) -> tuple[dict[str, Lock], str]:
+                       update: bool = False, update_names: Sequence[str] = ()) -> tuple[ProjectLock, str]:
         """Every platform locked (the previous lock's packages kept or preferred), and the file's text."""
         current = self.engine.platform
         specs = {p: await asyncio.to_thread(spec_for, spec, p, current) for p in platforms}
@@ -141,9 +172,10 @@ class Locker:
                                                 update_names=update_names)
         hashes = {p: input_hash(specs[p], p) for p in platforms}
         sources = [os.path.basename(spec.source)] if spec.source else ["environment.yml"]
-        text = render(locks, hashes, sources=sources, channels=self.solver.channel_urls(spec),
-                      channel_priority=spec.channel_priority)
-        return locks, text
+        channels = self.engine.channel_urls(spec)
+        text = render(locks, hashes, sources=sources, channels=channels, channel_priority=spec.channel_priority)
+        return ProjectLock(locks=locks, hashes=hashes, channels=tuple(channels), sources=tuple(sources),
+                           channel_priority=spec.channel_priority, generator="provisiond"), text
 
     def platforms_for(self, spec: EnvSpec, previous: ProjectLock | None, asked: Sequence[str] = ()) -> list[str]:
         """What to lock for: ``asked``, else the file's ``platforms:``, else the existing lock's, else ours."""
@@ -151,8 +183,9 @@ class Locker:
         return chosen or [self.engine.platform]
 
     async def for_project(self, spec: EnvSpec, lock_file: Path, previous: ProjectLock | None, *,
-                          update: bool = False, update_names: Sequence[str] = ()) -> tuple[Lock, str | None]:
-        """This machine's lock of a project, and the conda-lock.yml text to write (None: keep the file)."""
+                          update: bool = False, update_names: Sequence[str] = ()
+                          ) -> tuple[Lock, tuple[ProjectLock, str] | None]:
+        """This machine's lock of a project, and the conda-lock.yml to write (None: keep the file)."""
         platform = self.engine.platform
         if previous is not None:
             if not update and not update_names and previous.current(platform, spec):
@@ -163,16 +196,18 @@ class Locker:
         platforms = self.platforms_for(spec, previous)
         if platform not in platforms:
             platforms.append(platform)
-        locks, text = await self.lock_all(spec, platforms, previous, update=update, update_names=update_names)
-        return locks[platform], text
+        written = await self.lock_all(spec, platforms, previous, update=update, update_names=update_names)
+        return written[0].locks[platform], written
 
 
-def write_lock_file(path: Path, text: str) -> bool:
-    """Write ``text`` atomically (temp file, fsync, rename); False when the file already says it."""
+def write_lock_file(path: Path, written: tuple[ProjectLock, str]) -> bool:
+    """Write the lock's text atomically (temp file, fsync, rename); False when the file already says it."""
+    parsed, text = written
     try:
         if path.read_text(encoding="utf-8") == text:
             return False
     except (OSError, UnicodeDecodeError):
         pass
     write_atomic(path, text, 0o644, sync=True)
+    _remember(path, parsed)
     return True
