@@ -124,6 +124,7 @@ class Locker:
         spec = replace(spec, dependencies=tuple(sorted(set(spec.dependencies))))  # the canonical order
         virtual_packages = self.virtual_for(platform)
         locked: tuple[Any, ...] = ()
+        extend: tuple[str, ...] = ()
         how = "solved"
         if previous is not None and previous.platform == platform and not update and not update_names:
             previous = replace(previous, channels=tuple(self._channel_url(c) for c in previous.channels))
@@ -137,6 +138,7 @@ class Locker:
             # micromamba solves its own platform itself, with nothing preferred (it cannot be told)
             if isinstance(self.engine, RattlerEngine) or platform != self.engine.platform:
                 locked, how = previous.packages, f"solved preferring the previous lock ({answer.reason})"
+                extend = answer.new
         elif previous is not None and update_names:
             names = {n.lower() for n in update_names}
             locked = tuple(p for p in previous.packages if p.name not in names)
@@ -145,7 +147,7 @@ class Locker:
         refresh = update or bool(update_names)
         if isinstance(solver, RattlerEngine):
             lock = await solver.solve(spec, refresh=refresh, max_age=self.settings.solve_ttl, platform=platform,
-                                      virtual_packages=virtual_packages, locked=locked)
+                                      virtual_packages=virtual_packages, locked=locked, extend=extend)
         else:  # micromamba, for this platform and nothing preferred
             lock = await solver.solve(spec, refresh=refresh, max_age=self.settings.solve_ttl)
         lock = replace(lock, meta={**lock.meta, "channel_priority": spec.channel_priority})

@@ -32,7 +32,8 @@ def spec_on(channel: Path, *deps: str) -> EnvSpec:
 def rich_channel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo packages plus a newer libgreet, a tool that needs it, and a virtual-package user."""
     extra = [Pkg("libgreet", "2.0"), hello_pkg("tool-b", "1.0", depends=("libgreet >=2",)),
-             Pkg("needs-glibc", "1.0", depends=("__glibc >=2.17",)), Pkg("needs-mars", "1.0", depends=("__mars >=1",))]
+             Pkg("needs-glibc", "1.0", depends=("__glibc >=2.17",)), Pkg("needs-mars", "1.0", depends=("__mars >=1",)),
+             Pkg("picky", "1.0", constrains=("libgreet <2",))]
     return build_channel(tmp_path_factory.mktemp("rich"), [*demo_packages(), *extra])
 
 
@@ -58,6 +59,9 @@ EDITS = [
     ("remove a root", ["hello 1.*", "tool-a", "greet-data"], ["hello 1.*"], "keep"),
     ("add a new name", ["hello 1.*"], ["hello 1.*", "tool-a"], "extend"),
     ("add a name that needs an upgrade", ["hello 1.*"], ["hello 1.*", "tool-b"], "extend"),
+    # picky constrains libgreet, which it does not reach: the restricted pool (locked records plus
+    # what the new names reach) has no solution, and the whole channels are solved instead.
+    ("add a name that constrains an old one", ["hello 1.*"], ["hello 1.*", "picky"], "extend"),
     ("break a pin", ["hello", "tool-a"], ["hello 1.*", "tool-a"], "solve"),
 ]
 
@@ -72,11 +76,14 @@ def test_every_edit_kind_equals_a_solve_with_the_previous_lock_preferred(
                      channels=locker.solver.channel_urls(new), channel_priority="strict",
                      virtual_packages=locker.engine.virtual_packages())
     assert decided.kind == path, decided.reason
-    with caplog.at_level(logging.INFO, logger="provisiond.daemon.locking"):
+    with caplog.at_level(logging.DEBUG, logger="provisiond"):
         fast = asyncio.run(locker.relock(new, previous))
     assert urls(fast) == urls(solve(locker, new, locked=previous)), kind
     said = caplog.text
     assert ("without a solve" in said) == (path == "keep"), said
+    assert ("restricted pool has no solution" in said) == ("constrains" in kind), said
+    if "constrains" in kind:
+        assert {p.name: p.version for p in fast.packages}["libgreet"] == "1.0"
 
 
 def test_removing_a_root_prunes_its_closure(locker: Locker, rich_channel: Path) -> None:
