@@ -222,8 +222,7 @@ class Lifecycle:
         allowed = await asyncio.to_thread(fingerprint)
         self.gate.check(record, allowed, spec_file.name)
         lock_file = lock_path_of(spec_file)
-        project_lock = await asyncio.to_thread(read_project_lock, lock_file) if record.kind == "project" else None
-        if project_lock is None and not (record.kind == "project" and self.settings.write_project_locks):
+        if record.kind != "project" or not (lock_file.exists() or self.settings.write_project_locks):
             previous = self.previous_lock(record)
             await self._build(record, generation,
                               lambda: self.resolve(spec, update=update, previous=previous, update_names=update_names),
@@ -232,6 +231,7 @@ class Lifecycle:
         written: list[tuple[ProjectLock, str] | None] = [None]
 
         async def locked() -> Lock:  # from conda-lock.yml as it is, or re-locked (written once built)
+            project_lock = await asyncio.to_thread(read_project_lock, lock_file)
             lock, written[0] = await self.locker.for_project(spec, lock_file, project_lock, update=update,
                                                              update_names=update_names)
             self.store.cache_lock(self.spec_key(spec), lock)  # the warm fast path asks the solve's age

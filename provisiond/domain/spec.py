@@ -81,7 +81,7 @@ class EnvSpec:
             "source": self.source,
             "project_dir": self.project_dir,
             "warnings": list(self.warnings),
-            "platforms": list(self.platforms),
+            **({"platforms": list(self.platforms)} if self.platforms else {}),
         }
 
 

@@ -62,3 +62,13 @@ def test_api_limits_are_settings(tmp_path: Path) -> None:
     for key, value in (("MAX_CONNECTIONS", "0"), ("READ_TIMEOUT", "0"), ("READ_TIMEOUT", "nan"), ("READ_TIMEOUT", "inf")):
         with pytest.raises(ConfigError, match=key.lower()):
             load_settings({}, {f"PROVISIOND_{key}": value}, none)
+
+
+def test_write_project_locks_is_a_flag(tmp_path: Path) -> None:
+    none, config = tmp_path / "none.toml", tmp_path / "config.toml"
+    assert load_settings({}, {}, none).write_project_locks is False
+    config.write_text("write_project_locks = true\n")
+    assert load_settings({}, {}, config).write_project_locks is True
+    assert load_settings({}, {"PROVISIOND_WRITE_PROJECT_LOCKS": "no"}, config).write_project_locks is False
+    with pytest.raises(ConfigError, match=r"write_project_locks='maybe' \(env\): expected true or false"):
+        load_settings({}, {"PROVISIOND_WRITE_PROJECT_LOCKS": "maybe"}, none)
