@@ -223,7 +223,9 @@ class Lifecycle:
         self.gate.check(record, allowed, spec_file.name)
         lock_file = lock_path_of(spec_file)
         if record.kind != "project" or not (lock_file.exists() or self.settings.write_project_locks):
-            previous = self.previous_lock(record)
+            # After an edit only: the same request again (its cached solve expired) is solved anew, so
+            # that solve_ttl brings a channel's new versions (docs/store.md, "Re-locking").
+            previous = self.previous_lock(record) if record.spec_key != self.spec_key(spec) else None
             await self._build(record, generation,
                               lambda: self.resolve(spec, update=update, previous=previous, update_names=update_names),
                               spec=spec, signature=(signature, allowed.files), recheck=(fingerprint, spec_file.name))
