@@ -28,7 +28,7 @@ LOCK_PLATFORMS = ["linux-64", "osx-64", "osx-arm64", "win-64"]
 # 4 solves in one new process, one per platform, each with that platform's virtual packages (as the
 # daemon's defaults for another platform: engines/virtual.py): timed as a whole process.
 FRESH_SOLVE_PLATFORMS = r"""
-import asyncio, json, sys
+import asyncio, json, os, sys
 import rattler
 VIRTUAL = {"linux-64": ["__linux=4.18=0", "__glibc=2.28=0", "__unix=0=0", "__archspec=1=x86_64"],
            "osx-64": ["__osx=10.15=0", "__unix=0=0", "__archspec=1=x86_64"],
@@ -45,6 +45,8 @@ async def go():
         n += len(records)
     return n
 print(json.dumps(asyncio.run(go())))
+sys.stdout.flush()
+os._exit(0)  # rattler's threads may abort the interpreter's finalization (as FRESH_SOLVE does)
 """
 STEP = r"(re-locked .*? without a solve: .*?\(([\d.]+) ms\)|: (solved[^\n]*?) for \S+, \d+ packages in ([\d.]+) ms)"
 

@@ -225,7 +225,8 @@ class Lifecycle:
         if record.kind != "project" or not (lock_file.exists() or self.settings.write_project_locks):
             # After an edit only: the same request again (its cached solve expired) is solved anew, so
             # that solve_ttl brings a channel's new versions (docs/store.md, "Re-locking").
-            previous = self.previous_lock(record) if record.spec_key != self.spec_key(spec) else None
+            edited = update_names or record.spec_key != self.spec_key(spec)
+            previous = self.previous_lock(record) if edited else None
             await self._build(record, generation,
                               lambda: self.resolve(spec, update=update, previous=previous, update_names=update_names),
                               spec=spec, signature=(signature, allowed.files), recheck=(fingerprint, spec_file.name))

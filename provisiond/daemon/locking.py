@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import stat
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -48,6 +49,7 @@ def lock_path_of(spec_file: Path) -> Path:
 # 100+ ms in pure Python; a lock the daemon wrote itself is never parsed again while it is unchanged.
 _PARSED: dict[str, tuple[tuple[int, int, int], ProjectLock]] = {}
 _PARSED_MAX = 256
+MAX_LOCK_BYTES = 64 << 20
 
 
 def _stat(path: Path) -> tuple[int, int, int] | None:
@@ -72,6 +74,15 @@ def read_project_lock(path: Path) -> ProjectLock | None:
     known = _PARSED.get(str(path))
     if known is not None and known[0] == _stat(path):
         return known[1]
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_LOCK_BYTES:
+        raise SpecError(f"{path}: not a regular file of at most {MAX_LOCK_BYTES >> 20} MiB",
+                        hint="a conda-lock.yml is a text file; is this the right one?")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -136,7 +147,7 @@ class Locker:
                 return answer.lock
             how = f"solved ({answer.reason})"
             # micromamba solves its own platform itself, with nothing preferred (it cannot be told)
-            if isinstance(self.engine, RattlerEngine) or platform != self.engine.platform:
+            if answer.prefer and (isinstance(self.engine, RattlerEngine) or platform != self.engine.platform):
                 locked, how = previous.packages, f"solved preferring the previous lock ({answer.reason})"
                 extend = answer.new
         elif previous is not None and update_names:

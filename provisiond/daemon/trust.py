@@ -105,16 +105,15 @@ def project_lock_part(lock_file: Path) -> dict[str, str]:
     """A project's ``conda-lock.yml`` in its fingerprint: where its packages come from and its pip
     entries, for every platform (nothing when there is no lock: older allowances keep holding).
     A version moved on the same channels keeps trust, as a dependency edit of the file does."""
+    from provisiond.daemon.locking import read_project_lock
     from provisiond.domain.errors import ProvisionError
-    from provisiond.domain.projectlock import parse
 
-    data = read_regular(lock_file, 64 << 20)
-    if data is None:
-        return {}
     try:
-        project_lock = parse(data.decode("utf-8", errors="replace"), str(lock_file))
+        project_lock = read_project_lock(lock_file)  # parsed once per content (cached by stat)
     except ProvisionError:
         return {"lock": _hash("unreadable")}  # the build reports the error itself
+    if project_lock is None:
+        return {}
     locks = project_lock.locks.values()
     channels = sorted({mask(p.url).rsplit("/", 2)[0] for lock in locks for p in lock.packages})
     pip = sorted({f"{p.name} {mask(p.url)}" for lock in locks for p in lock.pip})

@@ -7,10 +7,12 @@ After an edit, the previous lock (the env's, or a project's ``conda-lock.yml``) 
   packages holds for this machine's virtual packages, and the channels and their priority are
   the lock's. The answer is the lock pruned to the closure of the new roots: removing a
   dependency drops what only it pulled in. No solver runs.
-- **extend**: the same, except that some dependencies name packages the lock does not have.
-  The caller solves with the lock's packages preferred (rattler's ``locked_packages``).
-- **solve**: anything else (a pin the lock breaks, other channels, a virtual package that
-  changed): a full solve.
+- **extend**: the same, except that some dependencies name packages the lock does not have,
+  or pin a version the locked one does not meet (``new`` holds those names). The caller solves
+  with the lock's packages preferred (rattler's ``locked_packages``), first in a pool of the
+  locked records plus every record those names reach.
+- **solve**: anything else (other channels or priority, a ``channel::pkg`` dependency, a pip
+  section, a virtual package this machine lacks): a full solve.
 
 Why the kept set is a valid solution: the previous lock was one (every ``depends`` of each of
 its packages met inside it, every ``constrains`` respected), pruning to a dependency closure
@@ -44,7 +46,8 @@ class Relock:
     kind: str
     reason: str
     lock: Lock | None = None
-    new: tuple[str, ...] = ()
+    new: tuple[str, ...] = ()  # names to open in the solve: not in the lock, or pinned away from it
+    prefer: bool = True  # whether a solve may prefer the lock's packages (not from other channels)
 
 
 def dependency_name(dep: str) -> str:
@@ -61,12 +64,13 @@ def relock(previous: Lock, dependencies: Sequence[str], *, platform: str, channe
     if previous.pip:
         return Relock("solve", "the lock has pip packages")
     if _clean(previous.channels) != _clean(channels):
-        return Relock("solve", "the channels changed")
+        return Relock("solve", "the channels changed", prefer=False)
     if previous.meta.get("channel_priority", "strict") != channel_priority:
-        return Relock("solve", "the channel priority changed")
+        return Relock("solve", "the channel priority changed", prefer=False)
     by_name = {p.name: p for p in previous.packages}
     virtual = _virtual_records(tuple(virtual_packages))
     new: list[str] = []
+    broken: list[str] = []
     roots: list[str] = []
     for dep in sorted(set(dependencies)):
         if "::" in dep:
@@ -81,7 +85,9 @@ def relock(previous: Lock, dependencies: Sequence[str], *, platform: str, channe
             new.append(name)
             continue
         if not _spec(dep).matches(_record(package)):
-            return Relock("solve", f"{dep} is not met by the locked {package.dist}")
+            broken.append(f"{dep} (locked: {package.dist})")
+            new.append(name)
+            continue
         roots.append(name)
     kept = closure(by_name, roots)
     for p in (by_name[n] for n in kept):
@@ -90,7 +96,10 @@ def relock(previous: Lock, dependencies: Sequence[str], *, platform: str, channe
             if name.startswith("__") and not _virtual_ok(dep, name, virtual, constraint=dep in p.constrains):
                 return Relock("solve", f"{p.dist} needs {dep}, which this machine does not meet")
     if new:
-        return Relock("extend", f"new: {', '.join(new)}", new=tuple(new))
+        added = [n for n in new if n not in by_name]
+        said = "; ".join(([f"new: {', '.join(added)}"] if added else []) + ([f"not met: {', '.join(broken)}"]
+                                                                              if broken else []))
+        return Relock("extend", said, new=tuple(new))
     packages = tuple(by_name[n] for n in sorted(kept))
     removed = len(previous.packages) - len(packages)
     lock = replace(previous, packages=packages, meta={**previous.meta, "relock": "kept"})

@@ -62,7 +62,7 @@ EDITS = [
     # picky constrains libgreet, which it does not reach: the restricted pool (locked records plus
     # what the new names reach) has no solution, and the whole channels are solved instead.
     ("add a name that constrains an old one", ["hello 1.*"], ["hello 1.*", "picky"], "extend"),
-    ("break a pin", ["hello", "tool-a"], ["hello 1.*", "tool-a"], "solve"),
+    ("break a pin", ["hello", "tool-a"], ["hello 1.*", "tool-a"], "extend"),
 ]
 
 
@@ -132,3 +132,13 @@ def test_two_files_differing_only_in_order_get_the_same_env(locker: Locker, orde
     second = asyncio.run(locker.engine.solve(spec_on(order_channel, "b", "a")))
     assert first.env_key == second.env_key
     assert {p.name: p.version for p in first.packages} == ab  # the canonical (sorted) order's answer
+
+
+def test_other_channels_solve_with_nothing_preferred(locker: Locker, rich_channel: Path, channel: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """A lock from another channel is not preferred: its packages must not leak into the new env."""
+    previous = solve(locker, spec_on(rich_channel, "hello 1.*"))
+    with caplog.at_level(logging.INFO, logger="provisiond.daemon.locking"):
+        moved = asyncio.run(locker.relock(spec_on(channel, "hello 1.*"), previous))
+    assert all(p.url.startswith(channel.as_uri()) for p in moved.packages)
+    assert "solved (the channels changed)" in caplog.text

@@ -76,6 +76,10 @@ def test_lock_check_fails_when_the_file_changed(daemon: Daemon, growing: Path, t
     assert code == 1 and "does not exist" in err
     ctl_json(daemon, "lock", str(project))
     assert daemon.ctl("lock", str(project), "--check")[0] == 0
+    other = tmp_path / "elsewhere-lock.yml"
+    assert ctl_json(daemon, "lock", str(project), "-f", str(other))["file"] == str(other)
+    assert other.read_text() == (project / "conda-lock.yml").read_text()
+    assert daemon.ctl("lock", str(project), "--check", "-f", str(other))[0] == 0
     spec = project / "environment.yml"
     spec.write_text("# a comment and another order\n" + spec.read_text() + "variables:\n  X: '1'\n")
     assert daemon.ctl("lock", str(project), "--check")[0] == 0  # the same request: still current
@@ -174,3 +178,15 @@ def test_a_broken_lock_fails_the_warm_with_its_file_named(daemon: Daemon, growin
     error = json.loads(out)["error"]
     assert code == 65 and "conda-lock.yml" in error["message"], error
     assert daemon.client.get("/v1/envs/broken")["status"] == "failed"
+
+
+def test_update_of_a_named_env_moves_only_the_named_package(daemon: Daemon, growing: Path, tmp_path: Path) -> None:
+    spec = write_project(tmp_path / "named", growing, ["hello", "tool-a"], name="named") / "environment.yml"
+    ctl_json(daemon, "create", "-f", str(spec))
+    build_channel(growing, [hello_pkg("hello", "2.0", depends=("libgreet >=1.0",)),
+                            hello_pkg("tool-a", "2.0", depends=("libgreet >=1.0",), message="tool-a says hi")])
+    ctl_json(daemon, "update", "named", "hello")
+    assert versions(daemon, "named") == {"hello": "2.0", "libgreet": "1.0", "tool-a": "1.0"}
+    ctl_json(daemon, "update", "named")  # no names: everything, like warm --update
+    assert versions(daemon, "named") == {"hello": "2.0", "libgreet": "1.0", "tool-a": "2.0"}
+    assert not (spec.parent / "conda-lock.yml").exists()  # a named env from a file writes no lock
