@@ -62,7 +62,7 @@ EDITS = [
     # picky constrains libgreet, which it does not reach: the restricted pool (locked records plus
     # what the new names reach) has no solution, and the whole channels are solved instead.
     ("add a name that constrains an old one", ["hello 1.*"], ["hello 1.*", "picky"], "extend"),
-    ("break a pin", ["hello", "tool-a"], ["hello 1.*", "tool-a"], "extend"),
+    ("break a pin", ["hello", "tool-a"], ["hello 1.*", "tool-a"], "solve"),
 ]
 
 
