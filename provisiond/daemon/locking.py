@@ -174,8 +174,12 @@ class Locker:
         return lock
 
     async def lock_all(self, spec: EnvSpec, platforms: Sequence[str], previous: ProjectLock | None, *,
-                       update: bool = False, update_names: Sequence[str] = ()) -> tuple[ProjectLock, str]:
-        """Every platform locked (the previous lock's packages kept or preferred), and the file's text."""
+                       update: bool = False, update_names: Sequence[str] = (), lock_dir: str | None = None
+                       ) -> tuple[ProjectLock, str]:
+        """Every platform locked (the previous lock's packages kept or preferred), and the file's text.
+
+        ``lock_dir``: where the lock goes (default: beside the file); its ``sources`` are relative to it.
+        """
         current = self.engine.platform
         specs = {p: await asyncio.to_thread(spec_for, spec, p, current) for p in platforms}
         locks = {}
@@ -184,7 +188,9 @@ class Locker:
             locks[platform] = await self.relock(specs[platform], before, platform=platform, update=update,
                                                 update_names=update_names)
         hashes = {p: input_hash(specs[p], p) for p in platforms}
-        sources = [os.path.basename(spec.source)] if spec.source else ["environment.yml"]
+        source = spec.source or "environment.yml"
+        sources = [os.path.relpath(source, lock_dir) if lock_dir and os.path.isabs(source) else
+                   os.path.basename(source)]
         channels = self.engine.channel_urls(spec)
         text = render(locks, hashes, sources=sources, channels=channels, channel_priority=spec.channel_priority)
         return ProjectLock(locks=locks, hashes=hashes, channels=tuple(channels), sources=tuple(sources),

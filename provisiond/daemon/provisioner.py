@@ -285,7 +285,7 @@ class Provisioner:
             stale = [p for p, s in zip(chosen, specs, strict=True)
                      if previous is None or previous.hashes.get(p) != input_hash(s, p) or p not in previous.locks]
             return {**answer, "current": not stale, "stale": stale, "exists": previous is not None}
-        new = await self.lifecycle.locker.lock_all(spec, chosen, previous)
+        new = await self.lifecycle.locker.lock_all(spec, chosen, previous, lock_dir=str(target.parent))
         written = await asyncio.to_thread(write_lock_file, target, new)
         locks = new[0].locks
         return {**answer, "written": written, "packages": {p: len(lock.packages) for p, lock in locks.items()},
