@@ -71,7 +71,6 @@ class Lifecycle:
         # Set when projects come back or go, so the watcher re-reads the set it watches.
         self.projects_changed = asyncio.Event()
         self._closing = False
-        self._written: dict[str, str] = {}  # project lock path -> the text we last wrote there
 
     def apply(self, settings: Settings) -> None:
         self.settings = settings
@@ -245,7 +244,7 @@ class Lifecycle:
         if new is not None and self._is_newest(record.name, generation) \
                 and await asyncio.to_thread(write_lock_file, lock_file, new):
             log.info("wrote %s", lock_file)
-            self._written[str(lock_file)] = new[1]
+            self.locker.written[str(lock_file)] = new[1]
             self.fresh.restat(record.name, lock_file)
             self.gate.relocked(record, allowed, await asyncio.to_thread(fingerprint))
 
@@ -367,14 +366,6 @@ class Lifecycle:
                     return
         finally:
             self._background.pop(name, None)
-
-    def wrote(self, path: Path) -> bool:
-        """True when ``path`` holds what we last wrote to it (the watcher ignores our own writes)."""
-        text = self._written.get(str(path))
-        try:
-            return text is not None and path.read_text(encoding="utf-8") == text
-        except (OSError, UnicodeDecodeError):
-            return False
 
     def referenced_files(self, name: str) -> set[str]:
         """Files next to the spec that its pip section names with -r/-c (a change rebuilds)."""

@@ -111,6 +111,15 @@ class Locker:
         self.engine = engine
         self.settings = settings
         self._solver: RattlerEngine | None = engine if isinstance(engine, RattlerEngine) else None
+        self.written: dict[str, str] = {}  # project lock path -> the text the daemon last wrote there
+
+    def wrote(self, path: Path) -> bool:
+        """True when ``path`` holds what we last wrote to it (the watcher ignores our own writes)."""
+        text = self.written.get(str(path))
+        try:
+            return text is not None and path.read_text(encoding="utf-8") == text
+        except (OSError, UnicodeDecodeError):
+            return False
 
     @property
     def solver(self) -> RattlerEngine:

@@ -104,7 +104,7 @@ class ProjectWatcher:
             if record is None:
                 continue
             if path.name in SPEC_FILES or (path.name in self.provisioner.referenced_files(record.name)
-                                           and not self.provisioner.lifecycle.wrote(path)):
+                                           and not self.provisioner.lifecycle.locker.wrote(path)):
                 rebuild.add(record.name)
             elif path.name == SECRETS_FILE:
                 secrets.add(record.name)
