@@ -68,6 +68,7 @@ class Lifecycle:
         self._generation: dict[str, int] = {}
         self._newest: dict[str, tuple[int, asyncio.Task[None]]] = {}
         self._pins: Counter[str] = Counter()  # env_keys a warm has published but not yet named
+        self._reading: dict[str, tuple[int, tuple[Any, ...]]] = {}  # name -> (generation, inputs' stat) it read
         # Set when projects come back or go, so the watcher re-reads the set it watches.
         self.projects_changed = asyncio.Event()
         self._closing = False
@@ -206,6 +207,7 @@ class Lifecycle:
         source = Path(record.source or "")
         # Taken before reading the file: an edit during the build must not pass for the built spec.
         signature = self.fresh.signature(record)
+        self._reading[record.name] = (generation, signature)
         try:
             spec_file = spec_file_of(source) if record.kind == "project" else source
             spec = await read_spec(spec_file)
@@ -354,6 +356,8 @@ class Lifecycle:
                 record = self.store.find_name(name)
                 if record is None:
                     return  # removed meanwhile
+                if self._in_flight_for(record):
+                    return  # a warm already reading these very files will answer (e.g. an `update`)
                 try:
                     await self.warm(record)
                 except EnvNotFoundError:
@@ -366,6 +370,12 @@ class Lifecycle:
                     return
         finally:
             self._background.pop(name, None)
+
+    def _in_flight_for(self, record: NameRecord) -> bool:
+        """True when the name's newest warm is running and read the files as they are now."""
+        newest, reading = self._newest.get(record.name), self._reading.get(record.name)
+        return (newest is not None and not newest[1].done() and reading is not None and reading[0] == newest[0]
+                and bool(reading[1]) and reading[1] == self.fresh.signature(record))
 
     def referenced_files(self, name: str) -> set[str]:
         """Files next to the spec that its pip section names with -r/-c (a change rebuilds)."""
