@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import rattler
 from bench_engines import bench_engines
 from common import CTL, ENV, BenchDaemon, filesystem, med, parse_args, progress, run, workspace
+from lock_rows import bench_lock_platforms, bench_locked_project, bench_relock_kinds
 
 from provisiond.domain.exports import explicit
 from provisiond.domain.lock import Lock
@@ -38,7 +39,7 @@ from provisiond.testing.channel import (
 )
 
 PLATFORMS = [str(rattler.Subdir.current()), "noarch"]
-SOLVED = r"solved .*?: \d+ packages in ([\d.]+) ms"  # the daemon's INFO line after each solve
+SOLVED = r"(?:locked .*?: \d+ packages in|without a solve: .*?\() ?([\d.]+) ms"  # the daemon's line per (re-)lock
 # The build log's line for the durability step: syncfs of the prefix, then with the fsyncs of the lock
 # file, the marker and the rename.
 SYNCED = r"synced \S+ to disk \((\w+)\) in [\d.]+ ms; with the lock file, marker and rename in ([\d.]+) ms"
@@ -281,6 +282,16 @@ def table(r: dict) -> str:
                  row("  same, rattler engine (info)", ra["resolve_ms"], ra["raw_dry_run_ms"], 1.2)]
     elif e:
         rows.append(["5-6 engines vs raw micromamba", "-", "-", "-", "-", e.get("skipped", "")])
+    lk, l4 = r["locked"], r["lock4"]
+    rows += [row(f"7 project with a current lock, fresh home ({lk['packages']} pkgs) vs create -f of it",
+                 lk["watch_ms"], lk["create_ms"], 1.1),
+             row(f"8 lock for 4 platforms, whole process ({l4['records_per_platform']} records each)",
+                 l4["lock_ms"], l4["fresh_ms"], 1.0)]
+    for group in r["kinds"]:
+        for kind in group["kinds"]:
+            target = 0.02 if kind["path"] == "kept (no solve)" else 0.4
+            rows.append(row(f"9 re-lock, {group['tag']}: {kind['kind']} [{kind['path']}]", kind["relock_step_ms"],
+                            kind["fresh_solve_ms"], target))
     widths = [max(len(x[i]) for x in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(x, widths))) for x in rows]
     notes = [
@@ -315,6 +326,20 @@ def table(r: dict) -> str:
         "resolution against a raw `micromamba create --dry-run` (benchmarks/bench_engines.py). The micromamba "
         "engine runs two processes for a new spec (a dry-run solve, then an @EXPLICIT install): the prefix "
         "path is named by env_key, known only after the solve.",
+        f"7: medians of {lk['rounds']} rounds, each on two fresh homes (a new daemon each, cold package cache): "
+        "one watches a project whose conda-lock.yml is current (register + warm over the API), the other runs "
+        f"`create -f conda-lock.yml`. Solves on the fresh homes: {lk['solves_on_fresh_homes']} (their logs); same "
+        f"env_key: {'yes' if lk['same_env_key'] else 'NO'}.",
+        f"8: `provisionctl lock -p linux-64 -p osx-64 -p osx-arm64 -p win-64` (whole process, no previous lock, the "
+        "daemon's repodata warm), against one new process making 4 rattler.solve calls (one Gateway), medians of "
+        f"{l4['rounds']}.",
+        "9: the re-lock after each edit kind of a project with a previous lock, as the daemon logs it (the "
+        "re-solve: the previous lock kept and pruned, or a solve preferring it), against rattler.solve of the "
+        "edited file in a new process (timed inside, as row 2). Driven through the `lock` route, the previous "
+        "conda-lock.yml restored first; the path taken is in brackets; targets: 0.02x when the previous lock is "
+        "kept, 0.4x otherwise. The whole route (parse the file, read the restored lock: pure-Python YAML, "
+        "re-lock, write the lock), typical then deep: "
+        + "; ".join(f"{k['kind']} {k['lock_route_ms']} ms" for g in r["kinds"] for k in g["kinds"]) + ".",
     ]
     wrapped = [line for n in notes for line in textwrap.wrap(n, 110, subsequent_indent="   ")]
     return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:], "", *wrapped])
@@ -322,8 +347,8 @@ def table(r: dict) -> str:
 
 def main() -> int:
     args = parse_args(__doc__, quick="smaller channels, fewer repetitions (smoke run)")
-    n_pkgs, n_files, n_records, build_reps, solve_reps, ctl_reps = (
-        (40, 20, 10_000, 3, 3, 10) if args.quick else (100, 50, 50_000, 9, 7, 40))
+    n_pkgs, n_files, n_records, build_reps, solve_reps, ctl_reps, lock_reps = (
+        (40, 20, 10_000, 3, 3, 10, 2) if args.quick else (100, 50, 50_000, 9, 7, 40, 5))
     say = progress(args.json)
     with workspace(args, "pvb-") as (ws, _), Daemon(ws) as d:
         ENV["PROVISIOND_STATE"] = str(ws / "state")  # per-user activation/secrets: keep them in the work dir too
@@ -343,6 +368,11 @@ def main() -> int:
         r["ctl"] = bench_ctl(d, ctl_reps)
         say("4/5 second project ...")
         r["second"] = bench_second_project(d, ws, small, pkgs)
+        say("5/5 project locks and re-locks by edit kind ...")
+        r["locked"] = bench_locked_project(d, ws, small, [p.name for p in pkgs], lock_reps)
+        r["lock4"] = bench_lock_platforms(d, ws, n_records // 5, lock_reps)
+        r["kinds"] = [bench_relock_kinds(d, ws, big, r[k]["roots"], solve_reps, FRESH_SOLVE, tag)
+                      for k, tag in (("resolve_shallow", "typical"), ("resolve", "deep"))]
         r["daemon_exit"] = d.stop()
         say("5/5 both engines against raw micromamba ...")
         r["engines"] = bench_engines(ws / "engines", small, pkgs, build_reps)

@@ -490,6 +490,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "allowed": (_HERE, "list allowed projects and env files, and the trusted_prefixes setting"),
     "create": (_HERE, "create a named env from an environment file, like `conda env create -f`"),
     "warm": (_HERE, "make an env ready (solve, fetch, build) and print its prefix"),
+    "lock": ("provisiond.cli.locks", "solve an environment file for each platform and write conda-lock.yml "
+                                     "(no download or install); --check for CI"),
+    "update": ("provisiond.cli.locks", "update the named packages of an env (the rest stay as locked) and build it"),
     "list": (_HERE, "list envs: name, status, env_key, prefix, projects"),
     "show": (_HERE, "show one env (--lock: its resolved packages)"),
     "status": (_HERE, "daemon status: engine, store, builds in progress, failures"),

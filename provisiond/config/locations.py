@@ -28,7 +28,7 @@ KEYS = ("home", "socket", "state", "engine", "micromamba_path", "micromamba_inst
         "watch_debounce_ms", "watch_step_ms", "gc_days", "cache_budget_bytes", "trusted_prefixes",
         "log_file",
         "max_connections", "read_timeout", "keep_builds", "keep_solves", "keep_solves_days",
-        "connect_timeout", "fetch_timeout", "solve_timeout", "changeps1",
+        "connect_timeout", "fetch_timeout", "solve_timeout", "changeps1", "write_project_locks",
         # conda's keys (.condarc maps onto them: config/condarc.py), and whether to read .condarc at all
         "channels", "default_channels", "custom_channels", "channel_priority", "pkgs_dirs", "ssl_verify",
         "proxy_servers", "offline", "conda_config", "environments_txt",

@@ -125,6 +125,9 @@ class Settings:
     solve_timeout: float = 600.0
     # Activation puts "(name) " before the shell's prompt, as conda's changeps1 (restored on leave).
     changeps1: bool = True
+    # A watched project without a conda-lock.yml gets one written beside its environment file
+    # (docs/lockfiles.md); a project that has one always keeps it current.
+    write_project_locks: bool = False
     config_file: Path | None = None
     # Jupyter kernelspecs for ready envs holding ipykernel (daemon/kernels.py), written into
     # jupyter_data_dir/kernels; None (Settings built by hand, as in tests) writes none.
@@ -171,6 +174,7 @@ class Settings:
                 "keep_solves_days": self.keep_solves_days,
                 "connect_timeout": self.connect_timeout, "fetch_timeout": self.fetch_timeout,
                 "solve_timeout": self.solve_timeout, "changeps1": self.changeps1,
+                "write_project_locks": self.write_project_locks,
                 "config_file": str(self.config_file) if self.config_file else None,
                 "log_file": str(self.log_file) if self.log_file else None,
                 "channels": [mask(c) for c in self.channels],
@@ -205,7 +209,8 @@ def load_settings(
     ``watch_debounce_ms``, ``watch_step_ms``, ``gc_days``, ``cache_budget_bytes``,
     ``trusted_prefixes`` (a TOML list of directories, or ``:``-separated in the environment),
     ``log_file``, ``max_connections``, ``read_timeout``, ``keep_builds``, ``keep_solves``,
-    ``keep_solves_days`` (what the registry keeps: retention.py), ``changeps1`` (the prompt), and the engine's
+    ``keep_solves_days`` (what the registry keeps: retention.py), ``changeps1`` (the prompt),
+    ``write_project_locks`` (true: a watched project without a conda-lock.yml gets one), and the engine's
     ``connect_timeout``, ``fetch_timeout`` and ``solve_timeout`` (seconds; see docs/configuration.md);
     ``kernels`` (write Jupyter kernelspecs, default true), ``jupyter_data_dir`` (where: else found as
     jupyter_core finds it) and ``audit_db`` (the OSV database of ``provisionctl audit``).
@@ -240,7 +245,8 @@ def load_settings(
                          ("watch_step_ms", int), ("gc_days", float), ("cache_budget_bytes", int),
                          ("max_connections", int), ("read_timeout", float), ("keep_builds", int),
                          ("keep_solves", int), ("keep_solves_days", float), ("connect_timeout", float),
-                         ("fetch_timeout", float), ("solve_timeout", float), ("changeps1", _truth)):
+                         ("fetch_timeout", float), ("solve_timeout", float), ("changeps1", _truth),
+                         ("write_project_locks", _truth)):
         choice = pick(key)
         if choice is None:
             continue

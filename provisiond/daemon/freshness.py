@@ -23,6 +23,7 @@ from typing import Any
 from provisiond.config.locations import SPEC_FILES
 from provisiond.config.settings import Settings
 from provisiond.domain.errors import SpecError
+from provisiond.domain.projectlock import LOCK_FILE
 from provisiond.shell import activation
 from provisiond.store.registry import NameRecord
 from provisiond.store.store import Store
@@ -60,6 +61,20 @@ class Freshness:
         self._files[name] = files
         self.store.record_fresh(name, self.context, encoded, env_key, spec_key, files)
 
+    def restat(self, name: str, path: Path) -> None:
+        """``path`` was written by us after the warm took its signature (a project's re-written
+        lock): its new stat() replaces the old one, so the watcher's echo of it changes nothing."""
+        fresh = self._fresh.get(name)
+        if fresh is None:
+            return
+        try:
+            st = path.stat()
+        except OSError:
+            return
+        entries = tuple((str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+                        if isinstance(e, tuple) and e and e[0] == str(path) else e for e in fresh[0])
+        self._fresh[name] = (entries, fresh[1], fresh[2])
+
     def forget(self, name: str) -> None:
         self._fresh.pop(name, None)
         self._files.pop(name, None)
@@ -78,6 +93,8 @@ class Freshness:
         except SpecError:
             return ()
         files = [spec_path, *(Path(f) for f in self._files.get(record.name, ()))]
+        if record.kind == "project":  # a pulled or edited conda-lock.yml is installed as it is
+            files.append(spec_path.with_name(LOCK_FILE))
         signature: list[Any] = []
         for i, f in enumerate(files):
             try:

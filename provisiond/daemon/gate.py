@@ -20,6 +20,7 @@ from provisiond.config.locations import SPEC_FILES
 from provisiond.config.settings import Settings
 from provisiond.daemon import trust
 from provisiond.domain.errors import BadRequestError, BlockedError, EnvNotFoundError
+from provisiond.domain.projectlock import LOCK_FILE
 from provisiond.domain.spec import EnvSpec
 from provisiond.domain.urls import mask
 from provisiond.shell import activation
@@ -43,8 +44,18 @@ class TrustGate:
     def fingerprint(self, spec: EnvSpec, path: str, kind: str) -> trust.Fingerprint:
         """A project's fingerprint (its ``.env`` names included), or a named env file's."""
         if kind == "project":
-            return trust.fingerprint(spec, path, Path(path) / ".env")
+            fp = trust.fingerprint(spec, path, Path(path) / ".env")
+            # The project lock is installed as it is: it is covered like the file (docs/lockfiles.md).
+            return trust.Fingerprint(fp.path, {**fp.parts, **trust.project_lock_part(Path(path) / LOCK_FILE)})
         return trust.fingerprint(spec, path)
+
+    def relocked(self, record: NameRecord, before: trust.Fingerprint, after: trust.Fingerprint) -> None:
+        """The daemon wrote a project's lock from content that was allowed as ``before``: the new
+        lock is its own work, so the allowance follows it (a pulled lock is checked, not this)."""
+        known = self.store.find_allowance(before.path)
+        if after.digest != before.digest and known is not None and known.digest == before.digest:
+            self.consent(after)
+            log.info("%s: the allowance follows the lock it re-wrote", record.name)
 
     def consent(self, fp: trust.Fingerprint) -> None:
         """The user asked for this content by name: remember it as allowed."""

@@ -33,6 +33,7 @@ from provisiond.daemon.freshness import Freshness, spec_file_of
 from provisiond.daemon.gate import TrustGate
 from provisiond.daemon.inputs import local_contents, lock_fingerprint, with_contents
 from provisiond.daemon.kernels import Kernels
+from provisiond.daemon.locking import Locker, lock_path_of, read_project_lock, write_lock_file
 from provisiond.domain.errors import (
     BlockedError,
     EngineError,
@@ -45,10 +46,10 @@ from provisiond.domain.errors import (
 )
 from provisiond.domain.lock import Lock, LockFormatError
 from provisiond.domain.lockfiles import load_lockfile
+from provisiond.domain.projectlock import LOCK_FILE, ProjectLock
 from provisiond.domain.spec import EnvSpec, read_spec, spec_key
-from provisiond.domain.urls import mask
 from provisiond.engines.base import Engine
-from provisiond.engines.pip import find_uv, inputs_key, resolve_pip, resolver_settings
+from provisiond.engines.pip import inputs_key, resolver_settings
 from provisiond.shell import activation
 from provisiond.store import conda_envs, gc
 from provisiond.store.registry import NameRecord
@@ -66,6 +67,7 @@ class Lifecycle:
         self.settings = settings
         self.gate = gate
         self.builder = Builder(store, engine, settings)
+        self.locker = Locker(engine, settings)
         self._solves: dict[str, asyncio.Task[Lock]] = {}
         self._background: dict[str, asyncio.Task[Any]] = {}
         self._again: set[str] = set()
@@ -76,6 +78,7 @@ class Lifecycle:
         self._generation: dict[str, int] = {}
         self._newest: dict[str, tuple[int, asyncio.Task[None]]] = {}
         self._pins: Counter[str] = Counter()  # env_keys a warm has published but not yet named
+        self._reading: dict[str, tuple[int, tuple[Any, ...]]] = {}  # name -> (generation, inputs' stat) it read
         # Set when projects come back or go, so the watcher re-reads the set it watches.
         self.projects_changed = asyncio.Event()
         self._closing = False
@@ -83,6 +86,7 @@ class Lifecycle:
     def apply(self, settings: Settings) -> None:
         self.settings = settings
         self.fresh.settings = settings
+        self.locker.settings = settings
         self.builder.apply(settings)
         self.kernels.apply(settings)
 
@@ -125,27 +129,35 @@ class Lifecycle:
             key = hashlib.sha256(f"{key}\0{json.dumps(sorted(contents.items()))}".encode()).hexdigest()
         return inputs_key(spec, key) if spec.pip else key  # an edited -r file must re-resolve
 
-    async def resolve(self, spec: EnvSpec, *, update: bool = False, contents: Mapping[str, str] | None = None) -> Lock:
-        """The spec's lock: from the solve cache unless expired or ``update``; one solve per spec_key."""
+    async def resolve(self, spec: EnvSpec, *, update: bool = False, contents: Mapping[str, str] | None = None,
+                      previous: Lock | None = None, update_names: tuple[str, ...] = ()) -> Lock:
+        """The spec's lock: from the solve cache unless expired or ``update``; one solve per spec_key.
+
+        ``previous`` (the env's current lock) is kept when it still satisfies the spec, else
+        preferred by the solve (locking.py); ``update_names`` re-locks those, the rest preferred.
+        ``contents``: the digests of the local pip projects (``inputs.local_contents``).
+        """
         spec = effective_spec(spec, self.settings)
         if contents is None:
             contents = (await asyncio.to_thread(local_contents, spec))[0] if spec.pip else {}
         key = self.spec_key(spec, contents)
-        if not update:
+        if not update and not update_names:
             cached = self.store.cached_lock(key, self.settings.solve_ttl)
             if cached is not None:
                 return cached
-        task = self._solves.get(key)
+        task = self._solves.get(key) if not update_names else None
         if task is None:
             if self._closing:
                 raise ShuttingDownError("provisiond is shutting down: no new solves",
                                         hint="run the command again once provisiond is back")
-            task = asyncio.create_task(self._solve(key, spec, update, contents))
-            self._solves[key] = task
-            task.add_done_callback(lambda _t: self._solves.pop(key, None))
+            task = asyncio.create_task(self._solve(key, spec, update, contents, previous, update_names))
+            if not update_names:
+                self._solves[key] = task
+                task.add_done_callback(lambda _t: self._solves.pop(key, None))
         return await shared(task)
 
-    async def _solve(self, key: str, spec: EnvSpec, update: bool, contents: Mapping[str, str]) -> Lock:
+    async def _solve(self, key: str, spec: EnvSpec, update: bool, contents: Mapping[str, str],
+                     previous: Lock | None, update_names: tuple[str, ...]) -> Lock:
         started = time.perf_counter()
         if self.settings.mirrors and not self.settings.offline and hasattr(self.engine, "repodata_sources"):
             # A mirrored channel's repodata from its OCI mirror (daemon/oci/mirror.py)
@@ -154,30 +166,39 @@ class Lifecycle:
             await sync_repodata(self.settings, self.engine, spec)
         # Repodata older than the solve TTL is checked again: a channel's new versions show up.
         try:
-            lock = await self.engine.solve(spec, refresh=update, max_age=self.settings.solve_ttl)
+            lock = await self.locker.relock(spec, previous, update=update, update_names=update_names)
         except (EngineError, SolveError) as exc:
             if not self.settings.offline or isinstance(exc, OfflineError):
                 raise
             raise OfflineError(f"offline, with cached repodata only: {exc.message}",
                                hint="connect and set offline = false (or start provisiond without --offline)") from exc
         if spec.pip:
-            lock = await resolve_pip(spec, lock, uv=find_uv(), cache_dir=self.settings.paths.uv_cache,
-                                     virtual_packages=self.engine.virtual_packages(), refresh=update,
-                                     on_line=lambda line: log.debug("pip: %s", mask(line)))
             lock = with_contents(lock, contents)
         self.store.cache_lock(key, lock)
-        log.info("solved %s: %d packages in %.1f ms (env %s)", spec.source or "spec", len(lock.packages),
+        log.info("locked %s: %d packages in %.1f ms (env %s)", spec.source or "spec", len(lock.packages),
                  (time.perf_counter() - started) * 1000, lock.env_key[:16])
         return lock
 
+    def previous_lock(self, record: NameRecord) -> Lock | None:
+        """The lock of the env ``record`` points at now, if the store still has it."""
+        if not record.env_key:
+            return None
+        try:
+            return self.store.read_lock(record.env_key)
+        except ProvisionError:
+            return None
+
     # -- warming, in generations ----------------------------------------------------------------
 
-    async def warm(self, record: NameRecord, *, update: bool = False) -> None:
-        """Make ``record``'s env ready; when a newer warm of the name supersedes this one, its outcome."""
-        if record.kind in ("project", "file") and not update and self.fresh.unchanged(record):
+    async def warm(self, record: NameRecord, *, update: bool = False, update_names: tuple[str, ...] = ()) -> None:
+        """Make ``record``'s env ready; when a newer warm of the name supersedes this one, its outcome.
+
+        ``update_names``: re-lock those packages against fresh repodata, the rest preferred as locked.
+        """
+        if record.kind in ("project", "file") and not update and not update_names and self.fresh.unchanged(record):
             self.store.touch_env(record.env_key or "")
             return
-        await self._newest_of(record.name, lambda generation: self._warm(record, generation, update))
+        await self._newest_of(record.name, lambda generation: self._warm(record, generation, update, update_names))
 
     async def install(self, record: NameRecord, lock: Lock) -> None:
         """Point ``record`` (a lockfile env) at ``lock``'s env, built if needed, as its newest warm."""
@@ -214,12 +235,14 @@ class Lifecycle:
     def _is_newest(self, name: str, generation: int) -> bool:
         return self._generation.get(name) == generation
 
-    async def _warm(self, record: NameRecord, generation: int, update: bool) -> None:
+    async def _warm(self, record: NameRecord, generation: int, update: bool,
+                    update_names: tuple[str, ...] = ()) -> None:
         if record.kind in ("clone", "lock", "oci"):  # oci: pulled from a registry (daemon/oci)
             return await self._warm_snapshot(record, generation)
         source = Path(record.source or "")
         # Taken before reading the file: an edit during the build must not pass for the built spec.
         signature = self.fresh.signature(record)
+        self._reading[record.name] = (generation, signature)
         try:
             spec_file = spec_file_of(source) if record.kind == "project" else source
             spec = await read_spec(spec_file)
@@ -237,8 +260,35 @@ class Lifecycle:
         # Local pip projects (`./mypkg`, `-e .`) are keyed by content; their files join the fast path's stat()s.
         contents, covered = await asyncio.to_thread(local_contents, spec) if spec.pip else ({}, ())
         files = tuple(dict.fromkeys((*allowed.files, *covered)))
-        await self._build(record, generation, lambda: self.resolve(spec, update=update, contents=contents), spec=spec,
-                          signature=(signature, files), recheck=(fingerprint, spec_file.name), contents=contents)
+        lock_file = lock_path_of(spec_file)
+        if record.kind != "project" or not (lock_file.exists() or self.settings.write_project_locks):
+            # After an edit only: the same request again (its cached solve expired) is solved anew, so
+            # that solve_ttl brings a channel's new versions (docs/store.md, "Re-locking").
+            edited = update_names or record.spec_key != self.spec_key(spec, contents)
+            previous = self.previous_lock(record) if edited else None
+            await self._build(record, generation,
+                              lambda: self.resolve(spec, update=update, contents=contents, previous=previous,
+                                                   update_names=update_names),
+                              spec=spec, signature=(signature, files), recheck=(fingerprint, spec_file.name),
+                              contents=contents)
+            return
+        written: list[tuple[ProjectLock, str] | None] = [None]
+
+        async def locked() -> Lock:  # from conda-lock.yml as it is, or re-locked (written once built)
+            project_lock = await asyncio.to_thread(read_project_lock, lock_file)
+            lock, written[0] = await self.locker.for_project(spec, lock_file, project_lock, update=update,
+                                                             update_names=update_names)
+            self.store.cache_lock(self.spec_key(spec, contents), lock)  # the warm fast path asks the solve's age
+            return lock
+        await self._build(record, generation, locked, spec=spec, signature=(signature, files),
+                          recheck=(fingerprint, spec_file.name), contents=contents)
+        new = written[0]
+        if new is not None and self._is_newest(record.name, generation) \
+                and await asyncio.to_thread(write_lock_file, lock_file, new):
+            log.info("wrote %s", lock_file)
+            self.locker.written[str(lock_file)] = new[1]
+            self.fresh.restat(record.name, lock_file)
+            self.gate.relocked(record, allowed, await asyncio.to_thread(fingerprint))
 
     async def _warm_snapshot(self, record: NameRecord, generation: int) -> None:
         """Clones and lockfile envs: re-read the lockfile if it is still there, else rebuild from our lock."""
@@ -356,6 +406,8 @@ class Lifecycle:
                 record = self.store.find_name(name)
                 if record is None:
                     return  # removed meanwhile
+                if self._in_flight_for(record):
+                    return  # a warm already reading these very files will answer (e.g. an `update`)
                 try:
                     await self.warm(record)
                 except EnvNotFoundError:
@@ -369,12 +421,18 @@ class Lifecycle:
         finally:
             self._background.pop(name, None)
 
+    def _in_flight_for(self, record: NameRecord) -> bool:
+        """True when the name's newest warm is running and read the files as they are now."""
+        newest, reading = self._newest.get(record.name), self._reading.get(record.name)
+        return (newest is not None and not newest[1].done() and reading is not None and reading[0] == newest[0]
+                and bool(reading[1]) and reading[1] == self.fresh.signature(record))
+
     def referenced_files(self, name: str) -> set[str]:
         """Files next to the spec that its pip section names with -r/-c (a change rebuilds)."""
         spec = self._specs.get(name)
         if spec is None:
             return set()
-        found = set()
+        found = {LOCK_FILE}  # a project's lock: a pulled one is installed (or blocked) at once
         for line in spec.pip:
             parts = line.split()
             if len(parts) == 2 and parts[0] in ("-r", "-c", "--requirement", "--constraint"):

@@ -22,10 +22,12 @@ from provisiond.daemon.audit import Auditor
 from provisiond.daemon.gate import TrustGate, project_dir
 from provisiond.daemon.inputs import lock_fingerprint
 from provisiond.daemon.lifecycle import Lifecycle, spec_file_of
+from provisiond.daemon.locking import lock_path_of, read_project_lock, spec_for, write_lock_file
 from provisiond.domain.errors import BadRequestError, BlockedError, EnvNotFoundError
 from provisiond.domain.exports import export
 from provisiond.domain.lock import EnvKey, Lock
 from provisiond.domain.lockfiles import kind_of, load_lockfile
+from provisiond.domain.projectlock import input_hash
 from provisiond.domain.spec import EnvSpec, load_spec, read_spec
 from provisiond.engines.base import Engine
 from provisiond.shell import activation
@@ -318,6 +320,60 @@ class Provisioner:
         record = self._lookup(name_or_path)
         await self.lifecycle.warm(record, update=update)
         return self.view(record.name)
+
+    async def update(self, name_or_path: str, packages: list[str]) -> EnvView:
+        """`provisionctl update`: re-lock ``packages`` against fresh repodata, the rest preferred as
+        locked; no packages: re-lock everything. A project's conda-lock.yml is written back."""
+        record = self._lookup(name_or_path)
+        if record.kind not in ("project", "file"):
+            raise BadRequestError(f"{record.name!r} was made from a {'lockfile' if record.kind == 'lock' else 'clone'}",
+                                  hint="update the file it came from, then create it again")
+        previous = self.lifecycle.previous_lock(record)
+        names = tuple(dict.fromkeys(p.strip().lower() for p in packages))
+        missing = [n for n in names if previous is None or all(p.name != n for p in previous.packages)]
+        if missing:
+            raise BadRequestError(f"{', '.join(missing)}: not in {record.name!r}'s env",
+                                  hint="add it to the environment file instead")
+        await self.lifecycle.warm(record, update=not names, update_names=names)
+        return self.view(record.name)
+
+    async def lock(self, path: str, platforms: list[str], *, output: str | None = None,
+                   check: bool = False) -> dict[str, Any]:
+        """`provisionctl lock`: solve ``path``'s environment file for each platform, no download or
+        install, and write conda-lock v1 (``output``, default conda-lock.yml beside it).
+        ``check``: only say whether that lock is current for the file (no solve, nothing written)."""
+        spec_file = self._spec_file(path)
+        spec = await read_spec(spec_file)
+        target = Path(output).expanduser().resolve() if output else lock_path_of(spec_file)
+        previous = await asyncio.to_thread(read_project_lock, target)
+        chosen = self.lifecycle.locker.platforms_for(spec, previous, platforms)
+        answer: dict[str, Any] = {"file": str(target), "source": str(spec_file), "platforms": chosen}
+        if check:
+            platform = self.engine.platform
+            specs = [await asyncio.to_thread(spec_for, spec, p, platform) for p in chosen]
+            stale = [p for p, s in zip(chosen, specs, strict=True)
+                     if previous is None or previous.hashes.get(p) != input_hash(s, p) or p not in previous.locks]
+            return {**answer, "current": not stale, "stale": stale, "exists": previous is not None}
+        new = await self.lifecycle.locker.lock_all(spec, chosen, previous, lock_dir=str(target.parent))
+        written = await asyncio.to_thread(write_lock_file, target, new)
+        locks = new[0].locks
+        return {**answer, "written": written, "packages": {p: len(lock.packages) for p, lock in locks.items()},
+                "env_keys": {p: lock.env_key for p, lock in locks.items()}}
+
+    def _spec_file(self, path: str) -> Path:
+        """The environment file named by a path (a file, or a project dir) or by an env's name."""
+        if "\0" in path:
+            raise BadRequestError(f"{path!r} is not a path")
+        record = self.store.find_name(path) if "/" not in path else None
+        if record is not None and record.kind in ("project", "file") and record.source:
+            target = Path(record.source)
+        else:
+            target = Path(path).expanduser().resolve()
+        if target.is_dir():
+            return spec_file_of(target)
+        if kind_of(target) != "spec":
+            raise BadRequestError(f"{target}: a lockfile, not an environment file", hint="lock the environment.yml")
+        return target
 
     def warm_in_background(self, name: str) -> None:
         self.lifecycle.warm_in_background(name)

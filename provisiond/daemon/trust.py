@@ -48,7 +48,8 @@ MAX_INCLUDED = 1 << 20  # bytes of a .env or requirements file we read: more is 
 MAX_HASHED = 64 << 20  # bytes of a local file hashed by content; larger ones count by size and mtime
 MAX_BACKEND_FILES = 1000  # *.py files of an in-tree build backend we hash
 # Names for what changed, as the hook's one line says them.
-_PART_NAMES = {"channels": "channels", "pip": "pip: section", "variables": "variables:", "dotenv": ".env names"}
+_PART_NAMES = {"channels": "channels", "pip": "pip: section", "variables": "variables:", "dotenv": ".env names",
+               "lock": "conda-lock.yml (its channels or pip packages)"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +99,25 @@ def lock_fingerprint(lock: Lock, path: str) -> Fingerprint:
     channels = sorted({mask(p.url).rsplit("/", 2)[0] for p in lock.packages})
     pip = sorted(f"{p.name} {mask(p.url)} {p.editable or ''}" for p in lock.pip) + list(lock.pip_options)
     return Fingerprint(path=path, parts={"channels": _hash(channels), "pip": _hash(pip)})
+
+
+def project_lock_part(lock_file: Path) -> dict[str, str]:
+    """A project's ``conda-lock.yml`` in its fingerprint: where its packages come from and its pip
+    entries, for every platform (nothing when there is no lock: older allowances keep holding).
+    A version moved on the same channels keeps trust, as a dependency edit of the file does."""
+    from provisiond.daemon.locking import read_project_lock
+    from provisiond.domain.errors import ProvisionError
+
+    try:
+        project_lock = read_project_lock(lock_file)  # parsed once per content (cached by stat)
+    except ProvisionError:
+        return {"lock": _hash("unreadable")}  # the build reports the error itself
+    if project_lock is None:
+        return {}
+    locks = project_lock.locks.values()
+    channels = sorted({mask(p.url).rsplit("/", 2)[0] for lock in locks for p in lock.packages})
+    pip = sorted({f"{p.name} {mask(p.url)}" for lock in locks for p in lock.pip})
+    return {"lock": _hash([channels, pip])}
 
 
 def what_changed(allowed: Mapping[str, str], current: Mapping[str, str], base: str, spec_name: str) -> str:

@@ -111,7 +111,8 @@ class ProjectWatcher:
             record = projects.get(str(path.parent))
             if record is None:
                 continue
-            if path.name in SPEC_FILES or path.name in self.provisioner.referenced_files(record.name):
+            if path.name in SPEC_FILES or (path.name in self.provisioner.referenced_files(record.name)
+                                           and not self.provisioner.lifecycle.locker.wrote(path)):
                 rebuild.add(record.name)
             elif path.name == SECRETS_FILE:
                 secrets.add(record.name)

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 Pos = tuple[int, int]  # 0-based (line, column), as ruamel reports them
 
-_KNOWN_KEYS = frozenset({"name", "channels", "dependencies", "variables", "prefix", "channel_priority"})
+_KNOWN_KEYS = frozenset({"name", "channels", "dependencies", "variables", "prefix", "channel_priority", "platforms"})
 _CHANNEL_PRIORITIES = ("strict", "flexible")
 _SELECTOR = re.compile(r"sel\((unix|linux|osx|win)\)")  # micromamba: exact, no spaces (contract §1.7)
 _COMMENT = re.compile(r"(?:^|\s+)#.*$")
@@ -70,6 +70,7 @@ class EnvSpec:
     source: str | None = None
     project_dir: str | None = None
     warnings: tuple[str, ...] = ()
+    platforms: tuple[str, ...] = ()  # conda-lock's key: what `provisionctl lock` locks for by default
 
     def to_wire(self) -> dict[str, Any]:
         """Return a JSON-able dict (``provisionctl check --json`` and the API)."""
@@ -84,6 +85,7 @@ class EnvSpec:
             "source": self.source,
             "project_dir": self.project_dir,
             "warnings": list(self.warnings),
+            **({"platforms": list(self.platforms)} if self.platforms else {}),
         }
 
 
@@ -169,9 +171,10 @@ def parse_spec(text: str, source: str = "environment.yml", project_dir: str | No
     channels, nodefaults = _channels(reader, doc, project_dir)
     dependencies, pip = _dependencies(reader, doc)
     variables, priority = _variables(reader, doc), _channel_priority(reader, doc)
+    platforms = _platforms(reader, doc)
     return EnvSpec(name=name, channels=channels, nodefaults=nodefaults, dependencies=dependencies, pip=pip,
                    variables=variables, channel_priority=priority, source=source, project_dir=project_dir,
-                   warnings=(*reader.warnings,))
+                   warnings=(*reader.warnings,), platforms=platforms)
 
 
 def spec_key(spec: EnvSpec, platform: str, virtual_packages: Sequence[str] = (), *,
@@ -386,6 +389,22 @@ def _as_spelled(reader: _Reader, node: Any, key: str, value: Any) -> str:
         if raw and raw[0] not in "[{&*!|>'\"":
             return raw
     return str(value)
+def _platforms(reader: _Reader, doc: dict[Any, Any]) -> tuple[str, ...]:
+    """conda-lock's ``platforms: [linux-64, osx-arm64]``: each a platform rattler knows."""
+    node = doc.get("platforms")
+    if node is None:
+        return ()
+    _expect(reader, doc, "platforms", list, "a list", hint="write: platforms: [linux-64, osx-arm64]")
+    found: list[str] = []
+    for i, item in enumerate(node):
+        try:
+            platform = str(rattler.Subdir(str(item).strip()))
+        except ParseSubdirError:
+            raise reader.error(_pos(node, "item", i), f"unknown platform {str(item)!r}",
+                               hint="e.g. linux-64, linux-aarch64, osx-64, osx-arm64, win-64") from None
+        if platform not in found:
+            found.append(platform)
+    return tuple(found)
 
 
 def _channel_priority(reader: _Reader, doc: dict[Any, Any]) -> str:

@@ -102,3 +102,33 @@ class VirtualPackages:
                     log.info("virtual packages changed: %s -> %s", ", ".join(self._value), ", ".join(value))
                 self._value = value
         return list(self._value)
+
+
+# What a machine of another platform is assumed to have when we lock for it (pixi's defaults:
+# the oldest systems current conda-forge builds support). This machine's platform uses detection.
+_ARCHSPEC = {"64": "x86_64", "aarch64": "aarch64", "arm64": "arm64", "ppc64le": "ppc64le", "32": "x86",
+             "s390x": "s390x", "armv7l": "armv7l"}
+
+
+def for_platform(platform: str, current_platform: str, current: list[str]) -> list[str]:
+    """The virtual packages to solve ``platform`` with: ``current`` (detected) for this machine's,
+    else the defaults of a typical machine of that platform (``CONDA_OVERRIDE_*`` still apply)."""
+    import os
+
+    if platform == current_platform:
+        return list(current)
+    system, _, arch = platform.partition("-")
+    found: dict[str, str] = {}
+    if system == "linux":
+        found = {"__linux": "4.18=0", "__glibc": os.environ.get("CONDA_OVERRIDE_GLIBC", "2.28") + "=0",
+                 "__unix": "0=0"}
+    elif system == "osx":
+        found = {"__osx": os.environ.get("CONDA_OVERRIDE_OSX", "13.0" if arch == "arm64" else "10.15") + "=0",
+                 "__unix": "0=0"}
+    elif system == "win":
+        found = {"__win": "0=0"}
+    if arch in _ARCHSPEC and system in ("linux", "osx", "win"):
+        found["__archspec"] = f"1={_ARCHSPEC[arch]}"
+    if os.environ.get("CONDA_OVERRIDE_CUDA"):
+        found["__cuda"] = os.environ["CONDA_OVERRIDE_CUDA"] + "=0"
+    return sorted(f"{k}={v}" for k, v in found.items())

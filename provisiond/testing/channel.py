@@ -68,11 +68,13 @@ class Pkg:
     binary_prefix: Mapping[str, bytes] = field(default_factory=dict, hash=False)
     executables: tuple[str, ...] = ()
     format: str = ".conda"
+    constrains: tuple[str, ...] = ()  # run_constrained
 
     def __post_init__(self) -> None:
         for name in ("files", "text_prefix", "binary_prefix"):
             object.__setattr__(self, name, _frozen(getattr(self, name)))
         object.__setattr__(self, "depends", tuple(self.depends))
+        object.__setattr__(self, "constrains", tuple(self.constrains))
         object.__setattr__(self, "executables", tuple(self.executables))
         if self.format not in _FORMATS:
             raise ValueError(f"{self.name}: format must be one of {_FORMATS}, got {self.format!r}")
@@ -163,6 +165,8 @@ def _index_json(pkg: Pkg, subdir: str) -> dict[str, Any]:
         "timestamp": _EPOCH_S * 1000,  # conda timestamps are milliseconds
         "version": pkg.version,
     }
+    if pkg.constrains:
+        index["constrains"] = list(pkg.constrains)
     if pkg.noarch:
         index["noarch"] = "generic"
     else:

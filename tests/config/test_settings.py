@@ -138,3 +138,13 @@ def test_changeps1_is_on_by_default_and_off_from_the_file_or_the_environment(tmp
     assert load_settings({}, base, config).changeps1 is False
     assert load_settings({}, {**base, "PROVISIOND_CHANGEPS1": "1"}, config).changeps1 is True
     assert load_settings({}, {**base, "PROVISIOND_CHANGEPS1": "off"}, tmp_path / "none.toml").changeps1 is False
+
+
+def test_write_project_locks_is_a_flag(tmp_path: Path) -> None:
+    none, config = tmp_path / "none.toml", tmp_path / "config.toml"
+    assert load_settings({}, {}, none).write_project_locks is False
+    config.write_text("write_project_locks = true\n")
+    assert load_settings({}, {}, config).write_project_locks is True
+    assert load_settings({}, {"PROVISIOND_WRITE_PROJECT_LOCKS": "no"}, config).write_project_locks is False
+    with pytest.raises(ConfigError, match=r"write_project_locks='maybe' \(env\): expected true or false"):
+        load_settings({}, {"PROVISIOND_WRITE_PROJECT_LOCKS": "maybe"}, none)

@@ -108,7 +108,7 @@ def test_real_files_details() -> None:
     canu = load_spec(ENVYML / "nf-core__modules__modules__nf-core__canu__environment.yml")
     assert "bioconda::canu=2.3=h3fb4750_1" in canu.dependencies
     rocket = load_spec(ENVYML / "NASA-Openscapes__py-rocket__ci__environment.yml")
-    assert rocket.warnings == (f"{rocket.source}:56:1: unknown key 'platforms' ignored",)
+    assert rocket.warnings == () and rocket.platforms == ("linux-64", "osx-64")  # conda-lock's key, read by `lock`
     cdms = load_spec(ENVYML / "CDAT__cdms__docs__environment.yml")
     assert cdms.warnings == (f"{cdms.source}:20:1: prefix is ignored; provisiond manages prefixes",)
     crlf = load_spec(ENVYML / "01life__ViromeFlowX__environment.yml")  # CRLF line ends
@@ -255,9 +255,18 @@ def test_unknown_keys_and_prefix_warn_with_position() -> None:
     spec = parse("name: x\nprefix: /opt/env\nplatforms:\n  - linux-64\ncategory: main\n")
     assert spec.warnings == (
         "environment.yml:2:1: prefix is ignored; provisiond manages prefixes",
-        "environment.yml:3:1: unknown key 'platforms' ignored",
         "environment.yml:5:1: unknown key 'category' ignored",
     )
+    assert spec.platforms == ("linux-64",)
+
+
+def test_platforms_key_is_read_as_conda_lock_does() -> None:
+    spec = parse("platforms: [osx-arm64, linux-64, osx-arm64]\ndependencies: [python]\n")
+    assert spec.platforms == ("osx-arm64", "linux-64")
+    with pytest.raises(SpecError, match=r"environment.yml:1:23: unknown platform 'mars-64'"):
+        parse("platforms: [linux-64, mars-64]\n")
+    with pytest.raises(SpecError, match="'platforms' must be a list"):
+        parse("platforms: linux-64\n")
 
 
 def test_empty_file_is_an_empty_env_with_a_warning() -> None:

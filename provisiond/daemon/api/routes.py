@@ -223,6 +223,44 @@ async def warm_env(request: web.Request) -> web.Response:
     return web.json_response(view.to_wire())
 
 
+@routes.post("/v1/envs/{name}/update")
+async def update_env(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    packages = body.get("packages", [])
+    if not isinstance(packages, list) or len(packages) > 1000:
+        raise BadRequestError("'packages' must be a list of package names")
+    if _bool(body, "progress"):
+        detailed_progress.set(True)
+    view = await request.app[PROVISIONER].update(_name(request), [_text(p, "packages") for p in packages])
+    return web.json_response(view.to_wire())
+
+
+@routes.post("/v1/lock")
+async def lock(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    platforms = body.get("platforms", [])
+    if not isinstance(platforms, list) or len(platforms) > 64:
+        raise BadRequestError("'platforms' must be a list of platform names (linux-64, osx-arm64, ...)")
+    platforms = [_platform(p) for p in platforms]
+    output = body.get("output")
+    answer = await request.app[PROVISIONER].lock(
+        _target(_text(body.get("path"), "path"), "path"), platforms, check=_bool(body, "check"),
+        output=_path(output, "output") if output is not None else None)
+    return web.json_response(answer)
+
+
+def _platform(value: Any) -> str:
+    import rattler
+    from rattler.exceptions import ParseSubdirError
+
+    text = _text(value, "platforms")
+    try:
+        return str(rattler.Subdir(text))
+    except ParseSubdirError:
+        raise BadRequestError(f"unknown platform {text[:60]!r}",
+                              hint="e.g. linux-64, linux-aarch64, osx-64, osx-arm64, win-64") from None
+
+
 @routes.post("/v1/envs/{name}/clone")
 async def clone_env(request: web.Request) -> web.Response:
     body = await read_json(request)
