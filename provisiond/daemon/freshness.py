@@ -71,9 +71,9 @@ class Freshness:
             st = path.stat()
         except OSError:
             return
-        entries = tuple((str(path), st.st_ino, st.st_size, st.st_mtime_ns)
-                        if isinstance(e, tuple) and e and e[0] == str(path) else e for e in fresh[0])
-        self._fresh[name] = (entries, fresh[1], fresh[2])
+        entries = tuple([str(path), st.st_ino, st.st_size, st.st_mtime_ns]
+                        if isinstance(e, list) and e and e[0] == str(path) else e for e in json.loads(fresh[0]))
+        self.remember(name, entries, fresh[1], fresh[2], self._files.get(name, ()))
 
     def forget(self, name: str) -> None:
         self._fresh.pop(name, None)
