@@ -23,7 +23,7 @@ from provisiond.daemon.gate import TrustGate, project_dir
 from provisiond.daemon.inputs import lock_fingerprint
 from provisiond.daemon.lifecycle import Lifecycle, spec_file_of
 from provisiond.daemon.locking import lock_path_of, read_project_lock, spec_for, write_lock_file
-from provisiond.domain.errors import BadRequestError, BlockedError, EnvNotFoundError
+from provisiond.domain.errors import BadRequestError, BlockedError, EnvNotFoundError, ProvisionError
 from provisiond.domain.exports import export
 from provisiond.domain.lock import EnvKey, Lock
 from provisiond.domain.lockfiles import kind_of, load_lockfile
@@ -102,6 +102,7 @@ class Provisioner:
         self.auditor = Auditor(store, settings)  # OSV audit of the live envs (audit.py)
         # Set when projects are added or removed, so the watcher re-reads the set it watches.
         self.projects_changed = self.lifecycle.projects_changed
+        self._startup: asyncio.Task[None] | None = None  # check_projects' warms
 
     @functools.cached_property
     def oci(self) -> Transfers:
@@ -122,6 +123,9 @@ class Provisioner:
 
         Names being built keep their previous state; requests waiting get ShuttingDownError (503).
         """
+        if self._startup is not None:
+            self._startup.cancel()
+            await asyncio.gather(self._startup, return_exceptions=True)
         await self.lifecycle.close()
 
     # -- names and projects -------------------------------------------------------------------
@@ -382,20 +386,42 @@ class Provisioner:
         """At start-up: files may have changed while we were down, so look at every project.
 
         An unchanged one (its persisted signature still holds: ``stat()`` only) costs nothing; the
-        others are warmed in the background. The loop is yielded to after each project, so requests
-        are answered while hundreds are checked. Returns (unchanged, warmed).
+        others are warmed in the background, ``max_builds`` at a time. The loop is yielded to after
+        each project, so requests are answered while hundreds are checked. Returns (unchanged, warmed).
         """
-        unchanged = warmed = 0
+        unchanged, stale = 0, []
         for record in self.store.list_names("project"):
             if record.status != "gone":
                 if self.lifecycle.fresh.unchanged(record):
                     unchanged += 1
                 else:
-                    warmed += 1
-                    self.warm_in_background(record.name)
+                    stale.append(record.name)
             await asyncio.sleep(0)
-        log.info("start-up check of %d projects: %d unchanged, %d warming", unchanged + warmed, unchanged, warmed)
-        return unchanged, warmed
+        log.info("start-up check of %d projects: %d unchanged, %d warming", unchanged + len(stale), unchanged,
+                 len(stale))
+        if stale:
+            self._startup = asyncio.create_task(self._warm_few_at_a_time(stale))
+        return unchanged, len(stale)
+
+    async def _warm_few_at_a_time(self, names: list[str]) -> None:
+        """Warm ``names``, ``max_builds`` at a time: hundreds started at once (the first start after an
+        upgrade, or a changed setting) would each parse and fingerprint at once and crowd out requests."""
+        slots = asyncio.Semaphore(max(1, self.settings.max_builds))
+
+        async def one(name: str) -> None:
+            async with slots:
+                record = self.store.find_name(name)
+                if record is None or record.status == "gone":
+                    return
+                try:
+                    await self.lifecycle.warm(record)
+                except ProvisionError as exc:
+                    log.warning("start-up build of %r failed: %s", name, exc.message)
+                except Exception:  # a bug: say so, and keep warming the others
+                    log.exception("start-up build of %r failed", name)
+
+        await asyncio.gather(*(one(name) for name in names))
+        log.info("start-up warms done: %d projects", len(names))
 
     def ready_prefix(self, name: str) -> str | None:
         return self.lifecycle.ready_prefix(name)

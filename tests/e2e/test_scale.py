@@ -49,8 +49,5 @@ def test_a_restart_with_300_projects_answers_and_reparses_nothing(daemon: Daemon
     daemon.start()
     assert client.get("/v1/status")["projects"] == 300
     assert "300 projects: 0 unchanged, 300 warming" in log_line(daemon, "start-up check of")
-    deadline = time.monotonic() + 90
-    while any(e["status"] != "ready" for e in client.get("/v1/envs")["envs"]):
-        assert time.monotonic() < deadline, "the start-up warms never finished"
-        time.sleep(0.2)
+    assert "300 projects" in log_line(daemon, "start-up warms done", timeout=120)  # max_builds at a time
     assert client.get("/v1/envs") == before
