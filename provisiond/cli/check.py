@@ -48,7 +48,7 @@ def cmd_check(args: argparse.Namespace) -> dict[str, Any]:
 
     body = check_body(args.file, args.environment)
     try:
-        return _client(args).post("/v1/check", body)  # type: ignore[no-any-return]
+        return _client(args).post("/v1/check", body)
     except (DaemonUnavailableError, RouteNotFoundError):  # no daemon, or one from before /v1/check
         pass
     # ruamel + rattler: only a check without the daemon pays for them
