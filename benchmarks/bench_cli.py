@@ -86,7 +86,7 @@ def table(r: dict) -> str:
     lines = [head, "-" * (len(head) + 6)]
     for label, ms in r["commands"].items():
         ratio = ms / base
-        info = "(info)" in label
+        info = "(info" in label
         verdict = "-" if info else ("ok" if ratio <= TARGET else "MISS")
         lines.append(f"{label:<44}{ms:>6.1f} ms{base:>13.1f} ms{ratio:>6.2f}x{'<= 1.5x':>9}  {verdict}")
     imports = ", ".join(f"{k} {v:.1f} ms" for k, v in r["imports_ms"].items())
