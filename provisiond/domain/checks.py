@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from provisiond.domain.channels import with_defaults
-from provisiond.domain.errors import SpecError
+from provisiond.domain.errors import ProvisionError, SpecError
 from provisiond.domain.lockfiles import (
     explicit_platform,
+    kind_of,
     kind_of_text,
     parse_conda_lock,
     parse_explicit,
@@ -24,6 +26,63 @@ from provisiond.domain.spec import load_spec
 
 FORMATS = {"explicit": "@EXPLICIT", "conda-lock": "conda-lock v1", "pixi": "pixi.lock"}
 _SUBDIR = re.compile(r"/([a-z0-9_]+-[a-z0-9_]+|noarch)/[^/\s#]+(?:\.conda|\.tar\.bz2)(?:#|\s|$)", re.M)
+
+
+def check(path: Path, environment: str | None, default_channels: Sequence[str]) -> dict[str, Any]:
+    """``provisionctl check FILE``, wherever it runs (the CLI without a daemon, or ``POST /v1/check``):
+    an environment file as ``check_spec`` reads it, a lockfile as ``describe``; a problem is a ``SpecError``."""
+    if kind_of(path) == "spec":
+        if environment is not None:
+            raise SpecError(f"{path}: --environment is for pixi.lock files, not environment files")
+        return check_spec(path, default_channels=default_channels)
+    report = describe(path, environment)
+    if report["problems"]:
+        count = len(report["problems"])
+        raise SpecError(f"{path}: {report['format']} file with {count} problem{'s' if count > 1 else ''}:\n"
+                        + "\n".join(f"  {p}" for p in report["problems"]),
+                        hint="fix the file, or lock it again (provisionctl lock, conda-lock, pixi lock)")
+    return report
+
+
+def check_named(file: str, path: str, content: str | None, environment: str | None,
+                default_channels: Sequence[str]) -> dict[str, Any]:
+    """``check`` of the file the user named ``file``, read at ``path`` (absolute), or, with
+    ``content`` (the text of a pipe such as ``<(...)``, read by the CLI), from a private copy.
+
+    Whoever runs it and wherever the file is read, the answer and the errors name ``file`` as the
+    user wrote it, and ``project_dir`` is the directory ``path`` is in: the same output as
+    ``check`` of ``file`` from the user's working directory.
+    """
+    if content is None:
+        return _renamed(lambda: check(Path(path), environment, default_channels), {path: file})
+    with tempfile.TemporaryDirectory(prefix="provisiond-check-") as tmp:
+        name = os.path.basename(path)
+        copy = Path(tmp) / (name if name not in ("", ".", "..") else "input")  # a name tells a pixi.lock
+        copy.write_text(content, encoding="utf-8")
+        return _renamed(lambda: check(copy, environment, default_channels),
+                        {str(copy): file, tmp: os.path.dirname(path)})
+
+
+def _renamed(run: Callable[[], dict[str, Any]], names: dict[str, str]) -> dict[str, Any]:
+    """``run()``, with each path of ``names`` in its answer or its error replaced by its value."""
+    def rename(value: Any) -> Any:
+        if isinstance(value, str):
+            for old, new in names.items():  # the longer path first: a file's name before its directory's
+                value = value.replace(old, new)
+            return value
+        if isinstance(value, list):
+            return [rename(v) for v in value]
+        if isinstance(value, dict):
+            return {k: rename(v) for k, v in value.items()}
+        return value
+
+    try:
+        result: dict[str, Any] = rename(run())
+    except ProvisionError as exc:
+        exc.message, exc.hint = rename(exc.message), rename(exc.hint)
+        exc.args = (exc.message,)
+        raise
+    return result
 
 
 def check_spec(path: str | os.PathLike[str], default_channels: Sequence[str]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from provisiond.daemon.api.request import INFO, PROVISIONER, read_json
 from provisiond.daemon.builder import detailed_progress
+from provisiond.domain.checks import check_named
 from provisiond.domain.errors import BadRequestError, EnvNotFoundError
 from provisiond.domain.urls import mask
 
@@ -73,6 +74,14 @@ def _target(text: str, key: str) -> str:
 def _name(request: web.Request) -> str:
     """The ``{name}`` of the URL: a name, or a project's path written with %2F."""
     return _target(request.match_info["name"], "name")
+
+
+def _content(body: dict[str, Any]) -> str | None:
+    """The text of a file only the client can read (``<(...)``), or None."""
+    content = body.get("content")
+    if content is not None and (not isinstance(content, str) or len(content) > _CONTENT_MAX or "\0" in content):
+        raise BadRequestError("'content' must be the file's text (no NUL, at most 16 MiB)")
+    return content
 
 
 def _bool(body: dict[str, Any], key: str) -> bool:
@@ -166,15 +175,28 @@ async def create_env(request: web.Request) -> web.Response:
     body = await read_json(request)
     if _bool(body, "progress"):
         detailed_progress.set(True)
-    content = body.get("content")
-    if content is not None and (not isinstance(content, str) or len(content) > _CONTENT_MAX or "\0" in content):
-        raise BadRequestError("'content' must be the file's text (no NUL, at most 16 MiB)")
+    content = _content(body)
     # With the content sent, `file` only names it (a pipe such as /dev/fd/63 that only the CLI can read).
     file = _text(body.get("file"), "file") if content is not None else _path(body.get("file"), "file")
     view = await request.app[PROVISIONER].create(
         file, _str(body, "name", required=False), update=_bool(body, "update"), content=content,
         force=_bool(body, "force"), environment=_str(body, "environment", required=False))
     return web.json_response(view.to_wire(), status=201)
+
+
+@routes.post("/v1/check")
+async def check(request: web.Request) -> web.Response:
+    """``provisionctl check FILE``: the file read as a build would read it, named as the client wrote it."""
+    body = await read_json(request)
+    content = _content(body)
+    file, path = _text(body.get("file"), "file"), _path(body.get("path"), "path")
+    if not os.path.isabs(path):
+        raise BadRequestError("'path' must be an absolute path (the client's working directory is not the daemon's)")
+    environment = _str(body, "environment", required=False)
+    p = request.app[PROVISIONER]
+    # Off the loop: a large conda-lock.yml takes a second to parse.
+    result = await asyncio.to_thread(check_named, file, path, content, environment, p.settings.default_channels)
+    return web.json_response(result)
 
 
 @routes.get("/v1/envs/{name}")
