@@ -33,7 +33,7 @@ from provisiond.daemon.freshness import Freshness, spec_file_of
 from provisiond.daemon.gate import TrustGate
 from provisiond.daemon.inputs import local_contents, lock_fingerprint, with_contents
 from provisiond.daemon.kernels import Kernels
-from provisiond.daemon.locking import Locker, lock_path_of, read_project_lock, write_lock_file
+from provisiond.daemon.locking import Locker, ProjectLockUse, lock_path_of
 from provisiond.domain.errors import (
     BlockedError,
     EngineError,
@@ -46,7 +46,7 @@ from provisiond.domain.errors import (
 )
 from provisiond.domain.lock import Lock, LockFormatError
 from provisiond.domain.lockfiles import load_lockfile
-from provisiond.domain.projectlock import LOCK_FILE, ProjectLock
+from provisiond.domain.projectlock import LOCK_FILE
 from provisiond.domain.spec import EnvSpec, read_spec, spec_key
 from provisiond.engines.base import Engine
 from provisiond.engines.pip import inputs_key, resolver_settings
@@ -261,7 +261,7 @@ class Lifecycle:
         contents, covered = await asyncio.to_thread(local_contents, spec) if spec.pip else ({}, ())
         files = tuple(dict.fromkeys((*allowed.files, *covered)))
         lock_file = lock_path_of(spec_file)
-        if record.kind != "project" or not (lock_file.exists() or self.settings.write_project_locks):
+        if record.kind != "project" or not self.locker.uses_project_lock(lock_file):
             # After an edit only: the same request again (its cached solve expired) is solved anew, so
             # that solve_ttl brings a channel's new versions (docs/store.md, "Re-locking").
             edited = update_names or record.spec_key != self.spec_key(spec, contents)
@@ -272,21 +272,15 @@ class Lifecycle:
                               spec=spec, signature=(signature, files), recheck=(fingerprint, spec_file.name),
                               contents=contents)
             return
-        written: list[tuple[ProjectLock, str] | None] = [None]
+        project_lock = ProjectLockUse(self.locker, spec, lock_file, update, update_names)
 
         async def locked() -> Lock:  # from conda-lock.yml as it is, or re-locked (written once built)
-            project_lock = await asyncio.to_thread(read_project_lock, lock_file)
-            lock, written[0] = await self.locker.for_project(spec, lock_file, project_lock, update=update,
-                                                             update_names=update_names)
+            lock = await project_lock.lock()
             self.store.cache_lock(self.spec_key(spec, contents), lock)  # the warm fast path asks the solve's age
             return lock
         await self._build(record, generation, locked, spec=spec, signature=(signature, files),
                           recheck=(fingerprint, spec_file.name), contents=contents)
-        new = written[0]
-        if new is not None and self._is_newest(record.name, generation) \
-                and await asyncio.to_thread(write_lock_file, lock_file, new):
-            log.info("wrote %s", lock_file)
-            self.locker.written[str(lock_file)] = new[1]
+        if self._is_newest(record.name, generation) and await project_lock.write():
             self.fresh.restat(record.name, lock_file)
             self.gate.relocked(record, allowed, await asyncio.to_thread(fingerprint))
 
