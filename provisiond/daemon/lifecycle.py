@@ -17,7 +17,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -25,31 +24,27 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from provisiond.config.channels import effective_spec
 from provisiond.config.settings import Settings
 from provisiond.daemon import trust
 from provisiond.daemon.builder import Builder, shared
 from provisiond.daemon.freshness import Freshness, spec_file_of
 from provisiond.daemon.gate import TrustGate
-from provisiond.daemon.inputs import local_contents, lock_fingerprint, with_contents
+from provisiond.daemon.inputs import local_contents, lock_fingerprint
 from provisiond.daemon.kernels import Kernels
 from provisiond.daemon.locking import Locker, ProjectLockUse, lock_path_of
+from provisiond.daemon.solves import Solves
 from provisiond.domain.errors import (
     BlockedError,
-    EngineError,
     EnvNotFoundError,
-    OfflineError,
     ProvisionError,
     ShuttingDownError,
-    SolveError,
     SpecError,
 )
 from provisiond.domain.lock import Lock, LockFormatError
 from provisiond.domain.lockfiles import load_lockfile
 from provisiond.domain.projectlock import LOCK_FILE
-from provisiond.domain.spec import EnvSpec, read_spec, spec_key
+from provisiond.domain.spec import EnvSpec, read_spec
 from provisiond.engines.base import Engine
-from provisiond.engines.pip import inputs_key, resolver_settings
 from provisiond.shell import activation
 from provisiond.store import conda_envs, gc
 from provisiond.store.registry import NameRecord
@@ -59,7 +54,7 @@ log = logging.getLogger(__name__)
 
 
 class Lifecycle:
-    """Warms names into envs, in order; owns builds, the solve cache's use, gc and activation writes."""
+    """Warms names into envs, in order; owns builds (through ``solves`` and ``builder``), gc and activation writes."""
 
     def __init__(self, store: Store, engine: Engine, settings: Settings, gate: TrustGate) -> None:
         self.store = store
@@ -68,7 +63,7 @@ class Lifecycle:
         self.gate = gate
         self.builder = Builder(store, engine, settings)
         self.locker = Locker(engine, settings)
-        self._solves: dict[str, asyncio.Task[Lock]] = {}
+        self.solves = Solves(store, engine, settings, self.locker)
         self._background: dict[str, asyncio.Task[Any]] = {}
         self._again: set[str] = set()
         self._specs: dict[str, EnvSpec] = {}
@@ -87,13 +82,14 @@ class Lifecycle:
         self.settings = settings
         self.fresh.settings = settings
         self.locker.settings = settings
+        self.solves.settings = settings
         self.builder.apply(settings)
         self.kernels.apply(settings)
 
     async def close(self) -> None:
         """Cancel background work and wait for it; names being built keep their previous state."""
         self._closing = True
-        tasks = [*self._background.values(), *self._solves.values(), *(t for _g, t in self._newest.values())]
+        tasks = [*self._background.values(), *self.solves.close(), *(t for _g, t in self._newest.values())]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -113,71 +109,17 @@ class Lifecycle:
         if newest is not None and newest[1].done():
             del self._newest[name]
 
-    # -- solving ------------------------------------------------------------------------------
+    # -- solving (solves.py) ------------------------------------------------------------------
 
     def spec_key(self, spec: EnvSpec, contents: Mapping[str, str] | None = None) -> str:
-        """The solve-cache key: the spec plus everything of this daemon that changes its answer.
-
-        ``contents``: the digests of the local projects the pip section installs (``inputs.local_contents``),
-        so that editing one re-resolves and makes a new env.
-        """
-        spec = effective_spec(spec, self.settings)  # .condarc's channels (config/channels.py)
-        engine = self.engine
-        key = spec_key(spec, engine.platform, engine.virtual_packages(), channels=engine.channel_urls(spec),
-                       engine=engine.version(), pip=resolver_settings() if spec.pip else ())
-        if contents:
-            key = hashlib.sha256(f"{key}\0{json.dumps(sorted(contents.items()))}".encode()).hexdigest()
-        return inputs_key(spec, key) if spec.pip else key  # an edited -r file must re-resolve
+        """The solve-cache key (``Solves.spec_key``)."""
+        return self.solves.spec_key(spec, contents)
 
     async def resolve(self, spec: EnvSpec, *, update: bool = False, contents: Mapping[str, str] | None = None,
                       previous: Lock | None = None, update_names: tuple[str, ...] = ()) -> Lock:
-        """The spec's lock: from the solve cache unless expired or ``update``; one solve per spec_key.
-
-        ``previous`` (the env's current lock) is kept when it still satisfies the spec, else
-        preferred by the solve (locking.py); ``update_names`` re-locks those, the rest preferred.
-        ``contents``: the digests of the local pip projects (``inputs.local_contents``).
-        """
-        spec = effective_spec(spec, self.settings)
-        if contents is None:
-            contents = (await asyncio.to_thread(local_contents, spec))[0] if spec.pip else {}
-        key = self.spec_key(spec, contents)
-        if not update and not update_names:
-            cached = self.store.cached_lock(key, self.settings.solve_ttl)
-            if cached is not None:
-                return cached
-        task = self._solves.get(key) if not update_names else None
-        if task is None:
-            if self._closing:
-                raise ShuttingDownError("provisiond is shutting down: no new solves",
-                                        hint="run the command again once provisiond is back")
-            task = asyncio.create_task(self._solve(key, spec, update, contents, previous, update_names))
-            if not update_names:
-                self._solves[key] = task
-                task.add_done_callback(lambda _t: self._solves.pop(key, None))
-        return await shared(task)
-
-    async def _solve(self, key: str, spec: EnvSpec, update: bool, contents: Mapping[str, str],
-                     previous: Lock | None, update_names: tuple[str, ...]) -> Lock:
-        started = time.perf_counter()
-        if self.settings.mirrors and not self.settings.offline and hasattr(self.engine, "repodata_sources"):
-            # A mirrored channel's repodata from its OCI mirror (daemon/oci/mirror.py)
-            from provisiond.daemon.oci.mirror import sync_repodata
-
-            await sync_repodata(self.settings, self.engine, spec)
-        # Repodata older than the solve TTL is checked again: a channel's new versions show up.
-        try:
-            lock = await self.locker.relock(spec, previous, update=update, update_names=update_names)
-        except (EngineError, SolveError) as exc:
-            if not self.settings.offline or isinstance(exc, OfflineError):
-                raise
-            raise OfflineError(f"offline, with cached repodata only: {exc.message}",
-                               hint="connect and set offline = false (or start provisiond without --offline)") from exc
-        if spec.pip:
-            lock = with_contents(lock, contents)
-        self.store.cache_lock(key, lock)
-        log.info("locked %s: %d packages in %.1f ms (env %s)", spec.source or "spec", len(lock.packages),
-                 (time.perf_counter() - started) * 1000, lock.env_key[:16])
-        return lock
+        """The spec's lock, from the solve cache or one solve per spec_key (``Solves.resolve``)."""
+        return await self.solves.resolve(spec, update=update, contents=contents, previous=previous,
+                                         update_names=update_names)
 
     def previous_lock(self, record: NameRecord) -> Lock | None:
         """The lock of the env ``record`` points at now, if the store still has it."""
