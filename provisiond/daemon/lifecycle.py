@@ -14,8 +14,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
@@ -27,7 +25,7 @@ from typing import Any
 from provisiond.config.settings import Settings
 from provisiond.daemon import trust
 from provisiond.daemon.builder import Builder, shared
-from provisiond.daemon.freshness import Freshness, spec_file_of
+from provisiond.daemon.freshness import Freshness, context_of, spec_file_of
 from provisiond.daemon.gate import TrustGate
 from provisiond.daemon.inputs import local_contents, lock_fingerprint
 from provisiond.daemon.kernels import Kernels
@@ -67,7 +65,7 @@ class Lifecycle:
         self._background: dict[str, asyncio.Task[Any]] = {}
         self._again: set[str] = set()
         self._specs: dict[str, EnvSpec] = {}
-        self.fresh = Freshness(store, settings, _context(engine, settings))
+        self.fresh = Freshness(store, settings, context_of(engine, settings))
         self.kernels = Kernels(store, settings)  # Jupyter kernelspecs follow the names (kernels.py)
         gate.on_block = self.kernels.withdraw  # nothing of a blocked project runs, its kernel neither
         self._generation: dict[str, int] = {}
@@ -454,13 +452,6 @@ class Lifecycle:
         except OSError as exc:  # the env is ready; the next warm writes it again
             log.error("cannot write the activation of env %r: %s", name, exc)
         self.kernels.publish(name)  # the same kernel name, now pointing at this prefix
-
-
-def _context(engine: Engine, settings: Settings) -> str:
-    """What a persisted signature is valid under: the engine, its platform and the settings."""
-    text = json.dumps([engine.name, engine.version(), engine.platform, [str(v) for v in engine.virtual_packages()],
-                       settings.to_wire()], sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _ready(lock: Lock) -> Any:
