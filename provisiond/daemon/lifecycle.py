@@ -27,7 +27,7 @@ from provisiond.daemon import trust
 from provisiond.daemon.builder import Builder, shared
 from provisiond.daemon.freshness import Freshness, context_of, spec_file_of
 from provisiond.daemon.gate import TrustGate
-from provisiond.daemon.inputs import local_contents, lock_fingerprint
+from provisiond.daemon.inputs import local_contents, lock_fingerprint, referenced_files
 from provisiond.daemon.kernels import Kernels
 from provisiond.daemon.locking import Locker, ProjectLockUse, lock_path_of
 from provisiond.daemon.solves import Solves
@@ -40,7 +40,6 @@ from provisiond.domain.errors import (
 )
 from provisiond.domain.lock import Lock, LockFormatError
 from provisiond.domain.lockfiles import load_lockfile
-from provisiond.domain.projectlock import LOCK_FILE
 from provisiond.domain.spec import EnvSpec, read_spec
 from provisiond.engines.base import Engine
 from provisiond.shell import activation
@@ -362,16 +361,9 @@ class Lifecycle:
                 and bool(reading[1]) and reading[1] == self.fresh.signature(record))
 
     def referenced_files(self, name: str) -> set[str]:
-        """Files next to the spec that its pip section names with -r/-c (a change rebuilds)."""
+        """The files beside ``name``'s spec whose change rebuilds it (``inputs.referenced_files``)."""
         spec = self._specs.get(name)
-        if spec is None:
-            return set()
-        found = {LOCK_FILE}  # a project's lock: a pulled one is installed (or blocked) at once
-        for line in spec.pip:
-            parts = line.split()
-            if len(parts) == 2 and parts[0] in ("-r", "-c", "--requirement", "--constraint"):
-                found.add(Path(parts[1]).name)
-        return found
+        return referenced_files(spec) if spec is not None else set()
 
     def refresh_activation(self, name: str) -> None:
         """Re-render a project's activation (its .env changed); no rebuild."""
