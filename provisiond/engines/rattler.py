@@ -26,7 +26,6 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import rattler
 import rattler.exceptions as rx
@@ -64,7 +63,6 @@ PACKAGE_REQUEST_LIMIT = 3600
 # Asked of each channel not in memory: loads its index (the whole repodata.json, or the shard
 # index) and matches nothing, so no record is converted to Python.
 _PROBE = "__provisiond-probe__"
-_REPODATA_FILES = ("repodata.json", "repodata.json.zst", "repodata_shards.msgpack.zst")
 
 
 class RattlerEngine:
@@ -262,7 +260,7 @@ class RattlerEngine:
             seen = self._checked.get(url)
             if seen is not None and not refresh and now - seen[0] <= max_age:
                 continue
-            stamp = _file_stamp(url, subdirs)
+            stamp = repodata.file_stamp(url, subdirs)
             if seen is not None and (refresh or stamp is None or stamp != seen[1]):
                 gateway.clear_repodata_cache(channel, subdirs)  # type: ignore[arg-type]  # as in solve()
                 log.debug("channel %s: repodata checked again", mask(url))
@@ -373,24 +371,6 @@ def _origin(p: Package, mirrored: dict[str, str]) -> Package:
         if p.url.startswith(local):
             return dataclasses.replace(p, url=channel + p.url[len(local):], channel=channel)
     return p
-
-
-def _file_stamp(url: str, subdirs: list[str]) -> object:
-    """For a ``file://`` channel: the identity of its repodata files (None for other schemes)."""
-    parts = urlsplit(url)
-    if parts.scheme != "file":
-        return None
-    root = Path(unquote(parts.path))
-    stamp: list[tuple[int, int, int] | None] = []
-    for subdir in subdirs:
-        for name in _REPODATA_FILES:
-            try:
-                st = (root / subdir / name).stat()
-            except OSError:
-                stamp.append(None)
-            else:
-                stamp.append((st.st_ino, st.st_size, st.st_mtime_ns))
-    return tuple(stamp)
 
 
 def _generic(text: str) -> rattler.GenericVirtualPackage:
