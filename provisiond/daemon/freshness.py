@@ -14,6 +14,7 @@ makes them all stale, and the first warm of each takes the full path again.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -24,6 +25,7 @@ from provisiond.config.locations import SPEC_FILES
 from provisiond.config.settings import Settings
 from provisiond.domain.errors import SpecError
 from provisiond.domain.projectlock import LOCK_FILE
+from provisiond.engines.base import Engine
 from provisiond.shell import activation
 from provisiond.store.registry import NameRecord
 from provisiond.store.store import Store
@@ -36,6 +38,13 @@ def spec_file_of(directory: Path) -> Path:
             return directory / name
     raise SpecError(f"{directory}: no environment.yml in this directory",
                     hint="create one, or point at the file with: provisionctl create -f FILE")
+
+
+def context_of(engine: Engine, settings: Settings) -> str:
+    """What a persisted signature is valid under: the engine, its platform and the settings."""
+    text = json.dumps([engine.name, engine.version(), engine.platform, [str(v) for v in engine.virtual_packages()],
+                       settings.to_wire()], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class Freshness:

@@ -1,5 +1,6 @@
-"""What a build depends on beyond the environment file: local pip projects by content, and a
-lockfile's trust fingerprint (all of a pixi.lock's environments)."""
+"""What a build depends on beyond the environment file: local pip projects by content, the files
+beside it that a change rebuilds from, and a lockfile's trust fingerprint (all of a pixi.lock's
+environments)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from urllib.parse import unquote, urlsplit
 from provisiond.daemon import trust
 from provisiond.domain.lock import Lock
 from provisiond.domain.lockfiles import trusted_lock
+from provisiond.domain.projectlock import LOCK_FILE
 from provisiond.domain.spec import EnvSpec
 
 
@@ -25,6 +27,16 @@ def local_contents(spec: EnvSpec) -> tuple[dict[str, str], tuple[str, ...]]:
         contents[directory], covered = trust.project_content(directory, editable)
         files += covered
     return contents, tuple(files)
+
+
+def referenced_files(spec: EnvSpec) -> set[str]:
+    """Files next to the spec that its pip section names with -r/-c, and a project's lock (a change rebuilds)."""
+    found = {LOCK_FILE}  # a project's lock: a pulled one is installed (or blocked) at once
+    for line in spec.pip:
+        parts = line.split()
+        if len(parts) == 2 and parts[0] in ("-r", "-c", "--requirement", "--constraint"):
+            found.add(Path(parts[1]).name)
+    return found
 
 
 def with_contents(lock: Lock, contents: Mapping[str, str]) -> Lock:

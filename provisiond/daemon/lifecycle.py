@@ -14,10 +14,7 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
-import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -25,31 +22,26 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from provisiond.config.channels import effective_spec
 from provisiond.config.settings import Settings
 from provisiond.daemon import trust
 from provisiond.daemon.builder import Builder, shared
-from provisiond.daemon.freshness import Freshness, spec_file_of
+from provisiond.daemon.freshness import Freshness, context_of, spec_file_of
 from provisiond.daemon.gate import TrustGate
-from provisiond.daemon.inputs import local_contents, lock_fingerprint, with_contents
+from provisiond.daemon.inputs import local_contents, lock_fingerprint, referenced_files
 from provisiond.daemon.kernels import Kernels
-from provisiond.daemon.locking import Locker, lock_path_of, read_project_lock, write_lock_file
+from provisiond.daemon.locking import Locker, ProjectLockUse, lock_path_of
+from provisiond.daemon.solves import Solves
 from provisiond.domain.errors import (
     BlockedError,
-    EngineError,
     EnvNotFoundError,
-    OfflineError,
     ProvisionError,
     ShuttingDownError,
-    SolveError,
     SpecError,
 )
 from provisiond.domain.lock import Lock, LockFormatError
 from provisiond.domain.lockfiles import load_lockfile
-from provisiond.domain.projectlock import LOCK_FILE, ProjectLock
-from provisiond.domain.spec import EnvSpec, read_spec, spec_key
+from provisiond.domain.spec import EnvSpec, read_spec
 from provisiond.engines.base import Engine
-from provisiond.engines.pip import inputs_key, resolver_settings
 from provisiond.shell import activation
 from provisiond.store import conda_envs, gc
 from provisiond.store.registry import NameRecord
@@ -59,7 +51,7 @@ log = logging.getLogger(__name__)
 
 
 class Lifecycle:
-    """Warms names into envs, in order; owns builds, the solve cache's use, gc and activation writes."""
+    """Warms names into envs, in order; owns builds (through ``solves`` and ``builder``), gc and activation writes."""
 
     def __init__(self, store: Store, engine: Engine, settings: Settings, gate: TrustGate) -> None:
         self.store = store
@@ -68,11 +60,11 @@ class Lifecycle:
         self.gate = gate
         self.builder = Builder(store, engine, settings)
         self.locker = Locker(engine, settings)
-        self._solves: dict[str, asyncio.Task[Lock]] = {}
+        self.solves = Solves(store, engine, settings, self.locker)
         self._background: dict[str, asyncio.Task[Any]] = {}
         self._again: set[str] = set()
         self._specs: dict[str, EnvSpec] = {}
-        self.fresh = Freshness(store, settings, _context(engine, settings))
+        self.fresh = Freshness(store, settings, context_of(engine, settings))
         self.kernels = Kernels(store, settings)  # Jupyter kernelspecs follow the names (kernels.py)
         gate.on_block = self.kernels.withdraw  # nothing of a blocked project runs, its kernel neither
         self._generation: dict[str, int] = {}
@@ -87,13 +79,14 @@ class Lifecycle:
         self.settings = settings
         self.fresh.settings = settings
         self.locker.settings = settings
+        self.solves.settings = settings
         self.builder.apply(settings)
         self.kernels.apply(settings)
 
     async def close(self) -> None:
         """Cancel background work and wait for it; names being built keep their previous state."""
         self._closing = True
-        tasks = [*self._background.values(), *self._solves.values(), *(t for _g, t in self._newest.values())]
+        tasks = [*self._background.values(), *self.solves.close(), *(t for _g, t in self._newest.values())]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -113,71 +106,17 @@ class Lifecycle:
         if newest is not None and newest[1].done():
             del self._newest[name]
 
-    # -- solving ------------------------------------------------------------------------------
+    # -- solving (solves.py) ------------------------------------------------------------------
 
     def spec_key(self, spec: EnvSpec, contents: Mapping[str, str] | None = None) -> str:
-        """The solve-cache key: the spec plus everything of this daemon that changes its answer.
-
-        ``contents``: the digests of the local projects the pip section installs (``inputs.local_contents``),
-        so that editing one re-resolves and makes a new env.
-        """
-        spec = effective_spec(spec, self.settings)  # .condarc's channels (config/channels.py)
-        engine = self.engine
-        key = spec_key(spec, engine.platform, engine.virtual_packages(), channels=engine.channel_urls(spec),
-                       engine=engine.version(), pip=resolver_settings() if spec.pip else ())
-        if contents:
-            key = hashlib.sha256(f"{key}\0{json.dumps(sorted(contents.items()))}".encode()).hexdigest()
-        return inputs_key(spec, key) if spec.pip else key  # an edited -r file must re-resolve
+        """The solve-cache key (``Solves.spec_key``)."""
+        return self.solves.spec_key(spec, contents)
 
     async def resolve(self, spec: EnvSpec, *, update: bool = False, contents: Mapping[str, str] | None = None,
                       previous: Lock | None = None, update_names: tuple[str, ...] = ()) -> Lock:
-        """The spec's lock: from the solve cache unless expired or ``update``; one solve per spec_key.
-
-        ``previous`` (the env's current lock) is kept when it still satisfies the spec, else
-        preferred by the solve (locking.py); ``update_names`` re-locks those, the rest preferred.
-        ``contents``: the digests of the local pip projects (``inputs.local_contents``).
-        """
-        spec = effective_spec(spec, self.settings)
-        if contents is None:
-            contents = (await asyncio.to_thread(local_contents, spec))[0] if spec.pip else {}
-        key = self.spec_key(spec, contents)
-        if not update and not update_names:
-            cached = self.store.cached_lock(key, self.settings.solve_ttl)
-            if cached is not None:
-                return cached
-        task = self._solves.get(key) if not update_names else None
-        if task is None:
-            if self._closing:
-                raise ShuttingDownError("provisiond is shutting down: no new solves",
-                                        hint="run the command again once provisiond is back")
-            task = asyncio.create_task(self._solve(key, spec, update, contents, previous, update_names))
-            if not update_names:
-                self._solves[key] = task
-                task.add_done_callback(lambda _t: self._solves.pop(key, None))
-        return await shared(task)
-
-    async def _solve(self, key: str, spec: EnvSpec, update: bool, contents: Mapping[str, str],
-                     previous: Lock | None, update_names: tuple[str, ...]) -> Lock:
-        started = time.perf_counter()
-        if self.settings.mirrors and not self.settings.offline and hasattr(self.engine, "repodata_sources"):
-            # A mirrored channel's repodata from its OCI mirror (daemon/oci/mirror.py)
-            from provisiond.daemon.oci.mirror import sync_repodata
-
-            await sync_repodata(self.settings, self.engine, spec)
-        # Repodata older than the solve TTL is checked again: a channel's new versions show up.
-        try:
-            lock = await self.locker.relock(spec, previous, update=update, update_names=update_names)
-        except (EngineError, SolveError) as exc:
-            if not self.settings.offline or isinstance(exc, OfflineError):
-                raise
-            raise OfflineError(f"offline, with cached repodata only: {exc.message}",
-                               hint="connect and set offline = false (or start provisiond without --offline)") from exc
-        if spec.pip:
-            lock = with_contents(lock, contents)
-        self.store.cache_lock(key, lock)
-        log.info("locked %s: %d packages in %.1f ms (env %s)", spec.source or "spec", len(lock.packages),
-                 (time.perf_counter() - started) * 1000, lock.env_key[:16])
-        return lock
+        """The spec's lock, from the solve cache or one solve per spec_key (``Solves.resolve``)."""
+        return await self.solves.resolve(spec, update=update, contents=contents, previous=previous,
+                                         update_names=update_names)
 
     def previous_lock(self, record: NameRecord) -> Lock | None:
         """The lock of the env ``record`` points at now, if the store still has it."""
@@ -261,7 +200,7 @@ class Lifecycle:
         contents, covered = await asyncio.to_thread(local_contents, spec) if spec.pip else ({}, ())
         files = tuple(dict.fromkeys((*allowed.files, *covered)))
         lock_file = lock_path_of(spec_file)
-        if record.kind != "project" or not (lock_file.exists() or self.settings.write_project_locks):
+        if record.kind != "project" or not self.locker.uses_project_lock(lock_file):
             # After an edit only: the same request again (its cached solve expired) is solved anew, so
             # that solve_ttl brings a channel's new versions (docs/store.md, "Re-locking").
             edited = update_names or record.spec_key != self.spec_key(spec, contents)
@@ -272,21 +211,15 @@ class Lifecycle:
                               spec=spec, signature=(signature, files), recheck=(fingerprint, spec_file.name),
                               contents=contents)
             return
-        written: list[tuple[ProjectLock, str] | None] = [None]
+        project_lock = ProjectLockUse(self.locker, spec, lock_file, update, update_names)
 
         async def locked() -> Lock:  # from conda-lock.yml as it is, or re-locked (written once built)
-            project_lock = await asyncio.to_thread(read_project_lock, lock_file)
-            lock, written[0] = await self.locker.for_project(spec, lock_file, project_lock, update=update,
-                                                             update_names=update_names)
+            lock = await project_lock.lock()
             self.store.cache_lock(self.spec_key(spec, contents), lock)  # the warm fast path asks the solve's age
             return lock
         await self._build(record, generation, locked, spec=spec, signature=(signature, files),
                           recheck=(fingerprint, spec_file.name), contents=contents)
-        new = written[0]
-        if new is not None and self._is_newest(record.name, generation) \
-                and await asyncio.to_thread(write_lock_file, lock_file, new):
-            log.info("wrote %s", lock_file)
-            self.locker.written[str(lock_file)] = new[1]
+        if self._is_newest(record.name, generation) and await project_lock.write():
             self.fresh.restat(record.name, lock_file)
             self.gate.relocked(record, allowed, await asyncio.to_thread(fingerprint))
 
@@ -428,16 +361,9 @@ class Lifecycle:
                 and bool(reading[1]) and reading[1] == self.fresh.signature(record))
 
     def referenced_files(self, name: str) -> set[str]:
-        """Files next to the spec that its pip section names with -r/-c (a change rebuilds)."""
+        """The files beside ``name``'s spec whose change rebuilds it (``inputs.referenced_files``)."""
         spec = self._specs.get(name)
-        if spec is None:
-            return set()
-        found = {LOCK_FILE}  # a project's lock: a pulled one is installed (or blocked) at once
-        for line in spec.pip:
-            parts = line.split()
-            if len(parts) == 2 and parts[0] in ("-r", "-c", "--requirement", "--constraint"):
-                found.add(Path(parts[1]).name)
-        return found
+        return referenced_files(spec) if spec is not None else set()
 
     def refresh_activation(self, name: str) -> None:
         """Re-render a project's activation (its .env changed); no rebuild."""
@@ -518,13 +444,6 @@ class Lifecycle:
         except OSError as exc:  # the env is ready; the next warm writes it again
             log.error("cannot write the activation of env %r: %s", name, exc)
         self.kernels.publish(name)  # the same kernel name, now pointing at this prefix
-
-
-def _context(engine: Engine, settings: Settings) -> str:
-    """What a persisted signature is valid under: the engine, its platform and the settings."""
-    text = json.dumps([engine.name, engine.version(), engine.platform, [str(v) for v in engine.virtual_packages()],
-                       settings.to_wire()], sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _ready(lock: Lock) -> Any:

@@ -6,7 +6,8 @@
   platform's virtual packages (this machine's detected ones for its own platform).
 - ``for_project``: a project with a ``conda-lock.yml`` is installed from it while its input hash
   matches the environment file; otherwise it is re-locked (previous packages preferred) and the
-  new lock is written back, atomically, once the env is built (docs/lockfiles.md).
+  new lock is written back, atomically, once the env is built (docs/lockfiles.md); a warm's
+  round of it is a ``ProjectLockUse``.
 
 Other platforms and preferred packages need rattler's solver: with the micromamba engine, a
 rattler engine is made for them on first use (``solver``).
@@ -20,7 +21,7 @@ import os
 import stat
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +206,10 @@ class Locker:
         return ProjectLock(locks=locks, hashes=hashes, channels=tuple(channels), sources=tuple(sources),
                            channel_priority=spec.channel_priority, generator="provisiond"), text
 
+    def uses_project_lock(self, lock_file: Path) -> bool:
+        """A project is warmed through its conda-lock.yml when it has one, or when we write them."""
+        return lock_file.exists() or self.settings.write_project_locks
+
     def platforms_for(self, spec: EnvSpec, previous: ProjectLock | None, asked: Sequence[str] = ()) -> list[str]:
         """What to lock for: ``asked``, else the file's ``platforms:``, else the existing lock's, else ours."""
         chosen = list(asked) or list(spec.platforms) or (list(previous.platforms) if previous else [])
@@ -239,3 +244,30 @@ def write_lock_file(path: Path, written: tuple[ProjectLock, str]) -> bool:
     write_atomic(path, text, 0o644, sync=True)
     _remember(path, parsed)
     return True
+
+
+@dataclass
+class ProjectLockUse:
+    """One warm's use of a project's conda-lock.yml: this machine's lock from the file as it is,
+    or re-locked (``Locker.for_project``) and written back once the env is built."""
+
+    locker: Locker
+    spec: EnvSpec
+    path: Path
+    update: bool = False
+    update_names: Sequence[str] = ()
+    new: tuple[ProjectLock, str] | None = None  # the re-locked file, to write once built
+
+    async def lock(self) -> Lock:
+        previous = await asyncio.to_thread(read_project_lock, self.path)
+        lock, self.new = await self.locker.for_project(self.spec, self.path, previous, update=self.update,
+                                                       update_names=self.update_names)
+        return lock
+
+    async def write(self) -> bool:
+        """Write the re-locked file; False when nothing was re-locked or the file already says it."""
+        if self.new is None or not await asyncio.to_thread(write_lock_file, self.path, self.new):
+            return False
+        log.info("wrote %s", self.path)
+        self.locker.written[str(self.path)] = self.new[1]  # the watcher ignores our own write
+        return True

@@ -24,7 +24,8 @@ def engine_for(settings: Settings, environ: Mapping[str, str] | None = None) -> 
 
     environ = os.environ if environ is None else environ
     if settings.engine != "rattler":
-        from provisiond.engines.micromamba import MicromambaEngine, find_micromamba
+        from provisiond.engines._micromamba_exe import find_micromamba
+        from provisiond.engines.micromamba import MicromambaEngine
 
         exe = find_micromamba(settings, environ)
         if exe is None and settings.engine == "micromamba":

@@ -1,4 +1,5 @@
-"""micromamba as a subprocess: argv building and running (its ``--json`` output is read in ``_micromamba_output.py``).
+"""micromamba as a subprocess: argv building and running (its ``--json`` output is read in ``_micromamba_output.py``,
+the executable found and probed in ``_micromamba_exe.py``).
 
 Written against the researched contract (``shared/contract/README.md`` §2) and real 2.8.1
 outputs (``samples/micromamba-real/``). The traps it avoids, all from §2 and §6:
@@ -21,10 +22,8 @@ import asyncio
 import json
 import logging
 import os
-import re
 import shlex
 import shutil
-import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -34,11 +33,12 @@ import rattler
 
 from provisiond.config.settings import Settings
 from provisiond.domain.channels import with_defaults
-from provisiond.domain.errors import ChannelTimeoutError, ConfigError, EngineError, SolveError
+from provisiond.domain.errors import ChannelTimeoutError, EngineError, SolveError
 from provisiond.domain.events import BuildProgress
 from provisiond.domain.lock import Lock
 from provisiond.domain.spec import EnvSpec
 from provisiond.domain.urls import mask, strip_credentials
+from provisiond.engines._micromamba_exe import micromamba_environ, probe_info, probe_version
 from provisiond.engines._micromamba_output import (
     _build,
     _document,
@@ -47,7 +47,6 @@ from provisiond.engines._micromamba_output import (
     _virtual_of,
     clean_conda_meta,
     explicit_file,
-    extract_json,
     is_cached,
     is_unsolvable,
     linked_records,
@@ -66,73 +65,16 @@ from provisiond.engines._micromamba_request import (
 )
 from provisiond.engines._process import ProcessResult, run_process
 from provisiond.engines.base import OnLine
-from provisiond.engines.virtual import VirtualPackages, detect
+from provisiond.engines.virtual import VirtualPackages
 from provisiond.store.credentials import Credentials
 from provisiond.store.pkgcache import scrub_credentials, scrub_repodata_cache, share
 
 log = logging.getLogger(__name__)
 
-MIN_VERSION = (2, 0)
-TESTED, TESTED_MAJOR = "2.8.1", 2  # docs/micromamba.md "Supported versions"
-PROBE_TIMEOUT = 30.0
 INSTALL_TIMEOUT = 3600.0
 DEFAULT_CHANNEL_ALIAS = "https://conda.anaconda.org/"
-_SCRUBBED = ("CONDA_", "MAMBA_", "_CE_", "CONDARC", "MAMBARC")
-_KEPT = ("CONDA_OVERRIDE_",)  # user overrides of virtual packages (__cuda, __glibc): honoured by both engines
-_VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
 # libcurl's CURLE_OPERATION_TIMEDOUT (28), as libmamba 2.8.1 reports it on stderr.
 _TIMED_OUT = ("Download error (28)", "Operation too slow", "Timeout was reached")
-_INSTALL_HINT = "install micromamba 2.x (see docs/micromamba.md), or run with --engine rattler"
-
-
-def find_micromamba(settings: Settings, environ: Mapping[str, str]) -> Path | None:
-    """The micromamba to use: ``micromamba_path`` setting > ``MAMBA_EXE`` > ``PATH``; None if absent.
-
-    Raises:
-        ConfigError: ``micromamba_path`` is set but is not an executable file.
-    """
-    if settings.micromamba_path:
-        exe = Path(settings.micromamba_path).expanduser()
-        if not _is_executable(exe):
-            raise ConfigError(f"micromamba_path={settings.micromamba_path}: not an executable file",
-                              hint=_INSTALL_HINT)
-        return exe.absolute()
-    mamba_exe = environ.get("MAMBA_EXE")
-    if mamba_exe:
-        if _is_executable(Path(mamba_exe)):
-            return Path(mamba_exe).absolute()
-        log.warning("MAMBA_EXE=%s is not an executable file; looking on PATH", mamba_exe)
-    found = shutil.which("micromamba", path=environ.get("PATH", os.defpath))
-    return Path(found).absolute() if found else None
-
-
-def _is_executable(path: Path) -> bool:
-    return path.is_file() and os.access(path, os.X_OK)
-
-
-def micromamba_environ(environ: Mapping[str, str], root: Path, pkgs: Path,
-                       connect_timeout: float | None = None) -> dict[str, str]:
-    """The child's environment: ``environ`` without conda/mamba settings, plus ours."""
-    env = {k: v for k, v in environ.items() if k.startswith(_KEPT) or not k.startswith(_SCRUBBED)}
-    env["MAMBA_ROOT_PREFIX"] = str(root)
-    env["CONDA_PKGS_DIRS"] = str(pkgs)  # read as a comma-separated list (contract §2.1)
-    # Else libmamba drops `python` from pip's depends as it loads repodata (the records would differ
-    # from rattler's). It does not stop 2.6+ adding pip to a request: see _micromamba_request.py.
-    env["MAMBA_ADD_PIP_AS_PYTHON_DEPENDENCY"] = "false"
-    # `create` registers every prefix in ~/.conda/environments.txt: hundreds of content-addressed
-    # envs would flood `conda env list`. Its HOME is the root prefix; provisiond registers names itself.
-    env["HOME"] = str(root)
-    if connect_timeout is not None:  # libmamba's remote_connect_timeout_secs (whole seconds)
-        env["MAMBA_REMOTE_CONNECT_TIMEOUT_SECS"] = str(max(1, round(connect_timeout)))
-    return env
-
-
-def parse_version(text: str) -> tuple[int, int, int]:
-    """``(2, 8, 1)`` from ``micromamba --version`` output such as ``2.8.1``."""
-    match = _VERSION.search(text)
-    if match is None:
-        raise ValueError(f"no version in {text.strip()[:80]!r}")
-    return int(match[1]), int(match[2]), int(match[3] or 0)
 
 
 class MicromambaEngine:
@@ -159,12 +101,13 @@ class MicromambaEngine:
                                        settings.paths.pkgs, settings.connect_timeout)
         self._channel_config = rattler.ChannelConfig(channel_alias=settings.channel_alias)
         self.credentials = Credentials(settings.paths.credentials)
-        self._version = self._probe_version()
-        info = self._probe_info()
+        self._version = probe_version(self.exe, self._env)
+        info = probe_info(self.exe, self._env, self.root)
         self.platform = str(info.get("platform") or rattler.Subdir.current())
         # Detected again (another `info --json`) when a driver update or a glibc upgrade may have
         # changed them: engines/virtual.py.
-        self._virtual = VirtualPackages(_virtual_of(info), lambda: _virtual_of(self._probe_info()))
+        self._virtual = VirtualPackages(_virtual_of(info),
+                                        lambda: _virtual_of(probe_info(self.exe, self._env, self.root)))
         self._linker: Any = None
         if settings.micromamba_install == "rattler":  # link with rattler's installer, in process
             from provisiond.engines.rattler import RattlerEngine
@@ -173,47 +116,6 @@ class MicromambaEngine:
             self._linker.credentials = self.credentials  # one map: what a solve remembers, an install uses
             self._linker._generation = -1  # its HTTP client is rebuilt with those on first use
             self.builds_in_place = False  # rattler installs elsewhere for use at the final path
-
-    # -- start-up probes (sync: they run once, before the daemon serves) ---------------------
-
-    def _probe(self, *args: str) -> str:
-        argv = [str(self.exe), *args]
-        try:
-            done = subprocess.run(argv, env=self._env, stdin=subprocess.DEVNULL, capture_output=True,
-                                  text=True, timeout=PROBE_TIMEOUT, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise ConfigError(f"{self.exe}: cannot run {' '.join(args)}: {exc}", hint=_INSTALL_HINT) from None
-        if done.returncode != 0:
-            last = (done.stderr.strip() or done.stdout.strip()).splitlines()[-3:]
-            raise ConfigError(f"{self.exe} {' '.join(args)} failed (exit {done.returncode}): {' / '.join(last)}",
-                              hint=_INSTALL_HINT)
-        return done.stdout
-
-    def _probe_version(self) -> str:
-        text = self._probe("--version").strip()
-        try:
-            version = parse_version(text)
-        except ValueError:
-            raise ConfigError(f"{self.exe} --version printed {text[:80]!r}: not micromamba?",
-                              hint=_INSTALL_HINT) from None
-        if version[:2] < MIN_VERSION:
-            raise ConfigError(f"micromamba {text} at {self.exe} is too old: provisiond needs 2.0 or newer",
-                              hint=_INSTALL_HINT)
-        if version[0] > TESTED_MAJOR:
-            log.warning("micromamba %s at %s is newer than the 2.x provisiond was tested with (%s); "
-                        "if its answers differ from the rattler engine's, use --engine rattler", text, self.exe,
-                        TESTED)
-        return text
-
-    def _probe_info(self) -> dict[str, Any]:
-        """``info --json``: the platform and virtual packages micromamba itself will solve for."""
-        try:
-            return extract_json(self._probe("info", "--json", "--no-rc", "-r", str(self.root)))
-        except (ConfigError, ValueError) as exc:
-            log.warning("micromamba info --json failed (%s); detecting platform and virtual packages with rattler",
-                        exc)
-            return {"platform": str(rattler.Subdir.current()),
-                    "virtual packages": detect()}
 
     # -- the Engine protocol ------------------------------------------------------------------
 

@@ -26,7 +26,6 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import rattler
 import rattler.exceptions as rx
@@ -50,6 +49,7 @@ from provisiond.domain.lockfiles import package_of
 from provisiond.domain.spec import EnvSpec
 from provisiond.domain.urls import mask, strip_credentials
 from provisiond.engines import repodata, virtual
+from provisiond.engines._pool import solve_restricted
 from provisiond.engines._watch import Reporter, cached, settle
 from provisiond.engines.base import OnLine
 from provisiond.store.credentials import Credentials
@@ -63,7 +63,6 @@ PACKAGE_REQUEST_LIMIT = 3600
 # Asked of each channel not in memory: loads its index (the whole repodata.json, or the shard
 # index) and matches nothing, so no record is converted to Python.
 _PROBE = "__provisiond-probe__"
-_REPODATA_FILES = ("repodata.json", "repodata.json.zst", "repodata_shards.msgpack.zst")
 
 
 class RattlerEngine:
@@ -170,7 +169,7 @@ class RattlerEngine:
         spec_key uses: the solver's answer depends on input order, and two files that differ
         only in order must get the same env. ``locked``: packages to prefer (a previous lock).
         ``extend``: the names ``spec`` adds to ``locked``; the solver is first given a pool of
-        only ``locked`` and every record reachable from those names (``_restricted``), and the
+        only ``locked`` and every record reachable from those names (``_pool.solve_restricted``), and the
         whole channels when that pool has no solution.
         """
         channels = self.channels_of(spec)
@@ -197,8 +196,9 @@ class RattlerEngine:
                 specs = [rattler.MatchSpec(strip_credentials(d), strict=False) for d in sorted(set(spec.dependencies))]
                 records = None
                 if extend and locked:
-                    records = await self._restricted(gateway, sources, subdirs, specs, locked, extend, virtual,
-                                                     deadline)
+                    pinned = [(p.name, _record(self._clean_package(p))) for p in locked]
+                    records = await solve_restricted(gateway, sources, subdirs, specs, pinned, extend,
+                                                     [_generic(v) for v in virtual], deadline)
                 records = records if records is not None else await rattler.solve(
                     sources=sources,
                     # Parse leniently, like the spec validator: solve() parses strings strictly and
@@ -240,37 +240,6 @@ class RattlerEngine:
             meta={"channel_priority": spec.channel_priority},
         )
 
-    async def _restricted(self, gateway: rattler.Gateway, channels: list[rattler.Channel], subdirs: list[str],
-                          specs: list[rattler.MatchSpec], locked: Sequence[Package], extend: Sequence[str],
-                          virtual: list[str], deadline: float) -> list[rattler.RepoDataRecord] | None:
-        """Solve in a pool of the ``locked`` records plus every record reachable from ``extend``
-        (all their versions, from the first channel that has each name: strict priority); None when
-        it has no solution (a new package constrains an old one away: the caller solves in full).
-
-        A previous package no new name reaches has only its locked record: a solve of the whole
-        channels that prefers it keeps it too, since nothing new depends on it. Measured 7-15x
-        faster than that solve (benchmarks/README.md).
-        """
-        reached = await gateway.query(channels, subdirs, list(extend), recursive=True)  # type: ignore[arg-type]
-        pool: dict[str, list[rattler.RepoDataRecord]] = {}
-        for per_channel in reached:
-            first: dict[str, list[rattler.RepoDataRecord]] = {}
-            for record in per_channel:
-                first.setdefault(record.name.normalized, []).append(record)
-            for name, records in first.items():
-                pool.setdefault(name, records)
-        for p in locked:
-            pool.setdefault(p.name, [_record(self._clean_package(p))])
-        try:
-            return await rattler.solve(
-                sources=[_Pool(pool)], specs=specs, platforms=subdirs,  # type: ignore[arg-type]  # as in solve()
-                locked_packages=[_record(self._clean_package(p)) for p in locked],
-                virtual_packages=[_generic(v) for v in virtual], timestamp_policy="allow-missing",
-                timeout=datetime.timedelta(seconds=max(0.001, deadline - time.monotonic())))
-        except rx.SolverError:
-            log.debug("the restricted pool has no solution: solving with the whole channels")
-            return None
-
     def _timeout_hint(self, channels: str = "the channel server") -> str:
         return (f"check that {channels} answers; on a slow link raise fetch_timeout (now "
                 f"{self.settings.fetch_timeout:g}s) or connect_timeout (now {self.settings.connect_timeout:g}s), "
@@ -291,7 +260,7 @@ class RattlerEngine:
             seen = self._checked.get(url)
             if seen is not None and not refresh and now - seen[0] <= max_age:
                 continue
-            stamp = _file_stamp(url, subdirs)
+            stamp = repodata.file_stamp(url, subdirs)
             if seen is not None and (refresh or stamp is None or stamp != seen[1]):
                 gateway.clear_repodata_cache(channel, subdirs)  # type: ignore[arg-type]  # as in solve()
                 log.debug("channel %s: repodata checked again", mask(url))
@@ -402,36 +371,6 @@ def _origin(p: Package, mirrored: dict[str, str]) -> Package:
         if p.url.startswith(local):
             return dataclasses.replace(p, url=channel + p.url[len(local):], channel=channel)
     return p
-class _Pool:
-    """A rattler RepoDataSource serving a fixed set of records (``RattlerEngine._restricted``)."""
-
-    def __init__(self, records: dict[str, list[rattler.RepoDataRecord]]) -> None:
-        self.records = records
-
-    async def fetch_package_records(self, platform: rattler.Subdir, name: rattler.PackageName
-                                    ) -> list[rattler.RepoDataRecord]:
-        return [r for r in self.records.get(name.normalized, ()) if r.subdir == str(platform)]
-
-    def package_names(self, platform: rattler.Subdir) -> list[str]:
-        return list(self.records)
-
-
-def _file_stamp(url: str, subdirs: list[str]) -> object:
-    """For a ``file://`` channel: the identity of its repodata files (None for other schemes)."""
-    parts = urlsplit(url)
-    if parts.scheme != "file":
-        return None
-    root = Path(unquote(parts.path))
-    stamp: list[tuple[int, int, int] | None] = []
-    for subdir in subdirs:
-        for name in _REPODATA_FILES:
-            try:
-                st = (root / subdir / name).stat()
-            except OSError:
-                stamp.append(None)
-            else:
-                stamp.append((st.st_ino, st.st_size, st.st_mtime_ns))
-    return tuple(stamp)
 
 
 def _generic(text: str) -> rattler.GenericVirtualPackage:

@@ -1,4 +1,5 @@
-"""Which channel and package a repodata error comes from: rattler only says "invalid type: null"."""
+"""A channel's repodata files: which channel and package a repodata error comes from (rattler only
+says "invalid type: null"), and whether a ``file://`` channel's files changed (``file_stamp``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from provisiond.domain.errors import ChannelDataError
 from provisiond.domain.urls import mask
 
 MAX_REPODATA = 512 << 20  # bytes of a repodata.json we read to find the broken record
+_REPODATA_FILES = ("repodata.json", "repodata.json.zst", "repodata_shards.msgpack.zst")
 
 
 def is_data_error(text: str) -> bool:
@@ -54,3 +56,21 @@ def _repodata(url: str, cache: Path) -> object:
         return json.loads(path.read_bytes())
     except (OSError, ValueError):
         return None
+
+
+def file_stamp(url: str, subdirs: list[str]) -> object:
+    """For a ``file://`` channel: the identity of its repodata files (None for other schemes)."""
+    parts = urlsplit(url)
+    if parts.scheme != "file":
+        return None
+    root = Path(unquote(parts.path))
+    stamp: list[tuple[int, int, int] | None] = []
+    for subdir in subdirs:
+        for name in _REPODATA_FILES:
+            try:
+                st = (root / subdir / name).stat()
+            except OSError:
+                stamp.append(None)
+            else:
+                stamp.append((st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(stamp)
