@@ -87,9 +87,15 @@ def write_layers(paths: Paths, name: str, scratch: Path) -> list[tuple[Path, str
                                 continue
                             entry = copy.copy(member)
                             entry.name = f"{home}/{member.name}"
+                            # Reproducible: the same env gives the same layer, whenever its files were written.
+                            entry.mtime, entry.uid, entry.gid, entry.uname, entry.gname = 0, 0, 0, "", ""
+                            entry.pax_headers = {k: v for k, v in member.pax_headers.items() if k not in _OWN}
                             layer.addfile(entry, tar.extractfile(member) if member.isfile() else None)
             out.append((path, "sha256:" + outer.sha.hexdigest(), "sha256:" + inner.sha.hexdigest(), outer.size))
     return out
+
+
+_OWN = ("mtime", "atime", "ctime", "uid", "gid", "uname", "gname")  # what the disk says, not the env
 
 
 def _dir(name: str) -> tarfile.TarInfo:
