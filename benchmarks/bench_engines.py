@@ -3,8 +3,9 @@
 Each engine gets its own daemon and store. After one env of every package (the package and
 repodata caches warm), each round creates a NEW env through the daemon (a project whose file drops
 one leaf: solve + build, `warm` over the socket) and a raw ``micromamba create`` of the same specs
-into a fresh prefix from warm caches (the micromamba engine's store, for both engines' rows); then a re-solve (an edit that keeps the resolution)
-against a raw ``micromamba create --dry-run`` of the same specs.
+into a fresh prefix from warm caches (for every row, the store of the micromamba engine with
+micromamba_install = micromamba: its caches are in micromamba's own layout); then a re-solve (an
+edit that keeps the resolution) against a raw ``micromamba create --dry-run`` of the same specs.
 """
 
 from __future__ import annotations
@@ -61,9 +62,11 @@ def bench_engines(ws: Path, channel: Path, pkgs: list[Pkg], reps: int, *, small:
     names = [p.name for p in pkgs]
     leaves = [p.name for p in pkgs if not any(p.name == dep.split()[0] for q in pkgs for dep in q.depends)]
     out: dict = {"packages": "one leaf and its dependencies" if small else len(names) - 1}
-    raw_home: Path | None = None  # the micromamba engine's store: its caches are warm in micromamba's layout
+    # The raw `create`s of every variant use the first store (micromamba_install = micromamba): its warm-up
+    # env leaves its caches warm in micromamba's own layout (the default links with rattler: rattler's layout).
+    raw_home: Path | None = None
     # "micromamba": the default (micromamba solves, rattler links); "+micromamba": micromamba_install = micromamba
-    for engine in ("micromamba", "micromamba+micromamba", "rattler"):
+    for engine in ("micromamba+micromamba", "micromamba", "rattler"):
         with EngineDaemon(ws / ("small" if small else "full"), engine, mm) as d:
             raw_home = raw_home or d.home
             d.start()
