@@ -267,14 +267,14 @@ def table(r: dict) -> str:
     e, es = r.get("engines", {}), r.get("engines_small", {})
     if "micromamba" in e and "micromamba" in es:
         m, ra, ms, rs = e["micromamba"], e["rattler"], es["micromamba"], es["rattler"]
+        mm, mms = e["micromamba+micromamba"], es["micromamba+micromamba"]
         rows += [row(f"5 new env, micromamba engine ({e['packages']} pkgs) vs raw `micromamba create`",
                      m["new_env_ms"], m["raw_create_ms"], 1.2),
-                 row("  same, micromamba engine, micromamba_install = rattler",
-                     e["micromamba+rattler"]["new_env_ms"], e["micromamba+rattler"]["raw_create_ms"], 1.2),
+                 row("  same, micromamba_install = micromamba (info)", mm["new_env_ms"], mm["raw_create_ms"], 1.2),
                  row("  same, rattler engine (info)", ra["new_env_ms"], ra["raw_create_ms"], 1.2),
                  row("  one leaf and its dependencies, micromamba engine", ms["new_env_ms"], ms["raw_create_ms"], 1.2),
-                 row("  one leaf and its dependencies, micromamba_install = rattler",
-                     es["micromamba+rattler"]["new_env_ms"], es["micromamba+rattler"]["raw_create_ms"], 1.2),
+                 row("  one leaf and its dependencies, micromamba_install = micromamba (info)",
+                     mms["new_env_ms"], mms["raw_create_ms"], 1.2),
                  row("  one leaf and its dependencies, rattler engine (info)", rs["new_env_ms"], rs["raw_create_ms"],
                      1.2),
                  row("6 re-solve after edit, micromamba engine vs raw `create --dry-run`", m["resolve_ms"],
@@ -324,8 +324,9 @@ def table(r: dict) -> str:
         "(a project dropping one leaf, or only one leaf: `warm` = solve + build) against a raw `micromamba "
         "create` of the same specs into a fresh prefix from the same caches; then an edit that keeps the "
         "resolution against a raw `micromamba create --dry-run` (benchmarks/bench_engines.py). The micromamba "
-        "engine runs two processes for a new spec (a dry-run solve, then an @EXPLICIT install): the prefix "
-        "path is named by env_key, known only after the solve.",
+        "engine (default micromamba_install = rattler) runs one micromamba process for a new spec (the solve) "
+        "and links with rattler's installer in the daemon; with micromamba_install = micromamba it runs two "
+        "(the solve, then an @EXPLICIT install): the prefix path is named by env_key, known only after the solve.",
         f"7: medians of {lk['rounds']} rounds, each on two fresh homes (a new daemon each, cold package cache): "
         "one watches a project whose conda-lock.yml is current (register + warm over the API), the other runs "
         f"`create -f conda-lock.yml`. Solves on the fresh homes: {lk['solves_on_fresh_homes']} (their logs); same "

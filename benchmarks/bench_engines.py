@@ -3,8 +3,9 @@
 Each engine gets its own daemon and store. After one env of every package (the package and
 repodata caches warm), each round creates a NEW env through the daemon (a project whose file drops
 one leaf: solve + build, `warm` over the socket) and a raw ``micromamba create`` of the same specs
-into a fresh prefix from warm caches (the micromamba engine's store, for both engines' rows); then a re-solve (an edit that keeps the resolution)
-against a raw ``micromamba create --dry-run`` of the same specs.
+into a fresh prefix from warm caches (for every row, the store of the micromamba engine with
+micromamba_install = micromamba: its caches are in micromamba's own layout); then a re-solve (an
+edit that keeps the resolution) against a raw ``micromamba create --dry-run`` of the same specs.
 """
 
 from __future__ import annotations
@@ -61,8 +62,11 @@ def bench_engines(ws: Path, channel: Path, pkgs: list[Pkg], reps: int, *, small:
     names = [p.name for p in pkgs]
     leaves = [p.name for p in pkgs if not any(p.name == dep.split()[0] for q in pkgs for dep in q.depends)]
     out: dict = {"packages": "one leaf and its dependencies" if small else len(names) - 1}
-    raw_home: Path | None = None  # the micromamba engine's store: its caches are warm in micromamba's layout
-    for engine in ("micromamba", "micromamba+rattler", "rattler"):  # + : micromamba_install = rattler
+    # The raw `create`s of every variant use the first store (micromamba_install = micromamba): its warm-up
+    # env leaves its caches warm in micromamba's own layout (the default links with rattler: rattler's layout).
+    raw_home: Path | None = None
+    # "micromamba": the default (micromamba solves, rattler links); "+micromamba": micromamba_install = micromamba
+    for engine in ("micromamba+micromamba", "micromamba", "rattler"):
         with EngineDaemon(ws / ("small" if small else "full"), engine, mm) as d:
             raw_home = raw_home or d.home
             d.start()
@@ -96,3 +100,39 @@ def bench_engines(ws: Path, channel: Path, pkgs: list[Pkg], reps: int, *, small:
                            "raw_dry_run_ms": med(raw_solve_ms), "rounds": reps}
             assert d.stop() == 0
     return out
+
+
+def main() -> int:
+    """Rows 5-6 alone (bench_core.py runs them with everything else): ``bench_engines.py [--quick]``."""
+    import json
+
+    from common import parse_args, progress, workspace
+
+    from provisiond.testing.channel import build_channel, generated_packages
+
+    args = parse_args(__doc__, quick="fewer packages and rounds (smoke run)")
+    n_pkgs, n_files, reps = (40, 20, 3) if args.quick else (100, 50, 9)
+    say = progress(args.json)
+    with workspace(args, "pve-") as (ws, _):
+        pkgs = generated_packages(n_pkgs, n_files)
+        channel = build_channel(ws / "channel-build", pkgs)
+        say("new envs (every package but one leaf) ...")
+        out = {"engines": bench_engines(ws / "engines", channel, pkgs, reps)}
+        say("new envs (one leaf) ...")
+        out["engines_small"] = bench_engines(ws / "engines", channel, pkgs, reps, small=True)
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        for key, result in out.items():
+            for variant, v in result.items():
+                if isinstance(v, dict):
+                    print(f"{key:14} {variant:22} new env {v['new_env_ms']:7.1f} ms / raw {v['raw_create_ms']:7.1f} ms"
+                          f" = {v['new_env_ms'] / v['raw_create_ms']:.2f}x;  re-solve {v['resolve_ms']:6.1f} ms / "
+                          f"raw dry-run {v['raw_dry_run_ms']:6.1f} ms = {v['resolve_ms'] / v['raw_dry_run_ms']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    from common import run
+
+    run(main)

@@ -23,9 +23,12 @@ SHARED = REPO.parent / "shared"
 # ../shared sits beside the checkout on our machines and in CI, not in a user's clone.
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} is absent (a clone without ../shared)")
 MICROMAMBA = find_test_micromamba()
-# The engines every e2e test that takes the `daemon` fixture runs under (tests/README.md).
-ENGINES = [pytest.param("rattler"),
-           pytest.param("micromamba", marks=pytest.mark.skipif(MICROMAMBA is None, reason=MISSING))]
+# The engines every e2e test that takes the `daemon` fixture runs under (tests/README.md):
+# "micromamba" is its default (micromamba solves, rattler's installer links), "micromamba+micromamba"
+# sets micromamba_install = micromamba (micromamba links too: its @EXPLICIT install).
+_NEEDS_MICROMAMBA = pytest.mark.skipif(MICROMAMBA is None, reason=MISSING)
+ENGINES = [pytest.param("rattler"), pytest.param("micromamba", marks=_NEEDS_MICROMAMBA),
+           pytest.param("micromamba+micromamba", marks=_NEEDS_MICROMAMBA)]
 
 
 @pytest.fixture(scope="session")
@@ -48,19 +51,24 @@ class Daemon(DaemonProcess):
     """A real provisiond process on a real Unix socket, with debug logs and a quick watcher.
 
     ``engine`` is always pinned with ``--engine`` (``engine = auto`` would follow whatever is on
-    PATH); ``None`` leaves it to the config file, for tests of that file.
+    PATH); ``None`` leaves it to the config file, for tests of that file. ``micromamba+LINKER``
+    also pins ``micromamba_install`` (``engine`` is then ``micromamba``, ``linker`` LINKER).
     """
 
     def __init__(self, home: Path, socket: Path, engine: str | None = "rattler") -> None:
+        engine, _, linker = (engine or "").partition("+")
         if engine == "micromamba" and MICROMAMBA is None:
             pytest.skip(MISSING)
-        self.engine = engine
+        self.engine = engine or None
+        self.linker = linker or None
         super().__init__(home, socket, args=["-vv", *(["--engine", engine] if engine else [])])
 
     def environ(self) -> dict[str, str]:
         env = {**super().environ(), "PROVISIOND_WATCH_DEBOUNCE_MS": "400", "PROVISIOND_WATCH_STEP_MS": "30"}
         if self.engine == "micromamba":
             env["PROVISIOND_MICROMAMBA_PATH"] = str(MICROMAMBA)
+        if self.linker:
+            env["PROVISIOND_MICROMAMBA_INSTALL"] = self.linker
         return env
 
     def start(self, timeout: float = 30) -> Daemon:

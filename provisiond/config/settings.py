@@ -92,9 +92,10 @@ class Settings:
     paths: Paths
     engine: str = "auto"
     micromamba_path: str | None = None
-    # Who links a micromamba-solved env: micromamba (an @EXPLICIT install, in place) or rattler's
-    # installer in process (one micromamba process per new env; docs/micromamba.md).
-    micromamba_install: str = "micromamba"
+    # Who links a micromamba-solved env: rattler's installer in process (the default: one micromamba
+    # process per new env, within 1.2x of a raw `micromamba create`) or micromamba itself (an
+    # @EXPLICIT install, in place: a second process). docs/micromamba.md.
+    micromamba_install: str = "rattler"
     max_builds: int = 2
     solve_ttl: float = 3600.0
     channel_alias: str = "https://conda.anaconda.org/"
@@ -266,7 +267,7 @@ def load_settings(
         raise ConfigError(
             f"engine={values['engine']!r}: unknown engine", hint=f"choose one of: {', '.join(ENGINES)}"
         )
-    if values.get("micromamba_install", "micromamba") not in ("micromamba", "rattler"):
+    if values.get("micromamba_install", "rattler") not in ("micromamba", "rattler"):
         raise ConfigError(f"micromamba_install={values['micromamba_install']!r}: unknown installer",
                           hint="choose micromamba or rattler")
     if values.get("max_builds", 1) < 1:

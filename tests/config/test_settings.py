@@ -70,12 +70,13 @@ def test_api_limits_are_settings(tmp_path: Path) -> None:
 
 def test_micromamba_install_from_the_engine_table_or_the_environment(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
-    config.write_text('[engine]\nname = "micromamba"\nmicromamba_install = "rattler"\n')
+    config.write_text('[engine]\nname = "micromamba"\nmicromamba_install = "micromamba"\n')
     home = {"PROVISIOND_HOME": "/h"}
-    assert load_settings({}, home, config).micromamba_install == "rattler"
-    assert load_settings({}, {**home, "PROVISIOND_MICROMAMBA_INSTALL": "micromamba"}, config).micromamba_install == \
-        "micromamba"
-    assert load_settings({}, home, tmp_path / "none.toml").micromamba_install == "micromamba"
+    assert load_settings({}, home, config).micromamba_install == "micromamba"
+    assert load_settings({}, {**home, "PROVISIOND_MICROMAMBA_INSTALL": "rattler"}, config).micromamba_install == \
+        "rattler"
+    # the default: micromamba solves, rattler's installer links (docs/micromamba.md, "Speed")
+    assert load_settings({}, home, tmp_path / "none.toml").micromamba_install == "rattler"
 
 
 def test_default_channels_setting(tmp_path: Path) -> None:

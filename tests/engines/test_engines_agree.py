@@ -49,8 +49,11 @@ def channels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def settings_for(home: Path, engine: str, **extra: str) -> Settings:
-    values = {"home": str(home), "socket": "/tmp/pvd-unused.sock", "engine": engine, **extra}
+def settings_for(home: Path, variant: str, **extra: str) -> Settings:
+    """``variant``: an engine name, or ``micromamba+micromamba`` (``micromamba_install = micromamba``)."""
+    engine, _, linker = variant.partition("+")
+    values = {"home": str(home), "socket": "/tmp/pvd-unused.sock", "engine": engine,
+              **({"micromamba_install": linker} if linker else {}), **extra}
     if engine == "micromamba":
         if MICROMAMBA is None:
             pytest.skip(MISSING)
@@ -63,7 +66,7 @@ def engine_on(home: Path, name: str, **extra: str) -> Engine:
     user = home.parent / "user-home"
     user.mkdir(parents=True, exist_ok=True)
     engine = engine_for(settings_for(home, name, **extra), {**os.environ, "HOME": str(user)})
-    assert engine.name == name
+    assert engine.name == name.partition("+")[0]
     return engine
 
 

@@ -7,6 +7,7 @@ channel served over HTTP with a token, so every package download is a GET we can
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import subprocess
@@ -55,11 +56,16 @@ def hello(prefix: Path) -> str:
     return subprocess.run([prefix / "bin" / "hello"], capture_output=True, text=True, check=True, timeout=30).stdout
 
 
-@pytest.mark.parametrize("first", ["rattler", "micromamba"])
+# micromamba+micromamba: micromamba links (its own cache layout); micromamba: the default, rattler's installer links
+# (rattler's layout). Each pair: the second install must take what the first one cached, across the two layouts.
+MM_LINKS = "micromamba+micromamba"
+
+
+@pytest.mark.parametrize(("first", "second"), [("rattler", MM_LINKS), (MM_LINKS, "rattler"),
+                                               ("micromamba", MM_LINKS), (MM_LINKS, "micromamba")])
 async def test_a_package_cached_by_one_engine_is_not_downloaded_by_the_other(
-        first: str, served: tuple[str, list[str]], tmp_path: Path) -> None:
+        first: str, second: str, served: tuple[str, list[str]], tmp_path: Path) -> None:
     url, gets = served
-    second = "micromamba" if first == "rattler" else "rattler"
     home = tmp_path / "home"
     engines = {name: engine_on(home, name) for name in (first, second)}
     lock = await solve(engines[first], url)
@@ -75,14 +81,14 @@ async def test_a_package_cached_by_one_engine_is_not_downloaded_by_the_other(
         ours, theirs = pkgcache.rattler_entry(pkgs, package), pkgcache.micromamba_entry(pkgs, package)
         assert theirs is not None and (ours / "info" / "index.json").stat().st_ino == \
             (theirs / "info" / "index.json").stat().st_ino
-    if second == "micromamba":
+    if second == MM_LINKS:
         assert any("--offline" in line for line in lines)  # nothing left to fetch: micromamba is told so
 
 
 async def test_micromamba_http_layout_is_cached_and_conda_meta_has_clean_urls(
         served: tuple[str, list[str]], tmp_path: Path) -> None:
     url, gets = served
-    engine = engine_on(tmp_path / "home", "micromamba")
+    engine = engine_on(tmp_path / "home", MM_LINKS)
     lock = await solve(engine, url)
     pkgs = tmp_path / "home" / "pkgs"
     assert not any(is_cached(pkgs, p) for p in lock.packages)
@@ -100,7 +106,6 @@ async def test_micromamba_http_layout_is_cached_and_conda_meta_has_clean_urls(
     leaked = [p for p in (tmp_path / "home").rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]
     assert leaked == []  # micromamba wrote it into its cache records and urls.txt: scrubbed
     urls = sorted(p.url for p in lock.packages)
-    import json
     assert sorted(json.loads(r.read_text())["url"] for r in (tmp_path / "env" / "conda-meta").glob("*.json")) == urls
 
 
@@ -108,9 +113,9 @@ async def test_gc_sees_packages_of_both_layouts_and_never_the_bookkeeping(
         served: tuple[str, list[str]], tmp_path: Path) -> None:
     url, gets = served
     home = tmp_path / "home"
-    engines = {name: engine_on(home, name) for name in ("rattler", "micromamba")}
-    lock = await solve(engines["micromamba"], url)
-    await install(engines["micromamba"], lock, tmp_path / "m")
+    engines = {name: engine_on(home, name) for name in ("rattler", MM_LINKS)}
+    lock = await solve(engines[MM_LINKS], url)
+    await install(engines[MM_LINKS], lock, tmp_path / "m")
     await install(engines["rattler"], lock, tmp_path / "r")
     pkgs = home / "pkgs"
     assert (pkgs / "cache").is_dir() and (pkgs / "urls.txt").is_file()
@@ -131,17 +136,19 @@ async def test_gc_sees_packages_of_both_layouts_and_never_the_bookkeeping(
     assert pkgcache.entries(pkgs) == [] and (pkgs / "cache").is_dir() and (pkgs / "urls.txt").is_file()
     shutil.rmtree(tmp_path / "m")
     await asyncio.sleep(0)
-    await install(engines["micromamba"], lock, tmp_path / "m")  # fetched again, and it works
+    await install(engines[MM_LINKS], lock, tmp_path / "m")  # fetched again, and it works
     assert len(gets) == 6 and hello(tmp_path / "m").startswith("Hello 2.0")
     assert os.path.isdir(tmp_path / "m" / "conda-meta")
 
 
 async def test_micromamba_solve_linked_by_rattler_is_one_micromamba_process(
         served: tuple[str, list[str]], tmp_path: Path) -> None:
-    """micromamba_install = rattler: micromamba solves, rattler's installer links in process, at the
-    final path through the store's usual build dir and rename; credentials from the solve are used."""
+    """The default (micromamba_install = rattler): micromamba solves, rattler's installer links in
+    process, at the final path through the store's usual build dir and rename; credentials from the
+    solve are used, and written nowhere (conda-meta holds clean URLs, as under micromamba's own link)."""
     url, gets = served
-    engine = engine_on(tmp_path / "home", "micromamba", micromamba_install="rattler")
+    engine = engine_on(tmp_path / "home", "micromamba")
+    assert engine.settings.micromamba_install == "rattler"  # type: ignore[attr-defined]
     assert engine.builds_in_place is False
     lock = await solve(engine, url)
     settings = engine.settings  # type: ignore[attr-defined]
@@ -151,3 +158,8 @@ async def test_micromamba_solve_linked_by_rattler_is_one_micromamba_process(
     log = "\n".join(p.read_text() for p in (tmp_path / "home" / "logs").glob("*.log"))
     assert "linking with rattler's installer" in log and "micromamba create --json" not in log
     assert not list((tmp_path / "home" / "pkgs").glob("http"))  # micromamba fetched no package
+    records = [json.loads(r.read_text()) for r in (prefix / "conda-meta").glob("*.json")]
+    assert sorted(r["url"] for r in records) == sorted(p.url for p in lock.packages)
+    assert all("*****" not in r["url"] and TOKEN not in r["url"] for r in records)
+    leaked = [p for p in (tmp_path / "home").rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]
+    assert leaked == []  # not in conda-meta, the package cache, nor micromamba's repodata cache

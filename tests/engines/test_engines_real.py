@@ -8,6 +8,7 @@ reason otherwise. Its ``HOME`` is a temp dir, since ``create`` registers every p
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -29,25 +30,30 @@ MICROMAMBA = find_test_micromamba()
 # RattlerEngine() still calls the deprecated rattler.Platform (py-rattler 0.28 warns); only that is let through.
 
 
-def make_settings(tmp_path: Path, engine: str) -> Settings:
+def make_settings(tmp_path: Path, variant: str) -> Settings:
+    """``variant``: an engine name, or ``micromamba+micromamba`` (``micromamba_install = micromamba``)."""
+    engine, _, linker = variant.partition("+")
     values = {"home": str(tmp_path / f"home-{engine}"), "socket": "/tmp/pvd-unused.sock", "engine": engine}
     if engine == "micromamba":
         values["micromamba_path"] = str(MICROMAMBA)
+    if linker:
+        values["micromamba_install"] = linker
     return load_settings(values, environ={}, config_file=tmp_path / "none.toml")
 
 
-def make_engine(tmp_path: Path, name: str) -> tuple[Settings, Engine]:
-    if name == "micromamba" and MICROMAMBA is None:
+def make_engine(tmp_path: Path, variant: str) -> tuple[Settings, Engine]:
+    if variant.startswith("micromamba") and MICROMAMBA is None:
         pytest.skip(MISSING)
-    settings = make_settings(tmp_path, name)
+    settings = make_settings(tmp_path, variant)
     home = tmp_path / "user-home"
     home.mkdir(exist_ok=True)
     engine = engine_for(settings, {**os.environ, "HOME": str(home)})
-    assert engine.name == name
+    assert engine.name == variant.partition("+")[0]
     return settings, engine
 
 
-@pytest.fixture(params=["rattler", "micromamba"])
+# micromamba: the default (micromamba solves, rattler's installer links); micromamba+micromamba: micromamba links too
+@pytest.fixture(params=["rattler", "micromamba", "micromamba+micromamba"])
 def real(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Settings, Engine, Store]]:
     settings, engine = make_engine(tmp_path, request.param)
     with Store.open(settings.paths) as store:
@@ -71,6 +77,10 @@ async def test_real_solve_and_install_a_working_env(real: tuple[Settings, Engine
     assert run.stdout.strip() == f"Hello 2.0 from {prefix}"
     assert f"{prefix}/lib".encode() + b"\0" in (prefix / "lib" / "hello.bin").read_bytes()
     assert list(settings.paths.building.iterdir()) == []
+    records = {r.name: json.loads(r.read_text()) for r in (prefix / "conda-meta").glob("*.json")}
+    assert sorted(r["url"] for r in records.values()) == sorted(p.url for p in lock.packages)  # either link path
+    sha = {p.url: p.sha256 for p in lock.packages}
+    assert all(r["sha256"] == sha[r["url"]] and r["files"] for r in records.values())
 
 
 async def test_real_unsolvable_spec_is_a_solve_error(real: tuple[Settings, Engine, Store], channel: Path) -> None:

@@ -94,7 +94,9 @@ def user_environ(tmp_path: Path, path: str = os.defpath) -> dict[str, str]:
 
 @pytest.fixture
 def settings(tmp_path: Path, standin: StandIn) -> Settings:
-    return make_settings(tmp_path, engine="micromamba", micromamba_path=str(standin.exe))
+    # micromamba's own install path (the @EXPLICIT `create`): these tests replay it. The default
+    # (micromamba_install = rattler) links with rattler, tested on the real binary (test_engines_*.py).
+    return make_settings(tmp_path, engine="micromamba", micromamba_path=str(standin.exe), micromamba_install="micromamba")
 
 
 @pytest.fixture
