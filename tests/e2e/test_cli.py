@@ -107,8 +107,11 @@ def test_ctrl_c_during_warm_says_the_build_goes_on(daemon: Daemon, channel: Path
         project.mkdir()
         (project / "environment.yml").write_text(f"name: slow\nchannels:\n  - {url}\ndependencies:\n  - hello\n")
         env = {**daemon.environ(), "PROVISIOND_SOCKET": str(daemon.socket), "PROVISIONCTL_PROGRESS_DELAY": "0"}
+        # A suite started with `&` from a script inherits SIGINT ignored, and Python then never raises
+        # KeyboardInterrupt: give the child the default disposition, as a terminal would.
         proc = subprocess.Popen([*CTL, "warm", str(project)], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+                                stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             deadline = time.monotonic() + 60
             while not held:
@@ -173,8 +176,11 @@ def test_cancel_stops_the_build_and_replaces_nothing(daemon: Daemon, channel: Pa
         project.mkdir()
         (project / "environment.yml").write_text(f"name: slow\nchannels:\n  - {url}\ndependencies:\n  - hello\n")
         env = {**daemon.environ(), "PROVISIOND_SOCKET": str(daemon.socket)}
+        # A suite started with `&` from a script inherits SIGINT ignored, and Python then never raises
+        # KeyboardInterrupt: give the child the default disposition, as a terminal would.
         proc = subprocess.Popen([*CTL, "warm", str(project)], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+                                stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             deadline = time.monotonic() + 60
             while not held:
