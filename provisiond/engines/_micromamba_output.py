@@ -7,16 +7,14 @@ functions see only text and JSON documents, recorded or live.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from provisiond.domain.lock import Lock, Package
-from provisiond.domain.urls import strip_credentials
 from provisiond.engines._process import ProcessResult
-from provisiond.store.pkgcache import in_micromamba_cache
+from provisiond.store.pkgcache import in_micromamba_cache, scrub_file
 
 __all__ = [
     "clean_conda_meta",
@@ -179,16 +177,6 @@ def clean_conda_meta(prefix: Path) -> int:
     micromamba 2.8.1 writes the credentials of an @EXPLICIT install's URLs into the records (``url``
     in clear, ``/t/*****/`` where it masks): neither belongs in the store.
     """
-    rewritten = 0
     meta = prefix / "conda-meta"
-    for path in meta.iterdir() if meta.is_dir() else ():
-        if not path.is_file() or (path.suffix != ".json" and path.name != "history"):
-            continue
-        text = path.read_text(errors="surrogateescape")
-        clean = strip_credentials(text)
-        if clean != text:
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text(clean, errors="surrogateescape")
-            os.replace(tmp, path)
-            rewritten += 1
-    return rewritten
+    return sum(scrub_file(path) for path in (meta.iterdir() if meta.is_dir() else ())
+               if path.is_file() and (path.suffix == ".json" or path.name == "history"))

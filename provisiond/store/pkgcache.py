@@ -211,19 +211,23 @@ def scrub_credentials(pkgs: Path, packages: Iterable[Package]) -> int:
         entry = micromamba_entry(pkgs, package)
         if entry is not None:
             files |= {entry / "info" / "repodata_record.json", entry.parent / "urls.txt"}
-    rewritten = 0
-    for path in files:
-        try:
-            text = path.read_text(errors="surrogateescape")
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        clean = strip_credentials(text)
-        if clean != text:
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(clean, errors="surrogateescape")
-            os.replace(tmp, path)
-            rewritten += 1
-    return rewritten
+    return sum(scrub_file(path) for path in files)
+
+
+def scrub_file(path: Path) -> bool:
+    """Rewrite ``path`` without channel credentials (a new inode, by rename); False if it held none
+    or is missing."""
+    try:
+        text = path.read_text(errors="surrogateescape")
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    clean = strip_credentials(text)
+    if clean == text:
+        return False
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(clean, errors="surrogateescape")
+    os.replace(tmp, path)
+    return True
 
 
 def scrub_repodata_cache(pkgs: Path, secrets: Iterable[str]) -> int:
