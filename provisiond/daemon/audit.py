@@ -27,6 +27,7 @@ from typing import Any
 from watchfiles import awatch
 
 from provisiond.config.settings import Settings
+from provisiond.daemon.waiting import first_of
 from provisiond.domain.errors import ProvisionError
 from provisiond.domain.osv import AuditDatabaseError, Finding, Index, normalize, parse_record
 from provisiond.store.registry import NameRecord
@@ -275,7 +276,7 @@ class Auditor:
             self._reconfigured.clear()
             path = self.settings.audit_db
             restart = asyncio.Event()
-            waiter = asyncio.create_task(_first_of(stop, self._reconfigured, then=restart))
+            waiter = asyncio.create_task(first_of(stop, self._reconfigured, then=restart))
             try:
                 if path is None:
                     await restart.wait()
@@ -315,15 +316,4 @@ def _existing_parent(path: Path) -> Path | None:
         if parent.is_dir():
             return parent
     return None
-
-
-async def _first_of(*events: asyncio.Event, then: asyncio.Event) -> None:
-    waits = [asyncio.create_task(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        then.set()
-    finally:
-        for w in waits:
-            w.cancel()
-        await asyncio.gather(*waits, return_exceptions=True)
 

@@ -17,6 +17,7 @@ from watchfiles import Change, awatch
 from provisiond.config.locations import SPEC_FILES
 from provisiond.config.settings import Settings
 from provisiond.daemon.provisioner import Provisioner
+from provisiond.daemon.waiting import first_of
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class ProjectWatcher:
             # existing parent of each, and start over when one reappears.
             parents = sorted({p for p in map(_existing_parent, self._gone_dirs()) if p} - set(dirs))
             restart = asyncio.Event()
-            waiter = asyncio.create_task(_first_of(stop, changed, self._reconfigured, then=restart))
+            waiter = asyncio.create_task(first_of(stop, changed, self._reconfigured, then=restart))
             try:
                 if not dirs and not parents:
                     await restart.wait()
@@ -130,14 +131,3 @@ def _existing_parent(directory: str) -> str | None:
             return None
         parent = parent.parent
     return str(parent)
-
-
-async def _first_of(*events: asyncio.Event, then: asyncio.Event) -> None:
-    waits = [asyncio.create_task(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        then.set()
-    finally:
-        for w in waits:
-            w.cancel()
-        await asyncio.gather(*waits, return_exceptions=True)
